@@ -1,0 +1,1 @@
+//! The DAX ledger (filled by the ledger work).
