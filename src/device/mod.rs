@@ -1,0 +1,3 @@
+//! vhost-user devices: descriptor chains, config space, the backend channel.
+
+pub mod flush;

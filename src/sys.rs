@@ -1,0 +1,266 @@
+//! Thin safe wrappers around the few syscalls the crate needs that `std` does not offer.
+//!
+//! Every `unsafe` block of the device and frontend code lives here, each with the reason
+//! it holds. Callers get `io::Result` with the errno preserved.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd};
+use std::ptr::NonNull;
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Creates an anonymous memory file (close-on-exec) of `size` bytes.
+pub fn memfd(name: &str, size: u64) -> io::Result<File> {
+    let cname = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
+    let fd = check(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(size)?;
+    Ok(file)
+}
+
+/// Makes the file's data durable: `fdatasync` for regular files, `fsync` for block devices
+/// (some drivers only flush their write cache on a full fsync).
+pub fn sync_file(fd: BorrowedFd<'_>, block_device: bool) -> io::Result<()> {
+    // SAFETY: the descriptor is valid for the duration of the borrow.
+    let ret = unsafe {
+        if block_device {
+            libc::fsync(fd.as_raw_fd())
+        } else {
+            libc::fdatasync(fd.as_raw_fd())
+        }
+    };
+    check(ret).map(drop)
+}
+
+/// Size in bytes of a block device.
+pub fn block_device_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+    const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes exactly one u64 through the pointer, which points to a
+    // live local of that type.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) })?;
+    Ok(size)
+}
+
+/// An address range reserved with `PROT_NONE`: nothing is readable or writable until a
+/// part of it is replaced by [`Reservation::map_file`]. Unmapped on drop.
+#[derive(Debug)]
+pub struct Reservation {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the reservation is a plain address range; the pointer is only used to compute
+// addresses inside it and to call mmap/munmap, which are thread-safe.
+unsafe impl Send for Reservation {}
+// SAFETY: as above; no method hands out references into the range.
+unsafe impl Sync for Reservation {}
+
+impl Reservation {
+    /// Reserves `len` bytes of address space with no access.
+    pub fn new(len: usize) -> io::Result<Self> {
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing touches no
+        // existing memory.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        Ok(Reservation { base, len })
+    }
+
+    /// First address of the range.
+    pub fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// Length of the range in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a reservation has at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> io::Result<usize> {
+        let end = offset.checked_add(len);
+        match end {
+            Some(end) if len > 0 && end <= self.len as u64 => Ok(offset as usize),
+            _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        }
+    }
+
+    /// Replaces `[offset, offset+len)` of the reservation with a shared mapping of `file`
+    /// from `file_offset`.
+    pub fn map_file(
+        &self,
+        offset: u64,
+        len: u64,
+        file: BorrowedFd<'_>,
+        file_offset: u64,
+        writable: bool,
+    ) -> io::Result<()> {
+        let start = self.check_range(offset, len)?;
+        let file_offset = libc::off_t::try_from(file_offset)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: check_range proved `[start, start+len)` lies inside our own reservation, so
+        // MAP_FIXED only replaces pages this object owns; the descriptor is valid for the call.
+        let ptr = unsafe {
+            libc::mmap(
+                self.base().add(start).cast(),
+                len as usize,
+                prot,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                file.as_raw_fd(),
+                file_offset,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Returns `[offset, offset+len)` to `PROT_NONE` anonymous memory, dropping whatever
+    /// file mapping was there.
+    pub fn clear(&self, offset: u64, len: u64) -> io::Result<()> {
+        let start = self.check_range(offset, len)?;
+        // SAFETY: check_range proved the range lies inside our own reservation, so MAP_FIXED
+        // only replaces pages this object owns.
+        let ptr = unsafe {
+            libc::mmap(
+                self.base().add(start).cast(),
+                len as usize,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Copies bytes out of the reservation. The range must be mapped readable and backed
+    /// by file pages (a page past EOF would raise SIGBUS, so callers check the file size).
+    pub fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let start = self.check_range(offset, buf.len() as u64)?;
+        // SAFETY: the range is inside the reservation (checked) and the caller guarantees it is
+        // mapped readable; volatile-free copying is fine because we only need a snapshot.
+        unsafe { std::ptr::copy_nonoverlapping(self.base().add(start), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Copies bytes into the reservation; the range must be mapped writable.
+    pub fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let start = self.check_range(offset, data.len() as u64)?;
+        // SAFETY: the range is inside the reservation (checked) and the caller guarantees it is
+        // mapped writable.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base().add(start), data.len()) };
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: base/len describe exactly the mapping created in `new`, which nothing else
+        // unmaps.
+        let ret = unsafe { libc::munmap(self.base().cast(), self.len) };
+        if ret != 0 {
+            log::warn!("munmap of window reservation failed: {}", io::Error::last_os_error());
+        }
+    }
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread (and the threads it spawns later), so a
+/// dedicated thread can take them with [`wait_for_termination`].
+pub fn block_termination_signals() -> io::Result<()> {
+    let set = termination_set();
+    // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is allowed.
+    let ret = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if ret != 0 {
+        return Err(io::Error::from_raw_os_error(ret));
+    }
+    Ok(())
+}
+
+fn termination_set() -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the zeroed set; sigaddset with valid signal numbers
+    // cannot fail.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}
+
+/// Waits until SIGINT or SIGTERM is delivered; returns the signal number. The signals must
+/// be blocked in every thread (see [`block_termination_signals`]).
+pub fn wait_for_termination() -> io::Result<i32> {
+    let set = termination_set();
+    let mut sig: libc::c_int = 0;
+    loop {
+        // SAFETY: both pointers point to live locals of the right types.
+        let ret = unsafe { libc::sigwait(&set, &mut sig) };
+        match ret {
+            0 => return Ok(sig),
+            libc::EINTR => continue,
+            err => return Err(io::Error::from_raw_os_error(err)),
+        }
+    }
+}
+
+/// Waits up to `timeout_ms` for `fd` to become readable. Returns false on timeout.
+pub fn poll_readable(fd: &impl AsRawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd structure is passed with count 1.
+        let ret = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        return Ok(ret > 0);
+    }
+}
