@@ -1,1 +1,144 @@
-fn main() {}
+//! The `vhost-dax` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use vhost_dax::config::{ConfigError, DaemonConfig, Origin, PmemRequest};
+use vhost_dax::daemon;
+
+/// vhost-user backend for virtio-pmem (and virtio-fs with a DAX window).
+#[derive(Debug, Parser)]
+#[command(name = "vhost-dax", version, about)]
+struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve one virtio-pmem device backed by a file or block device.
+    Pmem(PmemArgs),
+    /// Serve every device of a config file.
+    Run {
+        /// TOML config file (see configs/).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a config file and exit.
+    CheckConfig {
+        /// TOML config file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct PmemArgs {
+    /// vhost-user socket to listen on.
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// Backing file or block device.
+    #[arg(long, value_name = "PATH")]
+    file: PathBuf,
+    /// Device size (K/M/G suffixes, a multiple of 2M); default: the file's size.
+    #[arg(long, value_name = "SIZE")]
+    size: Option<String>,
+    /// Create the file (sparse, at --size) if it does not exist.
+    #[arg(long)]
+    create: bool,
+    /// Map the region read-only; FLUSH succeeds without a sync.
+    #[arg(long)]
+    readonly: bool,
+    /// After a disconnect, reset the device and wait for the next frontend.
+    #[arg(long)]
+    reconnect: bool,
+    /// Also advertise SHMEM as protocol bit 21 (alioth before mid-2026).
+    #[arg(long)]
+    shmem_bit21: bool,
+}
+
+impl PmemArgs {
+    fn request(&self) -> PmemRequest {
+        PmemRequest {
+            socket: Some(self.socket.clone()),
+            file: Some(self.file.clone()),
+            size: self.size.clone(),
+            create: self.create,
+            readonly: self.readonly,
+            reconnect: self.reconnect,
+            shmem_bit21: self.shmem_bit21,
+        }
+    }
+}
+
+fn init_logging(level: Option<&str>) -> Result<(), ConfigError> {
+    let level = match level {
+        Some(text) => text.parse::<log::LevelFilter>().map_err(|_| ConfigError {
+            field: "--log-level".into(),
+            reason: format!("`{text}` is not one of off, error, warn, info, debug, trace"),
+        })?,
+        None => log::LevelFilter::Info,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env("RUST_LOG")
+        .format_timestamp_millis()
+        .init();
+    Ok(())
+}
+
+fn config_error(e: ConfigError) -> ExitCode {
+    eprintln!("vhost-dax: error: {e}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("vhost-dax: {}", first.trim_start_matches("error: ").trim());
+            return ExitCode::from(2);
+        }
+    };
+    let config = match &cli.command {
+        Command::Pmem(args) => args
+            .request()
+            .validate(Origin::Cli)
+            .map(|pmem| DaemonConfig {
+                log_level: None,
+                pmem: vec![pmem],
+            }),
+        Command::Run { config } | Command::CheckConfig { file: config } => DaemonConfig::load(config),
+    };
+    let config = match config {
+        Ok(config) => config,
+        Err(e) => return config_error(e),
+    };
+    let level = cli.log_level.as_deref().or(config.log_level.as_deref());
+    if let Err(e) = init_logging(level) {
+        return config_error(e);
+    }
+    if let Command::CheckConfig { file } = &cli.command {
+        println!("{}: ok ({} pmem device(s))", file.display(), config.pmem.len());
+        return ExitCode::SUCCESS;
+    }
+    match daemon::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("vhost-dax: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

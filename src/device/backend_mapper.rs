@@ -1,0 +1,218 @@
+//! The ledger's [`Mapper`] over the vhost-user backend channel: SHMEM_MAP and SHMEM_UNMAP
+//! requests to the frontend, acknowledged with REPLY_ACK.
+//!
+//! Requests are sent from a thread of our own, never from inside the handling of a
+//! frontend message (a frontend that serves the backend channel from the loop waiting for
+//! that message's reply would deadlock), and every wait for an acknowledgement is bounded:
+//! the `vhost` crate blocks without a timeout, so the blocking call runs on the channel
+//! thread and the caller waits on it with a deadline. A frontend that does not answer in
+//! time wedges the channel; later requests fail at once instead of piling up.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vhost::vhost_user::message::{VhostUserMMap, VhostUserMMapFlags};
+use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
+
+use crate::dax::{Mapper, MapperError};
+
+enum Request {
+    Map {
+        fd: OwnedFd,
+        window_offset: u64,
+        len: u64,
+        file_offset: u64,
+        writable: bool,
+    },
+    Unmap {
+        window_offset: u64,
+        len: u64,
+    },
+}
+
+struct Job {
+    request: Request,
+    reply: mpsc::SyncSender<io::Result<u64>>,
+}
+
+enum Channel {
+    /// No frontend has given us a backend channel yet.
+    Absent,
+    /// Requests go to this thread.
+    Attached(mpsc::Sender<Job>),
+    /// The frontend did not acknowledge in time; the thread may be stuck for good.
+    Wedged,
+    /// The frontend disconnected: its address space, and every mapping in it, went away
+    /// with the connection, so there is nothing left to unmap.
+    Detached,
+}
+
+/// Sends SHMEM_MAP / SHMEM_UNMAP for one shared-memory region of one device.
+pub struct BackendMapper {
+    shmid: u8,
+    ack_timeout: Duration,
+    channel: Mutex<Channel>,
+}
+
+impl BackendMapper {
+    /// A mapper for region `shmid` that waits at most `ack_timeout` for each acknowledgement.
+    pub fn new(shmid: u8, ack_timeout: Duration) -> Arc<Self> {
+        Arc::new(BackendMapper {
+            shmid,
+            ack_timeout,
+            channel: Mutex::new(Channel::Absent),
+        })
+    }
+
+    /// Starts serving requests over a new connection's backend channel.
+    pub fn attach(&self, backend: Backend) -> io::Result<()> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("backend-channel".into())
+            .spawn(move || {
+                for job in rx {
+                    let result = send(&backend, job.request);
+                    // The caller may have given up waiting; that is its business.
+                    let _ = job.reply.send(result);
+                }
+            })?;
+        *self.lock() = Channel::Attached(tx);
+        Ok(())
+    }
+
+    /// The connection is gone: later unmaps succeed trivially, maps fail.
+    pub fn detach(&self) {
+        *self.lock() = Channel::Detached;
+    }
+
+    /// Whether a backend channel is attached and usable.
+    pub fn is_attached(&self) -> bool {
+        matches!(*self.lock(), Channel::Attached(_))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Channel> {
+        self.channel.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn call(&self, request: Request) -> Result<(), MapperError> {
+        let sender = match &*self.lock() {
+            Channel::Attached(tx) => tx.clone(),
+            Channel::Absent => return Err(MapperError::Disconnected),
+            Channel::Detached => return Err(MapperError::Disconnected),
+            Channel::Wedged => return Err(MapperError::Timeout),
+        };
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        sender
+            .send(Job {
+                request,
+                reply: reply_tx,
+            })
+            .map_err(|_| MapperError::Disconnected)?;
+        match reply_rx.recv_timeout(self.ack_timeout) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(classify(e)),
+            Err(RecvTimeoutError::Timeout) => {
+                log::error!(
+                    "frontend did not acknowledge a shared-memory request within {:?}; \
+                     backend channel considered wedged",
+                    self.ack_timeout
+                );
+                *self.lock() = Channel::Wedged;
+                Err(MapperError::Timeout)
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(MapperError::Disconnected),
+        }
+    }
+}
+
+fn send(backend: &Backend, request: Request) -> io::Result<u64> {
+    match request {
+        Request::Map {
+            fd,
+            window_offset,
+            len,
+            file_offset,
+            writable,
+        } => {
+            let flags = if writable {
+                VhostUserMMapFlags::WRITABLE
+            } else {
+                VhostUserMMapFlags::empty()
+            };
+            let msg = VhostUserMMap {
+                shmid: 0,
+                padding: [0; 7],
+                fd_offset: file_offset,
+                shm_offset: window_offset,
+                len,
+                flags: flags.bits(),
+            };
+            backend.shmem_map(&msg, &fd.as_raw_fd())
+        }
+        Request::Unmap { window_offset, len } => {
+            let msg = VhostUserMMap {
+                shm_offset: window_offset,
+                len,
+                ..Default::default()
+            };
+            backend.shmem_unmap(&msg)
+        }
+    }
+}
+
+/// Sorts a failed request into what the ledger needs to know.
+fn classify(error: io::Error) -> MapperError {
+    let inner = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<vhost::vhost_user::Error>());
+    match inner {
+        Some(vhost::vhost_user::Error::FrontendInternalError) => MapperError::Refused {
+            reason: "the frontend answered with an error".into(),
+        },
+        Some(
+            vhost::vhost_user::Error::SocketBroken(_)
+            | vhost::vhost_user::Error::Disconnected
+            | vhost::vhost_user::Error::PartialMessage
+            | vhost::vhost_user::Error::SocketError(_),
+        ) => MapperError::Disconnected,
+        // vhost refuses before sending when SHMEM was not negotiated; it says so in text only.
+        _ if error.to_string().contains("not negotiated") => MapperError::Refused {
+            reason: "the frontend did not negotiate the SHMEM protocol feature".into(),
+        },
+        _ => MapperError::Io(error),
+    }
+}
+
+impl Mapper for BackendMapper {
+    fn map(
+        &self,
+        window_offset: u64,
+        len: u64,
+        file: BorrowedFd<'_>,
+        file_offset: u64,
+        writable: bool,
+    ) -> Result<(), MapperError> {
+        let fd = file.try_clone_to_owned().map_err(MapperError::Io)?;
+        self.call(Request::Map {
+            fd,
+            window_offset,
+            len,
+            file_offset,
+            writable,
+        })
+    }
+
+    fn unmap(&self, window_offset: u64, len: u64) -> Result<(), MapperError> {
+        if matches!(*self.lock(), Channel::Detached) {
+            log::debug!(
+                "region {}: [{window_offset:#x}+{len:#x}] ended with the frontend's connection",
+                self.shmid
+            );
+            return Ok(());
+        }
+        self.call(Request::Unmap { window_offset, len })
+    }
+}

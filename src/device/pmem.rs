@@ -1,0 +1,645 @@
+//! virtio-pmem (virtio 1.2 §5.19): a host file or block device as guest persistent memory.
+//!
+//! The region is shared-memory region 0. With SHMEM negotiated the device maps the whole
+//! backing there through the ledger as soon as the backend channel exists, from its own
+//! region thread; it stays mapped across queue stops and is released (after in-flight
+//! flushes, which pin the whole region) on reset, disconnect and shutdown. The single
+//! queue carries FLUSH requests, completed only once the data is durable (group commit,
+//! see [`super::flush`]).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vhost::vhost_user::Backend;
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_queue::{DescriptorChain, QueueT};
+use vm_memory::{
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard,
+    GuestMemoryMmap,
+};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier};
+
+use super::backend_mapper::BackendMapper;
+use super::flush::{FlushStats, GroupCommit, SyncObserver};
+use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use crate::config::{BackingKind, PmemConfig, format_size, open_backing};
+use crate::dax::{Backing, BackingId, Ledger, LedgerConfig, PinWait};
+use crate::sys;
+
+/// virtio device id of pmem.
+pub const VIRTIO_ID_PMEM: u32 = 27;
+/// The device takes its placement from shared-memory region 0.
+pub const VIRTIO_PMEM_F_SHMEM_REGION: u64 = 1 << 0;
+/// The only request type.
+pub const VIRTIO_PMEM_REQ_TYPE_FLUSH: u32 = 0;
+/// Response: success.
+pub const VIRTIO_PMEM_RESP_OK: u32 = 0;
+/// Response: failure (any non-zero value is -EIO to the guest).
+pub const VIRTIO_PMEM_RESP_EIO: u32 = 1;
+/// Config space: `le64 start | le64 size`.
+pub const CONFIG_SIZE: usize = 16;
+const QUEUE_SIZE: usize = 256;
+const REGION_CHUNK: u64 = 2 << 20;
+
+/// The file or block device behind the region.
+#[derive(Debug)]
+pub struct PmemBacking {
+    file: File,
+    kind: BackingKind,
+    id: BackingId,
+}
+
+impl PmemBacking {
+    /// Opens (or creates, when the config says so) the backing.
+    pub fn open(config: &PmemConfig) -> io::Result<Self> {
+        let file = if config.create_file {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&config.file)?;
+            file.set_len(config.size)?;
+            file
+        } else {
+            open_backing(&config.file, config.readonly)?
+        };
+        let meta = file.metadata()?;
+        Ok(PmemBacking {
+            id: BackingId(meta.ino() ^ meta.dev().rotate_left(32)),
+            file,
+            kind: config.kind,
+        })
+    }
+
+    /// Makes everything written so far durable.
+    pub fn sync(&self) -> io::Result<()> {
+        sys::sync_file(self.file.as_fd(), self.kind == BackingKind::Block)
+    }
+}
+
+impl Backing for PmemBacking {
+    fn id(&self) -> BackingId {
+        self.id
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        match self.kind {
+            BackingKind::Regular => Ok(self.file.metadata()?.len()),
+            BackingKind::Block => sys::block_device_size(self.file.as_fd()),
+        }
+    }
+}
+
+enum RegionCommand {
+    Map,
+    Release(Option<mpsc::Sender<()>>),
+}
+
+/// One pmem device for the daemon's whole life; each connection gets a [`PmemBackend`].
+pub struct PmemDevice {
+    config: PmemConfig,
+    backing: Arc<PmemBacking>,
+    ledger: Arc<Ledger>,
+    mapper: Arc<BackendMapper>,
+    flusher: Option<GroupCommit>,
+    region: Mutex<mpsc::Sender<RegionCommand>>,
+    stopping: AtomicBool,
+}
+
+impl PmemDevice {
+    /// Opens the backing and starts the device's threads.
+    pub fn new(
+        config: PmemConfig,
+        ack_timeout: Duration,
+        observer: Option<Arc<dyn SyncObserver>>,
+    ) -> io::Result<Arc<Self>> {
+        let backing = Arc::new(PmemBacking::open(&config)?);
+        let mapper = BackendMapper::new(0, ack_timeout);
+        let ledger = Ledger::new(
+            LedgerConfig {
+                window_size: config.size,
+                chunk_size: REGION_CHUNK,
+                ..LedgerConfig::default()
+            },
+            mapper.clone(),
+        )
+        .map(Arc::new)
+        .map_err(|e| io::Error::other(format!("pmem ledger: {e}")))?;
+        let flusher = if config.readonly {
+            None
+        } else {
+            let backing = backing.clone();
+            let ledger = ledger.clone();
+            let size = config.size;
+            Some(GroupCommit::new(
+                "pmem-sync",
+                Box::new(move || {
+                    // A flush pins the whole region so a release waits for it. Without a
+                    // mapping (no SHMEM) there is nothing to pin and the sync runs anyway.
+                    let _pin = ledger.pin(0, size, "pmem flush", PinWait::Fail).ok();
+                    backing.sync()
+                }),
+                observer,
+            )?)
+        };
+        let (tx, rx) = mpsc::channel();
+        let device = Arc::new(PmemDevice {
+            config,
+            backing,
+            ledger,
+            mapper,
+            flusher,
+            region: Mutex::new(tx),
+            stopping: AtomicBool::new(false),
+        });
+        let worker = device.clone();
+        std::thread::Builder::new()
+            .name("pmem-region".into())
+            .spawn(move || worker.run_region_thread(rx))?;
+        Ok(device)
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &PmemConfig {
+        &self.config
+    }
+
+    /// The ledger that owns the region mapping.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// Flush counters (all zero for a read-only device).
+    pub fn flush_stats(&self) -> FlushStats {
+        self.flusher.as_ref().map(GroupCommit::stats).unwrap_or_default()
+    }
+
+    fn command(&self, command: RegionCommand) {
+        let tx = self.region.lock().unwrap_or_else(|p| p.into_inner());
+        if tx.send(command).is_err() {
+            log::error!("pmem region thread is gone");
+        }
+    }
+
+    /// Releases the region mapping and waits until it is done.
+    fn release_region(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.command(RegionCommand::Release(Some(tx)));
+        let _ = rx.recv();
+    }
+
+    fn run_region_thread(&self, commands: mpsc::Receiver<RegionCommand>) {
+        let mut told_no_shmem = false;
+        for command in commands {
+            match command {
+                RegionCommand::Map => self.map_region(&mut told_no_shmem),
+                RegionCommand::Release(done) => {
+                    match self.ledger.reset() {
+                        Ok(0) => {}
+                        Ok(n) => log::info!("pmem: region released ({n} mapping)"),
+                        Err(e) => log::error!("pmem: releasing the region failed: {e}"),
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn map_region(&self, told_no_shmem: &mut bool) {
+        if self.ledger.has_mappings(self.backing.id()) {
+            return;
+        }
+        let writable = !self.config.readonly;
+        match self
+            .ledger
+            .map(0, self.config.size, self.backing.clone(), 0, writable)
+        {
+            Ok(_) => log::info!(
+                "pmem: {} mapped into shared-memory region 0 ({}, {})",
+                self.config.file.display(),
+                format_size(self.config.size),
+                if writable { "read-write" } else { "read-only" }
+            ),
+            Err(e) if !*told_no_shmem => {
+                *told_no_shmem = true;
+                log::warn!(
+                    "pmem: could not map the region through the frontend ({e}); {}",
+                    self.frontend_maps_itself_hint()
+                );
+            }
+            Err(e) => log::debug!("pmem: region map failed again: {e}"),
+        }
+    }
+
+    fn frontend_maps_itself_hint(&self) -> String {
+        format!(
+            "the frontend must map the region itself: {} from offset 0, {} bytes, {}",
+            self.config.file.display(),
+            self.config.size,
+            if self.config.readonly { "read-only" } else { "read-write" }
+        )
+    }
+
+    /// The frontend went away: end its mappings, finish flushes, make data durable.
+    pub fn disconnected(&self) {
+        self.mapper.detach();
+        self.quiesce();
+    }
+
+    /// SIGTERM/SIGINT: stop taking requests, finish in-flight ones, make the data durable,
+    /// ask the frontend to unmap the region.
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.quiesce();
+    }
+
+    fn quiesce(&self) {
+        if let Some(flusher) = &self.flusher {
+            if let Err(e) = flusher.sync_now() {
+                log::error!("pmem: final sync of {} failed: {e}", self.config.file.display());
+            }
+        }
+        self.release_region();
+        let stats = self.flush_stats();
+        log::info!(
+            "pmem: {} flush requests served with {} syncs ({} failed)",
+            stats.requests,
+            stats.syncs,
+            stats.failures
+        );
+    }
+}
+
+type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
+
+/// The per-connection vhost-user face of a [`PmemDevice`].
+#[derive(Clone)]
+pub struct PmemBackend {
+    device: Arc<PmemDevice>,
+    conn: Arc<Connection>,
+}
+
+struct Connection {
+    memory: Mutex<Option<Memory>>,
+    start: AtomicU64,
+    event_idx: AtomicBool,
+    told_no_channel: AtomicBool,
+}
+
+impl PmemBackend {
+    /// State for one new connection.
+    pub fn new(device: Arc<PmemDevice>) -> Self {
+        PmemBackend {
+            device,
+            conn: Arc::new(Connection {
+                memory: Mutex::new(None),
+                start: AtomicU64::new(0),
+                event_idx: AtomicBool::new(false),
+                told_no_channel: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn config_bytes(&self) -> [u8; CONFIG_SIZE] {
+        let mut bytes = [0u8; CONFIG_SIZE];
+        bytes[..8].copy_from_slice(&self.conn.start.load(Ordering::SeqCst).to_le_bytes());
+        bytes[8..].copy_from_slice(&self.device.config.size.to_le_bytes());
+        bytes
+    }
+
+    fn memory(&self) -> Option<Memory> {
+        self.conn
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn process_queue(&self, vring: &VringRwLock) -> io::Result<()> {
+        let Some(memory) = self.memory() else {
+            log::warn!("pmem: queue kicked before the memory table was set");
+            return Ok(());
+        };
+        let event_idx = self.conn.event_idx.load(Ordering::SeqCst);
+        loop {
+            if event_idx {
+                vring.disable_notification().map_err(io::Error::other)?;
+            }
+            self.drain_queue(vring, &memory)?;
+            if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn drain_queue(&self, vring: &VringRwLock, memory: &Memory) -> io::Result<()> {
+        while !self.device.stopping.load(Ordering::SeqCst) {
+            let mem = memory.memory();
+            let chain = vring
+                .get_mut()
+                .get_queue_mut()
+                .pop_descriptor_chain(mem.clone());
+            let Some(chain) = chain else {
+                return Ok(());
+            };
+            self.serve(chain, vring, memory);
+        }
+        Ok(())
+    }
+
+    fn serve(
+        &self,
+        chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
+        vring: &VringRwLock,
+        memory: &Memory,
+    ) {
+        let head = chain.head_index();
+        let request = parse_request(chain);
+        let completion = Completion {
+            vring: vring.clone(),
+            memory: memory.clone(),
+            head,
+            event_idx: self.conn.event_idx.load(Ordering::SeqCst),
+        };
+        match request {
+            Request::Flush { status } => match &self.device.flusher {
+                Some(flusher) => flusher.submit(Box::new(move |result| {
+                    let code = if result.is_ok() {
+                        VIRTIO_PMEM_RESP_OK
+                    } else {
+                        VIRTIO_PMEM_RESP_EIO
+                    };
+                    completion.respond(Some((status, code)));
+                })),
+                // Read-only: nothing can have been written, so there is nothing to sync.
+                None => completion.respond(Some((status, VIRTIO_PMEM_RESP_OK))),
+            },
+            Request::Invalid { status, reason } => {
+                match status {
+                    Some(_) => log::warn!("pmem: request {head} rejected: {reason}"),
+                    None => log::warn!(
+                        "pmem: request {head} dropped (no 4-byte response buffer): {reason}"
+                    ),
+                }
+                completion.respond(status.map(|s| (s, VIRTIO_PMEM_RESP_EIO)));
+            }
+        }
+    }
+}
+
+/// What the device needs to complete one chain, from any thread.
+struct Completion {
+    vring: VringRwLock,
+    memory: Memory,
+    head: u16,
+    event_idx: bool,
+}
+
+impl Completion {
+    /// Writes the status (if the chain has room for one) and returns the chain.
+    fn respond(self, status: Option<(GuestAddress, u32)>) {
+        let mut used_len = 0;
+        if let Some((addr, code)) = status {
+            match self.memory.memory().write_obj(code.to_le(), addr) {
+                Ok(()) => used_len = 4,
+                Err(e) => log::warn!("pmem: cannot write status of request {}: {e}", self.head),
+            }
+        }
+        if let Err(e) = self.vring.add_used(self.head, used_len) {
+            log::error!("pmem: cannot return request {}: {e}", self.head);
+            return;
+        }
+        let notify = !self.event_idx || self.vring.needs_notification().unwrap_or(true);
+        if notify {
+            if let Err(e) = self.vring.signal_used_queue() {
+                log::warn!("pmem: cannot signal the guest: {e}");
+            }
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Request {
+    Flush {
+        status: GuestAddress,
+    },
+    Invalid {
+        status: Option<GuestAddress>,
+        reason: String,
+    },
+}
+
+/// Parses one chain (virtio 1.2 §5.19.6): a device-readable `le32 type`, then a
+/// device-writable `le32 ret`. The status goes into the first writable descriptor, which
+/// must hold 4 bytes.
+fn parse_request<M>(chain: DescriptorChain<M>) -> Request
+where
+    M: std::ops::Deref<Target = GuestMemoryMmap> + Clone,
+{
+    let mem = chain.memory().clone();
+    let mut request_type: Option<u32> = None;
+    let mut readable = Vec::new();
+    let mut status = None;
+    let mut misordered = false;
+    for desc in chain {
+        if desc.is_write_only() {
+            if status.is_none() {
+                status = Some((desc.addr(), desc.len()));
+            }
+        } else if status.is_some() {
+            misordered = true;
+        } else if readable.len() < 4 {
+            let want = (4 - readable.len()).min(desc.len() as usize);
+            let mut buf = vec![0u8; want];
+            if mem.read_slice(&mut buf, desc.addr()).is_ok() {
+                readable.extend_from_slice(&buf);
+            }
+        }
+    }
+    if readable.len() == 4 {
+        request_type = Some(u32::from_le_bytes([
+            readable[0],
+            readable[1],
+            readable[2],
+            readable[3],
+        ]));
+    }
+    let status = match status {
+        Some((addr, len)) if len >= 4 && mem.check_range(addr, 4) => Some(addr),
+        _ => None,
+    };
+    let reason = if misordered {
+        "a device-readable descriptor follows a writable one".to_string()
+    } else {
+        match request_type {
+            Some(VIRTIO_PMEM_REQ_TYPE_FLUSH) => match status {
+                Some(status) => return Request::Flush { status },
+                None => "no writable descriptor of at least 4 bytes".to_string(),
+            },
+            Some(other) => format!("unknown request type {other}"),
+            None => "request shorter than 4 readable bytes".to_string(),
+        }
+    };
+    Request::Invalid { status, reason }
+}
+
+impl VhostUserBackend for PmemBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        1
+    }
+
+    fn max_queue_size(&self) -> usize {
+        QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+            | VIRTIO_RING_F_EVENT_IDX
+            | VIRTIO_RING_F_INDIRECT_DESC
+            | VIRTIO_PMEM_F_SHMEM_REGION
+            | vhost::vhost_user::message::VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn acked_features(&self, _features: u64) {
+        // (Re)activation after a reset: map again if the channel is there.
+        if self.device.mapper.is_attached() {
+            self.device.command(RegionCommand::Map);
+        }
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        let mut features = VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::BACKEND_REQ
+            | VhostUserProtocolFeatures::BACKEND_SEND_FD
+            | VhostUserProtocolFeatures::RESET_DEVICE
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+            | VhostUserProtocolFeatures::SHMEM;
+        if self.device.config.shmem_bit21 {
+            features |= VhostUserProtocolFeatures::from_bits_retain(super::SHMEM_BIT21_COMPAT);
+        }
+        features
+    }
+
+    fn reset_device(&self) {
+        log::info!("pmem: device reset");
+        if let Some(flusher) = &self.device.flusher {
+            flusher.drain();
+        }
+        // Unmapping talks to the frontend, which is busy waiting for our reply to this
+        // message: hand it to the region thread.
+        self.device.command(RegionCommand::Release(None));
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.conn.event_idx.store(enabled, Ordering::SeqCst);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let bytes = self.config_bytes();
+        let start = offset as usize;
+        match start.checked_add(size as usize) {
+            Some(end) if end <= bytes.len() && size > 0 => bytes[start..end].to_vec(),
+            _ => {
+                log::warn!("pmem: GET_CONFIG outside the 16-byte config (offset {offset}, size {size})");
+                Vec::new()
+            }
+        }
+    }
+
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        // Only `start` is the frontend's to write: guest-physical placement is its choice.
+        if offset != 0 || buf.len() != 8 {
+            log::warn!(
+                "pmem: SET_CONFIG may only write `start` (offset 0, 8 bytes), got offset {offset}, {} bytes",
+                buf.len()
+            );
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let mut start = [0u8; 8];
+        start.copy_from_slice(buf);
+        self.conn
+            .start
+            .store(u64::from_le_bytes(start), Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn update_memory(&self, memory: Memory) -> io::Result<()> {
+        *self.conn.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(memory);
+        if !self.device.mapper.is_attached() && !self.conn.told_no_channel.swap(true, Ordering::SeqCst) {
+            log::warn!(
+                "pmem: the frontend set up no backend channel, so the device cannot map its region; {}",
+                self.device.frontend_maps_itself_hint()
+            );
+        }
+        Ok(())
+    }
+
+    fn set_backend_req_fd(&self, backend: Backend) {
+        if let Err(e) = self.device.mapper.attach(backend) {
+            log::error!("pmem: cannot start the backend channel thread: {e}");
+            return;
+        }
+        self.device.command(RegionCommand::Map);
+    }
+
+    fn get_shmem_config(&self) -> io::Result<VhostUserShMemConfig> {
+        Ok(VhostUserShMemConfig::new(1, &[self.device.config.size]))
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        vec![1]
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        match new_event_consumer_and_notifier(EventFlag::NONBLOCK) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                log::error!("pmem: cannot create the worker exit event: {e}");
+                None
+            }
+        }
+    }
+
+    fn stop_vring(&self, _queue_index: u32) -> io::Result<()> {
+        // GET_VRING_BASE: every accepted flush must be answered before the ring stops.
+        if let Some(flusher) = &self.device.flusher {
+            flusher.drain();
+        }
+        Ok(())
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            return Err(io::Error::other(format!("pmem: unexpected event set {evset:?}")));
+        }
+        match (device_event, vrings.first()) {
+            (0, Some(vring)) => self.process_queue(vring),
+            _ => Err(io::Error::other(format!("pmem: unknown event {device_event}"))),
+        }
+    }
+}

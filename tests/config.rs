@@ -1,0 +1,138 @@
+//! Bad configuration: one line naming the field, exit status 2, nothing left on disk.
+//! Example configs: every file in configs/ validates.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(binary()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn each_bad_pmem_command_line_exits_2_with_one_line_and_creates_nothing() {
+    let dir = TempDir::new("bad-cli");
+    std::fs::create_dir(dir.join("subdir")).unwrap();
+    std::fs::write(dir.join("small.img"), vec![0u8; 2 << 20]).unwrap();
+    std::fs::write(dir.join("odd.img"), vec![0u8; 3 << 20]).unwrap();
+    let before = dir.entries();
+    let sock = dir.join("p.sock");
+    let sock = sock.to_str().unwrap();
+    let new_file = dir.join("new.img");
+    let new_file = new_file.to_str().unwrap();
+    let small = dir.join("small.img");
+    let small = small.to_str().unwrap();
+    let odd = dir.join("odd.img");
+    let odd = odd.to_str().unwrap();
+    let subdir = dir.join("subdir");
+    let subdir = subdir.to_str().unwrap();
+    let missing_sock = dir.join("nowhere/p.sock");
+    let missing_sock = missing_sock.to_str().unwrap();
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--socket", sock, "--file", new_file, "--size", "4M", "--create", "--bogus"], "--bogus"),
+        (vec!["--socket", sock, "--file", new_file, "--size", "4X", "--create"], "--size: unknown unit"),
+        (vec!["--socket", sock, "--file", new_file, "--size", "3M", "--create"], "--size: 3 MiB is not a multiple of 2 MiB"),
+        (vec!["--socket", sock, "--file", new_file, "--size", "0", "--create"], "--size: must not be zero"),
+        (vec!["--socket", sock, "--file", new_file, "--size", "4M"], "--file:"),
+        (vec!["--socket", sock, "--file", new_file, "--create"], "--size: is required"),
+        (vec!["--socket", missing_sock, "--file", new_file, "--size", "4M", "--create"], "--socket: directory"),
+        (vec!["--socket", sock, "--file", new_file, "--size", "4M", "--create", "--readonly"], "--create: cannot be combined with readonly"),
+        (vec!["--socket", sock, "--file", subdir], "is not a regular file or block device"),
+        (vec!["--socket", sock, "--file", small, "--size", "4M"], "--size: 4 MiB is larger than"),
+        (vec!["--socket", sock, "--file", odd], "--file: size of"),
+        (vec!["--socket", small, "--file", small], "--socket:"),
+        (vec!["--socket", sock, "--file", small, "--log-level", "loud"], "--log-level"),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["pmem"];
+        full.extend_from_slice(&args);
+        let (code, stderr) = run(&full);
+        assert_eq!(code, 2, "{full:?}: stderr {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{full:?}: not one line: {stderr}");
+        assert!(stderr.contains(expected), "{full:?}: expected {expected:?} in {stderr}");
+        assert_eq!(dir.entries(), before, "{full:?} left something on disk");
+    }
+}
+
+#[test]
+fn each_bad_config_file_exits_2_naming_the_field() {
+    let dir = TempDir::new("bad-config");
+    let sock = dir.join("p.sock");
+    let img = dir.join("p.img");
+    let head = format!("socket = {:?}\nfile = {:?}\n", sock.to_str().unwrap(), img.to_str().unwrap());
+    let cases: Vec<(String, &str)> = vec![
+        (format!("[[pmem]]\n{head}size = \"4M\"\ncreate = true\nsise = 1\n"), "pmem[0].sise: unknown field"),
+        (format!("[[pmem]]\n{head}size = \"4 parsecs\"\ncreate = true\n"), "pmem[0].size: unknown unit"),
+        (format!("[[pmem]]\n{head}size = \"5M\"\ncreate = true\n"), "pmem[0].size: 5 MiB is not a multiple"),
+        (format!("[[pmem]]\n{head}size = \"4M\"\ncreate = \"yes\"\n"), "pmem[0].create: must be true or false"),
+        (format!("[[pmem]]\n{head}size = \"4M\"\n"), "pmem[0].file:"),
+        (format!("[[pmem]]\n{head}size = \"4M\"\ncreate = true\n[[pmem]]\n{head}size = \"4M\"\ncreate = true\n"), "pmem[1].socket: "),
+        ("colour = \"blue\"\n".to_string(), "colour: unknown field"),
+        ("[[pmem]\n".to_string(), "config: line 1"),
+        (String::new(), "config: defines no device"),
+        ("log_level = \"chatty\"\n".to_string(), "log_level:"),
+    ];
+    for (text, expected) in cases {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, &text).unwrap();
+        for command in ["check-config", "run"] {
+            let args: Vec<&str> = if command == "run" {
+                vec!["run", "--config", path.to_str().unwrap()]
+            } else {
+                vec!["check-config", path.to_str().unwrap()]
+            };
+            let (code, stderr) = run(&args);
+            assert_eq!(code, 2, "{command} {text:?}: {stderr}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+            assert!(stderr.contains(expected), "{text:?}: expected {expected:?} in {stderr}");
+        }
+        assert_eq!(dir.entries(), vec!["bad.toml".to_string()], "{text:?} left something");
+    }
+}
+
+/// The examples point at /run/vhost-dax and /var/lib/vhost-dax; relocate those into a
+/// sandbox so validation can check them without touching the host.
+#[test]
+fn every_example_config_validates_and_check_config_creates_nothing() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        seen += 1;
+        let dir = TempDir::new("example");
+        std::fs::create_dir_all(dir.join("run")).unwrap();
+        std::fs::create_dir_all(dir.join("lib")).unwrap();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("/run/vhost-dax", dir.join("run").to_str().unwrap())
+            .replace("/var/lib/vhost-dax", dir.join("lib").to_str().unwrap());
+        // Examples that use an existing image get one of the size they expect.
+        for (name, size) in [("existing.img", 64u64 << 20)] {
+            std::fs::write(dir.join("lib").join(name), vec![]).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("lib").join(name))
+                .unwrap()
+                .set_len(size)
+                .unwrap();
+        }
+        let config = dir.join("example.toml");
+        std::fs::write(&config, text).unwrap();
+        let (code, stderr) = run(&["check-config", config.to_str().unwrap()]);
+        assert_eq!(code, 0, "{}: {stderr}", path.display());
+        let lib: Vec<_> = std::fs::read_dir(dir.join("lib")).unwrap().collect();
+        assert_eq!(lib.len(), 1, "{}: check-config created files", path.display());
+        assert_eq!(std::fs::read_dir(dir.join("run")).unwrap().count(), 0);
+    }
+    assert!(seen >= 2, "expected example configs in {}", examples.display());
+}
