@@ -59,7 +59,7 @@ impl LedgerConfig {
                 min: MIN_CHUNK_SIZE,
             });
         }
-        if self.window_size == 0 || self.window_size % self.chunk_size != 0 {
+        if self.window_size == 0 || !self.window_size.is_multiple_of(self.chunk_size) {
             return Err(LedgerError::BadWindowSize {
                 window_size: self.window_size,
                 chunk_size: self.chunk_size,

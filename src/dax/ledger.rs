@@ -178,7 +178,7 @@ impl Ledger {
     fn check_chunks(&self, offset: u64, len: u64) -> Result<Range<ChunkIdx>, LedgerError> {
         let cs = self.chunk_size();
         for (what, value) in [(Field::WindowOffset, offset), (Field::Length, len)] {
-            if value % cs != 0 {
+            if !value.is_multiple_of(cs) {
                 return Err(LedgerError::Misaligned {
                     what,
                     value,
@@ -211,7 +211,7 @@ impl Ledger {
         writable: bool,
     ) -> Result<MapOutcome, LedgerError> {
         let range = self.check_chunks(window_offset, len)?;
-        if file_offset % PAGE_SIZE != 0 {
+        if !file_offset.is_multiple_of(PAGE_SIZE) {
             return Err(LedgerError::Misaligned {
                 what: Field::FileOffset,
                 value: file_offset,

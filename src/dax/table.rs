@@ -167,10 +167,10 @@ impl Table {
     pub(super) fn intersecting(&self, range: Range<ChunkIdx>) -> Vec<ChunkIdx> {
         let mut firsts: Vec<ChunkIdx> = Vec::new();
         for c in range {
-            if let Some(first) = self.chunks[c].mapping {
-                if firsts.last() != Some(&first) {
-                    firsts.push(first);
-                }
+            if let Some(first) = self.chunks[c].mapping
+                && firsts.last() != Some(&first)
+            {
+                firsts.push(first);
             }
         }
         firsts
@@ -377,10 +377,10 @@ impl Table {
         let mut refs = vec![m.backing];
         if let Some(entry) = self.backings.get_mut(&m.backing_id) {
             entry.mappings -= 1;
-            if entry.mappings == 0 {
-                if let Some(entry) = self.backings.remove(&m.backing_id) {
-                    refs.push(entry.has_mappings);
-                }
+            if entry.mappings == 0
+                && let Some(entry) = self.backings.remove(&m.backing_id)
+            {
+                refs.push(entry.has_mappings);
             }
         }
         refs
@@ -501,14 +501,13 @@ impl Table {
             if chunk.pins > 0 && chunk.mapping.is_none() {
                 return Err(format!("chunk {c} is pinned but not mapped"));
             }
-            if let Some(id) = chunk.claim {
-                if !self
-                    .claims
+            let owned = |id| {
+                self.claims
                     .get(&id)
                     .is_some_and(|cl| cl.chunks.contains(&c))
-                {
-                    return Err(format!("chunk {c} is owned by an unknown claim"));
-                }
+            };
+            if chunk.claim.is_some_and(|id| !owned(id)) {
+                return Err(format!("chunk {c} is owned by an unknown claim"));
             }
         }
         for (id, claim) in &self.claims {
