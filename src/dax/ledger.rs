@@ -25,7 +25,6 @@ use super::wait::Waiter;
 
 /// What [`Ledger::map`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[must_use]
 pub enum MapOutcome {
     /// The range is now mapped; `replaced` earlier mappings were released first.
     Mapped {
@@ -39,7 +38,6 @@ pub enum MapOutcome {
 
 /// What [`Ledger::unmap`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[must_use]
 pub struct UnmapOutcome {
     /// How many mappings were released (chunks of the range that were not mapped are
     /// skipped).

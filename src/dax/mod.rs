@@ -20,3 +20,6 @@ pub use guard::{FileRangeGuard, PinGuard, PinId};
 pub use info::{LedgerStats, MappingInfo, PinInfo};
 pub use ledger::{Ledger, MapOutcome, PinWait, UnmapOutcome};
 pub use mapper::{Failure, LiveMapping, Mapper, MapperError, MemoryMapper};
+
+#[cfg(test)]
+mod tests;
