@@ -2,6 +2,8 @@
 //! model runs only under `--cfg loom` (see the module documentation for the command).
 
 #[cfg(not(loom))]
+mod concurrency;
+#[cfg(not(loom))]
 mod map_unmap;
 #[cfg(not(loom))]
 mod parts;

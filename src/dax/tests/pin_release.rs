@@ -355,7 +355,10 @@ fn a_second_guard_on_the_same_chunks_waits_for_the_first() {
     assert_eq!(second.drained_chunks(), &[0]);
     drop(first);
     drop(second);
-    ledger.release_file_range(b.id_value(), 0, None).unwrap().reopen();
+    ledger
+        .release_file_range(b.id_value(), 0, None)
+        .unwrap()
+        .reopen();
 }
 
 #[test]

@@ -35,6 +35,11 @@ enum Step {
         page: u64,
         writable: bool,
     },
+    /// The guest asks again for a range it has mapped, maybe for writing now (upgrade).
+    Again {
+        which: Index,
+        writable: bool,
+    },
     /// Numbers drawn loosely, mostly invalid: checks validation against the model.
     MapRaw {
         offset: u64,
@@ -81,6 +86,8 @@ fn step() -> impl Strategy<Value = Step> {
         6 => (0..CHUNKS, 1..=3usize, 0..BACKINGS, 0..20u64, any::<bool>()).prop_map(
             |(chunk, chunks, backing, page, writable)| Step::Map { chunk, chunks, backing, page, writable }
         ),
+        2 => (any::<Index>(), any::<bool>())
+            .prop_map(|(which, writable)| Step::Again { which, writable }),
         1 => (0..WINDOW + CHUNK, 0..3 * CHUNK, 0..MAX_FILE)
             .prop_map(|(offset, len, file_offset)| Step::MapRaw { offset, len, file_offset }),
         2 => (0..=CHUNKS, 0..=4usize).prop_map(|(chunk, chunks)| Step::Unmap { chunk, chunks }),
@@ -356,6 +363,18 @@ impl Harness {
                 page,
                 writable,
             } => self.do_map(step, chunk, chunks, backing, page * PAGE_SIZE, writable),
+            Step::Again { which, writable } => {
+                let mappings: Vec<(usize, MMapping)> = self
+                    .model
+                    .mappings
+                    .iter()
+                    .map(|(&f, m)| (f, m.clone()))
+                    .collect();
+                if !mappings.is_empty() {
+                    let (f, m) = &mappings[which.index(mappings.len())];
+                    self.do_map(step, *f, m.chunks, m.backing, m.file_offset, writable);
+                }
+            }
             Step::MapRaw {
                 offset,
                 len,
