@@ -5,6 +5,7 @@
 //! `config` turns command lines and config files into validated device settings.
 
 pub mod config;
+pub mod daemon;
 pub mod dax;
 pub mod device;
 pub mod frontend;

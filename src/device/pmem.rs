@@ -21,7 +21,7 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{
-    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard,
+    Bytes, GuestAddress, GuestMemoryBackend, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard,
     GuestMemoryMmap,
 };
 use vmm_sys_util::epoll::EventSet;
@@ -128,11 +128,7 @@ impl PmemDevice {
         let backing = Arc::new(PmemBacking::open(&config)?);
         let mapper = BackendMapper::new(0, ack_timeout);
         let ledger = Ledger::new(
-            LedgerConfig {
-                window_size: config.size,
-                chunk_size: REGION_CHUNK,
-                ..LedgerConfig::default()
-            },
+            LedgerConfig::new(config.size).with_chunk_size(REGION_CHUNK),
             mapper.clone(),
         )
         .map(Arc::new)
@@ -567,12 +563,14 @@ impl VhostUserBackend for PmemBackend {
 
     fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
         // Only `start` is the frontend's to write: guest-physical placement is its choice.
+        // Writes elsewhere are ignored, as a device ignores writes to read-only config
+        // fields; an error here would make vhost-user-backend drop the connection.
         if offset != 0 || buf.len() != 8 {
             log::warn!(
-                "pmem: SET_CONFIG may only write `start` (offset 0, 8 bytes), got offset {offset}, {} bytes",
+                "pmem: SET_CONFIG ignored: only `start` (offset 0, 8 bytes) is writable, got offset {offset}, {} bytes",
                 buf.len()
             );
-            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            return Ok(());
         }
         let mut start = [0u8; 8];
         start.copy_from_slice(buf);

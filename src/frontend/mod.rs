@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
+use vhost::vhost_user::message::{
+    VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserProtocolFeatures,
+};
 use vhost::vhost_user::{
     Frontend as VhostFrontend, FrontendReqHandler, VhostUserFrontend,
 };
@@ -136,6 +138,10 @@ impl Frontend {
             let protocol = vhost.get_protocol_features()?;
             acked_protocol = protocol & options.protocol_features;
             vhost.set_protocol_features(acked_protocol)?;
+            if acked_protocol.contains(VhostUserProtocolFeatures::REPLY_ACK) {
+                // Every request then waits for the backend's verdict, as alioth does.
+                vhost.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+            }
         }
         let num_queues = if acked_protocol.contains(VhostUserProtocolFeatures::MQ) {
             usize::try_from(vhost.get_queue_num()?)
