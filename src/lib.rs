@@ -4,3 +4,5 @@
 //! window mapping, `frontend` is our side of the socket for tests and benchmarks.
 
 pub mod dax;
+pub mod fs;
+pub mod fuse;
