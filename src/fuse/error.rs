@@ -69,6 +69,8 @@ impl Errno {
     #[allow(missing_docs)]
     pub const ENODATA: Self = Self(libc::ENODATA);
     #[allow(missing_docs)]
+    pub const ENXIO: Self = Self(libc::ENXIO);
+    #[allow(missing_docs)]
     pub const ENOTSUP: Self = Self(libc::ENOTSUP);
 }
 
