@@ -12,7 +12,11 @@ use crate::fuse::filesystem::{SetAttr, SetTime};
 use crate::fuse::{Context, Errno, FsResult, Handle, NodeId};
 
 /// GETATTR, through the handle when one is given.
-pub(super) fn getattr(fs: &PassthroughFs, node: NodeId, fh: Option<Handle>) -> FsResult<(Attr, Duration)> {
+pub(super) fn getattr(
+    fs: &PassthroughFs,
+    node: NodeId,
+    fh: Option<Handle>,
+) -> FsResult<(Attr, Duration)> {
     let st = match fh {
         Some(fh) => stat_fd(&fs.handles.get(fh, node)?.file)?,
         None => stat_fd(&fs.inodes.get(node)?.fd)?,
@@ -56,14 +60,24 @@ pub(super) fn setattr(fs: &PassthroughFs, node: NodeId, a: SetAttr) -> FsResult<
         }
     }
     if a.uid.is_some() || a.gid.is_some() {
-        sys::fchownat(inode.fd(), c"", a.uid, a.gid, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)?;
+        sys::fchownat(
+            inode.fd(),
+            c"",
+            a.uid,
+            a.gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )?;
     }
     if let Some(size) = a.size {
         match &handle {
             Some(h) => sys::ftruncate(h.file.as_fd(), size)?,
             None if inode.is_dir() => return Err(Errno::EISDIR),
             None if !inode.is_reg() => return Err(Errno::EINVAL),
-            None => sys::ftruncate(fs.reopen(&inode, libc::O_WRONLY | libc::O_NONBLOCK)?.as_fd(), size)?,
+            None => sys::ftruncate(
+                fs.reopen(&inode, libc::O_WRONLY | libc::O_NONBLOCK)?
+                    .as_fd(),
+                size,
+            )?,
         }
         if a.kill_suidgid {
             kill_suidgid(fs, &inode)?;
@@ -73,7 +87,13 @@ pub(super) fn setattr(fs: &PassthroughFs, node: NodeId, a: SetAttr) -> FsResult<
         let (at, mt) = (set_time(a.atime), set_time(a.mtime));
         match &handle {
             Some(h) => sys::futimens(h.file.as_fd(), at, mt)?,
-            None => sys::utimensat(inode.fd(), c"", at, mt, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)?,
+            None => sys::utimensat(
+                inode.fd(),
+                c"",
+                at,
+                mt,
+                libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+            )?,
         }
     }
     Ok((attr_of(&stat_fd(&inode.fd)?), fs.timeout()))
@@ -120,7 +140,11 @@ pub(super) fn access(fs: &PassthroughFs, ctx: Context, node: NodeId, mask: u32) 
     }
     if ctx.uid == 0 {
         let exec_denied = mask & libc::X_OK as u32 != 0 && st.mode & 0o111 == 0 && !inode.is_dir();
-        return if exec_denied { Err(Errno::EACCES) } else { Ok(()) };
+        return if exec_denied {
+            Err(Errno::EACCES)
+        } else {
+            Ok(())
+        };
     }
     let bits = if st.uid == ctx.uid {
         (st.mode >> 6) & 7
@@ -129,5 +153,9 @@ pub(super) fn access(fs: &PassthroughFs, ctx: Context, node: NodeId, mask: u32) 
     } else {
         st.mode & 7
     };
-    if mask & !bits != 0 { Err(Errno::EACCES) } else { Ok(()) }
+    if mask & !bits != 0 {
+        Err(Errno::EACCES)
+    } else {
+        Ok(())
+    }
 }

@@ -15,7 +15,10 @@ pub(super) fn opendir(fs: &PassthroughFs, node: NodeId) -> FsResult<Opened> {
     }
     let file = fs.reopen(&inode, libc::O_RDONLY | libc::O_DIRECTORY)?;
     let fh = fs.handles.insert(node, file);
-    Ok(Opened { fh, open_flags: fs.cfg.cache.dir_open_flags() })
+    Ok(Opened {
+        fh,
+        open_flags: fs.cfg.cache.dir_open_flags(),
+    })
 }
 
 /// One record of getdents64 output.
@@ -34,7 +37,12 @@ fn parse_dirent(buf: &[u8]) -> Option<(RawDirent<'_>, usize)> {
         return None;
     }
     let name = CStr::from_bytes_until_nul(buf.get(NAME_OFF..reclen)?).ok()?;
-    let d = RawDirent { ino: u64::get(buf), off: u64::get(buf.get(8..)?), typ: u32::from(*buf.get(18)?), name };
+    let d = RawDirent {
+        ino: u64::get(buf),
+        off: u64::get(buf.get(8..)?),
+        typ: u32::from(*buf.get(18)?),
+        name,
+    };
     Some((d, reclen))
 }
 
@@ -42,7 +50,14 @@ fn parse_dirent(buf: &[u8]) -> Option<(RawDirent<'_>, usize)> {
 /// looked up (taking a lookup count) only once it is known to fit; `.` and
 /// `..` go out with node id 0 and take none. Entries that vanish between
 /// getdents and lookup are skipped.
-pub(super) fn readdir(fs: &PassthroughFs, node: NodeId, fh: Handle, offset: u64, buf: &mut DirentBuf, plus: bool) -> FsResult<()> {
+pub(super) fn readdir(
+    fs: &PassthroughFs,
+    node: NodeId,
+    fh: Handle,
+    offset: u64,
+    buf: &mut DirentBuf,
+    plus: bool,
+) -> FsResult<()> {
     let h = fs.handles.get(fh, node)?;
     let dir = fs.inodes.get(node)?;
     let _serial = h.dir_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -61,7 +76,12 @@ pub(super) fn readdir(fs: &PassthroughFs, node: NodeId, fh: Handle, offset: u64,
         while let Some((d, len)) = parse_dirent(rest) {
             rest = rest.get(len..).unwrap_or(&[]);
             let name = d.name.to_bytes();
-            let mut e = DirEntry { ino: d.ino, offset: d.off, typ: d.typ, name };
+            let mut e = DirEntry {
+                ino: d.ino,
+                offset: d.off,
+                typ: d.typ,
+                name,
+            };
             let added = if !plus {
                 buf.push(&e)
             } else if matches!(name, b"." | b"..") {

@@ -31,7 +31,13 @@ pub(super) fn lookup(fs: &PassthroughFs, parent: NodeId, name: &CStr) -> FsResul
 }
 
 /// MKDIR, as the caller.
-pub(super) fn mkdir(fs: &PassthroughFs, ctx: Context, parent: NodeId, name: &CStr, mode: u32) -> FsResult<Entry> {
+pub(super) fn mkdir(
+    fs: &PassthroughFs,
+    ctx: Context,
+    parent: NodeId,
+    name: &CStr,
+    mode: u32,
+) -> FsResult<Entry> {
     fs.check_writable()?;
     check_new_name(name)?;
     let p = fs.inodes.get(parent)?;
@@ -43,7 +49,14 @@ pub(super) fn mkdir(fs: &PassthroughFs, ctx: Context, parent: NodeId, name: &CSt
 }
 
 /// MKNOD of regular files, fifos and sockets; device nodes only when allowed.
-pub(super) fn mknod(fs: &PassthroughFs, ctx: Context, parent: NodeId, name: &CStr, mode: u32, rdev: u32) -> FsResult<Entry> {
+pub(super) fn mknod(
+    fs: &PassthroughFs,
+    ctx: Context,
+    parent: NodeId,
+    name: &CStr,
+    mode: u32,
+    rdev: u32,
+) -> FsResult<Entry> {
     fs.check_writable()?;
     check_new_name(name)?;
     match mode & libc::S_IFMT {
@@ -63,7 +76,13 @@ pub(super) fn mknod(fs: &PassthroughFs, ctx: Context, parent: NodeId, name: &CSt
 }
 
 /// SYMLINK: the target is stored as given and never resolved by the daemon.
-pub(super) fn symlink(fs: &PassthroughFs, ctx: Context, target: &CStr, parent: NodeId, name: &CStr) -> FsResult<Entry> {
+pub(super) fn symlink(
+    fs: &PassthroughFs,
+    ctx: Context,
+    target: &CStr,
+    parent: NodeId,
+    name: &CStr,
+) -> FsResult<Entry> {
     fs.check_writable()?;
     check_new_name(name)?;
     if target.is_empty() {
@@ -78,7 +97,12 @@ pub(super) fn symlink(fs: &PassthroughFs, ctx: Context, target: &CStr, parent: N
 }
 
 /// LINK: a new name for `node`; the reply names the same node id.
-pub(super) fn link(fs: &PassthroughFs, node: NodeId, newparent: NodeId, newname: &CStr) -> FsResult<Entry> {
+pub(super) fn link(
+    fs: &PassthroughFs,
+    node: NodeId,
+    newparent: NodeId,
+    newname: &CStr,
+) -> FsResult<Entry> {
     fs.check_writable()?;
     check_new_name(newname)?;
     let inode = fs.inodes.get(node)?;
@@ -86,7 +110,13 @@ pub(super) fn link(fs: &PassthroughFs, node: NodeId, newparent: NodeId, newname:
     // linkat(fd, "", AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH; following the
     // /proc/self/fd magic link reaches the inode itself (even a symlink).
     let procname = sys::fd_name(inode.fd.as_raw_fd());
-    sys::linkat(fs.proc_fd(), &procname, p.fd(), newname, libc::AT_SYMLINK_FOLLOW)?;
+    sys::linkat(
+        fs.proc_fd(),
+        &procname,
+        p.fd(),
+        newname,
+        libc::AT_SYMLINK_FOLLOW,
+    )?;
     fs.do_lookup(&p, newname)
 }
 

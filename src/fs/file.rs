@@ -50,25 +50,44 @@ pub(super) fn open(fs: &PassthroughFs, node: NodeId, flags: u32, kill: bool) -> 
         kill_suidgid(fs, &inode)?;
     }
     let fh = fs.handles.insert(node, file);
-    Ok(Opened { fh, open_flags: fs.cfg.cache.file_open_flags() })
+    Ok(Opened {
+        fh,
+        open_flags: fs.cfg.cache.file_open_flags(),
+    })
 }
 
 /// Registers a file just created and opened: its node (via an O_PATH
 /// re-open of the same file, so no name is resolved twice) and its handle.
-fn register_new(fs: &PassthroughFs, file: File, kill: bool, truncated: bool) -> FsResult<(Entry, Opened)> {
+fn register_new(
+    fs: &PassthroughFs,
+    file: File,
+    kill: bool,
+    truncated: bool,
+) -> FsResult<(Entry, Opened)> {
     let st = stat_fd(&file)?;
     if st.mode & libc::S_IFMT != libc::S_IFREG {
         return Err(Errno::ENXIO);
     }
     sys::clear_nonblock(file.as_fd())?;
-    let path_fd: OwnedFd = sys::openat(fs.proc_fd(), &sys::fd_name(file.as_raw_fd()), libc::O_PATH, 0)?;
+    let path_fd: OwnedFd = sys::openat(
+        fs.proc_fd(),
+        &sys::fd_name(file.as_raw_fd()),
+        libc::O_PATH,
+        0,
+    )?;
     let inode = fs.inodes.add_lookup(path_fd, &st);
     if kill && truncated {
         kill_suidgid(fs, &inode)?;
     }
     let entry = fs.entry_for(&inode, &stat_fd(&file)?);
     let fh = fs.handles.insert(inode.nodeid, file);
-    Ok((entry, Opened { fh, open_flags: fs.cfg.cache.file_open_flags() }))
+    Ok((
+        entry,
+        Opened {
+            fh,
+            open_flags: fs.cfg.cache.file_open_flags(),
+        },
+    ))
 }
 
 /// CREATE, as the caller; a symlink at `name` is not followed.
@@ -95,7 +114,13 @@ pub(super) fn create(
 }
 
 /// TMPFILE: an unnamed file in `parent` (O_TMPFILE), where the host allows it.
-pub(super) fn tmpfile(fs: &PassthroughFs, ctx: Context, parent: NodeId, mode: u32, flags: u32) -> FsResult<(Entry, Opened)> {
+pub(super) fn tmpfile(
+    fs: &PassthroughFs,
+    ctx: Context,
+    parent: NodeId,
+    mode: u32,
+    flags: u32,
+) -> FsResult<(Entry, Opened)> {
     fs.check_writable()?;
     let p = fs.inodes.get(parent)?;
     if !p.is_dir() {
@@ -114,7 +139,13 @@ pub(super) fn tmpfile(fs: &PassthroughFs, ctx: Context, parent: NodeId, mode: u3
 }
 
 /// READ up to `size` bytes; short only at end of file.
-pub(super) fn read(fs: &PassthroughFs, node: NodeId, fh: Handle, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+pub(super) fn read(
+    fs: &PassthroughFs,
+    node: NodeId,
+    fh: Handle,
+    offset: u64,
+    size: u32,
+) -> FsResult<Vec<u8>> {
     let h = fs.handles.get(fh, node)?;
     let mut buf = vec![0u8; size as usize];
     let mut done = 0;
@@ -132,7 +163,14 @@ pub(super) fn read(fs: &PassthroughFs, node: NodeId, fh: Handle, offset: u64, si
 }
 
 /// WRITE; with `kill_suidgid` the file then loses suid (and sgid if group-executable).
-pub(super) fn write(fs: &PassthroughFs, node: NodeId, fh: Handle, offset: u64, data: &[u8], args: WriteArgs) -> FsResult<u32> {
+pub(super) fn write(
+    fs: &PassthroughFs,
+    node: NodeId,
+    fh: Handle,
+    offset: u64,
+    data: &[u8],
+    args: WriteArgs,
+) -> FsResult<u32> {
     fs.check_writable()?;
     let h = fs.handles.get(fh, node)?;
     let n = loop {
@@ -158,11 +196,22 @@ pub(super) fn flush(fs: &PassthroughFs, node: NodeId, fh: Handle) -> FsResult<()
 /// FSYNC / FSYNCDIR.
 pub(super) fn fsync(fs: &PassthroughFs, node: NodeId, datasync: bool, fh: Handle) -> FsResult<()> {
     let h = fs.handles.get(fh, node)?;
-    Ok(if datasync { h.file.sync_data() } else { h.file.sync_all() }?)
+    Ok(if datasync {
+        h.file.sync_data()
+    } else {
+        h.file.sync_all()
+    }?)
 }
 
 /// FALLOCATE (any fallocate(2) mode the host accepts: KEEP_SIZE, PUNCH_HOLE, ...).
-pub(super) fn fallocate(fs: &PassthroughFs, node: NodeId, fh: Handle, mode: u32, offset: u64, length: u64) -> FsResult<()> {
+pub(super) fn fallocate(
+    fs: &PassthroughFs,
+    node: NodeId,
+    fh: Handle,
+    mode: u32,
+    offset: u64,
+    length: u64,
+) -> FsResult<()> {
     fs.check_writable()?;
     let h = fs.handles.get(fh, node)?;
     let mode = i32::try_from(mode).map_err(|_| Errno::EINVAL)?;
@@ -170,7 +219,13 @@ pub(super) fn fallocate(fs: &PassthroughFs, node: NodeId, fh: Handle, mode: u32,
 }
 
 /// LSEEK (SEEK_DATA / SEEK_HOLE are what the guest sends).
-pub(super) fn lseek(fs: &PassthroughFs, node: NodeId, fh: Handle, offset: u64, whence: u32) -> FsResult<u64> {
+pub(super) fn lseek(
+    fs: &PassthroughFs,
+    node: NodeId,
+    fh: Handle,
+    offset: u64,
+    whence: u32,
+) -> FsResult<u64> {
     let h = fs.handles.get(fh, node)?;
     let whence = i32::try_from(whence).map_err(|_| Errno::EINVAL)?;
     sys::lseek(h.file.as_fd(), offset, whence)
@@ -182,7 +237,14 @@ pub(super) fn copy_file_range(fs: &PassthroughFs, node_in: NodeId, a: CopyRange)
     let hin = fs.handles.get(a.fh_in, node_in)?;
     let hout = fs.handles.get(a.fh_out, a.node_out)?;
     let flags = u32::try_from(a.flags).map_err(|_| Errno::EINVAL)?;
-    sys::copy_file_range(hin.file.as_fd(), a.off_in, hout.file.as_fd(), a.off_out, a.len, flags)
+    sys::copy_file_range(
+        hin.file.as_fd(),
+        a.off_in,
+        hout.file.as_fd(),
+        a.off_out,
+        a.len,
+        flags,
+    )
 }
 
 /// SYNCFS of the host filesystem holding `node` (the root's for nodes that
@@ -194,6 +256,10 @@ pub(super) fn syncfs(fs: &PassthroughFs, node: NodeId) -> FsResult<()> {
     } else {
         fs.inodes.get(NodeId(crate::fuse::abi::ROOT_ID))?
     };
-    let flags = if target.is_dir() { libc::O_RDONLY | libc::O_DIRECTORY } else { libc::O_RDONLY | libc::O_NONBLOCK };
+    let flags = if target.is_dir() {
+        libc::O_RDONLY | libc::O_DIRECTORY
+    } else {
+        libc::O_RDONLY | libc::O_NONBLOCK
+    };
     sys::syncfs(fs.reopen(&target, flags)?.as_fd())
 }

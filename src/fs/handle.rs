@@ -27,7 +27,10 @@ pub struct HandleStore {
 
 impl Default for HandleStore {
     fn default() -> Self {
-        Self { map: RwLock::new(HashMap::new()), next: AtomicU64::new(1) }
+        Self {
+            map: RwLock::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        }
     }
 }
 
@@ -35,8 +38,15 @@ impl HandleStore {
     /// Registers `file` opened on `nodeid`; returns its handle.
     pub fn insert(&self, nodeid: NodeId, file: File) -> Handle {
         let fh = self.next.fetch_add(1, Ordering::Relaxed);
-        let data = Arc::new(HandleData { nodeid, file, dir_lock: Mutex::new(()) });
-        self.map.write().unwrap_or_else(|p| p.into_inner()).insert(fh, data);
+        let data = Arc::new(HandleData {
+            nodeid,
+            file,
+            dir_lock: Mutex::new(()),
+        });
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, data);
         Handle(fh)
     }
 

@@ -23,7 +23,11 @@ pub struct InodeKey {
 
 impl From<&Stat> for InodeKey {
     fn from(s: &Stat) -> Self {
-        Self { dev: s.dev, ino: s.ino, mnt_id: s.mnt_id }
+        Self {
+            dev: s.dev,
+            ino: s.ino,
+            mnt_id: s.mnt_id,
+        }
     }
 }
 
@@ -80,11 +84,21 @@ impl InodeStore {
     /// A table holding only the root.
     pub fn new(root_fd: OwnedFd, root: &Stat) -> Self {
         let key = InodeKey::from(root);
-        let data = Arc::new(InodeData { nodeid: NodeId(ROOT_ID), fd: root_fd, key, file_type: root.mode & libc::S_IFMT });
-        let mut t = Table { next_id: ROOT_ID + 1, ..Table::default() };
+        let data = Arc::new(InodeData {
+            nodeid: NodeId(ROOT_ID),
+            fd: root_fd,
+            key,
+            file_type: root.mode & libc::S_IFMT,
+        });
+        let mut t = Table {
+            next_id: ROOT_ID + 1,
+            ..Table::default()
+        };
         t.by_key.insert(key, ROOT_ID);
         t.by_id.insert(ROOT_ID, Node { data, lookups: 1 });
-        Self { table: Mutex::new(t) }
+        Self {
+            table: Mutex::new(t),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Table> {
@@ -95,7 +109,11 @@ impl InodeStore {
 
     /// The inode behind `id`, or `EBADF` if the kernel should not know it.
     pub fn get(&self, id: NodeId) -> FsResult<Arc<InodeData>> {
-        self.lock().by_id.get(&id.0).map(|n| n.data.clone()).ok_or(Errno::EBADF)
+        self.lock()
+            .by_id
+            .get(&id.0)
+            .map(|n| n.data.clone())
+            .ok_or(Errno::EBADF)
     }
 
     /// Lookup count of `id` (None if unknown). For tests and diagnostics.
@@ -118,17 +136,31 @@ impl InodeStore {
     pub fn add_lookup(&self, fd: OwnedFd, st: &Stat) -> Arc<InodeData> {
         let key = InodeKey::from(st);
         let mut t = self.lock();
-        if let Some(id) = t.by_key.get(&key).copied() {
-            if let Some(n) = t.by_id.get_mut(&id) {
-                n.lookups = n.lookups.saturating_add(1);
-                return n.data.clone();
-            }
+        if let Some(n) = t
+            .by_key
+            .get(&key)
+            .copied()
+            .and_then(|id| t.by_id.get_mut(&id))
+        {
+            n.lookups = n.lookups.saturating_add(1);
+            return n.data.clone();
         }
         let id = t.next_id;
         t.next_id += 1;
-        let data = Arc::new(InodeData { nodeid: NodeId(id), fd, key, file_type: st.mode & libc::S_IFMT });
+        let data = Arc::new(InodeData {
+            nodeid: NodeId(id),
+            fd,
+            key,
+            file_type: st.mode & libc::S_IFMT,
+        });
         t.by_key.insert(key, id);
-        t.by_id.insert(id, Node { data: data.clone(), lookups: 1 });
+        t.by_id.insert(
+            id,
+            Node {
+                data: data.clone(),
+                lookups: 1,
+            },
+        );
         data
     }
 

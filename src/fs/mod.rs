@@ -91,17 +91,26 @@ impl PassthroughFs {
     /// Opens `cfg.root` and `/proc/self/fd`. Sets the process umask to 0 (the
     /// guest's modes arrive already masked), as virtiofsd does.
     pub fn new(cfg: PassthroughConfig) -> Result<Self, FsError> {
-        let proc = sys::open_path(c"/proc/self/fd", libc::O_PATH | libc::O_DIRECTORY).map_err(FsError::OpenProc)?;
+        let proc = sys::open_path(c"/proc/self/fd", libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(FsError::OpenProc)?;
         Self::with_proc_fd(cfg, proc)
     }
 
     /// As [`PassthroughFs::new`] with a `/proc/self/fd` descriptor opened by the
     /// caller (e.g. before a chroot that hides /proc).
     pub fn with_proc_fd(cfg: PassthroughConfig, proc_self_fd: OwnedFd) -> Result<Self, FsError> {
-        let path = CString::new(cfg.root.as_os_str().as_bytes()).map_err(|_| FsError::NulInPath(cfg.root.clone()))?;
-        let root = sys::open_path(&path, libc::O_PATH | libc::O_DIRECTORY)
-            .map_err(|errno| FsError::OpenRoot { path: cfg.root.clone(), errno })?;
-        let st = stat_fd(&root).map_err(|errno| FsError::StatRoot { path: cfg.root.clone(), errno })?;
+        let path = CString::new(cfg.root.as_os_str().as_bytes())
+            .map_err(|_| FsError::NulInPath(cfg.root.clone()))?;
+        let root = sys::open_path(&path, libc::O_PATH | libc::O_DIRECTORY).map_err(|errno| {
+            FsError::OpenRoot {
+                path: cfg.root.clone(),
+                errno,
+            }
+        })?;
+        let st = stat_fd(&root).map_err(|errno| FsError::StatRoot {
+            path: cfg.root.clone(),
+            errno,
+        })?;
         sys::umask(0);
         Ok(Self {
             inodes: InodeStore::new(root, &st),
@@ -133,7 +142,11 @@ impl PassthroughFs {
     }
 
     fn check_writable(&self) -> FsResult<()> {
-        if self.cfg.readonly { Err(Errno::EROFS) } else { Ok(()) }
+        if self.cfg.readonly {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
     }
 
     fn entry_for(&self, inode: &InodeData, st: &Stat) -> Entry {
@@ -159,7 +172,12 @@ impl PassthroughFs {
     /// /proc/self/fd (only regular files and directories reach here).
     fn reopen(&self, inode: &InodeData, flags: i32) -> FsResult<File> {
         let name = sys::fd_name(inode.fd.as_raw_fd());
-        Ok(File::from(sys::openat(self.proc_fd(), &name, flags & !libc::O_NOFOLLOW, 0)?))
+        Ok(File::from(sys::openat(
+            self.proc_fd(),
+            &name,
+            flags & !libc::O_NOFOLLOW,
+            0,
+        )?))
     }
 
     fn proc_fd(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -174,7 +192,11 @@ impl PassthroughFs {
 
 /// `statx` of an fd itself, not following a symlink it may be.
 fn stat_fd(fd: &impl std::os::fd::AsFd) -> FsResult<Stat> {
-    sys::statx(fd.as_fd(), c"", libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)
+    sys::statx(
+        fd.as_fd(),
+        c"",
+        libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+    )
 }
 
 /// Converts host attributes to `fuse_attr`.
@@ -218,13 +240,21 @@ fn is_dot_or_dotdot(name: &CStr) -> bool {
 /// A name for something to be created: one component, not `.` or `..` (`EEXIST`).
 fn check_new_name(name: &CStr) -> FsResult<()> {
     check_name(name)?;
-    if is_dot_or_dotdot(name) { Err(Errno::EEXIST) } else { Ok(()) }
+    if is_dot_or_dotdot(name) {
+        Err(Errno::EEXIST)
+    } else {
+        Ok(())
+    }
 }
 
 /// A name of something to be removed or moved: one component, not `.` or `..` (`EINVAL`).
 fn check_old_name(name: &CStr) -> FsResult<()> {
     check_name(name)?;
-    if is_dot_or_dotdot(name) { Err(Errno::EINVAL) } else { Ok(()) }
+    if is_dot_or_dotdot(name) {
+        Err(Errno::EINVAL)
+    } else {
+        Ok(())
+    }
 }
 
 impl Filesystem for PassthroughFs {
@@ -242,8 +272,14 @@ impl Filesystem for PassthroughFs {
         if self.cfg.cache != CachePolicy::Never {
             want |= fl::AUTO_INVAL_DATA;
         }
-        self.writeback.store(req.offered & want & fl::WRITEBACK_CACHE != 0, Ordering::Release);
-        Ok(InitReply { flags: want, map_alignment: 0 })
+        self.writeback.store(
+            req.offered & want & fl::WRITEBACK_CACHE != 0,
+            Ordering::Release,
+        );
+        Ok(InitReply {
+            flags: want,
+            map_alignment: 0,
+        })
     }
     fn destroy(&self) {
         self.handles.clear();
@@ -255,7 +291,12 @@ impl Filesystem for PassthroughFs {
     fn forget(&self, node: NodeId, nlookup: u64) {
         self.inodes.forget(node, nlookup);
     }
-    fn getattr(&self, _ctx: Context, node: NodeId, fh: Option<Handle>) -> FsResult<(Attr, Duration)> {
+    fn getattr(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Option<Handle>,
+    ) -> FsResult<(Attr, Duration)> {
         attr::getattr(self, node, fh)
     }
     fn setattr(&self, _ctx: Context, node: NodeId, a: SetAttr) -> FsResult<(Attr, Duration)> {
@@ -267,10 +308,25 @@ impl Filesystem for PassthroughFs {
     fn symlink(&self, ctx: Context, target: &CStr, parent: NodeId, name: &CStr) -> FsResult<Entry> {
         entry::symlink(self, ctx, target, parent, name)
     }
-    fn mknod(&self, ctx: Context, parent: NodeId, name: &CStr, mode: u32, rdev: u32, _umask: u32) -> FsResult<Entry> {
+    fn mknod(
+        &self,
+        ctx: Context,
+        parent: NodeId,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
+        _umask: u32,
+    ) -> FsResult<Entry> {
         entry::mknod(self, ctx, parent, name, mode, rdev)
     }
-    fn mkdir(&self, ctx: Context, parent: NodeId, name: &CStr, mode: u32, _umask: u32) -> FsResult<Entry> {
+    fn mkdir(
+        &self,
+        ctx: Context,
+        parent: NodeId,
+        name: &CStr,
+        mode: u32,
+        _umask: u32,
+    ) -> FsResult<Entry> {
         entry::mkdir(self, ctx, parent, name, mode)
     }
     fn unlink(&self, _ctx: Context, parent: NodeId, name: &CStr) -> FsResult<()> {
@@ -279,34 +335,90 @@ impl Filesystem for PassthroughFs {
     fn rmdir(&self, _ctx: Context, parent: NodeId, name: &CStr) -> FsResult<()> {
         entry::remove(self, parent, name, libc::AT_REMOVEDIR)
     }
-    fn rename(&self, _ctx: Context, olddir: NodeId, oldname: &CStr, newdir: NodeId, newname: &CStr, flags: u32) -> FsResult<()> {
+    fn rename(
+        &self,
+        _ctx: Context,
+        olddir: NodeId,
+        oldname: &CStr,
+        newdir: NodeId,
+        newname: &CStr,
+        flags: u32,
+    ) -> FsResult<()> {
         entry::rename(self, olddir, oldname, newdir, newname, flags)
     }
-    fn link(&self, _ctx: Context, node: NodeId, newparent: NodeId, newname: &CStr) -> FsResult<Entry> {
+    fn link(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        newparent: NodeId,
+        newname: &CStr,
+    ) -> FsResult<Entry> {
         entry::link(self, node, newparent, newname)
     }
-    fn open(&self, _ctx: Context, node: NodeId, flags: u32, kill_suidgid: bool) -> FsResult<Opened> {
+    fn open(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        flags: u32,
+        kill_suidgid: bool,
+    ) -> FsResult<Opened> {
         file::open(self, node, flags, kill_suidgid)
     }
-    fn read(&self, _ctx: Context, node: NodeId, fh: Handle, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    fn read(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Handle,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<Vec<u8>> {
         file::read(self, node, fh, offset, size)
     }
-    fn write(&self, _ctx: Context, node: NodeId, fh: Handle, offset: u64, data: &[u8], args: WriteArgs) -> FsResult<u32> {
+    fn write(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Handle,
+        offset: u64,
+        data: &[u8],
+        args: WriteArgs,
+    ) -> FsResult<u32> {
         file::write(self, node, fh, offset, data, args)
     }
     fn statfs(&self, _ctx: Context, node: NodeId) -> FsResult<Kstatfs> {
         attr::statfs(self, node)
     }
-    fn release(&self, _ctx: Context, node: NodeId, fh: Handle, _flags: u32, _flush: bool, _lock_owner: u64) -> FsResult<()> {
+    fn release(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Handle,
+        _flags: u32,
+        _flush: bool,
+        _lock_owner: u64,
+    ) -> FsResult<()> {
         self.handles.remove(fh, node)
     }
     fn fsync(&self, _ctx: Context, node: NodeId, datasync: bool, fh: Handle) -> FsResult<()> {
         file::fsync(self, node, datasync, fh)
     }
-    fn setxattr(&self, _ctx: Context, node: NodeId, name: &CStr, value: &[u8], flags: u32) -> FsResult<()> {
+    fn setxattr(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> FsResult<()> {
         xattr::setxattr(self, node, name, value, flags)
     }
-    fn getxattr(&self, _ctx: Context, node: NodeId, name: &CStr, size: u32) -> FsResult<XattrReply> {
+    fn getxattr(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        name: &CStr,
+        size: u32,
+    ) -> FsResult<XattrReply> {
         xattr::getxattr(self, node, name, size)
     }
     fn listxattr(&self, _ctx: Context, node: NodeId, size: u32) -> FsResult<XattrReply> {
@@ -321,10 +433,24 @@ impl Filesystem for PassthroughFs {
     fn opendir(&self, _ctx: Context, node: NodeId, _flags: u32) -> FsResult<Opened> {
         dir::opendir(self, node)
     }
-    fn readdir(&self, _ctx: Context, node: NodeId, fh: Handle, offset: u64, buf: &mut DirentBuf) -> FsResult<()> {
+    fn readdir(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Handle,
+        offset: u64,
+        buf: &mut DirentBuf,
+    ) -> FsResult<()> {
         dir::readdir(self, node, fh, offset, buf, false)
     }
-    fn readdirplus(&self, _ctx: Context, node: NodeId, fh: Handle, offset: u64, buf: &mut DirentBuf) -> FsResult<()> {
+    fn readdirplus(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Handle,
+        offset: u64,
+        buf: &mut DirentBuf,
+    ) -> FsResult<()> {
         dir::readdir(self, node, fh, offset, buf, true)
     }
     fn releasedir(&self, _ctx: Context, node: NodeId, fh: Handle, _flags: u32) -> FsResult<()> {
@@ -336,13 +462,37 @@ impl Filesystem for PassthroughFs {
     fn access(&self, ctx: Context, node: NodeId, mask: u32) -> FsResult<()> {
         attr::access(self, ctx, node, mask)
     }
-    fn create(&self, ctx: Context, parent: NodeId, name: &CStr, mode: u32, flags: u32, _umask: u32, kill_suidgid: bool) -> FsResult<(Entry, Opened)> {
+    fn create(
+        &self,
+        ctx: Context,
+        parent: NodeId,
+        name: &CStr,
+        mode: u32,
+        flags: u32,
+        _umask: u32,
+        kill_suidgid: bool,
+    ) -> FsResult<(Entry, Opened)> {
         file::create(self, ctx, parent, name, mode, flags, kill_suidgid)
     }
-    fn fallocate(&self, _ctx: Context, node: NodeId, fh: Handle, mode: u32, offset: u64, length: u64) -> FsResult<()> {
+    fn fallocate(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Handle,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> FsResult<()> {
         file::fallocate(self, node, fh, mode, offset, length)
     }
-    fn lseek(&self, _ctx: Context, node: NodeId, fh: Handle, offset: u64, whence: u32) -> FsResult<u64> {
+    fn lseek(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Handle,
+        offset: u64,
+        whence: u32,
+    ) -> FsResult<u64> {
         file::lseek(self, node, fh, offset, whence)
     }
     fn copy_file_range(&self, _ctx: Context, node_in: NodeId, args: CopyRange) -> FsResult<u64> {
@@ -351,7 +501,14 @@ impl Filesystem for PassthroughFs {
     fn syncfs(&self, _ctx: Context, node: NodeId) -> FsResult<()> {
         file::syncfs(self, node)
     }
-    fn tmpfile(&self, ctx: Context, parent: NodeId, mode: u32, flags: u32, _umask: u32) -> FsResult<(Entry, Opened)> {
+    fn tmpfile(
+        &self,
+        ctx: Context,
+        parent: NodeId,
+        mode: u32,
+        flags: u32,
+        _umask: u32,
+    ) -> FsResult<(Entry, Opened)> {
         file::tmpfile(self, ctx, parent, mode, flags)
     }
 }

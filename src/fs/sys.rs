@@ -15,7 +15,11 @@ fn check(ret: libc::c_int) -> FsResult<libc::c_int> {
 }
 
 fn check_size(ret: isize) -> FsResult<usize> {
-    if ret < 0 { Err(Errno::last()) } else { Ok(ret as usize) }
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret as usize)
+    }
 }
 
 fn check_fd(ret: libc::c_int) -> FsResult<OwnedFd> {
@@ -29,7 +33,14 @@ fn check_fd(ret: libc::c_int) -> FsResult<OwnedFd> {
 pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: i32, mode: u32) -> FsResult<OwnedFd> {
     // SAFETY: `name` is NUL-terminated and lives across the call; `dir` is an
     // open descriptor borrowed for the call.
-    check_fd(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_CLOEXEC, mode as libc::c_uint) })
+    check_fd(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })
 }
 
 /// Opens an absolute or cwd-relative path (used once, for the root and /proc).
@@ -76,11 +87,18 @@ pub fn statx(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> FsResult<Stat> {
     check(unsafe { libc::statx(dir.as_raw_fd(), name.as_ptr(), flags, mask, sx.as_mut_ptr()) })?;
     // SAFETY: statx succeeded and filled the buffer (it was zeroed anyway).
     let s = unsafe { sx.assume_init() };
-    let t = |t: libc::statx_timestamp| Time { sec: t.tv_sec, nsec: t.tv_nsec };
+    let t = |t: libc::statx_timestamp| Time {
+        sec: t.tv_sec,
+        nsec: t.tv_nsec,
+    };
     Ok(Stat {
         dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
         ino: s.stx_ino,
-        mnt_id: if s.stx_mask & libc::STATX_MNT_ID != 0 { s.stx_mnt_id } else { 0 },
+        mnt_id: if s.stx_mask & libc::STATX_MNT_ID != 0 {
+            s.stx_mnt_id
+        } else {
+            0
+        },
         mode: u32::from(s.stx_mode),
         nlink: s.stx_nlink,
         uid: s.stx_uid,
@@ -114,10 +132,24 @@ pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> FsResult<()
 }
 
 /// `linkat(2)`.
-pub fn linkat(olddir: BorrowedFd<'_>, oldname: &CStr, newdir: BorrowedFd<'_>, newname: &CStr, flags: i32) -> FsResult<()> {
+pub fn linkat(
+    olddir: BorrowedFd<'_>,
+    oldname: &CStr,
+    newdir: BorrowedFd<'_>,
+    newname: &CStr,
+    flags: i32,
+) -> FsResult<()> {
     // SAFETY: NUL-terminated names, borrowed open dir fds.
-    check(unsafe { libc::linkat(olddir.as_raw_fd(), oldname.as_ptr(), newdir.as_raw_fd(), newname.as_ptr(), flags) })
-        .map(drop)
+    check(unsafe {
+        libc::linkat(
+            olddir.as_raw_fd(),
+            oldname.as_ptr(),
+            newdir.as_raw_fd(),
+            newname.as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
 }
 
 /// `unlinkat(2)`.
@@ -127,23 +159,50 @@ pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> FsResult<()> {
 }
 
 /// `renameat2(2)`.
-pub fn renameat2(olddir: BorrowedFd<'_>, oldname: &CStr, newdir: BorrowedFd<'_>, newname: &CStr, flags: u32) -> FsResult<()> {
+pub fn renameat2(
+    olddir: BorrowedFd<'_>,
+    oldname: &CStr,
+    newdir: BorrowedFd<'_>,
+    newname: &CStr,
+    flags: u32,
+) -> FsResult<()> {
     // SAFETY: NUL-terminated names, borrowed open dir fds.
-    check(unsafe { libc::renameat2(olddir.as_raw_fd(), oldname.as_ptr(), newdir.as_raw_fd(), newname.as_ptr(), flags) })
-        .map(drop)
+    check(unsafe {
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            oldname.as_ptr(),
+            newdir.as_raw_fd(),
+            newname.as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
 }
 
 /// `readlinkat(2)` of `dir` itself (an O_PATH fd of a symlink) with `c""`, or of `name`.
 pub fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> FsResult<Vec<u8>> {
     let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
     // SAFETY: `buf` is writable for `buf.len()` bytes; NUL-terminated name.
-    let n = check_size(unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) })?;
+    let n = check_size(unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
     buf.truncate(n);
     Ok(buf)
 }
 
 /// `fchownat(2)`; `None` leaves an id unchanged.
-pub fn fchownat(dir: BorrowedFd<'_>, name: &CStr, uid: Option<u32>, gid: Option<u32>, flags: i32) -> FsResult<()> {
+pub fn fchownat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    flags: i32,
+) -> FsResult<()> {
     let uid = uid.unwrap_or(u32::MAX);
     let gid = gid.unwrap_or(u32::MAX);
     // SAFETY: NUL-terminated name, borrowed open fd; -1 ids mean "unchanged".
@@ -167,14 +226,29 @@ pub type SetTimespec = Option<Option<Time>>;
 
 fn timespec(t: SetTimespec) -> libc::timespec {
     match t {
-        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        Some(None) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
-        Some(Some(t)) => libc::timespec { tv_sec: t.sec, tv_nsec: i64::from(t.nsec) },
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(None) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(Some(t)) => libc::timespec {
+            tv_sec: t.sec,
+            tv_nsec: i64::from(t.nsec),
+        },
     }
 }
 
 /// `utimensat(2)` (`c""` + `AT_EMPTY_PATH` works on O_PATH fds on current kernels).
-pub fn utimensat(dir: BorrowedFd<'_>, name: &CStr, atime: SetTimespec, mtime: SetTimespec, flags: i32) -> FsResult<()> {
+pub fn utimensat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    atime: SetTimespec,
+    mtime: SetTimespec,
+    flags: i32,
+) -> FsResult<()> {
     let ts = [timespec(atime), timespec(mtime)];
     // SAFETY: `ts` is a valid two-element array; NUL-terminated name; open fd.
     check(unsafe { libc::utimensat(dir.as_raw_fd(), name.as_ptr(), ts.as_ptr(), flags) }).map(drop)
@@ -210,16 +284,36 @@ pub fn lseek(fd: BorrowedFd<'_>, offset: u64, whence: i32) -> FsResult<u64> {
     let offset = off(offset)?;
     // SAFETY: open fd; the kernel validates whence.
     let r = unsafe { libc::lseek(fd.as_raw_fd(), offset, whence) };
-    if r < 0 { Err(Errno::last()) } else { Ok(r as u64) }
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as u64)
+    }
 }
 
 /// `copy_file_range(2)` with explicit offsets; returns bytes copied.
-pub fn copy_file_range(fd_in: BorrowedFd<'_>, off_in: u64, fd_out: BorrowedFd<'_>, off_out: u64, len: u64, flags: u32) -> FsResult<u64> {
+pub fn copy_file_range(
+    fd_in: BorrowedFd<'_>,
+    off_in: u64,
+    fd_out: BorrowedFd<'_>,
+    off_out: u64,
+    len: u64,
+    flags: u32,
+) -> FsResult<u64> {
     let mut oi = off(off_in)?;
     let mut oo = off(off_out)?;
     let len = usize::try_from(len).map_err(|_| Errno::EINVAL)?;
     // SAFETY: open fds; the offset pointers are valid locals updated by the kernel.
-    let r = unsafe { libc::copy_file_range(fd_in.as_raw_fd(), &mut oi, fd_out.as_raw_fd(), &mut oo, len, flags) };
+    let r = unsafe {
+        libc::copy_file_range(
+            fd_in.as_raw_fd(),
+            &mut oi,
+            fd_out.as_raw_fd(),
+            &mut oo,
+            len,
+            flags,
+        )
+    };
     check_size(r).map(|n| n as u64)
 }
 
@@ -264,8 +358,19 @@ pub fn fstatvfs(fd: BorrowedFd<'_>) -> FsResult<StatVfs> {
 /// `getdents64(2)` into `buf`; returns bytes filled (0 at end of directory).
 pub fn getdents64(fd: BorrowedFd<'_>, buf: &mut [u8]) -> FsResult<usize> {
     // SAFETY: `buf` is writable for `buf.len()` bytes; open directory fd.
-    let r = unsafe { libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
-    if r < 0 { Err(Errno::last()) } else { Ok(r as usize) }
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            fd.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as usize)
+    }
 }
 
 /// Which object an xattr call addresses.
@@ -329,7 +434,10 @@ pub fn removexattr(t: XattrTarget<'_>, name: &CStr) -> FsResult<()> {
 /// Runs `f` on a short-lived thread whose cwd (and only its cwd: it first
 /// unshares `CLONE_FS`) is `dir`. Used for the path-only xattr calls on
 /// inodes that cannot be opened (symlinks, device nodes, fifos, sockets).
-pub fn with_cwd<R: Send>(dir: BorrowedFd<'_>, f: impl FnOnce() -> FsResult<R> + Send) -> FsResult<R> {
+pub fn with_cwd<R: Send>(
+    dir: BorrowedFd<'_>,
+    f: impl FnOnce() -> FsResult<R> + Send,
+) -> FsResult<R> {
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: unshare(CLONE_FS) only detaches this new thread's fs
@@ -381,5 +489,6 @@ pub fn clear_nonblock(fd: BorrowedFd<'_>) -> FsResult<()> {
     // SAFETY: F_GETFL/F_SETFL on a borrowed open fd with integer arguments.
     let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
     // SAFETY: as above.
-    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) }).map(drop)
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) })
+        .map(drop)
 }

@@ -8,19 +8,31 @@
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd};
 
+use super::PassthroughFs;
 use super::inode::InodeData;
 use super::sys::{self, XattrTarget};
-use super::PassthroughFs;
 use crate::fuse::filesystem::XattrReply;
 use crate::fuse::{Errno, FsResult, NodeId};
 
 fn enabled(fs: &PassthroughFs) -> FsResult<()> {
-    if fs.cfg.xattr { Ok(()) } else { Err(Errno::ENOSYS) }
+    if fs.cfg.xattr {
+        Ok(())
+    } else {
+        Err(Errno::ENOSYS)
+    }
 }
 
-fn on_inode<R: Send>(fs: &PassthroughFs, inode: &InodeData, f: impl Fn(XattrTarget<'_>) -> FsResult<R> + Send + Sync) -> FsResult<R> {
+fn on_inode<R: Send>(
+    fs: &PassthroughFs,
+    inode: &InodeData,
+    f: impl Fn(XattrTarget<'_>) -> FsResult<R> + Send + Sync,
+) -> FsResult<R> {
     if inode.is_dir() || inode.is_reg() {
-        let flags = if inode.is_dir() { libc::O_RDONLY | libc::O_DIRECTORY } else { libc::O_RDONLY | libc::O_NONBLOCK };
+        let flags = if inode.is_dir() {
+            libc::O_RDONLY | libc::O_DIRECTORY
+        } else {
+            libc::O_RDONLY | libc::O_NONBLOCK
+        };
         let file = fs.reopen(inode, flags)?;
         f(XattrTarget::Fd(file.as_fd()))
     } else {
@@ -30,7 +42,13 @@ fn on_inode<R: Send>(fs: &PassthroughFs, inode: &InodeData, f: impl Fn(XattrTarg
 }
 
 /// SETXATTR.
-pub(super) fn setxattr(fs: &PassthroughFs, node: NodeId, name: &CStr, value: &[u8], flags: u32) -> FsResult<()> {
+pub(super) fn setxattr(
+    fs: &PassthroughFs,
+    node: NodeId,
+    name: &CStr,
+    value: &[u8],
+    flags: u32,
+) -> FsResult<()> {
     enabled(fs)?;
     fs.check_writable()?;
     let flags = i32::try_from(flags).map_err(|_| Errno::EINVAL)?;
@@ -39,7 +57,12 @@ pub(super) fn setxattr(fs: &PassthroughFs, node: NodeId, name: &CStr, value: &[u
 }
 
 /// GETXATTR (`size` 0: size only).
-pub(super) fn getxattr(fs: &PassthroughFs, node: NodeId, name: &CStr, size: u32) -> FsResult<XattrReply> {
+pub(super) fn getxattr(
+    fs: &PassthroughFs,
+    node: NodeId,
+    name: &CStr,
+    size: u32,
+) -> FsResult<XattrReply> {
     enabled(fs)?;
     let inode = fs.inodes.get(node)?;
     on_inode(fs, &inode, |t| {

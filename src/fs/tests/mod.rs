@@ -1,0 +1,78 @@
+//! Tests driving `Server::handle` with encoded FUSE requests against a
+//! `PassthroughFs` on a temporary directory.
+
+mod dir;
+mod entry;
+mod file;
+mod protocol;
+mod xattr;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::{PassthroughConfig, PassthroughFs};
+use crate::fuse::testing::Client;
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "vhost-dax-fs-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The shared directory is `dir/shared`, so `dir` itself is "outside".
+pub struct Fixture {
+    pub dir: TempDir,
+    pub c: Client<PassthroughFs>,
+}
+
+impl Fixture {
+    pub fn shared(&self) -> PathBuf {
+        self.dir.path().join("shared")
+    }
+
+    pub fn fs(&self) -> &PassthroughFs {
+        self.c.server.filesystem()
+    }
+}
+
+pub fn setup_with(f: impl FnOnce(&mut PassthroughConfig)) -> Fixture {
+    let dir = TempDir::new();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(dir.path().join("outside"), b"secret").unwrap();
+    let mut cfg = PassthroughConfig::new(&shared);
+    f(&mut cfg);
+    let c = Client::new(PassthroughFs::new(cfg).unwrap());
+    c.init();
+    Fixture { dir, c }
+}
+
+pub fn setup() -> Fixture {
+    setup_with(|_| {})
+}
+
+pub fn is_root() -> bool {
+    super::sys::geteuid() == 0
+}
+
+pub const ROOT: u64 = 1;
