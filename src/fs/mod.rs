@@ -137,6 +137,26 @@ impl PassthroughFs {
         &self.handles
     }
 
+    /// Opens the regular file behind `node` with open(2) `flags`, for
+    /// callers that resolve by node id rather than by handle (DAX
+    /// SETUPMAPPING with `fh = -1`). Refuses writable opens on a read-only
+    /// export (`EROFS`) and anything but regular files (`EINVAL`). Hold the
+    /// `Arc` from [`InodeStore::get`] to keep the inode's descriptor alive
+    /// past FORGET.
+    pub fn open_node(&self, node: NodeId, flags: i32) -> FsResult<File> {
+        let inode = self.inodes.get(node)?;
+        if !inode.is_reg() {
+            return Err(Errno::EINVAL);
+        }
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            self.check_writable()?;
+        }
+        self.reopen(
+            &inode,
+            flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
+        )
+    }
+
     fn timeout(&self) -> Duration {
         self.cfg.cache.timeout()
     }

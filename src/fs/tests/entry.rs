@@ -386,3 +386,84 @@ fn no_credential_switch_when_not_root() {
     let d = f.c.mkdir(ROOT, b"d", 0o755).unwrap();
     assert_eq!(d.attr.uid, super::super::sys::geteuid());
 }
+
+/// Runs `mount`/`umount` (root only); false if this environment cannot mount.
+fn sh(args: &[&str]) -> bool {
+    std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn submounts_are_distinct_and_cross_device_ops_fail_with_exdev() {
+    if !is_root() {
+        return;
+    }
+    let f = setup();
+    let sub = f.shared().join("mnt");
+    std::fs::create_dir(&sub).unwrap();
+    let Some(subs) = sub.to_str() else { return };
+    if !sh(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=1m",
+        "vhost-dax-test",
+        subs,
+    ]) {
+        eprintln!("skipping: cannot mount tmpfs here");
+        return;
+    }
+    let result = std::panic::catch_unwind(|| {
+        std::fs::write(sub.join("inner"), b"x").unwrap();
+        std::fs::write(f.shared().join("outer"), b"y").unwrap();
+        let m = f.c.lookup(ROOT, b"mnt").unwrap();
+        let inner = f.c.lookup(m.nodeid, b"inner").unwrap();
+        assert_eq!(
+            f.c.rename(m.nodeid, b"inner", ROOT, b"moved", 0)
+                .unwrap_err(),
+            libc::EXDEV
+        );
+        assert_eq!(f.c.link(inner.nodeid, ROOT, b"l").unwrap_err(), libc::EXDEV);
+        // `..` of the mount's root is the share's root, not outside.
+        assert_eq!(f.c.lookup(m.nodeid, b"..").unwrap().nodeid, ROOT);
+        let key_inner = f.fs().inodes().get(NodeId(inner.nodeid)).unwrap().key;
+        let key_root = f.fs().inodes().get(NodeId(ROOT)).unwrap().key;
+        assert_ne!(key_inner.dev, key_root.dev);
+        if key_root.mnt_id != 0 {
+            assert_ne!(key_inner.mnt_id, key_root.mnt_id);
+        }
+    });
+    sh(&["umount", "-l", subs]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
+
+#[test]
+fn works_with_a_proc_fd_opened_by_the_caller() {
+    // The daemon opens /proc/self/fd before a chroot and hands it over.
+    let dir = super::TempDir::new();
+    let proc =
+        super::super::sys::open_path(c"/proc/self/fd", libc::O_PATH | libc::O_DIRECTORY).unwrap();
+    let fs = super::super::PassthroughFs::with_proc_fd(
+        super::super::PassthroughConfig::new(dir.path()),
+        proc,
+    )
+    .unwrap();
+    let c = crate::fuse::testing::Client::new(fs);
+    c.init();
+    let (e, o) = c.create(ROOT, b"f", 0o644, libc::O_RDWR as u32).unwrap();
+    c.write(e.nodeid, o.fh, 0, b"ok").unwrap();
+    assert_eq!(c.read(e.nodeid, o.fh, 0, 2).unwrap(), b"ok");
+    // A missing root is a clean error.
+    let missing = super::super::PassthroughFs::new(super::super::PassthroughConfig::new(
+        dir.path().join("nope"),
+    ));
+    assert!(matches!(
+        missing,
+        Err(super::super::FsError::OpenRoot { .. })
+    ));
+}

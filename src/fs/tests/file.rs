@@ -433,3 +433,33 @@ fn access_checks_mode_bits() {
     assert_eq!(f.c.access(id, r).unwrap_err(), libc::EACCES);
     f.c.access(id, 0).unwrap();
 }
+
+#[test]
+fn open_node_for_dax() {
+    let f = setup();
+    std::fs::write(f.shared().join("f"), b"data").unwrap();
+    let id = crate::fuse::NodeId(f.c.lookup(ROOT, b"f").unwrap().nodeid);
+    let file = f.fs().open_node(id, libc::O_RDWR).unwrap();
+    let mut buf = [0u8; 4];
+    std::os::unix::fs::FileExt::read_at(&file, &mut buf, 0).unwrap();
+    assert_eq!(&buf, b"data");
+    assert_eq!(
+        f.fs()
+            .open_node(crate::fuse::NodeId(ROOT), libc::O_RDONLY)
+            .unwrap_err(),
+        crate::fuse::Errno::EINVAL
+    );
+    // The inode record outlives FORGET while someone holds it.
+    let held = f.fs().inodes().get(id).unwrap();
+    f.c.forget(id.0, 1);
+    assert!(f.fs().inodes().get(id).is_err());
+    assert!(super::super::stat_fd(&held.fd).is_ok());
+    let ro = setup_with(|c| c.readonly = true);
+    std::fs::write(ro.shared().join("f"), b"data").unwrap();
+    let id = crate::fuse::NodeId(ro.c.lookup(ROOT, b"f").unwrap().nodeid);
+    assert_eq!(
+        ro.fs().open_node(id, libc::O_RDWR).unwrap_err(),
+        crate::fuse::Errno::EROFS
+    );
+    ro.fs().open_node(id, libc::O_RDONLY).unwrap();
+}

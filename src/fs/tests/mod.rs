@@ -4,6 +4,7 @@
 mod dir;
 mod entry;
 mod file;
+mod fuzz;
 mod protocol;
 mod xattr;
 

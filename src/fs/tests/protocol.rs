@@ -400,3 +400,22 @@ fn concurrent_lookups_and_forgets_keep_counts_exact() {
     f.c.forget(id, 1);
     assert_eq!(f.fs().inodes().lookups(NodeId(id)), None);
 }
+
+#[test]
+fn init_from_a_pre_7_36_kernel_has_no_flags2() {
+    let c = Client::new(NullFs);
+    // 16-byte fuse_init_in, as kernels before 7.36 send.
+    let body = abi::InitIn {
+        major: 7,
+        minor: 31,
+        max_readahead: 4096,
+        flags: (fl::ASYNC_READ | fl::MAX_PAGES) as u32,
+    }
+    .to_bytes();
+    let out = abi::InitOut::read(&c.call(op::INIT, 0, &body).unwrap()).unwrap();
+    assert_eq!((out.minor, out.max_readahead), (31, 4096));
+    assert_eq!(u64::from(out.flags), fl::ASYNC_READ | fl::MAX_PAGES);
+    assert_eq!(out.flags2, 0);
+    // A body too short for fuse_init_in.
+    assert_eq!(c.call(op::INIT, 0, &[0; 8]).unwrap_err(), libc::EINVAL);
+}
