@@ -77,3 +77,44 @@ pub fn is_root() -> bool {
 }
 
 pub const ROOT: u64 = 1;
+
+/// Runs the whole suite again as an unprivileged user (when root and
+/// `setpriv` exists), so both credential branches are exercised.
+#[test]
+fn suite_passes_unprivileged() {
+    const MARK: &str = "VHOST_DAX_FS_TESTS_UNPRIVILEGED";
+    if !is_root() || std::env::var_os(MARK).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(&exe)
+        .args([
+            "--test-threads=2",
+            "fs::tests::",
+            "--skip",
+            "suite_passes_unprivileged",
+        ])
+        .env(MARK, "1")
+        .output();
+    let Ok(out) = out else {
+        eprintln!("skipping: setpriv not available");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "unprivileged run failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("test result: ok"), "{text}");
+}
