@@ -439,16 +439,22 @@ pub fn with_cwd<R: Send>(
     f: impl FnOnce() -> FsResult<R> + Send,
 ) -> FsResult<R> {
     std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: unshare(CLONE_FS) only detaches this new thread's fs
-            // attributes (cwd, root, umask) from the rest of the process.
-            check(unsafe { libc::unshare(libc::CLONE_FS) })?;
-            // SAFETY: borrowed open directory fd; affects this thread only now.
-            check(unsafe { libc::fchdir(dir.as_raw_fd()) })?;
-            f()
-        })
-        .join()
-        .unwrap_or(Err(Errno::EIO))
+        // Builder::spawn_scoped reports a failure to create the thread
+        // instead of panicking, so resource exhaustion is an errno.
+        let worker = std::thread::Builder::new()
+            .name("xattr-cwd".into())
+            .spawn_scoped(s, || {
+                // SAFETY: unshare(CLONE_FS) only detaches this new thread's fs
+                // attributes (cwd, root, umask) from the rest of the process.
+                check(unsafe { libc::unshare(libc::CLONE_FS) })?;
+                // SAFETY: borrowed open directory fd; affects this thread only now.
+                check(unsafe { libc::fchdir(dir.as_raw_fd()) })?;
+                f()
+            });
+        match worker {
+            Ok(w) => w.join().unwrap_or(Err(Errno::EIO)),
+            Err(e) => Err(e.into()),
+        }
     })
 }
 

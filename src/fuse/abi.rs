@@ -1,7 +1,7 @@
 //! FUSE wire ABI: opcodes, flag bits and the fixed-size structs of
 //! `<linux/fuse.h>` (protocol 7.38), with safe native-endian (de)serialisation.
 //!
-//! Every struct here is declared through [`wire!`], which derives its size,
+//! Every struct here is declared through the private `wire!` macro, which derives its size,
 //! a decoder and an encoder from the field list, so layout and codec cannot
 //! drift apart. Sizes are checked against the C header at compile time.
 

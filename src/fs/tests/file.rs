@@ -463,3 +463,33 @@ fn open_node_for_dax() {
     );
     ro.fs().open_node(id, libc::O_RDONLY).unwrap();
 }
+
+#[test]
+fn concurrent_io_on_one_handle_and_many_files() {
+    let f = setup();
+    let (e, o) = f.c.create(ROOT, b"shared", 0o644, RDWR).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let c = &f.c;
+            s.spawn(move || {
+                // Disjoint 4 KiB stripes of one file through one handle.
+                for i in 0..32u64 {
+                    let off = (i * 4 + u64::from(t)) * 4096;
+                    assert_eq!(c.write(e.nodeid, o.fh, off, &[t + 1; 4096]).unwrap(), 4096);
+                }
+                // Private files created, written, read and released.
+                let name = format!("own-{t}");
+                let (pe, po) = c.create(ROOT, name.as_bytes(), 0o644, RDWR).unwrap();
+                c.write(pe.nodeid, po.fh, 0, name.as_bytes()).unwrap();
+                assert_eq!(c.read(pe.nodeid, po.fh, 0, 64).unwrap(), name.as_bytes());
+                c.release(pe.nodeid, po.fh).unwrap();
+            });
+        }
+    });
+    let data = std::fs::read(f.shared().join("shared")).unwrap();
+    assert_eq!(data.len(), 128 * 4096);
+    for (i, chunk) in data.chunks(4096).enumerate() {
+        assert!(chunk.iter().all(|&b| b == (i % 4) as u8 + 1), "stripe {i}");
+    }
+    assert_eq!(f.fs().handles().len(), 1);
+}
