@@ -1,0 +1,88 @@
+//! Options of the passthrough filesystem.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::fuse::abi::fopen;
+
+/// How much the guest may cache (virtiofsd's `--cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CachePolicy {
+    /// No caching: zero timeouts, files opened with `FOPEN_DIRECT_IO`.
+    Never,
+    /// Short (1 s) timeouts; page cache kept per open as the kernel decides.
+    #[default]
+    Auto,
+    /// Long (1 day) timeouts; `FOPEN_KEEP_CACHE` on files, `FOPEN_CACHE_DIR` on directories.
+    Always,
+}
+
+impl CachePolicy {
+    /// Entry and attribute timeout.
+    pub fn timeout(self) -> Duration {
+        match self {
+            Self::Never => Duration::ZERO,
+            Self::Auto => Duration::from_secs(1),
+            Self::Always => Duration::from_secs(86400),
+        }
+    }
+
+    /// `FOPEN_*` bits for an opened regular file.
+    pub fn file_open_flags(self) -> u32 {
+        match self {
+            Self::Never => fopen::DIRECT_IO,
+            Self::Auto => 0,
+            Self::Always => fopen::KEEP_CACHE,
+        }
+    }
+
+    /// `FOPEN_*` bits for an opened directory.
+    pub fn dir_open_flags(self) -> u32 {
+        match self {
+            Self::Never => fopen::DIRECT_IO,
+            Self::Auto => 0,
+            Self::Always => fopen::CACHE_DIR,
+        }
+    }
+}
+
+/// Configuration of a [`super::PassthroughFs`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PassthroughConfig {
+    /// Directory shared with the guest (opened once, by path, at start).
+    pub root: PathBuf,
+    /// Guest caching policy.
+    pub cache: CachePolicy,
+    /// Refuse every modifying operation with `EROFS`.
+    pub readonly: bool,
+    /// Serve extended attributes (off: xattr requests get `ENOSYS`, which the
+    /// guest turns into `EOPNOTSUPP` for the connection).
+    pub xattr: bool,
+    /// Grant `FUSE_WRITEBACK_CACHE` (opens O_WRONLY as O_RDWR and drops O_APPEND).
+    pub writeback: bool,
+    /// Grant `FUSE_HANDLE_KILLPRIV_V2`: the daemon clears suid/sgid on write,
+    /// truncate and open(O_TRUNC) when the guest asks it to.
+    pub killpriv_v2: bool,
+    /// Let the guest create character and block device nodes.
+    pub allow_device_nodes: bool,
+    /// Grant `FUSE_DO_READDIRPLUS` / `FUSE_READDIRPLUS_AUTO`.
+    pub readdirplus: bool,
+}
+
+impl PassthroughConfig {
+    /// Defaults for sharing `root`: cache auto, read-write, xattrs on,
+    /// writeback and killpriv_v2 off, no device nodes, readdirplus on.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            cache: CachePolicy::Auto,
+            readonly: false,
+            xattr: true,
+            writeback: false,
+            killpriv_v2: false,
+            allow_device_nodes: false,
+            readdirplus: true,
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Operations on open files: OPEN, CREATE, TMPFILE, READ, WRITE, FLUSH,
+//! FSYNC, FALLOCATE, LSEEK, COPY_FILE_RANGE, SYNCFS.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+
+use super::attr::kill_suidgid;
+use super::{PassthroughFs, check_new_name, stat_fd, sys};
+use crate::fuse::filesystem::{CopyRange, WriteArgs};
+use crate::fuse::{Context, Entry, Errno, FsResult, Handle, NodeId, Opened};
+
+/// Host open flags for guest `flags`: no O_CREAT/O_EXCL/O_NOCTTY (the
+/// kernel resolved those), no O_DIRECT (our buffers are not aligned); with
+/// writeback caching O_WRONLY becomes O_RDWR (the guest page cache reads to
+/// fill partial pages) and O_APPEND is dropped (the guest orders appends).
+fn host_flags(fs: &PassthroughFs, flags: u32) -> i32 {
+    let mut f = flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_DIRECT);
+    if fs.writeback.load(Ordering::Acquire) {
+        if f & libc::O_ACCMODE == libc::O_WRONLY {
+            f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
+        }
+        f &= !libc::O_APPEND;
+    }
+    f
+}
+
+fn modifies(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
+/// OPEN of a regular file (other types are opened by the guest itself).
+pub(super) fn open(fs: &PassthroughFs, node: NodeId, flags: u32, kill: bool) -> FsResult<Opened> {
+    let inode = fs.inodes.get(node)?;
+    if inode.is_dir() {
+        return Err(Errno::EISDIR);
+    }
+    if !inode.is_reg() {
+        return Err(Errno::ENXIO);
+    }
+    let f = host_flags(fs, flags);
+    if modifies(f) {
+        fs.check_writable()?;
+    }
+    let file = fs.reopen(&inode, f)?;
+    if kill && f & libc::O_TRUNC != 0 {
+        kill_suidgid(fs, &inode)?;
+    }
+    let fh = fs.handles.insert(node, file);
+    Ok(Opened {
+        fh,
+        open_flags: fs.cfg.cache.file_open_flags(),
+    })
+}
+
+/// Registers a file just created and opened: its node (via an O_PATH
+/// re-open of the same file, so no name is resolved twice) and its handle.
+fn register_new(
+    fs: &PassthroughFs,
+    file: File,
+    kill: bool,
+    truncated: bool,
+) -> FsResult<(Entry, Opened)> {
+    let st = stat_fd(&file)?;
+    if st.mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(Errno::ENXIO);
+    }
+    sys::clear_nonblock(file.as_fd())?;
+    let path_fd: OwnedFd = sys::openat(
+        fs.proc_fd(),
+        &sys::fd_name(file.as_raw_fd()),
+        libc::O_PATH,
+        0,
+    )?;
+    let inode = fs.inodes.add_lookup(path_fd, &st);
+    if kill && truncated {
+        kill_suidgid(fs, &inode)?;
+    }
+    let entry = fs.entry_for(&inode, &stat_fd(&file)?);
+    let fh = fs.handles.insert(inode.nodeid, file);
+    Ok((
+        entry,
+        Opened {
+            fh,
+            open_flags: fs.cfg.cache.file_open_flags(),
+        },
+    ))
+}
+
+/// CREATE, as the caller; a symlink at `name` is not followed.
+pub(super) fn create(
+    fs: &PassthroughFs,
+    ctx: Context,
+    parent: NodeId,
+    name: &CStr,
+    mode: u32,
+    flags: u32,
+    kill: bool,
+) -> FsResult<(Entry, Opened)> {
+    fs.check_writable()?;
+    check_new_name(name)?;
+    let p = fs.inodes.get(parent)?;
+    let excl = flags as i32 & libc::O_EXCL;
+    // O_NONBLOCK keeps an existing fifo at `name` from hanging the open.
+    let f = host_flags(fs, flags) | excl | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    let file = {
+        let _creds = fs.creds(ctx)?;
+        File::from(sys::openat(p.fd(), name, f, mode & 0o7777)?)
+    };
+    register_new(fs, file, kill, f & libc::O_TRUNC != 0)
+}
+
+/// TMPFILE: an unnamed file in `parent` (O_TMPFILE), where the host allows it.
+pub(super) fn tmpfile(
+    fs: &PassthroughFs,
+    ctx: Context,
+    parent: NodeId,
+    mode: u32,
+    flags: u32,
+) -> FsResult<(Entry, Opened)> {
+    fs.check_writable()?;
+    let p = fs.inodes.get(parent)?;
+    if !p.is_dir() {
+        return Err(Errno::ENOTDIR);
+    }
+    let excl = flags as i32 & libc::O_EXCL;
+    let mut f = host_flags(fs, flags) | excl | libc::O_TMPFILE;
+    if f & libc::O_ACCMODE == libc::O_RDONLY {
+        f |= libc::O_RDWR;
+    }
+    let file = {
+        let _creds = fs.creds(ctx)?;
+        File::from(sys::openat(p.fd(), c".", f, mode & 0o7777)?)
+    };
+    register_new(fs, file, false, false)
+}
+
+/// READ up to `size` bytes; short only at end of file.
+pub(super) fn read(
+    fs: &PassthroughFs,
+    node: NodeId,
+    fh: Handle,
+    offset: u64,
+    size: u32,
+) -> FsResult<Vec<u8>> {
+    let h = fs.handles.get(fh, node)?;
+    let mut buf = vec![0u8; size as usize];
+    let mut done = 0;
+    while done < buf.len() {
+        let pos = offset.checked_add(done as u64).ok_or(Errno::EINVAL)?;
+        match h.file.read_at(&mut buf[done..], pos) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    buf.truncate(done);
+    Ok(buf)
+}
+
+/// WRITE; with `kill_suidgid` the file then loses suid (and sgid if group-executable).
+pub(super) fn write(
+    fs: &PassthroughFs,
+    node: NodeId,
+    fh: Handle,
+    offset: u64,
+    data: &[u8],
+    args: WriteArgs,
+) -> FsResult<u32> {
+    fs.check_writable()?;
+    let h = fs.handles.get(fh, node)?;
+    let n = loop {
+        match h.file.write_at(data, offset) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            r => break r?,
+        }
+    };
+    if args.kill_suidgid {
+        kill_suidgid(fs, &*fs.inodes.get(node)?)?;
+    }
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// FLUSH: close a duplicate of the descriptor, which drops the POSIX locks a
+/// close(2) in the guest would drop.
+pub(super) fn flush(fs: &PassthroughFs, node: NodeId, fh: Handle) -> FsResult<()> {
+    let h = fs.handles.get(fh, node)?;
+    drop(h.file.try_clone()?);
+    Ok(())
+}
+
+/// FSYNC / FSYNCDIR.
+pub(super) fn fsync(fs: &PassthroughFs, node: NodeId, datasync: bool, fh: Handle) -> FsResult<()> {
+    let h = fs.handles.get(fh, node)?;
+    Ok(if datasync {
+        h.file.sync_data()
+    } else {
+        h.file.sync_all()
+    }?)
+}
+
+/// FALLOCATE (any fallocate(2) mode the host accepts: KEEP_SIZE, PUNCH_HOLE, ...).
+pub(super) fn fallocate(
+    fs: &PassthroughFs,
+    node: NodeId,
+    fh: Handle,
+    mode: u32,
+    offset: u64,
+    length: u64,
+) -> FsResult<()> {
+    fs.check_writable()?;
+    let h = fs.handles.get(fh, node)?;
+    let mode = i32::try_from(mode).map_err(|_| Errno::EINVAL)?;
+    sys::fallocate(h.file.as_fd(), mode, offset, length)
+}
+
+/// LSEEK (SEEK_DATA / SEEK_HOLE are what the guest sends).
+pub(super) fn lseek(
+    fs: &PassthroughFs,
+    node: NodeId,
+    fh: Handle,
+    offset: u64,
+    whence: u32,
+) -> FsResult<u64> {
+    let h = fs.handles.get(fh, node)?;
+    let whence = i32::try_from(whence).map_err(|_| Errno::EINVAL)?;
+    sys::lseek(h.file.as_fd(), offset, whence)
+}
+
+/// COPY_FILE_RANGE between two handles.
+pub(super) fn copy_file_range(fs: &PassthroughFs, node_in: NodeId, a: CopyRange) -> FsResult<u64> {
+    fs.check_writable()?;
+    let hin = fs.handles.get(a.fh_in, node_in)?;
+    let hout = fs.handles.get(a.fh_out, a.node_out)?;
+    let flags = u32::try_from(a.flags).map_err(|_| Errno::EINVAL)?;
+    sys::copy_file_range(
+        hin.file.as_fd(),
+        a.off_in,
+        hout.file.as_fd(),
+        a.off_out,
+        a.len,
+        flags,
+    )
+}
+
+/// SYNCFS of the host filesystem holding `node` (the root's for nodes that
+/// cannot be opened).
+pub(super) fn syncfs(fs: &PassthroughFs, node: NodeId) -> FsResult<()> {
+    let inode = fs.inodes.get(node)?;
+    let target = if inode.is_dir() || inode.is_reg() {
+        inode
+    } else {
+        fs.inodes.get(NodeId(crate::fuse::abi::ROOT_ID))?
+    };
+    let flags = if target.is_dir() {
+        libc::O_RDONLY | libc::O_DIRECTORY
+    } else {
+        libc::O_RDONLY | libc::O_NONBLOCK
+    };
+    sys::syncfs(fs.reopen(&target, flags)?.as_fd())
+}

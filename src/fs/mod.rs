@@ -1,0 +1,534 @@
+//! The passthrough filesystem: serves a host directory to the guest.
+//!
+//! Every inode the guest knows is held by an O_PATH descriptor
+//! ([`inode::InodeStore`]); every name is resolved one component at a time
+//! relative to its parent's descriptor with `O_NOFOLLOW`, so no guest request
+//! makes the daemon walk a path or follow a symlink. Files are (re)opened
+//! through a `/proc/self/fd` directory descriptor taken at start, so the
+//! filesystem keeps working after the daemon chroots into the shared
+//! directory (pass that descriptor with [`PassthroughFs::with_proc_fd`]).
+//!
+//! Layout: [`config`] (options), [`sys`] (all unsafe syscalls), [`inode`] and
+//! [`handle`] (tables), [`creds`] (fsuid/fsgid switching), and the
+//! operations split by kind: `entry` (names), `attr` (attributes), `file`
+//! (open files), `dir` (directories), `xattr`.
+
+pub mod config;
+pub mod creds;
+pub mod handle;
+pub mod inode;
+pub mod sys;
+
+mod attr;
+mod dir;
+mod entry;
+mod file;
+mod xattr;
+
+#[cfg(test)]
+mod tests;
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub use config::{CachePolicy, PassthroughConfig};
+
+use crate::fuse::abi::{Attr, Kstatfs, init_flags as fl};
+use crate::fuse::filesystem::{
+    CopyRange, Filesystem, InitReply, InitRequest, SetAttr, WriteArgs, XattrReply,
+};
+use crate::fuse::{Context, DirentBuf, Entry, Errno, FsResult, Handle, NodeId, Opened};
+use handle::HandleStore;
+use inode::{InodeData, InodeStore};
+use sys::Stat;
+
+/// Why the passthrough could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// The shared directory could not be opened.
+    #[error("cannot open shared directory {path:?}: {errno}")]
+    OpenRoot {
+        /// The configured root.
+        path: PathBuf,
+        /// Why.
+        errno: Errno,
+    },
+    /// The shared directory path contains a NUL byte.
+    #[error("shared directory path {0:?} contains a NUL byte")]
+    NulInPath(PathBuf),
+    /// `/proc/self/fd` could not be opened.
+    #[error("cannot open /proc/self/fd (is /proc mounted?): {0}")]
+    OpenProc(Errno),
+    /// The shared directory could not be examined.
+    #[error("cannot stat shared directory {path:?}: {errno}")]
+    StatRoot {
+        /// The configured root.
+        path: PathBuf,
+        /// Why.
+        errno: Errno,
+    },
+}
+
+/// The passthrough filesystem.
+#[derive(Debug)]
+pub struct PassthroughFs {
+    cfg: PassthroughConfig,
+    inodes: InodeStore,
+    handles: HandleStore,
+    proc_self_fd: OwnedFd,
+    /// Switch fsuid/fsgid for creating requests (the daemon runs as root).
+    pub(crate) switch_creds: bool,
+    /// FUSE_WRITEBACK_CACHE granted in this session.
+    writeback: AtomicBool,
+}
+
+impl PassthroughFs {
+    /// Opens `cfg.root` and `/proc/self/fd`. Sets the process umask to 0 (the
+    /// guest's modes arrive already masked), as virtiofsd does.
+    pub fn new(cfg: PassthroughConfig) -> Result<Self, FsError> {
+        let proc = sys::open_path(c"/proc/self/fd", libc::O_PATH | libc::O_DIRECTORY)
+            .map_err(FsError::OpenProc)?;
+        Self::with_proc_fd(cfg, proc)
+    }
+
+    /// As [`PassthroughFs::new`] with a `/proc/self/fd` descriptor opened by the
+    /// caller (e.g. before a chroot that hides /proc).
+    pub fn with_proc_fd(cfg: PassthroughConfig, proc_self_fd: OwnedFd) -> Result<Self, FsError> {
+        let path = CString::new(cfg.root.as_os_str().as_bytes())
+            .map_err(|_| FsError::NulInPath(cfg.root.clone()))?;
+        let root = sys::open_path(&path, libc::O_PATH | libc::O_DIRECTORY).map_err(|errno| {
+            FsError::OpenRoot {
+                path: cfg.root.clone(),
+                errno,
+            }
+        })?;
+        let st = stat_fd(&root).map_err(|errno| FsError::StatRoot {
+            path: cfg.root.clone(),
+            errno,
+        })?;
+        sys::umask(0);
+        Ok(Self {
+            inodes: InodeStore::new(root, &st),
+            handles: HandleStore::default(),
+            proc_self_fd,
+            switch_creds: sys::geteuid() == 0,
+            writeback: AtomicBool::new(false),
+            cfg,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PassthroughConfig {
+        &self.cfg
+    }
+
+    /// The inode table (for diagnostics and tests).
+    pub fn inodes(&self) -> &InodeStore {
+        &self.inodes
+    }
+
+    /// The handle table (for diagnostics and tests).
+    pub fn handles(&self) -> &HandleStore {
+        &self.handles
+    }
+
+    /// Opens the regular file behind `node` with open(2) `flags`, for
+    /// callers that resolve by node id rather than by handle (DAX
+    /// SETUPMAPPING with `fh = -1`). Refuses writable opens on a read-only
+    /// export (`EROFS`) and anything but regular files (`EINVAL`). Hold the
+    /// `Arc` from [`InodeStore::get`] to keep the inode's descriptor alive
+    /// past FORGET.
+    pub fn open_node(&self, node: NodeId, flags: i32) -> FsResult<File> {
+        let inode = self.inodes.get(node)?;
+        if !inode.is_reg() {
+            return Err(Errno::EINVAL);
+        }
+        if flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0 {
+            self.check_writable()?;
+        }
+        self.reopen(
+            &inode,
+            flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
+        )
+    }
+
+    fn timeout(&self) -> Duration {
+        self.cfg.cache.timeout()
+    }
+
+    fn check_writable(&self) -> FsResult<()> {
+        if self.cfg.readonly {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn entry_for(&self, inode: &InodeData, st: &Stat) -> Entry {
+        Entry {
+            nodeid: inode.nodeid,
+            generation: 0,
+            attr: attr_of(st),
+            entry_timeout: self.timeout(),
+            attr_timeout: self.timeout(),
+        }
+    }
+
+    /// Looks `name` up in `parent` (one component, no symlink followed) and
+    /// takes one lookup count on the result.
+    fn do_lookup(&self, parent: &InodeData, name: &CStr) -> FsResult<Entry> {
+        let fd = sys::openat(parent.fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let st = stat_fd(&fd)?;
+        let inode = self.inodes.add_lookup(fd, &st);
+        Ok(self.entry_for(&inode, &st))
+    }
+
+    /// Opens `inode` for I/O by re-opening its O_PATH descriptor through
+    /// /proc/self/fd (only regular files and directories reach here).
+    fn reopen(&self, inode: &InodeData, flags: i32) -> FsResult<File> {
+        let name = sys::fd_name(inode.fd.as_raw_fd());
+        Ok(File::from(sys::openat(
+            self.proc_fd(),
+            &name,
+            flags & !libc::O_NOFOLLOW,
+            0,
+        )?))
+    }
+
+    fn proc_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.proc_self_fd.as_fd()
+    }
+
+    fn creds(&self, ctx: Context) -> FsResult<creds::CredsGuard> {
+        creds::CredsGuard::new(ctx, self.switch_creds)
+    }
+}
+
+/// `statx` of an fd itself, not following a symlink it may be.
+fn stat_fd(fd: &impl std::os::fd::AsFd) -> FsResult<Stat> {
+    sys::statx(
+        fd.as_fd(),
+        c"",
+        libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+    )
+}
+
+/// Converts host attributes to `fuse_attr`.
+fn attr_of(st: &Stat) -> Attr {
+    Attr {
+        ino: st.ino,
+        size: st.size,
+        blocks: st.blocks,
+        atime: st.atime.sec as u64,
+        mtime: st.mtime.sec as u64,
+        ctime: st.ctime.sec as u64,
+        atimensec: st.atime.nsec,
+        mtimensec: st.mtime.nsec,
+        ctimensec: st.ctime.nsec,
+        mode: st.mode,
+        nlink: st.nlink,
+        uid: st.uid,
+        gid: st.gid,
+        rdev: u32::try_from(st.rdev).unwrap_or(u32::MAX),
+        blksize: st.blksize,
+        flags: 0,
+    }
+}
+
+/// Rejects names that are not a single path component.
+fn check_name(name: &CStr) -> FsResult<()> {
+    let b = name.to_bytes();
+    if b.is_empty() || b.contains(&b'/') {
+        Err(Errno::EINVAL)
+    } else if b.len() > 255 {
+        Err(Errno::ENAMETOOLONG)
+    } else {
+        Ok(())
+    }
+}
+
+fn is_dot_or_dotdot(name: &CStr) -> bool {
+    matches!(name.to_bytes(), b"." | b"..")
+}
+
+/// A name for something to be created: one component, not `.` or `..` (`EEXIST`).
+fn check_new_name(name: &CStr) -> FsResult<()> {
+    check_name(name)?;
+    if is_dot_or_dotdot(name) {
+        Err(Errno::EEXIST)
+    } else {
+        Ok(())
+    }
+}
+
+/// A name of something to be removed or moved: one component, not `.` or `..` (`EINVAL`).
+fn check_old_name(name: &CStr) -> FsResult<()> {
+    check_name(name)?;
+    if is_dot_or_dotdot(name) {
+        Err(Errno::EINVAL)
+    } else {
+        Ok(())
+    }
+}
+
+impl Filesystem for PassthroughFs {
+    fn init(&self, req: InitRequest) -> FsResult<InitReply> {
+        let mut want = fl::ATOMIC_O_TRUNC;
+        if self.cfg.readdirplus {
+            want |= fl::DO_READDIRPLUS | fl::READDIRPLUS_AUTO;
+        }
+        if self.cfg.writeback {
+            want |= fl::WRITEBACK_CACHE;
+        }
+        if self.cfg.killpriv_v2 {
+            want |= fl::HANDLE_KILLPRIV_V2;
+        }
+        if self.cfg.cache != CachePolicy::Never {
+            want |= fl::AUTO_INVAL_DATA;
+        }
+        self.writeback.store(
+            req.offered & want & fl::WRITEBACK_CACHE != 0,
+            Ordering::Release,
+        );
+        Ok(InitReply {
+            flags: want,
+            map_alignment: 0,
+        })
+    }
+    fn destroy(&self) {
+        self.handles.clear();
+        self.inodes.clear();
+    }
+    fn lookup(&self, _ctx: Context, parent: NodeId, name: &CStr) -> FsResult<Entry> {
+        entry::lookup(self, parent, name)
+    }
+    fn forget(&self, node: NodeId, nlookup: u64) {
+        self.inodes.forget(node, nlookup);
+    }
+    fn getattr(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Option<Handle>,
+    ) -> FsResult<(Attr, Duration)> {
+        attr::getattr(self, node, fh)
+    }
+    fn setattr(&self, _ctx: Context, node: NodeId, a: SetAttr) -> FsResult<(Attr, Duration)> {
+        attr::setattr(self, node, a)
+    }
+    fn readlink(&self, _ctx: Context, node: NodeId) -> FsResult<Vec<u8>> {
+        attr::readlink(self, node)
+    }
+    fn symlink(&self, ctx: Context, target: &CStr, parent: NodeId, name: &CStr) -> FsResult<Entry> {
+        entry::symlink(self, ctx, target, parent, name)
+    }
+    fn mknod(
+        &self,
+        ctx: Context,
+        parent: NodeId,
+        name: &CStr,
+        mode: u32,
+        rdev: u32,
+        _umask: u32,
+    ) -> FsResult<Entry> {
+        entry::mknod(self, ctx, parent, name, mode, rdev)
+    }
+    fn mkdir(
+        &self,
+        ctx: Context,
+        parent: NodeId,
+        name: &CStr,
+        mode: u32,
+        _umask: u32,
+    ) -> FsResult<Entry> {
+        entry::mkdir(self, ctx, parent, name, mode)
+    }
+    fn unlink(&self, _ctx: Context, parent: NodeId, name: &CStr) -> FsResult<()> {
+        entry::remove(self, parent, name, 0)
+    }
+    fn rmdir(&self, _ctx: Context, parent: NodeId, name: &CStr) -> FsResult<()> {
+        entry::remove(self, parent, name, libc::AT_REMOVEDIR)
+    }
+    fn rename(
+        &self,
+        _ctx: Context,
+        olddir: NodeId,
+        oldname: &CStr,
+        newdir: NodeId,
+        newname: &CStr,
+        flags: u32,
+    ) -> FsResult<()> {
+        entry::rename(self, olddir, oldname, newdir, newname, flags)
+    }
+    fn link(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        newparent: NodeId,
+        newname: &CStr,
+    ) -> FsResult<Entry> {
+        entry::link(self, node, newparent, newname)
+    }
+    fn open(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        flags: u32,
+        kill_suidgid: bool,
+    ) -> FsResult<Opened> {
+        file::open(self, node, flags, kill_suidgid)
+    }
+    fn read(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Handle,
+        offset: u64,
+        size: u32,
+    ) -> FsResult<Vec<u8>> {
+        file::read(self, node, fh, offset, size)
+    }
+    fn write(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Handle,
+        offset: u64,
+        data: &[u8],
+        args: WriteArgs,
+    ) -> FsResult<u32> {
+        file::write(self, node, fh, offset, data, args)
+    }
+    fn statfs(&self, _ctx: Context, node: NodeId) -> FsResult<Kstatfs> {
+        attr::statfs(self, node)
+    }
+    fn release(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Handle,
+        _flags: u32,
+        _flush: bool,
+        _lock_owner: u64,
+    ) -> FsResult<()> {
+        self.handles.remove(fh, node)
+    }
+    fn fsync(&self, _ctx: Context, node: NodeId, datasync: bool, fh: Handle) -> FsResult<()> {
+        file::fsync(self, node, datasync, fh)
+    }
+    fn setxattr(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        name: &CStr,
+        value: &[u8],
+        flags: u32,
+    ) -> FsResult<()> {
+        xattr::setxattr(self, node, name, value, flags)
+    }
+    fn getxattr(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        name: &CStr,
+        size: u32,
+    ) -> FsResult<XattrReply> {
+        xattr::getxattr(self, node, name, size)
+    }
+    fn listxattr(&self, _ctx: Context, node: NodeId, size: u32) -> FsResult<XattrReply> {
+        xattr::listxattr(self, node, size)
+    }
+    fn removexattr(&self, _ctx: Context, node: NodeId, name: &CStr) -> FsResult<()> {
+        xattr::removexattr(self, node, name)
+    }
+    fn flush(&self, _ctx: Context, node: NodeId, fh: Handle, _lock_owner: u64) -> FsResult<()> {
+        file::flush(self, node, fh)
+    }
+    fn opendir(&self, _ctx: Context, node: NodeId, _flags: u32) -> FsResult<Opened> {
+        dir::opendir(self, node)
+    }
+    fn readdir(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Handle,
+        offset: u64,
+        buf: &mut DirentBuf,
+    ) -> FsResult<()> {
+        dir::readdir(self, node, fh, offset, buf, false)
+    }
+    fn readdirplus(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Handle,
+        offset: u64,
+        buf: &mut DirentBuf,
+    ) -> FsResult<()> {
+        dir::readdir(self, node, fh, offset, buf, true)
+    }
+    fn releasedir(&self, _ctx: Context, node: NodeId, fh: Handle, _flags: u32) -> FsResult<()> {
+        self.handles.remove(fh, node)
+    }
+    fn fsyncdir(&self, _ctx: Context, node: NodeId, datasync: bool, fh: Handle) -> FsResult<()> {
+        file::fsync(self, node, datasync, fh)
+    }
+    fn access(&self, ctx: Context, node: NodeId, mask: u32) -> FsResult<()> {
+        attr::access(self, ctx, node, mask)
+    }
+    fn create(
+        &self,
+        ctx: Context,
+        parent: NodeId,
+        name: &CStr,
+        mode: u32,
+        flags: u32,
+        _umask: u32,
+        kill_suidgid: bool,
+    ) -> FsResult<(Entry, Opened)> {
+        file::create(self, ctx, parent, name, mode, flags, kill_suidgid)
+    }
+    fn fallocate(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Handle,
+        mode: u32,
+        offset: u64,
+        length: u64,
+    ) -> FsResult<()> {
+        file::fallocate(self, node, fh, mode, offset, length)
+    }
+    fn lseek(
+        &self,
+        _ctx: Context,
+        node: NodeId,
+        fh: Handle,
+        offset: u64,
+        whence: u32,
+    ) -> FsResult<u64> {
+        file::lseek(self, node, fh, offset, whence)
+    }
+    fn copy_file_range(&self, _ctx: Context, node_in: NodeId, args: CopyRange) -> FsResult<u64> {
+        file::copy_file_range(self, node_in, args)
+    }
+    fn syncfs(&self, _ctx: Context, node: NodeId) -> FsResult<()> {
+        file::syncfs(self, node)
+    }
+    fn tmpfile(
+        &self,
+        ctx: Context,
+        parent: NodeId,
+        mode: u32,
+        flags: u32,
+        _umask: u32,
+    ) -> FsResult<(Entry, Opened)> {
+        file::tmpfile(self, ctx, parent, mode, flags)
+    }
+}

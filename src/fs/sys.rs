@@ -1,0 +1,500 @@
+//! Thin safe wrappers over the syscalls the passthrough needs. This is the
+//! only module of `fs` with `unsafe`; each block says why it is sound.
+//!
+//! Every wrapper returns the errno of a failure unchanged ([`Errno`]).
+//! File descriptors are passed as `BorrowedFd` (they outlive the call) and
+//! returned as `OwnedFd` (closed on drop).
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::fuse::{Errno, FsResult};
+
+fn check(ret: libc::c_int) -> FsResult<libc::c_int> {
+    if ret < 0 { Err(Errno::last()) } else { Ok(ret) }
+}
+
+fn check_size(ret: isize) -> FsResult<usize> {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+fn check_fd(ret: libc::c_int) -> FsResult<OwnedFd> {
+    let fd = check(ret)?;
+    // SAFETY: `fd` was just returned by the kernel as a new descriptor that
+    // nothing else owns; OwnedFd takes sole ownership and closes it once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `openat(2)`; `O_CLOEXEC` is always added.
+pub fn openat(dir: BorrowedFd<'_>, name: &CStr, flags: i32, mode: u32) -> FsResult<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated and lives across the call; `dir` is an
+    // open descriptor borrowed for the call.
+    check_fd(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    })
+}
+
+/// Opens an absolute or cwd-relative path (used once, for the root and /proc).
+pub fn open_path(path: &CStr, flags: i32) -> FsResult<OwnedFd> {
+    // SAFETY: `path` is NUL-terminated and outlives the call.
+    check_fd(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) })
+}
+
+/// A timestamp (seconds, nanoseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Time {
+    /// Seconds since the epoch.
+    pub sec: i64,
+    /// Nanoseconds.
+    pub nsec: u32,
+}
+
+/// What `statx(2)` told us about a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stat {
+    pub dev: u64,
+    pub ino: u64,
+    /// Mount id, or 0 when the kernel did not report one.
+    pub mnt_id: u64,
+    pub mode: u32,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub size: u64,
+    pub blocks: u64,
+    pub blksize: u32,
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
+}
+
+/// `statx(2)` of `name` in `dir` (use `c""` with `AT_EMPTY_PATH` for `dir` itself).
+pub fn statx(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> FsResult<Stat> {
+    let mut sx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    let mask = libc::STATX_BASIC_STATS | libc::STATX_MNT_ID;
+    // SAFETY: `sx` is a writable statx-sized buffer; `name` is NUL-terminated;
+    // `dir` is open for the duration of the call.
+    check(unsafe { libc::statx(dir.as_raw_fd(), name.as_ptr(), flags, mask, sx.as_mut_ptr()) })?;
+    // SAFETY: statx succeeded and filled the buffer (it was zeroed anyway).
+    let s = unsafe { sx.assume_init() };
+    let t = |t: libc::statx_timestamp| Time {
+        sec: t.tv_sec,
+        nsec: t.tv_nsec,
+    };
+    Ok(Stat {
+        dev: libc::makedev(s.stx_dev_major, s.stx_dev_minor),
+        ino: s.stx_ino,
+        mnt_id: if s.stx_mask & libc::STATX_MNT_ID != 0 {
+            s.stx_mnt_id
+        } else {
+            0
+        },
+        mode: u32::from(s.stx_mode),
+        nlink: s.stx_nlink,
+        uid: s.stx_uid,
+        gid: s.stx_gid,
+        rdev: libc::makedev(s.stx_rdev_major, s.stx_rdev_minor),
+        size: s.stx_size,
+        blocks: s.stx_blocks,
+        blksize: s.stx_blksize,
+        atime: t(s.stx_atime),
+        mtime: t(s.stx_mtime),
+        ctime: t(s.stx_ctime),
+    })
+}
+
+/// `mkdirat(2)`.
+pub fn mkdirat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> FsResult<()> {
+    // SAFETY: NUL-terminated name, borrowed open dir fd.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) }).map(drop)
+}
+
+/// `mknodat(2)`.
+pub fn mknodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32, rdev: u64) -> FsResult<()> {
+    // SAFETY: NUL-terminated name, borrowed open dir fd.
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) }).map(drop)
+}
+
+/// `symlinkat(2)`.
+pub fn symlinkat(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> FsResult<()> {
+    // SAFETY: both strings NUL-terminated, borrowed open dir fd.
+    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
+/// `linkat(2)`.
+pub fn linkat(
+    olddir: BorrowedFd<'_>,
+    oldname: &CStr,
+    newdir: BorrowedFd<'_>,
+    newname: &CStr,
+    flags: i32,
+) -> FsResult<()> {
+    // SAFETY: NUL-terminated names, borrowed open dir fds.
+    check(unsafe {
+        libc::linkat(
+            olddir.as_raw_fd(),
+            oldname.as_ptr(),
+            newdir.as_raw_fd(),
+            newname.as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// `unlinkat(2)`.
+pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> FsResult<()> {
+    // SAFETY: NUL-terminated name, borrowed open dir fd.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
+}
+
+/// `renameat2(2)`.
+pub fn renameat2(
+    olddir: BorrowedFd<'_>,
+    oldname: &CStr,
+    newdir: BorrowedFd<'_>,
+    newname: &CStr,
+    flags: u32,
+) -> FsResult<()> {
+    // SAFETY: NUL-terminated names, borrowed open dir fds.
+    check(unsafe {
+        libc::renameat2(
+            olddir.as_raw_fd(),
+            oldname.as_ptr(),
+            newdir.as_raw_fd(),
+            newname.as_ptr(),
+            flags,
+        )
+    })
+    .map(drop)
+}
+
+/// `readlinkat(2)` of `dir` itself (an O_PATH fd of a symlink) with `c""`, or of `name`.
+pub fn readlinkat(dir: BorrowedFd<'_>, name: &CStr) -> FsResult<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: `buf` is writable for `buf.len()` bytes; NUL-terminated name.
+    let n = check_size(unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// `fchownat(2)`; `None` leaves an id unchanged.
+pub fn fchownat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    flags: i32,
+) -> FsResult<()> {
+    let uid = uid.unwrap_or(u32::MAX);
+    let gid = gid.unwrap_or(u32::MAX);
+    // SAFETY: NUL-terminated name, borrowed open fd; -1 ids mean "unchanged".
+    check(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, flags) }).map(drop)
+}
+
+/// `fchmodat(2)` (flags 0: the last component is followed, as for a /proc/self/fd magic link).
+pub fn fchmodat(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> FsResult<()> {
+    // SAFETY: NUL-terminated name, borrowed open fd.
+    check(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) }).map(drop)
+}
+
+/// `fchmod(2)` on an open (non-O_PATH) fd.
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> FsResult<()> {
+    // SAFETY: borrowed open fd.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
+}
+
+/// A time to set with `utimensat`: `None` = leave, `Some(None)` = now.
+pub type SetTimespec = Option<Option<Time>>;
+
+fn timespec(t: SetTimespec) -> libc::timespec {
+    match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(None) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(Some(t)) => libc::timespec {
+            tv_sec: t.sec,
+            tv_nsec: i64::from(t.nsec),
+        },
+    }
+}
+
+/// `utimensat(2)` (`c""` + `AT_EMPTY_PATH` works on O_PATH fds on current kernels).
+pub fn utimensat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    atime: SetTimespec,
+    mtime: SetTimespec,
+    flags: i32,
+) -> FsResult<()> {
+    let ts = [timespec(atime), timespec(mtime)];
+    // SAFETY: `ts` is a valid two-element array; NUL-terminated name; open fd.
+    check(unsafe { libc::utimensat(dir.as_raw_fd(), name.as_ptr(), ts.as_ptr(), flags) }).map(drop)
+}
+
+/// `futimens(3)` on an open fd.
+pub fn futimens(fd: BorrowedFd<'_>, atime: SetTimespec, mtime: SetTimespec) -> FsResult<()> {
+    let ts = [timespec(atime), timespec(mtime)];
+    // SAFETY: `ts` is a valid two-element array; open fd.
+    check(unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) }).map(drop)
+}
+
+fn off(v: u64) -> FsResult<i64> {
+    i64::try_from(v).map_err(|_| Errno::EINVAL)
+}
+
+/// `ftruncate(2)`.
+pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> FsResult<()> {
+    let size = off(size)?;
+    // SAFETY: open fd, in-range length.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), size) }).map(drop)
+}
+
+/// `fallocate(2)`.
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, len: u64) -> FsResult<()> {
+    let (offset, len) = (off(offset)?, off(len)?);
+    // SAFETY: open fd, in-range offsets; the kernel validates the mode.
+    check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset, len) }).map(drop)
+}
+
+/// `lseek(2)`; returns the new offset.
+pub fn lseek(fd: BorrowedFd<'_>, offset: u64, whence: i32) -> FsResult<u64> {
+    let offset = off(offset)?;
+    // SAFETY: open fd; the kernel validates whence.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), offset, whence) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as u64)
+    }
+}
+
+/// `copy_file_range(2)` with explicit offsets; returns bytes copied.
+pub fn copy_file_range(
+    fd_in: BorrowedFd<'_>,
+    off_in: u64,
+    fd_out: BorrowedFd<'_>,
+    off_out: u64,
+    len: u64,
+    flags: u32,
+) -> FsResult<u64> {
+    let mut oi = off(off_in)?;
+    let mut oo = off(off_out)?;
+    let len = usize::try_from(len).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: open fds; the offset pointers are valid locals updated by the kernel.
+    let r = unsafe {
+        libc::copy_file_range(
+            fd_in.as_raw_fd(),
+            &mut oi,
+            fd_out.as_raw_fd(),
+            &mut oo,
+            len,
+            flags,
+        )
+    };
+    check_size(r).map(|n| n as u64)
+}
+
+/// `syncfs(2)`.
+pub fn syncfs(fd: BorrowedFd<'_>) -> FsResult<()> {
+    // SAFETY: open fd.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) }).map(drop)
+}
+
+/// What `fstatvfs(3)` reports, in FUSE's terms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatVfs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u64,
+    pub frsize: u64,
+    pub namemax: u64,
+}
+
+/// `fstatvfs(3)` (works on O_PATH fds).
+pub fn fstatvfs(fd: BorrowedFd<'_>) -> FsResult<StatVfs> {
+    let mut st = std::mem::MaybeUninit::<libc::statvfs64>::zeroed();
+    // SAFETY: `st` is a writable statvfs64-sized buffer; open fd.
+    check(unsafe { libc::fstatvfs64(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: success filled the (zeroed) buffer.
+    let s = unsafe { st.assume_init() };
+    Ok(StatVfs {
+        blocks: s.f_blocks,
+        bfree: s.f_bfree,
+        bavail: s.f_bavail,
+        files: s.f_files,
+        ffree: s.f_ffree,
+        bsize: s.f_bsize,
+        frsize: s.f_frsize,
+        namemax: s.f_namemax,
+    })
+}
+
+/// `getdents64(2)` into `buf`; returns bytes filled (0 at end of directory).
+pub fn getdents64(fd: BorrowedFd<'_>, buf: &mut [u8]) -> FsResult<usize> {
+    // SAFETY: `buf` is writable for `buf.len()` bytes; open directory fd.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getdents64,
+            fd.as_raw_fd(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// Which object an xattr call addresses.
+#[derive(Debug, Clone, Copy)]
+pub enum XattrTarget<'a> {
+    /// An open (non-O_PATH) fd.
+    Fd(BorrowedFd<'a>),
+    /// A path relative to the calling thread's cwd, followed (a /proc/self/fd magic link).
+    Path(&'a CStr),
+}
+
+/// `fgetxattr`/`getxattr`; with an empty `buf` returns the size needed.
+pub fn getxattr(t: XattrTarget<'_>, name: &CStr, buf: &mut [u8]) -> FsResult<usize> {
+    let (p, n) = (buf.as_mut_ptr().cast(), buf.len());
+    // SAFETY: `buf` is writable for `n` bytes (n may be 0); names NUL-terminated.
+    check_size(unsafe {
+        match t {
+            XattrTarget::Fd(fd) => libc::fgetxattr(fd.as_raw_fd(), name.as_ptr(), p, n),
+            XattrTarget::Path(path) => libc::getxattr(path.as_ptr(), name.as_ptr(), p, n),
+        }
+    })
+}
+
+/// `flistxattr`/`listxattr`; with an empty `buf` returns the size needed.
+pub fn listxattr(t: XattrTarget<'_>, buf: &mut [u8]) -> FsResult<usize> {
+    let (p, n) = (buf.as_mut_ptr().cast(), buf.len());
+    // SAFETY: `buf` is writable for `n` bytes; path NUL-terminated.
+    check_size(unsafe {
+        match t {
+            XattrTarget::Fd(fd) => libc::flistxattr(fd.as_raw_fd(), p, n),
+            XattrTarget::Path(path) => libc::listxattr(path.as_ptr(), p, n),
+        }
+    })
+}
+
+/// `fsetxattr`/`setxattr`.
+pub fn setxattr(t: XattrTarget<'_>, name: &CStr, value: &[u8], flags: i32) -> FsResult<()> {
+    let (p, n) = (value.as_ptr().cast(), value.len());
+    // SAFETY: `value` is readable for `n` bytes; names NUL-terminated.
+    check(unsafe {
+        match t {
+            XattrTarget::Fd(fd) => libc::fsetxattr(fd.as_raw_fd(), name.as_ptr(), p, n, flags),
+            XattrTarget::Path(path) => libc::setxattr(path.as_ptr(), name.as_ptr(), p, n, flags),
+        }
+    })
+    .map(drop)
+}
+
+/// `fremovexattr`/`removexattr`.
+pub fn removexattr(t: XattrTarget<'_>, name: &CStr) -> FsResult<()> {
+    // SAFETY: names NUL-terminated; open fd.
+    check(unsafe {
+        match t {
+            XattrTarget::Fd(fd) => libc::fremovexattr(fd.as_raw_fd(), name.as_ptr()),
+            XattrTarget::Path(path) => libc::removexattr(path.as_ptr(), name.as_ptr()),
+        }
+    })
+    .map(drop)
+}
+
+/// Runs `f` on a short-lived thread whose cwd (and only its cwd: it first
+/// unshares `CLONE_FS`) is `dir`. Used for the path-only xattr calls on
+/// inodes that cannot be opened (symlinks, device nodes, fifos, sockets).
+pub fn with_cwd<R: Send>(
+    dir: BorrowedFd<'_>,
+    f: impl FnOnce() -> FsResult<R> + Send,
+) -> FsResult<R> {
+    std::thread::scope(|s| {
+        // Builder::spawn_scoped reports a failure to create the thread
+        // instead of panicking, so resource exhaustion is an errno.
+        let worker = std::thread::Builder::new()
+            .name("xattr-cwd".into())
+            .spawn_scoped(s, || {
+                // SAFETY: unshare(CLONE_FS) only detaches this new thread's fs
+                // attributes (cwd, root, umask) from the rest of the process.
+                check(unsafe { libc::unshare(libc::CLONE_FS) })?;
+                // SAFETY: borrowed open directory fd; affects this thread only now.
+                check(unsafe { libc::fchdir(dir.as_raw_fd()) })?;
+                f()
+            });
+        match worker {
+            Ok(w) => w.join().unwrap_or(Err(Errno::EIO)),
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+/// The effective uid of the process.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Sets the process umask, returning the old one.
+pub fn umask(mask: u32) -> u32 {
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe { libc::umask(mask) }
+}
+
+/// `setfsuid(2)` for the calling thread only (raw syscall, no glibc
+/// broadcast); returns the previous fsuid. `u32::MAX` only queries.
+pub fn setfsuid(uid: u32) -> u32 {
+    // SAFETY: setfsuid takes a plain integer and affects only this thread.
+    unsafe { libc::syscall(libc::SYS_setfsuid, uid) as u32 }
+}
+
+/// `setfsgid(2)` for the calling thread only; returns the previous fsgid.
+pub fn setfsgid(gid: u32) -> u32 {
+    // SAFETY: setfsgid takes a plain integer and affects only this thread.
+    unsafe { libc::syscall(libc::SYS_setfsgid, gid) as u32 }
+}
+
+/// The decimal name of `fd` in /proc/self/fd, NUL-terminated.
+pub fn fd_name(fd: RawFd) -> std::ffi::CString {
+    // A decimal number never contains NUL.
+    std::ffi::CString::new(fd.to_string()).unwrap_or_default()
+}
+
+/// Clears `O_NONBLOCK` on an open fd (used after a non-blocking open that
+/// could otherwise have hung on a fifo).
+pub fn clear_nonblock(fd: BorrowedFd<'_>) -> FsResult<()> {
+    // SAFETY: F_GETFL/F_SETFL on a borrowed open fd with integer arguments.
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) })
+        .map(drop)
+}
