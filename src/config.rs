@@ -71,7 +71,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "M" | "MB" | "MIB" => 20,
         "G" | "GB" | "GIB" => 30,
         "T" | "TB" | "TIB" => 40,
-        _ => return Err(format!("unknown unit `{unit}` in `{text}` (use K, M, G or T)")),
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{text}` (use K, M, G or T)"
+            ));
+        }
     };
     let value: u64 = digits
         .parse()
@@ -87,7 +91,7 @@ pub fn format_size(bytes: u64) -> String {
     for (name, shift) in UNITS {
         let unit = 1u64 << shift;
         if bytes >= unit {
-            return if bytes % unit == 0 {
+            return if bytes.is_multiple_of(unit) {
                 format!("{} {name}", bytes >> shift)
             } else {
                 format!("{:.1} {name}", bytes as f64 / unit as f64)
@@ -154,7 +158,8 @@ impl PmemRequest {
             .socket
             .clone()
             .ok_or_else(|| ConfigError::new(field("socket"), "is required"))?;
-        validate_socket_path(&socket).map_err(|reason| ConfigError::new(field("socket"), reason))?;
+        validate_socket_path(&socket)
+            .map_err(|reason| ConfigError::new(field("socket"), reason))?;
         let file = self
             .file
             .clone()
@@ -228,7 +233,10 @@ impl PmemRequest {
             ));
         };
         let probe = open_backing(&file, self.readonly).map_err(|e| {
-            ConfigError::new(field("file"), format!("cannot open {}: {e}", file.display()))
+            ConfigError::new(
+                field("file"),
+                format!("cannot open {}: {e}", file.display()),
+            )
         })?;
         let file_size = match kind {
             BackingKind::Regular => meta.len(),
@@ -276,11 +284,8 @@ fn check_pmem_alignment(size: u64) -> Result<(), String> {
     if size == 0 {
         return Err("must not be zero".into());
     }
-    if size % PMEM_ALIGN != 0 {
-        return Err(format!(
-            "{} is not a multiple of 2 MiB",
-            format_size(size)
-        ));
+    if !size.is_multiple_of(PMEM_ALIGN) {
+        return Err(format!("{} is not a multiple of 2 MiB", format_size(size)));
     }
     Ok(())
 }
@@ -307,7 +312,10 @@ fn validate_socket_path(socket: &Path) -> Result<(), String> {
         Err(_) => Ok(()),
         Ok(meta) if meta.file_type().is_socket() => {
             if UnixStream::connect(socket).is_ok() {
-                Err(format!("{} is in use by a running process", socket.display()))
+                Err(format!(
+                    "{} is in use by a running process",
+                    socket.display()
+                ))
             } else {
                 Ok(())
             }
@@ -339,8 +347,9 @@ const PMEM_KEYS: &[&str] = &[
 impl DaemonConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
-        let text = fs::read_to_string(path)
-            .map_err(|e| ConfigError::new("config", format!("cannot read {}: {e}", path.display())))?;
+        let text = fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
         Self::parse(&text)
     }
 
@@ -372,11 +381,14 @@ impl DaemonConfig {
         };
         let mut pmem = Vec::new();
         if let Some(value) = table.get("pmem") {
-            let entries = value.as_array().ok_or_else(|| {
-                ConfigError::new("pmem", "must be an array of tables ([[pmem]])")
-            })?;
+            let entries = value
+                .as_array()
+                .ok_or_else(|| ConfigError::new("pmem", "must be an array of tables ([[pmem]])"))?;
             for (index, entry) in entries.iter().enumerate() {
-                let origin = Origin::File { kind: "pmem", index };
+                let origin = Origin::File {
+                    kind: "pmem",
+                    index,
+                };
                 let entry = entry
                     .as_table()
                     .ok_or_else(|| ConfigError::new(format!("pmem[{index}]"), "must be a table"))?;
@@ -440,7 +452,11 @@ fn get_bool(table: &toml::Table, key: &str, origin: Origin) -> Result<bool, Conf
     }
 }
 
-fn get_path(table: &toml::Table, key: &str, origin: Origin) -> Result<Option<PathBuf>, ConfigError> {
+fn get_path(
+    table: &toml::Table,
+    key: &str,
+    origin: Origin,
+) -> Result<Option<PathBuf>, ConfigError> {
     table
         .get(key)
         .map(|v| get_string(v, &origin.field(key)).map(PathBuf::from))
@@ -497,7 +513,11 @@ mod tests {
         assert!(parse_size("").is_err());
         assert!(parse_size("M").is_err());
         assert!(parse_size("99999999999999999999").is_err());
-        assert!(parse_size("17179869184G").unwrap_err().contains("too large"));
+        assert!(
+            parse_size("17179869184G")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]
@@ -510,7 +530,10 @@ mod tests {
     #[test]
     fn origin_names_fields_like_the_user_wrote_them() {
         assert_eq!(Origin::Cli.field("log_level"), "--log-level");
-        let origin = Origin::File { kind: "pmem", index: 2 };
+        let origin = Origin::File {
+            kind: "pmem",
+            index: 2,
+        };
         assert_eq!(origin.field("size"), "pmem[2].size");
     }
 }

@@ -74,12 +74,13 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             device: name.clone(),
             source: std::io::Error::other(e),
         })?;
-        let device = PmemDevice::new(pmem.clone(), ACK_TIMEOUT, observer.clone()).map_err(|source| {
-            DaemonError::Device {
-                device: pmem.file.display().to_string(),
-                source,
-            }
-        })?;
+        let device =
+            PmemDevice::new(pmem.clone(), ACK_TIMEOUT, observer.clone()).map_err(|source| {
+                DaemonError::Device {
+                    device: pmem.file.display().to_string(),
+                    source,
+                }
+            })?;
         log::info!(
             "pmem: serving {} ({} bytes{}) on {}",
             pmem.file.display(),
@@ -136,7 +137,11 @@ fn spawn_pmem_server(
         })
 }
 
-fn serve_pmem(device: &Arc<PmemDevice>, config: &PmemConfig, mut listener: Listener) -> Result<(), DaemonError> {
+fn serve_pmem(
+    device: &Arc<PmemDevice>,
+    config: &PmemConfig,
+    mut listener: Listener,
+) -> Result<(), DaemonError> {
     let name = config.socket.display().to_string();
     let vhost_error = |e: vhost_user_backend::Error| DaemonError::VhostUser {
         device: name.clone(),
@@ -145,7 +150,8 @@ fn serve_pmem(device: &Arc<PmemDevice>, config: &PmemConfig, mut listener: Liste
     loop {
         let backend = PmemBackend::new(device.clone());
         let memory = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-        let mut daemon = VhostUserDaemon::new("vhost-dax-pmem".into(), backend, memory).map_err(vhost_error)?;
+        let mut daemon =
+            VhostUserDaemon::new("vhost-dax-pmem".into(), backend, memory).map_err(vhost_error)?;
         daemon.start(&mut listener).map_err(vhost_error)?;
         log::info!("pmem: frontend connected on {name}");
         match daemon.wait() {
@@ -177,10 +183,10 @@ fn spawn_signal_thread(services: Vec<Arc<dyn Service>>) -> Result<(), DaemonErro
             for service in &services {
                 service.shutdown();
                 let socket = service.socket();
-                if let Err(e) = std::fs::remove_file(&socket) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        log::warn!("cannot remove {}: {e}", socket.display());
-                    }
+                if let Err(e) = std::fs::remove_file(&socket)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    log::warn!("cannot remove {}: {e}", socket.display());
                 }
             }
             log::info!("shutdown complete");

@@ -119,7 +119,9 @@ fn main() -> ExitCode {
                 log_level: None,
                 pmem: vec![pmem],
             }),
-        Command::Run { config } | Command::CheckConfig { file: config } => DaemonConfig::load(config),
+        Command::Run { config } | Command::CheckConfig { file: config } => {
+            DaemonConfig::load(config)
+        }
     };
     let config = match config {
         Ok(config) => config,
@@ -130,7 +132,11 @@ fn main() -> ExitCode {
         return config_error(e);
     }
     if let Command::CheckConfig { file } = &cli.command {
-        println!("{}: ok ({} pmem device(s))", file.display(), config.pmem.len());
+        println!(
+            "{}: ok ({} pmem device(s))",
+            file.display(),
+            config.pmem.len()
+        );
         return ExitCode::SUCCESS;
     }
     match daemon::run(config) {

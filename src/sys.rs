@@ -179,7 +179,9 @@ impl Reservation {
         let start = self.check_range(offset, buf.len() as u64)?;
         // SAFETY: the range is inside the reservation (checked) and the caller guarantees it is
         // mapped readable; volatile-free copying is fine because we only need a snapshot.
-        unsafe { std::ptr::copy_nonoverlapping(self.base().add(start), buf.as_mut_ptr(), buf.len()) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base().add(start), buf.as_mut_ptr(), buf.len())
+        };
         Ok(())
     }
 
@@ -199,7 +201,10 @@ impl Drop for Reservation {
         // unmaps.
         let ret = unsafe { libc::munmap(self.base().cast(), self.len) };
         if ret != 0 {
-            log::warn!("munmap of window reservation failed: {}", io::Error::last_os_error());
+            log::warn!(
+                "munmap of window reservation failed: {}",
+                io::Error::last_os_error()
+            );
         }
     }
 }

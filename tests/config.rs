@@ -36,27 +36,92 @@ fn each_bad_pmem_command_line_exits_2_with_one_line_and_creates_nothing() {
     let missing_sock = missing_sock.to_str().unwrap();
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--socket", sock, "--file", new_file, "--size", "4M", "--create", "--bogus"], "--bogus"),
-        (vec!["--socket", sock, "--file", new_file, "--size", "4X", "--create"], "--size: unknown unit"),
-        (vec!["--socket", sock, "--file", new_file, "--size", "3M", "--create"], "--size: 3 MiB is not a multiple of 2 MiB"),
-        (vec!["--socket", sock, "--file", new_file, "--size", "0", "--create"], "--size: must not be zero"),
-        (vec!["--socket", sock, "--file", new_file, "--size", "4M"], "--file:"),
-        (vec!["--socket", sock, "--file", new_file, "--create"], "--size: is required"),
-        (vec!["--socket", missing_sock, "--file", new_file, "--size", "4M", "--create"], "--socket: directory"),
-        (vec!["--socket", sock, "--file", new_file, "--size", "4M", "--create", "--readonly"], "--create: cannot be combined with readonly"),
-        (vec!["--socket", sock, "--file", subdir], "is not a regular file or block device"),
-        (vec!["--socket", sock, "--file", small, "--size", "4M"], "--size: 4 MiB is larger than"),
+        (
+            vec![
+                "--socket", sock, "--file", new_file, "--size", "4M", "--create", "--bogus",
+            ],
+            "--bogus",
+        ),
+        (
+            vec![
+                "--socket", sock, "--file", new_file, "--size", "4X", "--create",
+            ],
+            "--size: unknown unit",
+        ),
+        (
+            vec![
+                "--socket", sock, "--file", new_file, "--size", "3M", "--create",
+            ],
+            "--size: 3 MiB is not a multiple of 2 MiB",
+        ),
+        (
+            vec![
+                "--socket", sock, "--file", new_file, "--size", "0", "--create",
+            ],
+            "--size: must not be zero",
+        ),
+        (
+            vec!["--socket", sock, "--file", new_file, "--size", "4M"],
+            "--file:",
+        ),
+        (
+            vec!["--socket", sock, "--file", new_file, "--create"],
+            "--size: is required",
+        ),
+        (
+            vec![
+                "--socket",
+                missing_sock,
+                "--file",
+                new_file,
+                "--size",
+                "4M",
+                "--create",
+            ],
+            "--socket: directory",
+        ),
+        (
+            vec![
+                "--socket",
+                sock,
+                "--file",
+                new_file,
+                "--size",
+                "4M",
+                "--create",
+                "--readonly",
+            ],
+            "--create: cannot be combined with readonly",
+        ),
+        (
+            vec!["--socket", sock, "--file", subdir],
+            "is not a regular file or block device",
+        ),
+        (
+            vec!["--socket", sock, "--file", small, "--size", "4M"],
+            "--size: 4 MiB is larger than",
+        ),
         (vec!["--socket", sock, "--file", odd], "--file: size of"),
         (vec!["--socket", small, "--file", small], "--socket:"),
-        (vec!["--socket", sock, "--file", small, "--log-level", "loud"], "--log-level"),
+        (
+            vec!["--socket", sock, "--file", small, "--log-level", "loud"],
+            "--log-level",
+        ),
     ];
     for (args, expected) in cases {
         let mut full = vec!["pmem"];
         full.extend_from_slice(&args);
         let (code, stderr) = run(&full);
         assert_eq!(code, 2, "{full:?}: stderr {stderr}");
-        assert_eq!(stderr.trim_end().lines().count(), 1, "{full:?}: not one line: {stderr}");
-        assert!(stderr.contains(expected), "{full:?}: expected {expected:?} in {stderr}");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{full:?}: not one line: {stderr}"
+        );
+        assert!(
+            stderr.contains(expected),
+            "{full:?}: expected {expected:?} in {stderr}"
+        );
         assert_eq!(dir.entries(), before, "{full:?} left something on disk");
     }
 }
@@ -66,14 +131,35 @@ fn each_bad_config_file_exits_2_naming_the_field() {
     let dir = TempDir::new("bad-config");
     let sock = dir.join("p.sock");
     let img = dir.join("p.img");
-    let head = format!("socket = {:?}\nfile = {:?}\n", sock.to_str().unwrap(), img.to_str().unwrap());
+    let head = format!(
+        "socket = {:?}\nfile = {:?}\n",
+        sock.to_str().unwrap(),
+        img.to_str().unwrap()
+    );
     let cases: Vec<(String, &str)> = vec![
-        (format!("[[pmem]]\n{head}size = \"4M\"\ncreate = true\nsise = 1\n"), "pmem[0].sise: unknown field"),
-        (format!("[[pmem]]\n{head}size = \"4 parsecs\"\ncreate = true\n"), "pmem[0].size: unknown unit"),
-        (format!("[[pmem]]\n{head}size = \"5M\"\ncreate = true\n"), "pmem[0].size: 5 MiB is not a multiple"),
-        (format!("[[pmem]]\n{head}size = \"4M\"\ncreate = \"yes\"\n"), "pmem[0].create: must be true or false"),
+        (
+            format!("[[pmem]]\n{head}size = \"4M\"\ncreate = true\nsise = 1\n"),
+            "pmem[0].sise: unknown field",
+        ),
+        (
+            format!("[[pmem]]\n{head}size = \"4 parsecs\"\ncreate = true\n"),
+            "pmem[0].size: unknown unit",
+        ),
+        (
+            format!("[[pmem]]\n{head}size = \"5M\"\ncreate = true\n"),
+            "pmem[0].size: 5 MiB is not a multiple",
+        ),
+        (
+            format!("[[pmem]]\n{head}size = \"4M\"\ncreate = \"yes\"\n"),
+            "pmem[0].create: must be true or false",
+        ),
         (format!("[[pmem]]\n{head}size = \"4M\"\n"), "pmem[0].file:"),
-        (format!("[[pmem]]\n{head}size = \"4M\"\ncreate = true\n[[pmem]]\n{head}size = \"4M\"\ncreate = true\n"), "pmem[1].socket: "),
+        (
+            format!(
+                "[[pmem]]\n{head}size = \"4M\"\ncreate = true\n[[pmem]]\n{head}size = \"4M\"\ncreate = true\n"
+            ),
+            "pmem[1].socket: ",
+        ),
         ("colour = \"blue\"\n".to_string(), "colour: unknown field"),
         ("[[pmem]\n".to_string(), "config: line 1"),
         (String::new(), "config: defines no device"),
@@ -90,10 +176,21 @@ fn each_bad_config_file_exits_2_naming_the_field() {
             };
             let (code, stderr) = run(&args);
             assert_eq!(code, 2, "{command} {text:?}: {stderr}");
-            assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
-            assert!(stderr.contains(expected), "{text:?}: expected {expected:?} in {stderr}");
+            assert_eq!(
+                stderr.trim_end().lines().count(),
+                1,
+                "not one line: {stderr}"
+            );
+            assert!(
+                stderr.contains(expected),
+                "{text:?}: expected {expected:?} in {stderr}"
+            );
         }
-        assert_eq!(dir.entries(), vec!["bad.toml".to_string()], "{text:?} left something");
+        assert_eq!(
+            dir.entries(),
+            vec!["bad.toml".to_string()],
+            "{text:?} left something"
+        );
     }
 }
 
@@ -117,7 +214,8 @@ fn every_example_config_validates_and_check_config_creates_nothing() {
             .replace("/run/vhost-dax", dir.join("run").to_str().unwrap())
             .replace("/var/lib/vhost-dax", dir.join("lib").to_str().unwrap());
         // Examples that use an existing image get one of the size they expect.
-        for (name, size) in [("existing.img", 64u64 << 20)] {
+        {
+            let (name, size) = ("existing.img", 64u64 << 20);
             std::fs::write(dir.join("lib").join(name), vec![]).unwrap();
             std::fs::OpenOptions::new()
                 .write(true)
@@ -131,8 +229,17 @@ fn every_example_config_validates_and_check_config_creates_nothing() {
         let (code, stderr) = run(&["check-config", config.to_str().unwrap()]);
         assert_eq!(code, 0, "{}: {stderr}", path.display());
         let lib: Vec<_> = std::fs::read_dir(dir.join("lib")).unwrap().collect();
-        assert_eq!(lib.len(), 1, "{}: check-config created files", path.display());
+        assert_eq!(
+            lib.len(),
+            1,
+            "{}: check-config created files",
+            path.display()
+        );
         assert_eq!(std::fs::read_dir(dir.join("run")).unwrap().count(), 0);
     }
-    assert!(seen >= 2, "expected example configs in {}", examples.display());
+    assert!(
+        seen >= 2,
+        "expected example configs in {}",
+        examples.display()
+    );
 }

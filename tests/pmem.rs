@@ -51,7 +51,9 @@ fn start_with(name: &str, extra: &[&str], command: Command) -> Setup {
 }
 
 fn wait_mapped(frontend: &Frontend) {
-    wait_until("region 0 mapped", || frontend.windows().is_mapped(0, 0, SIZE));
+    wait_until("region 0 mapped", || {
+        frontend.windows().is_mapped(0, 0, SIZE)
+    });
 }
 
 #[test]
@@ -64,10 +66,17 @@ fn negotiates_and_reports_config_with_frontend_owned_start() {
             .acked_protocol_features()
             .contains(VhostUserProtocolFeatures::SHMEM | VhostUserProtocolFeatures::REPLY_ACK)
     );
-    assert_eq!(frontend.windows().region(0).map(|r| r.len() as u64), Some(SIZE));
+    assert_eq!(
+        frontend.windows().region(0).map(|r| r.len() as u64),
+        Some(SIZE)
+    );
 
     let config = frontend.get_config(0, 16).unwrap();
-    assert_eq!(&config[0..8], &0u64.to_le_bytes(), "start is 0 until the frontend sets it");
+    assert_eq!(
+        &config[0..8],
+        &0u64.to_le_bytes(),
+        "start is 0 until the frontend sets it"
+    );
     assert_eq!(&config[8..16], &SIZE.to_le_bytes());
 
     frontend
@@ -88,7 +97,10 @@ fn region_is_mapped_and_window_writes_reach_the_host_file() {
     wait_mapped(&frontend);
     let live = frontend.windows().live();
     assert_eq!(live.len(), 1);
-    assert_eq!((live[0].offset, live[0].len, live[0].fd_offset), (0, SIZE, 0));
+    assert_eq!(
+        (live[0].offset, live[0].len, live[0].fd_offset),
+        (0, SIZE, 0)
+    );
     assert!(live[0].writable);
 
     let window = frontend.windows().region(0).unwrap();
@@ -100,7 +112,10 @@ fn region_is_mapped_and_window_writes_reach_the_host_file() {
     assert_eq!(&host[host.len() - 4..], b"tail");
 
     // And the other way: host writes are visible through the window.
-    let mut file = std::fs::OpenOptions::new().write(true).open(setup.file()).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(setup.file())
+        .unwrap();
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(4096)).unwrap();
     file.write_all(b"from the host").unwrap();
     let mut seen = [0u8; 13];
@@ -211,7 +226,11 @@ fn burst_of_flushes_is_coalesced_and_counted_at_shutdown() {
     }
     frontend.kick(0).unwrap();
     frontend.wait_used(0, 64, WAIT).unwrap();
-    assert!(statuses.iter().all(|&s| read_u32(&frontend, s) == VIRTIO_PMEM_RESP_OK));
+    assert!(
+        statuses
+            .iter()
+            .all(|&s| read_u32(&frontend, s) == VIRTIO_PMEM_RESP_OK)
+    );
     setup.daemon.signal(libc::SIGTERM).unwrap();
     assert!(setup.daemon.wait(WAIT).unwrap().success());
     let log = setup.daemon.log();
@@ -225,8 +244,20 @@ fn burst_of_flushes_is_coalesced_and_counted_at_shutdown() {
         .collect();
     // requests, syncs (the shutdown's own final sync is not a request's).
     assert_eq!(numbers[0], 64, "{line}");
-    assert!(numbers[1] < 32, "64 concurrent flushes took {} syncs: {line}", numbers[1]);
+    assert!(
+        numbers[1] < 32,
+        "64 concurrent flushes took {} syncs: {line}",
+        numbers[1]
+    );
 }
+
+/// (what, chain, expected used length, expected status word)
+type MalformedCase = (
+    &'static str,
+    Vec<Buffer>,
+    u32,
+    Option<(vm_memory::GuestAddress, u32)>,
+);
 
 #[test]
 fn malformed_requests_get_an_error_or_are_skipped_and_the_queue_keeps_working() {
@@ -240,13 +271,12 @@ fn malformed_requests_get_an_error_or_are_skipped_and_the_queue_keeps_working() 
     let status = |f: &Frontend| f.ram().alloc_bytes(&0xffff_ffffu32.to_le_bytes()).unwrap();
     let outside = 1u64 << 40;
 
-    // (chain, expected used length, expected status)
     let s1 = status(&frontend);
     let s2 = status(&frontend);
     let s3 = status(&frontend);
     let s4 = status(&frontend);
     let s5 = status(&frontend);
-    let cases: Vec<(&str, Vec<Buffer>, u32, Option<(vm_memory::GuestAddress, u32)>)> = vec![
+    let cases: Vec<MalformedCase> = vec![
         (
             "unknown type",
             vec![Buffer::readable(unknown, 4), Buffer::writable(s1, 4)],
@@ -259,7 +289,12 @@ fn malformed_requests_get_an_error_or_are_skipped_and_the_queue_keeps_working() 
             4,
             Some((s2, VIRTIO_PMEM_RESP_EIO)),
         ),
-        ("no response buffer", vec![Buffer::readable(flush, 4)], 0, None),
+        (
+            "no response buffer",
+            vec![Buffer::readable(flush, 4)],
+            0,
+            None,
+        ),
         (
             "response buffer too small",
             vec![Buffer::readable(flush, 4), Buffer::writable(s3, 2)],
@@ -297,7 +332,11 @@ fn malformed_requests_get_an_error_or_are_skipped_and_the_queue_keeps_working() 
         let (buffers, ok_status) = flush_request(&frontend);
         frontend.submit(0, &buffers).unwrap();
         frontend.wait_used(0, 1, WAIT).unwrap();
-        assert_eq!(read_u32(&frontend, ok_status), VIRTIO_PMEM_RESP_OK, "after {what}");
+        assert_eq!(
+            read_u32(&frontend, ok_status),
+            VIRTIO_PMEM_RESP_OK,
+            "after {what}"
+        );
     }
 }
 
@@ -327,10 +366,16 @@ fn sigterm_unmaps_the_region_syncs_and_removes_the_socket() {
     setup.daemon.signal(libc::SIGTERM).unwrap();
     let status = setup.daemon.wait(WAIT).unwrap();
     assert!(status.success(), "exit status {status}");
-    assert!(frontend.windows().live().is_empty(), "frontend still holds a mapping");
+    assert!(
+        frontend.windows().live().is_empty(),
+        "frontend still holds a mapping"
+    );
     assert_eq!(frontend.windows().stats().unmaps, 1);
     assert!(!setup.socket().exists(), "socket file left behind");
-    assert_eq!(&std::fs::read(setup.file()).unwrap()[..19], b"durable before exit");
+    assert_eq!(
+        &std::fs::read(setup.file()).unwrap()[..19],
+        b"durable before exit"
+    );
 }
 
 #[test]
@@ -338,13 +383,23 @@ fn reconnect_serves_a_second_frontend() {
     let mut setup = start("reconnect", &["--reconnect"]);
     let first = connect(&setup.socket());
     wait_mapped(&first);
-    first.windows().region(0).unwrap().write(0, b"first").unwrap();
+    first
+        .windows()
+        .region(0)
+        .unwrap()
+        .write(0, b"first")
+        .unwrap();
     drop(first);
 
     let mut second = connect(&setup.socket());
     wait_mapped(&second);
     let mut seen = [0u8; 5];
-    second.windows().region(0).unwrap().read(0, &mut seen).unwrap();
+    second
+        .windows()
+        .region(0)
+        .unwrap()
+        .read(0, &mut seen)
+        .unwrap();
     assert_eq!(&seen, b"first");
     let (buffers, status) = flush_request(&second);
     second.submit(0, &buffers).unwrap();
@@ -363,7 +418,9 @@ fn reset_releases_the_region_and_reactivation_maps_it_again() {
     let mut frontend = connect(&setup.socket());
     wait_mapped(&frontend);
     frontend.reset_device().unwrap();
-    wait_until("region unmapped after reset", || frontend.windows().live().is_empty());
+    wait_until("region unmapped after reset", || {
+        frontend.windows().live().is_empty()
+    });
     // A driver re-initialises the device by acking features again.
     let features = frontend.acked_features();
     vhost::VhostBackend::set_features(frontend.vhost(), features).unwrap();
@@ -392,7 +449,12 @@ fn readonly_device_maps_read_only_and_flushes_without_error() {
     wait_mapped(&frontend);
     assert!(!frontend.windows().live()[0].writable);
     let mut seen = [0u8; 4];
-    frontend.windows().region(0).unwrap().read(100, &mut seen).unwrap();
+    frontend
+        .windows()
+        .region(0)
+        .unwrap()
+        .read(100, &mut seen)
+        .unwrap();
     assert_eq!(seen, [0xab; 4]);
     let (buffers, status) = flush_request(&frontend);
     frontend.submit(0, &buffers).unwrap();
@@ -418,5 +480,9 @@ fn without_shmem_the_device_serves_flushes_and_says_who_maps() {
     setup.daemon.signal(libc::SIGTERM).unwrap();
     setup.daemon.wait(WAIT).unwrap();
     let log = setup.daemon.log();
-    assert_eq!(log.matches("must map the region itself").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("must map the region itself").count(),
+        1,
+        "{log}"
+    );
 }

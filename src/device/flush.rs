@@ -68,7 +68,11 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// Starts the syncer thread.
-    pub fn new(name: &str, sync: SyncFn, observer: Option<Arc<dyn SyncObserver>>) -> io::Result<Self> {
+    pub fn new(
+        name: &str,
+        sync: SyncFn,
+        observer: Option<Arc<dyn SyncObserver>>,
+    ) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             cond: Condvar::new(),
@@ -97,7 +101,11 @@ impl GroupCommit {
     pub fn drain(&self) {
         let mut state = self.shared.lock();
         while !state.pending.is_empty() || state.syncing {
-            state = self.shared.cond.wait(state).unwrap_or_else(|p| p.into_inner());
+            state = self
+                .shared
+                .cond
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -117,10 +125,10 @@ impl Drop for GroupCommit {
     fn drop(&mut self) {
         self.shared.lock().stop = true;
         self.shared.cond.notify_all();
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                log::error!("pmem syncer thread panicked");
-            }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            log::error!("pmem syncer thread panicked");
         }
     }
 }

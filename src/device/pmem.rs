@@ -21,11 +21,13 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard,
-    GuestMemoryMmap,
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryBackend,
+    GuestMemoryLoadGuard, GuestMemoryMmap,
 };
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier};
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
 
 use super::backend_mapper::BackendMapper;
 use super::flush::{FlushStats, GroupCommit, SyncObserver};
@@ -179,7 +181,10 @@ impl PmemDevice {
 
     /// Flush counters (all zero for a read-only device).
     pub fn flush_stats(&self) -> FlushStats {
-        self.flusher.as_ref().map(GroupCommit::stats).unwrap_or_default()
+        self.flusher
+            .as_ref()
+            .map(GroupCommit::stats)
+            .unwrap_or_default()
     }
 
     fn command(&self, command: RegionCommand) {
@@ -246,7 +251,11 @@ impl PmemDevice {
             "the frontend must map the region itself: {} from offset 0, {} bytes, {}",
             self.config.file.display(),
             self.config.size,
-            if self.config.readonly { "read-only" } else { "read-write" }
+            if self.config.readonly {
+                "read-only"
+            } else {
+                "read-write"
+            }
         )
     }
 
@@ -264,10 +273,13 @@ impl PmemDevice {
     }
 
     fn quiesce(&self) {
-        if let Some(flusher) = &self.flusher {
-            if let Err(e) = flusher.sync_now() {
-                log::error!("pmem: final sync of {} failed: {e}", self.config.file.display());
-            }
+        if let Some(flusher) = &self.flusher
+            && let Err(e) = flusher.sync_now()
+        {
+            log::error!(
+                "pmem: final sync of {} failed: {e}",
+                self.config.file.display()
+            );
         }
         self.release_region();
         let stats = self.flush_stats();
@@ -420,10 +432,8 @@ impl Completion {
             return;
         }
         let notify = !self.event_idx || self.vring.needs_notification().unwrap_or(true);
-        if notify {
-            if let Err(e) = self.vring.signal_used_queue() {
-                log::warn!("pmem: cannot signal the guest: {e}");
-            }
+        if notify && let Err(e) = self.vring.signal_used_queue() {
+            log::warn!("pmem: cannot signal the guest: {e}");
         }
     }
 }
@@ -555,7 +565,9 @@ impl VhostUserBackend for PmemBackend {
         match start.checked_add(size as usize) {
             Some(end) if end <= bytes.len() && size > 0 => bytes[start..end].to_vec(),
             _ => {
-                log::warn!("pmem: GET_CONFIG outside the 16-byte config (offset {offset}, size {size})");
+                log::warn!(
+                    "pmem: GET_CONFIG outside the 16-byte config (offset {offset}, size {size})"
+                );
                 Vec::new()
             }
         }
@@ -582,7 +594,9 @@ impl VhostUserBackend for PmemBackend {
 
     fn update_memory(&self, memory: Memory) -> io::Result<()> {
         *self.conn.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(memory);
-        if !self.device.mapper.is_attached() && !self.conn.told_no_channel.swap(true, Ordering::SeqCst) {
+        if !self.device.mapper.is_attached()
+            && !self.conn.told_no_channel.swap(true, Ordering::SeqCst)
+        {
             log::warn!(
                 "pmem: the frontend set up no backend channel, so the device cannot map its region; {}",
                 self.device.frontend_maps_itself_hint()
@@ -633,11 +647,15 @@ impl VhostUserBackend for PmemBackend {
         _thread_id: usize,
     ) -> io::Result<()> {
         if evset != EventSet::IN {
-            return Err(io::Error::other(format!("pmem: unexpected event set {evset:?}")));
+            return Err(io::Error::other(format!(
+                "pmem: unexpected event set {evset:?}"
+            )));
         }
         match (device_event, vrings.first()) {
             (0, Some(vring)) => self.process_queue(vring),
-            _ => Err(io::Error::other(format!("pmem: unknown event {device_event}"))),
+            _ => Err(io::Error::other(format!(
+                "pmem: unknown event {device_event}"
+            ))),
         }
     }
 }

@@ -34,7 +34,8 @@ impl SyncObserver for SocketSyncGate {
     fn before_sync(&self, seq: u64, requests: usize) {
         let mut stream = self.stream.lock().unwrap_or_else(|p| p.into_inner());
         let mut go = [0u8; 1];
-        let result = writeln!(stream, "start {seq} {requests}").and_then(|()| stream.read_exact(&mut go));
+        let result =
+            writeln!(stream, "start {seq} {requests}").and_then(|()| stream.read_exact(&mut go));
         if let Err(e) = result {
             log::warn!("sync gate: {e}");
         }

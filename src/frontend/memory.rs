@@ -68,7 +68,9 @@ impl GuestRam {
         let end = start
             .checked_add(len)
             .filter(|&end| end <= self.size())
-            .ok_or_else(|| FrontendError::Setup(format!("guest RAM exhausted allocating {len} bytes")))?;
+            .ok_or_else(|| {
+                FrontendError::Setup(format!("guest RAM exhausted allocating {len} bytes"))
+            })?;
         *next = end;
         Ok(GuestAddress(start))
     }

@@ -21,9 +21,7 @@ use std::time::Duration;
 use vhost::vhost_user::message::{
     VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserProtocolFeatures,
 };
-use vhost::vhost_user::{
-    Frontend as VhostFrontend, FrontendReqHandler, VhostUserFrontend,
-};
+use vhost::vhost_user::{Frontend as VhostFrontend, FrontendReqHandler, VhostUserFrontend};
 use vhost::{VhostBackend, VringConfigData};
 
 pub use memory::GuestRam;
@@ -125,7 +123,10 @@ impl Frontend {
         Self::activate(vhost, options)
     }
 
-    fn activate(mut vhost: VhostFrontend, options: &FrontendOptions) -> Result<Self, FrontendError> {
+    fn activate(
+        mut vhost: VhostFrontend,
+        options: &FrontendOptions,
+    ) -> Result<Self, FrontendError> {
         let offered = vhost.get_features()?;
         if offered & VIRTIO_F_VERSION_1 == 0 {
             return Err(FrontendError::Protocol(format!(
@@ -331,7 +332,8 @@ fn start_backend_channel(
     handler.set_reply_ack_flag(reply_ack);
     // SAFETY: the handler owns this descriptor and is alive for the duration of the borrow;
     // we only duplicate it to be able to shut the channel down from another thread.
-    let ours: OwnedFd = unsafe { BorrowedFd::borrow_raw(handler.as_raw_fd()) }.try_clone_to_owned()?;
+    let ours: OwnedFd =
+        unsafe { BorrowedFd::borrow_raw(handler.as_raw_fd()) }.try_clone_to_owned()?;
     let tx = handler.get_tx_raw_fd();
     // SAFETY: the handler keeps the peer socket open while we send it to the backend.
     vhost.set_backend_request_fd(&unsafe { BorrowedFd::borrow_raw(tx) })?;

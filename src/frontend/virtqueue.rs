@@ -85,7 +85,9 @@ impl DriverQueue {
     /// Lays out a queue of `size` descriptors in guest RAM.
     pub fn new(ram: &GuestRam, size: u16) -> Result<Self, FrontendError> {
         if size == 0 || !size.is_power_of_two() {
-            return Err(FrontendError::Setup(format!("queue size {size} is not a power of two")));
+            return Err(FrontendError::Setup(format!(
+                "queue size {size} is not a power of two"
+            )));
         }
         let n = u64::from(size);
         let layout = QueueLayout {
@@ -142,7 +144,9 @@ impl DriverQueue {
                 self.free.len()
             )));
         }
-        let ids: Vec<u16> = (0..buffers.len()).map(|_| self.free.pop().unwrap_or(0)).collect();
+        let ids: Vec<u16> = (0..buffers.len())
+            .map(|_| self.free.pop().unwrap_or(0))
+            .collect();
         let mem = ram.memory();
         for (i, (buffer, &id)) in buffers.iter().zip(&ids).enumerate() {
             let mut flags = if buffer.write { VIRTQ_DESC_F_WRITE } else { 0 };
@@ -158,7 +162,10 @@ impl DriverQueue {
             desc[8..12].copy_from_slice(&buffer.len.to_le_bytes());
             desc[12..14].copy_from_slice(&flags.to_le_bytes());
             desc[14..16].copy_from_slice(&next.to_le_bytes());
-            ram.write(self.layout.desc.unchecked_add(u64::from(id) * DESC_SIZE), &desc)?;
+            ram.write(
+                self.layout.desc.unchecked_add(u64::from(id) * DESC_SIZE),
+                &desc,
+            )?;
         }
         let head = ids[0];
         self.chain_len.insert(head, ids.len());
@@ -168,8 +175,12 @@ impl DriverQueue {
         // The device must see the ring entry before the index that publishes it.
         fence(Ordering::SeqCst);
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        mem.store(self.avail_idx.to_le(), self.layout.avail.unchecked_add(2), Ordering::Release)
-            .map_err(|e| FrontendError::Setup(format!("avail idx write: {e}")))?;
+        mem.store(
+            self.avail_idx.to_le(),
+            self.layout.avail.unchecked_add(2),
+            Ordering::Release,
+        )
+        .map_err(|e| FrontendError::Setup(format!("avail idx write: {e}")))?;
         Ok(head)
     }
 
@@ -195,7 +206,9 @@ impl DriverQueue {
             let head = u16::try_from(id)
                 .ok()
                 .filter(|h| self.chain_len.contains_key(h))
-                .ok_or_else(|| FrontendError::Protocol(format!("device returned unknown head {id}")))?;
+                .ok_or_else(|| {
+                    FrontendError::Protocol(format!("device returned unknown head {id}"))
+                })?;
             self.release_chain(ram, head)?;
             out.push(UsedChain { head, len });
             self.last_used = self.last_used.wrapping_add(1);
@@ -208,7 +221,10 @@ impl DriverQueue {
         let mut id = head;
         for _ in 0..count {
             self.free.push(id);
-            let desc = ram.read(self.layout.desc.unchecked_add(u64::from(id) * DESC_SIZE), 16)?;
+            let desc = ram.read(
+                self.layout.desc.unchecked_add(u64::from(id) * DESC_SIZE),
+                16,
+            )?;
             id = u16::from_le_bytes([desc[14], desc[15]]);
         }
         Ok(())

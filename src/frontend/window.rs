@@ -75,7 +75,9 @@ impl ShmemWindows {
 
     /// The reservation of region `shmid`, if the device has that region.
     pub fn region(&self, shmid: u8) -> Option<&Reservation> {
-        self.regions.get(usize::from(shmid)).and_then(Option::as_ref)
+        self.regions
+            .get(usize::from(shmid))
+            .and_then(Option::as_ref)
     }
 
     /// Mappings currently in place, in region/offset order.
@@ -110,7 +112,9 @@ impl ShmemWindows {
 
     fn refuse(&self, why: &str, req: &VhostUserMMap) -> io::Error {
         let (shmid, offset, len) = (req.shmid, req.shm_offset, req.len);
-        log::warn!("frontend: refusing backend request on region {shmid} [{offset:#x}+{len:#x}]: {why}");
+        log::warn!(
+            "frontend: refusing backend request on region {shmid} [{offset:#x}+{len:#x}]: {why}"
+        );
         self.lock().stats.refused += 1;
         einval()
     }
