@@ -1,19 +1,24 @@
 //! The daemon: one listener and serving thread per device, one frontend at a time per
 //! device, and an orderly shutdown on SIGINT/SIGTERM.
 
-use std::path::PathBuf;
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use vhost::vhost_user::Listener;
-use vhost_user_backend::VhostUserDaemon;
+use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::config::{DaemonConfig, PmemConfig};
+use crate::config::{DaemonConfig, FsConfig, Sandbox};
 use crate::device::flush::SyncObserver;
+use crate::device::fs::{FsBackend, FsDevice};
 use crate::device::pmem::{PmemBackend, PmemDevice};
 use crate::device::sync_gate::{SYNC_GATE_ENV, SocketSyncGate};
+use crate::fs::{PassthroughConfig, PassthroughFs};
 use crate::sys;
 
 /// How long a frontend may take to acknowledge a SHMEM_MAP/UNMAP.
@@ -25,7 +30,7 @@ pub enum DaemonError {
     /// Setting up a device failed.
     #[error("{device}: {source}")]
     Device {
-        /// Which device (its socket path).
+        /// Which device (its socket or file).
         device: String,
         /// What failed.
         source: std::io::Error,
@@ -38,24 +43,85 @@ pub enum DaemonError {
         /// The vhost-user-backend error, rendered.
         message: String,
     },
+    /// Confining the process failed.
+    #[error("sandbox: {0}")]
+    Sandbox(std::io::Error),
     /// Signal handling could not be set up.
     #[error("signals: {0}")]
     Signals(std::io::Error),
 }
 
+fn device_error(device: &Path, source: std::io::Error) -> DaemonError {
+    DaemonError::Device {
+        device: device.display().to_string(),
+        source,
+    }
+}
+
+/// A socket file the daemon must remove on exit, reachable even after a chroot.
+struct SocketFile {
+    dir: OwnedFd,
+    name: CString,
+    path: PathBuf,
+}
+
+impl SocketFile {
+    fn new(path: &Path) -> std::io::Result<Self> {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let dir = std::fs::File::open(parent)?.into();
+        let name = CString::new(path.file_name().unwrap_or_default().as_bytes())
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        Ok(SocketFile {
+            dir,
+            name,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn remove(&self) {
+        match sys::unlink_at(self.dir.as_fd(), &self.name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("cannot remove {}: {e}", self.path.display()),
+        }
+    }
+}
+
 /// A device the shutdown path must quiesce.
 trait Service: Send + Sync {
     fn shutdown(&self);
-    fn socket(&self) -> PathBuf;
 }
 
 impl Service for PmemDevice {
     fn shutdown(&self) {
         PmemDevice::shutdown(self);
     }
-    fn socket(&self) -> PathBuf {
-        self.config().socket.clone()
+}
+
+impl Service for FsDevice {
+    fn shutdown(&self) {
+        FsDevice::shutdown(self);
     }
+}
+
+/// One device's socket, served one frontend at a time.
+struct ServeLoop {
+    name: String,
+    reconnect: bool,
+    listener: Listener,
+    socket: Arc<SocketFile>,
+}
+
+type Starter = Box<dyn FnOnce(ServeLoop) -> std::io::Result<JoinHandle<Result<(), DaemonError>>>>;
+
+/// A device ready to be served: its loop, its shutdown face, and how to start it.
+struct Prepared {
+    serve: ServeLoop,
+    service: Arc<dyn Service>,
+    start: Starter,
 }
 
 /// Serves every device of `config` until each frontend is gone (or for ever with
@@ -65,37 +131,91 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     // thread takes the signals.
     sys::block_termination_signals().map_err(DaemonError::Signals)?;
     let observer = sync_observer()?;
+    let mut devices: Vec<Prepared> = Vec::new();
+    let mut sandbox: Option<(Sandbox, PathBuf)> = None;
 
-    let mut services: Vec<Arc<dyn Service>> = Vec::new();
-    let mut servers: Vec<JoinHandle<Result<(), DaemonError>>> = Vec::new();
     for pmem in config.pmem {
-        let name = pmem.socket.display().to_string();
-        let listener = Listener::new(&pmem.socket, true).map_err(|e| DaemonError::Device {
-            device: name.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        let device =
-            PmemDevice::new(pmem.clone(), ACK_TIMEOUT, observer.clone()).map_err(|source| {
-                DaemonError::Device {
-                    device: pmem.file.display().to_string(),
-                    source,
-                }
-            })?;
+        let (listener, socket) = listen(&pmem.socket)?;
+        let device = PmemDevice::new(pmem.clone(), ACK_TIMEOUT, observer.clone())
+            .map_err(|e| device_error(&pmem.file, e))?;
         log::info!(
             "pmem: serving {} ({} bytes{}) on {}",
             pmem.file.display(),
             pmem.size,
             if pmem.readonly { ", read-only" } else { "" },
-            name
+            pmem.socket.display()
         );
-        services.push(device.clone());
-        servers.push(spawn_pmem_server(device, pmem, listener)?);
+        let dev = device.clone();
+        devices.push(Prepared {
+            serve: ServeLoop {
+                name: format!("pmem {}", pmem.socket.display()),
+                reconnect: pmem.reconnect,
+                listener,
+                socket,
+            },
+            service: device,
+            start: Box::new(move |serve| {
+                let on_disconnect = dev.clone();
+                spawn_server(
+                    serve,
+                    move || PmemBackend::new(dev.clone()),
+                    move || on_disconnect.disconnected(),
+                )
+            }),
+        });
     }
-    spawn_signal_thread(services)?;
+    for fs in config.fs {
+        let (listener, socket) = listen(&fs.socket)?;
+        let filesystem = PassthroughFs::new(passthrough_config(&fs))
+            .map_err(|e| device_error(&fs.shared_dir, std::io::Error::other(e.to_string())))?;
+        let device = FsDevice::new(fs.clone(), filesystem);
+        log::info!(
+            "fs: sharing {} as tag {:?} ({} request queue(s), cache {:?}{}) on {}",
+            fs.shared_dir.display(),
+            fs.tag,
+            fs.queues,
+            fs.cache,
+            if fs.readonly { ", read-only" } else { "" },
+            fs.socket.display()
+        );
+        if fs.sandbox != Sandbox::None {
+            sandbox = Some((fs.sandbox, fs.shared_dir.clone()));
+        }
+        let dev = device.clone();
+        devices.push(Prepared {
+            serve: ServeLoop {
+                name: format!("fs {}", fs.socket.display()),
+                reconnect: fs.reconnect,
+                listener,
+                socket,
+            },
+            service: device,
+            start: Box::new(move |serve| {
+                spawn_server(serve, move || FsBackend::new(dev.clone()), || {})
+            }),
+        });
+    }
+    if let Some((kind, dir)) = sandbox {
+        enter_sandbox(kind, &dir)?;
+    }
+
+    let shutdown: Vec<(Arc<dyn Service>, Arc<SocketFile>)> = devices
+        .iter()
+        .map(|d| (d.service.clone(), d.serve.socket.clone()))
+        .collect();
+    let mut handles = Vec::new();
+    for Prepared { serve, start, .. } in devices {
+        let name = serve.name.clone();
+        handles.push(start(serve).map_err(|source| DaemonError::Device {
+            device: name,
+            source,
+        })?);
+    }
+    spawn_signal_thread(shutdown)?;
 
     let mut first_error = None;
-    for server in servers {
-        match server.join() {
+    for handle in handles {
+        match handle.join() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 log::error!("{e}");
@@ -110,65 +230,97 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     }
 }
 
+fn listen(socket: &Path) -> Result<(Listener, Arc<SocketFile>), DaemonError> {
+    let listener =
+        Listener::new(socket, true).map_err(|e| device_error(socket, std::io::Error::other(e)))?;
+    let file = SocketFile::new(socket).map_err(|e| device_error(socket, e))?;
+    Ok((listener, Arc::new(file)))
+}
+
+fn passthrough_config(fs: &FsConfig) -> PassthroughConfig {
+    let mut config = PassthroughConfig::new(&fs.shared_dir);
+    config.cache = fs.cache;
+    config.readonly = fs.readonly;
+    config.xattr = fs.xattr;
+    config.writeback = fs.writeback;
+    config.allow_device_nodes = fs.allow_devices;
+    config
+}
+
+/// Confines the whole process to `dir`. Everything the daemon needs outside it (the
+/// shared directory's fd, /proc/self/fd, the socket directories) is already open.
+fn enter_sandbox(kind: Sandbox, dir: &Path) -> Result<(), DaemonError> {
+    if kind == Sandbox::Namespace {
+        sys::unshare_mount_namespace().map_err(DaemonError::Sandbox)?;
+    }
+    sys::chroot_into(dir).map_err(DaemonError::Sandbox)?;
+    log::info!("sandbox: confined to {} ({kind:?})", dir.display());
+    Ok(())
+}
+
 fn sync_observer() -> Result<Option<Arc<dyn SyncObserver>>, DaemonError> {
     let Some(path) = std::env::var_os(SYNC_GATE_ENV) else {
         return Ok(None);
     };
     log::warn!("test hook {SYNC_GATE_ENV} is set: every pmem sync waits for the test");
-    let gate = SocketSyncGate::connect(path.as_ref()).map_err(|source| DaemonError::Device {
-        device: SYNC_GATE_ENV.into(),
-        source,
-    })?;
+    let gate =
+        SocketSyncGate::connect(path.as_ref()).map_err(|e| device_error(Path::new(&path), e))?;
     Ok(Some(Arc::new(gate)))
 }
 
-fn spawn_pmem_server(
-    device: Arc<PmemDevice>,
-    config: PmemConfig,
-    listener: Listener,
-) -> Result<JoinHandle<Result<(), DaemonError>>, DaemonError> {
-    let name = config.socket.display().to_string();
+fn spawn_server<B, F, D>(
+    serve: ServeLoop,
+    make_backend: F,
+    on_disconnect: D,
+) -> std::io::Result<JoinHandle<Result<(), DaemonError>>>
+where
+    B: VhostUserBackend<Bitmap = (), Vring = VringRwLock> + Clone + Send + Sync + 'static,
+    F: Fn() -> B + Send + 'static,
+    D: Fn() + Send + 'static,
+{
     std::thread::Builder::new()
-        .name("pmem-listener".into())
-        .spawn(move || serve_pmem(&device, &config, listener))
-        .map_err(|source| DaemonError::Device {
-            device: name,
-            source,
-        })
+        .name("listener".into())
+        .spawn(move || serve_loop(serve, make_backend, on_disconnect))
 }
 
-fn serve_pmem(
-    device: &Arc<PmemDevice>,
-    config: &PmemConfig,
-    mut listener: Listener,
-) -> Result<(), DaemonError> {
-    let name = config.socket.display().to_string();
+fn serve_loop<B, F, D>(
+    mut serve: ServeLoop,
+    make_backend: F,
+    on_disconnect: D,
+) -> Result<(), DaemonError>
+where
+    B: VhostUserBackend<Bitmap = (), Vring = VringRwLock> + Clone + Send + Sync + 'static,
+    F: Fn() -> B,
+    D: Fn(),
+{
+    let name = serve.name.clone();
     let vhost_error = |e: vhost_user_backend::Error| DaemonError::VhostUser {
         device: name.clone(),
         message: e.to_string(),
     };
     loop {
-        let backend = PmemBackend::new(device.clone());
         let memory = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-        let mut daemon =
-            VhostUserDaemon::new("vhost-dax-pmem".into(), backend, memory).map_err(vhost_error)?;
-        daemon.start(&mut listener).map_err(vhost_error)?;
-        log::info!("pmem: frontend connected on {name}");
+        let mut daemon = VhostUserDaemon::new("vhost-dax".into(), make_backend(), memory)
+            .map_err(vhost_error)?;
+        daemon.start(&mut serve.listener).map_err(vhost_error)?;
+        log::info!("{name}: frontend connected");
         match daemon.wait() {
-            Ok(()) => log::info!("pmem: frontend disconnected from {name}"),
-            Err(e) => log::warn!("pmem: connection on {name} ended: {e}"),
+            Ok(()) => log::info!("{name}: frontend disconnected"),
+            Err(e) => log::warn!("{name}: connection ended: {e}"),
         }
-        device.disconnected();
+        on_disconnect();
         drop(daemon);
-        if !config.reconnect {
-            // Dropping the listener removes the socket file.
+        if !serve.reconnect {
+            serve.socket.remove();
             return Ok(());
         }
-        log::info!("pmem: device reset; waiting for the next frontend on {name}");
+        log::info!("{name}: device reset; waiting for the next frontend");
     }
 }
 
-fn spawn_signal_thread(services: Vec<Arc<dyn Service>>) -> Result<(), DaemonError> {
+fn spawn_signal_thread(
+    devices: Vec<(Arc<dyn Service>, Arc<SocketFile>)>,
+) -> Result<(), DaemonError> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -180,14 +332,9 @@ fn spawn_signal_thread(services: Vec<Arc<dyn Service>>) -> Result<(), DaemonErro
                 }
             };
             log::info!("signal {signal}: shutting down");
-            for service in &services {
+            for (service, socket) in &devices {
                 service.shutdown();
-                let socket = service.socket();
-                if let Err(e) = std::fs::remove_file(&socket)
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    log::warn!("cannot remove {}: {e}", socket.display());
-                }
+                socket.remove();
             }
             log::info!("shutdown complete");
             std::process::exit(0);

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use vhost_dax::config::{ConfigError, DaemonConfig, Origin, PmemRequest};
+use vhost_dax::config::{ConfigError, DaemonConfig, FsRequest, Origin, PmemRequest, Sandbox};
 use vhost_dax::daemon;
 
-/// vhost-user backend for virtio-pmem (and virtio-fs with a DAX window).
+/// vhost-user backend for virtio-pmem and virtio-fs.
 #[derive(Debug, Parser)]
 #[command(name = "vhost-dax", version, about)]
 struct Cli {
@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Serve one virtio-pmem device backed by a file or block device.
     Pmem(PmemArgs),
+    /// Share a host directory with a guest over virtio-fs.
+    Fs(FsArgs),
     /// Serve every device of a config file.
     Run {
         /// TOML config file (see configs/).
@@ -59,6 +61,61 @@ struct PmemArgs {
     /// Also advertise SHMEM as protocol bit 21 (alioth before mid-2026).
     #[arg(long)]
     shmem_bit21: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct FsArgs {
+    /// vhost-user socket to listen on.
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+    /// Directory to share.
+    #[arg(long, value_name = "DIR")]
+    shared_dir: PathBuf,
+    /// Mount tag the guest uses (1 to 36 bytes).
+    #[arg(long, default_value = "vhost-dax")]
+    tag: String,
+    /// Number of request queues.
+    #[arg(long, default_value_t = 1)]
+    queues: usize,
+    /// Guest caching: never, auto or always (as virtiofsd).
+    #[arg(long, value_name = "POLICY", default_value = "auto")]
+    cache: String,
+    /// Refuse every modification with EROFS.
+    #[arg(long)]
+    readonly: bool,
+    /// Serve extended attributes.
+    #[arg(long)]
+    xattr: bool,
+    /// Let the guest use a writeback cache.
+    #[arg(long)]
+    writeback: bool,
+    /// Let the guest create character and block device nodes.
+    #[arg(long)]
+    allow_devices: bool,
+    /// Confinement: chroot, namespace or none (default: chroot as root, none otherwise).
+    #[arg(long, value_enum)]
+    sandbox: Option<Sandbox>,
+    /// After a disconnect, wait for the next frontend instead of exiting.
+    #[arg(long)]
+    reconnect: bool,
+}
+
+impl FsArgs {
+    fn request(&self) -> FsRequest {
+        FsRequest {
+            socket: Some(self.socket.clone()),
+            shared_dir: Some(self.shared_dir.clone()),
+            tag: Some(self.tag.clone()),
+            queues: Some(self.queues),
+            cache: Some(self.cache.clone()),
+            readonly: self.readonly,
+            xattr: self.xattr,
+            writeback: self.writeback,
+            allow_devices: self.allow_devices,
+            sandbox: self.sandbox.map(|s| format!("{s:?}").to_lowercase()),
+            reconnect: self.reconnect,
+        }
+    }
 }
 
 impl PmemArgs {
@@ -118,7 +175,13 @@ fn main() -> ExitCode {
             .map(|pmem| DaemonConfig {
                 log_level: None,
                 pmem: vec![pmem],
+                fs: Vec::new(),
             }),
+        Command::Fs(args) => args.request().validate(Origin::Cli).map(|fs| DaemonConfig {
+            log_level: None,
+            pmem: Vec::new(),
+            fs: vec![fs],
+        }),
         Command::Run { config } | Command::CheckConfig { file: config } => {
             DaemonConfig::load(config)
         }

@@ -6,6 +6,7 @@
 
 pub mod backend_mapper;
 pub mod flush;
+pub mod fs;
 pub mod pmem;
 pub mod sync_gate;
 

@@ -1,0 +1,375 @@
+//! Device configuration: the `pmem` command line and `run --config FILE.toml` share one
+//! validated form.
+//!
+//! Validation happens before anything is created on disk, and every error names the field
+//! it is about (`--size` on the command line, `pmem[0].size` in a file) in one line.
+
+use std::collections::HashSet;
+
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+mod fs;
+mod pmem;
+
+use fs::parse_fs;
+pub use fs::{FsConfig, FsRequest, MAX_REQUEST_QUEUES, MAX_TAG_LEN, Sandbox};
+
+use pmem::parse_pmem;
+pub use pmem::{BackingKind, PMEM_ALIGN, PmemConfig, PmemRequest, open_backing};
+
+/// A configuration problem, reported as `FIELD: REASON`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// The field as the user wrote it (`--size`, `pmem[1].file`).
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Where a setting came from, so errors name it the way the user wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag (`--name`).
+    Cli,
+    /// Entry `index` of the `[[kind]]` array of a config file.
+    File { kind: &'static str, index: usize },
+}
+
+impl Origin {
+    /// The name of field `name` as the user would write it.
+    pub fn field(self, name: &str) -> String {
+        match self {
+            Origin::Cli => format!("--{}", name.replace('_', "-")),
+            Origin::File { kind, index } => format!("{kind}[{index}].{name}"),
+        }
+    }
+}
+
+/// Parses a size such as `4096`, `512K`, `64M`, `1G`, `1GiB` (binary units).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(format!("`{text}` is not a size (expected e.g. 512M or 1G)"));
+    }
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{text}` (use K, M, G or T)"
+            ));
+        }
+    };
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is too large"))?;
+    value
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// Formats a byte count for messages (`2 MiB`, `1.5 GiB`, `4097 bytes`).
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
+    for (name, shift) in UNITS {
+        let unit = 1u64 << shift;
+        if bytes >= unit {
+            return if bytes.is_multiple_of(unit) {
+                format!("{} {name}", bytes >> shift)
+            } else {
+                format!("{:.1} {name}", bytes as f64 / unit as f64)
+            };
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// The socket's directory must exist, and the path must be free or a stale socket.
+pub(crate) fn validate_socket_path(socket: &Path) -> Result<(), String> {
+    let parent = parent_dir(socket);
+    if !parent.is_dir() {
+        return Err(format!("directory {} does not exist", parent.display()));
+    }
+    match std::fs::symlink_metadata(socket) {
+        Err(_) => Ok(()),
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(socket).is_ok() {
+                Err(format!(
+                    "{} is in use by a running process",
+                    socket.display()
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Ok(_) => Err(format!("{} exists and is not a socket", socket.display())),
+    }
+}
+
+/// The `run --config` file: global settings plus one table per device.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DaemonConfig {
+    /// `log_level` (error, warn, info, debug, trace).
+    pub log_level: Option<String>,
+    /// `[[pmem]]` devices.
+    pub pmem: Vec<PmemConfig>,
+    /// `[[fs]]` devices.
+    pub fs: Vec<FsConfig>,
+}
+
+const TOP_LEVEL_KEYS: &[&str] = &["log_level", "pmem", "fs"];
+impl DaemonConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<DaemonConfig, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            let msg = e.message().trim().replace('\n', " ");
+            match line {
+                Some(line) => ConfigError::new("config", format!("line {line}: {msg}")),
+                None => ConfigError::new("config", msg),
+            }
+        })?;
+        reject_unknown(&table, TOP_LEVEL_KEYS, |k| k.to_string())?;
+        let log_level = match table.get("log_level") {
+            None => None,
+            Some(v) => {
+                let level = get_string(v, "log_level")?;
+                if level.parse::<log::LevelFilter>().is_err() {
+                    return Err(ConfigError::new(
+                        "log_level",
+                        format!("`{level}` is not one of off, error, warn, info, debug, trace"),
+                    ));
+                }
+                Some(level)
+            }
+        };
+        let pmem = parse_tables(&table, "pmem", |entry, origin| {
+            parse_pmem(entry, origin)?.validate(origin)
+        })?;
+        let fs = parse_tables(&table, "fs", |entry, origin| {
+            parse_fs(entry, origin)?.validate(origin)
+        })?;
+        let config = DaemonConfig {
+            log_level,
+            pmem,
+            fs,
+        };
+        config.check_unique_sockets()?;
+        config.check_sandbox()?;
+        if config.device_count() == 0 {
+            return Err(ConfigError::new(
+                "config",
+                "defines no device (add a [[pmem]] or [[fs]] table)",
+            ));
+        }
+        Ok(config)
+    }
+
+    /// Number of devices of every kind.
+    pub fn device_count(&self) -> usize {
+        self.pmem.len() + self.fs.len()
+    }
+
+    fn check_unique_sockets(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        let sockets = self
+            .pmem
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (format!("pmem[{i}].socket"), &d.socket))
+            .chain(
+                self.fs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (format!("fs[{i}].socket"), &d.socket)),
+            );
+        for (field, socket) in sockets {
+            if !seen.insert(socket.clone()) {
+                return Err(ConfigError::new(
+                    field,
+                    format!("{} is used by another device", socket.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A sandbox confines the whole process to one shared directory, so a sandboxed fs
+    /// device must be the daemon's only device.
+    fn check_sandbox(&self) -> Result<(), ConfigError> {
+        for (index, fs) in self.fs.iter().enumerate() {
+            if fs.sandbox != Sandbox::None && self.device_count() > 1 {
+                return Err(ConfigError::new(
+                    format!("fs[{index}].sandbox"),
+                    "chroot and namespace confine the whole daemon; serve this device alone or use none",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses every entry of the `[[kind]]` array with `parse`.
+fn parse_tables<T>(
+    table: &toml::Table,
+    kind: &'static str,
+    parse: impl Fn(&toml::Table, Origin) -> Result<T, ConfigError>,
+) -> Result<Vec<T>, ConfigError> {
+    let Some(value) = table.get(kind) else {
+        return Ok(Vec::new());
+    };
+    let entries = value.as_array().ok_or_else(|| {
+        ConfigError::new(kind, format!("must be an array of tables ([[{kind}]])"))
+    })?;
+    entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            let origin = Origin::File { kind, index };
+            let entry = entry
+                .as_table()
+                .ok_or_else(|| ConfigError::new(format!("{kind}[{index}]"), "must be a table"))?;
+            parse(entry, origin)
+        })
+        .collect()
+}
+
+pub(crate) fn reject_unknown(
+    table: &toml::Table,
+    known: &[&str],
+    name: impl Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    for key in table.keys() {
+        if !known.contains(&key.as_str()) {
+            return Err(ConfigError::new(
+                name(key),
+                format!("unknown field (known: {})", known.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn get_string(value: &toml::Value, field: &str) -> Result<String, ConfigError> {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| ConfigError::new(field, "must be a string"))
+}
+
+pub(crate) fn get_bool(
+    table: &toml::Table,
+    key: &str,
+    origin: Origin,
+) -> Result<bool, ConfigError> {
+    match table.get(key) {
+        None => Ok(false),
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| ConfigError::new(origin.field(key), "must be true or false")),
+    }
+}
+
+pub(crate) fn get_path(
+    table: &toml::Table,
+    key: &str,
+    origin: Origin,
+) -> Result<Option<PathBuf>, ConfigError> {
+    table
+        .get(key)
+        .map(|v| get_string(v, &origin.field(key)).map(PathBuf::from))
+        .transpose()
+}
+
+/// A size may be written as a string with a unit (`"1G"`) or a plain integer of bytes.
+pub(crate) fn get_size(
+    table: &toml::Table,
+    key: &str,
+    origin: Origin,
+) -> Result<Option<String>, ConfigError> {
+    match table.get(key) {
+        None => Ok(None),
+        Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+        Some(toml::Value::Integer(n)) if *n >= 0 => Ok(Some(n.to_string())),
+        Some(_) => Err(ConfigError::new(
+            origin.field(key),
+            "must be a size such as \"512M\" or a number of bytes",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2M"), Ok(2 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("3k"), Ok(3 << 10));
+        assert!(parse_size("1X").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("M").is_err());
+        assert!(parse_size("99999999999999999999").is_err());
+        assert!(
+            parse_size("17179869184G")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+
+    #[test]
+    fn sizes_format_readably() {
+        assert_eq!(format_size(2 << 20), "2 MiB");
+        assert_eq!(format_size(3 << 29), "1.5 GiB");
+        assert_eq!(format_size(100), "100 bytes");
+    }
+
+    #[test]
+    fn origin_names_fields_like_the_user_wrote_them() {
+        assert_eq!(Origin::Cli.field("log_level"), "--log-level");
+        let origin = Origin::File {
+            kind: "pmem",
+            index: 2,
+        };
+        assert_eq!(origin.field("size"), "pmem[2].size");
+    }
+}

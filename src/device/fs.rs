@@ -1,0 +1,268 @@
+//! virtio-fs (virtio 1.2 §5.11): FUSE requests carried on virtqueues.
+//!
+//! Queue 0 is the high-priority queue (FORGET and friends), the others are request
+//! queues. Every queue is served on its own thread, so slow file I/O on a request queue
+//! never holds up the hiprio queue. A chain's device-readable part is the FUSE request,
+//! its device-writable part receives the reply.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_queue::{DescriptorChain, QueueT};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
+
+use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use crate::config::{FsConfig, MAX_TAG_LEN};
+use crate::fs::PassthroughFs;
+use crate::fuse::Server;
+
+/// virtio device id of virtio-fs.
+pub const VIRTIO_ID_FS: u32 = 26;
+/// Config space: `u8 tag[36] | le32 num_request_queues`.
+pub const CONFIG_SIZE: usize = MAX_TAG_LEN + 4;
+const QUEUE_SIZE: usize = 1024;
+/// Largest request we read: a 1 MiB WRITE plus its headers.
+const MAX_REQUEST: usize = (1 << 20) + 4096;
+
+type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
+
+/// One fs device for the daemon's whole life.
+pub struct FsDevice {
+    config: FsConfig,
+    server: Server<PassthroughFs>,
+    stopping: AtomicBool,
+}
+
+impl FsDevice {
+    /// Wraps an opened filesystem.
+    pub fn new(config: FsConfig, fs: PassthroughFs) -> Arc<Self> {
+        Arc::new(FsDevice {
+            config,
+            server: Server::new(fs),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &FsConfig {
+        &self.config
+    }
+
+    /// Stops taking requests (shutdown); requests being served finish.
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The per-connection vhost-user face of an [`FsDevice`].
+#[derive(Clone)]
+pub struct FsBackend {
+    device: Arc<FsDevice>,
+    memory: Arc<Mutex<Option<Memory>>>,
+    event_idx: Arc<AtomicBool>,
+}
+
+impl FsBackend {
+    /// State for one new connection.
+    pub fn new(device: Arc<FsDevice>) -> Self {
+        FsBackend {
+            device,
+            memory: Arc::new(Mutex::new(None)),
+            event_idx: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn config_bytes(&self) -> [u8; CONFIG_SIZE] {
+        let mut bytes = [0u8; CONFIG_SIZE];
+        let tag = self.device.config.tag.as_bytes();
+        bytes[..tag.len()].copy_from_slice(tag);
+        let queues = u32::try_from(self.device.config.queues).unwrap_or(u32::MAX);
+        bytes[MAX_TAG_LEN..].copy_from_slice(&queues.to_le_bytes());
+        bytes
+    }
+
+    fn process_queue(&self, queue: usize, vring: &VringRwLock) -> io::Result<()> {
+        let Some(memory) = self
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            log::warn!("fs: queue {queue} kicked before the memory table was set");
+            return Ok(());
+        };
+        let event_idx = self.event_idx.load(Ordering::SeqCst);
+        loop {
+            if event_idx {
+                vring.disable_notification().map_err(io::Error::other)?;
+            }
+            while !self.device.stopping.load(Ordering::SeqCst) {
+                let mem = memory.memory();
+                let chain = vring
+                    .get_mut()
+                    .get_queue_mut()
+                    .pop_descriptor_chain(mem.clone());
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                let used = self.serve(queue, chain, &mem);
+                vring.add_used(head, used).map_err(io::Error::other)?;
+                if !event_idx || vring.needs_notification().map_err(io::Error::other)? {
+                    vring.signal_used_queue()?;
+                }
+            }
+            if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Serves one chain; returns the number of bytes written into it.
+    fn serve(
+        &self,
+        queue: usize,
+        chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
+        mem: &GuestMemoryMmap,
+    ) -> u32 {
+        let head = chain.head_index();
+        let readers = chain
+            .clone()
+            .reader(mem)
+            .and_then(|r| chain.writer(mem).map(|w| (r, w)));
+        let (mut reader, mut writer) = match readers {
+            Ok(pair) => pair,
+            Err(e) => {
+                log::warn!("fs: queue {queue} request {head} has bad descriptors: {e}");
+                return 0;
+            }
+        };
+        let len = reader.available_bytes().min(MAX_REQUEST);
+        let mut request = vec![0u8; len];
+        if let Err(e) = reader.read_exact(&mut request) {
+            log::warn!("fs: queue {queue} request {head} unreadable: {e}");
+            return 0;
+        }
+        let reply = self
+            .device
+            .server
+            .handle(&request, writer.available_bytes());
+        if reply.is_empty() {
+            return 0;
+        }
+        match writer.write_all(&reply) {
+            Ok(()) => u32::try_from(reply.len()).unwrap_or(0),
+            Err(e) => {
+                log::warn!("fs: queue {queue} request {head}: reply not written: {e}");
+                0
+            }
+        }
+    }
+}
+
+impl VhostUserBackend for FsBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        1 + self.device.config.queues
+    }
+
+    fn max_queue_size(&self) -> usize {
+        QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+            | VIRTIO_RING_F_EVENT_IDX
+            | VIRTIO_RING_F_INDIRECT_DESC
+            | vhost::vhost_user::message::VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::BACKEND_REQ
+            | VhostUserProtocolFeatures::BACKEND_SEND_FD
+            | VhostUserProtocolFeatures::RESET_DEVICE
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+    }
+
+    fn reset_device(&self) {
+        log::info!("fs: device reset");
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.event_idx.store(enabled, Ordering::SeqCst);
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let bytes = self.config_bytes();
+        let start = offset as usize;
+        match start.checked_add(size as usize) {
+            Some(end) if end <= bytes.len() && size > 0 => bytes[start..end].to_vec(),
+            _ => {
+                log::warn!(
+                    "fs: GET_CONFIG outside the {CONFIG_SIZE}-byte config (offset {offset}, size {size})"
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        // The whole virtio-fs config space is read-only for the driver; an error here
+        // would make vhost-user-backend drop the connection, so the write is ignored.
+        log::warn!(
+            "fs: SET_CONFIG ignored (offset {offset}, {} bytes): the config is read-only",
+            buf.len()
+        );
+        Ok(())
+    }
+
+    fn update_memory(&self, memory: Memory) -> io::Result<()> {
+        *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(memory);
+        Ok(())
+    }
+
+    fn queues_per_thread(&self) -> Vec<u64> {
+        (0..self.num_queues()).map(|q| 1u64 << q).collect()
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        match new_event_consumer_and_notifier(EventFlag::NONBLOCK) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                log::error!("fs: cannot create a worker exit event: {e}");
+                None
+            }
+        }
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock],
+        thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            return Err(io::Error::other(format!(
+                "fs: unexpected event set {evset:?}"
+            )));
+        }
+        // One queue per thread: the thread index is the queue index.
+        match vrings.get(usize::from(device_event)) {
+            Some(vring) if device_event == 0 => self.process_queue(thread_id, vring),
+            _ => Err(io::Error::other(format!(
+                "fs: unknown event {device_event} on thread {thread_id}"
+            ))),
+        }
+    }
+}
