@@ -5,6 +5,7 @@
 //! `frontend` is our side of the socket for tests and benchmarks, `config` turns command
 //! lines and config files into validated device settings.
 
+pub mod bench;
 pub mod config;
 pub mod daemon;
 pub mod dax;

@@ -31,6 +31,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Measure pmem flushes and the ledger on an embedded default (temporary files, the
+    /// daemon as a child, our frontend on a real socket).
+    Bench {
+        /// Shorter run (under 15 s).
+        #[arg(long)]
+        quick: bool,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a config file and exit.
     CheckConfig {
         /// TOML config file.
@@ -168,7 +178,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Bench { quick, json } = cli.command {
+        return bench(quick, json, cli.log_level.as_deref());
+    }
     let config = match &cli.command {
+        Command::Bench { .. } => unreachable!("handled above"),
         Command::Pmem(args) => args
             .request()
             .validate(Origin::Cli)
@@ -207,6 +221,35 @@ fn main() -> ExitCode {
         Err(e) => {
             log::error!("{e}");
             eprintln!("vhost-dax: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(quick: bool, json: bool, log_level: Option<&str>) -> ExitCode {
+    if let Err(e) = init_logging(Some(log_level.unwrap_or("warn"))) {
+        return config_error(e);
+    }
+    let options = vhost_dax::bench::BenchOptions { quick };
+    let report = vhost_dax::bench::run(options, &mut |step| eprintln!("bench: {step}"));
+    match report {
+        Ok(report) if json => {
+            let mut object = serde_json::Map::new();
+            for (key, figure) in &report.results {
+                object.insert((*key).to_string(), serde_json::json!(figure.median));
+            }
+            object.insert("detail".into(), serde_json::json!(report.results));
+            object.insert("machine".into(), serde_json::json!(report.machine));
+            object.insert("parameters".into(), serde_json::json!(report.parameters));
+            println!("{}", serde_json::Value::Object(object));
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", vhost_dax::bench::table(&report));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vhost-dax: bench failed: {e}");
             ExitCode::FAILURE
         }
     }
