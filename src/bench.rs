@@ -73,7 +73,10 @@ pub enum BenchError {
 }
 
 /// Runs every workload; `progress` receives one line per step.
-pub fn run(options: BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<BenchReport, BenchError> {
+pub fn run(
+    options: BenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BenchReport, BenchError> {
     let repeats = if options.quick { 3 } else { 5 };
     let qd1_requests = if options.quick { 100 } else { 400 };
     let qd64_batches = if options.quick { 10 } else { 40 };
@@ -85,21 +88,42 @@ pub fn run(options: BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Benc
     for repeat in 1..=repeats {
         progress(&format!("pmem flush, queue depth 1 ({repeat}/{repeats})"));
         let qd1 = pmem_flush(&daemon, &scratch, 1, qd1_requests)?;
-        samples.entry("pmem_flush_qd1_per_s").or_default().push(qd1.rate);
-        samples.entry("pmem_flush_qd1_p50_us").or_default().push(qd1.p50_us);
-        samples.entry("pmem_flush_qd1_p99_us").or_default().push(qd1.p99_us);
+        samples
+            .entry("pmem_flush_qd1_per_s")
+            .or_default()
+            .push(qd1.rate);
+        samples
+            .entry("pmem_flush_qd1_p50_us")
+            .or_default()
+            .push(qd1.p50_us);
+        samples
+            .entry("pmem_flush_qd1_p99_us")
+            .or_default()
+            .push(qd1.p99_us);
         progress(&format!("pmem flush, queue depth 64 ({repeat}/{repeats})"));
         let qd64 = pmem_flush(&daemon, &scratch, 64, qd64_batches)?;
-        samples.entry("pmem_flush_qd64_per_s").or_default().push(qd64.rate);
-        samples.entry("pmem_syncs_qd64").or_default().push(qd64.syncs as f64);
-        samples.entry("pmem_requests_qd64").or_default().push(qd64.requests as f64);
+        samples
+            .entry("pmem_flush_qd64_per_s")
+            .or_default()
+            .push(qd64.rate);
+        samples
+            .entry("pmem_syncs_qd64")
+            .or_default()
+            .push(qd64.syncs as f64);
+        samples
+            .entry("pmem_requests_qd64")
+            .or_default()
+            .push(qd64.requests as f64);
         progress(&format!("ledger map/pin/unpin/unmap ({repeat}/{repeats})"));
         samples
             .entry("ledger_ops_per_s")
             .or_default()
             .push(ledger_ops(&scratch, ledger_rounds)?);
     }
-    let results = samples.into_iter().map(|(k, v)| (k, Figure::of(v))).collect();
+    let results = samples
+        .into_iter()
+        .map(|(k, v)| (k, Figure::of(v)))
+        .collect();
     Ok(BenchReport {
         results,
         machine: machine(),
@@ -146,7 +170,12 @@ struct FlushRun {
 
 /// `depth` flushes in flight at a time, `rounds` times; the daemon's own counters give the
 /// number of host syncs.
-fn pmem_flush(daemon: &Path, scratch: &Scratch, depth: usize, rounds: usize) -> Result<FlushRun, BenchError> {
+fn pmem_flush(
+    daemon: &Path,
+    scratch: &Scratch,
+    depth: usize,
+    rounds: usize,
+) -> Result<FlushRun, BenchError> {
     let socket = scratch.path("pmem.sock");
     let file = scratch.path("pmem.img");
     let _ = std::fs::remove_file(&file);
@@ -172,7 +201,10 @@ fn pmem_flush(daemon: &Path, scratch: &Scratch, depth: usize, rounds: usize) -> 
     for _ in 0..rounds {
         let t = Instant::now();
         for status in &statuses {
-            frontend.add_chain(0, &[Buffer::readable(request, 4), Buffer::writable(*status, 4)])?;
+            frontend.add_chain(
+                0,
+                &[Buffer::readable(request, 4), Buffer::writable(*status, 4)],
+            )?;
         }
         frontend.kick(0)?;
         frontend.wait_used(0, depth, WAIT)?;
@@ -233,7 +265,9 @@ fn ledger_ops(scratch: &Scratch, rounds: usize) -> Result<f64, BenchError> {
         ledger
             .map(offset, CHUNK, backing.clone(), offset, true)
             .map_err(fail)?;
-        let pin = ledger.pin(offset, 4096, "bench", PinWait::Fail).map_err(fail)?;
+        let pin = ledger
+            .pin(offset, 4096, "bench", PinWait::Fail)
+            .map_err(fail)?;
         drop(pin);
         ledger.unmap(offset, CHUNK).map_err(fail)?;
     }
@@ -259,9 +293,16 @@ fn machine() -> BTreeMap<&'static str, String> {
 pub fn table(report: &BenchReport) -> String {
     let mut out = String::from("figure                        median          min          max\n");
     for (key, f) in &report.results {
-        out.push_str(&format!("{key:<28} {:>12.1} {:>12.1} {:>12.1}\n", f.median, f.min, f.max));
+        out.push_str(&format!(
+            "{key:<28} {:>12.1} {:>12.1} {:>12.1}\n",
+            f.median, f.min, f.max
+        ));
     }
-    let machine: Vec<String> = report.machine.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let machine: Vec<String> = report
+        .machine
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
     out.push_str(&format!("machine: {}\n", machine.join(", ")));
     out
 }

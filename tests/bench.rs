@@ -23,15 +23,25 @@ fn quick_json_bench_reports_every_key_with_a_sane_value() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed: {stderr}");
-    assert!(stderr.contains("bench: pmem flush"), "no progress lines: {stderr}");
+    assert!(
+        stderr.contains("bench: pmem flush"),
+        "no progress lines: {stderr}"
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     for key in KEYS {
-        let value = report[key].as_f64().unwrap_or_else(|| panic!("{key} missing: {report}"));
+        let value = report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} missing: {report}"));
         assert!(value.is_finite() && value > 0.0, "{key} = {value}");
         let detail = &report["detail"][key];
-        assert!(detail["min"].as_f64().unwrap() <= value && value <= detail["max"].as_f64().unwrap());
+        assert!(
+            detail["min"].as_f64().unwrap() <= value && value <= detail["max"].as_f64().unwrap()
+        );
     }
     // Group commit: 64 flushes in flight never need 64 syncs.
-    assert!(report["pmem_syncs_qd64"].as_f64().unwrap() < report["pmem_requests_qd64"].as_f64().unwrap());
+    assert!(
+        report["pmem_syncs_qd64"].as_f64().unwrap()
+            < report["pmem_requests_qd64"].as_f64().unwrap()
+    );
     assert!(report["machine"]["cores"].as_str().is_some());
 }
