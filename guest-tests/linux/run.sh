@@ -1,0 +1,525 @@
+#!/usr/bin/env bash
+# Linux-guest test of a virtio-fs vhost-user backend.
+#
+# Boots Debian's cloud kernel with a busybox initramfs under QEMU (TCG), the backend
+# daemon behind vhost-user-fs-pci, mounts the share in the guest and runs the workload
+# in workload/<stage>.sh. Prints the guest's PASS/FAIL lines, checks a few of the
+# guest's files again on the host, and exits non-zero if a check failed, the guest did
+# not finish, or the daemon crashed. See README.md in this directory.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CACHE=${VHOST_DAX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vhost-dax}/linux-guest
+
+BACKEND=vhost-dax
+BACKEND_CMD=
+BACKEND_ARGS=
+KERNEL_SUITE=bookworm-backports
+STAGES=fs
+TAG=vhostdax
+TIMEOUT=300
+CHECK_TIMEOUT=90
+SMP=2
+MEM=512M
+MOUNT_OPTS=
+INSTALL=1
+BUILD=1
+
+usage() {
+	cat <<EOF
+usage: $0 [options]
+  --backend vhost-dax|virtiofsd   daemon to test (default: vhost-dax)
+  --backend-cmd CMD               run CMD (with bash) as the daemon instead; it gets
+                                  \$VD_SOCKET, \$VD_SHARED_DIR and \$VD_TAG in its environment
+  --backend-args ARGS             extra arguments appended to the daemon's command line
+  --kernel-suite SUITE            bookworm (Linux 6.1) or bookworm-backports (6.12, default)
+  --stages LIST                   workload stages, comma separated (default: fs)
+  --mount-opts OPTS               extra guest mount options (e.g. dax=never)
+  --tag TAG                       virtio-fs tag (default: $TAG)
+  --timeout SECONDS               hard limit for the guest run (default: $TIMEOUT)
+  --check-timeout SECONDS         limit for one guest check (default: $CHECK_TIMEOUT)
+  --smp N / --mem SIZE            guest vCPUs (default $SMP) and memory (default $MEM)
+  --no-install                    fail instead of installing missing host packages
+  --no-build                      do not (re)build the vhost-dax daemon
+Cache: $CACHE (override with VHOST_DAX_CACHE).
+EOF
+}
+
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--backend) BACKEND=$2; shift 2 ;;
+	--backend-cmd) BACKEND=cmd; BACKEND_CMD=$2; shift 2 ;;
+	--backend-args) BACKEND_ARGS=$2; shift 2 ;;
+	--kernel-suite) KERNEL_SUITE=$2; shift 2 ;;
+	--stages) STAGES=$2; shift 2 ;;
+	--mount-opts) MOUNT_OPTS=$2; shift 2 ;;
+	--tag) TAG=$2; shift 2 ;;
+	--timeout) TIMEOUT=$2; shift 2 ;;
+	--check-timeout) CHECK_TIMEOUT=$2; shift 2 ;;
+	--smp) SMP=$2; shift 2 ;;
+	--mem) MEM=$2; shift 2 ;;
+	--no-install) INSTALL=0; shift ;;
+	--no-build) BUILD=0; shift ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+	esac
+done
+case "$BACKEND" in vhost-dax | virtiofsd | cmd) ;; *) echo "run.sh: unknown backend $BACKEND" >&2; exit 2 ;; esac
+case "$KERNEL_SUITE" in bookworm | bookworm-backports) ;; *) echo "run.sh: unknown kernel suite $KERNEL_SUITE" >&2; exit 2 ;; esac
+
+log() { echo "run.sh: $*" >&2; }
+die() { log "error: $*"; exit 2; }
+T_START=$(date +%s)
+
+# ---------------------------------------------------------------- host packages
+
+SUDO=
+[ "$(id -u)" = 0 ] || SUDO=sudo
+APT_UPDATED=0
+apt_update_once() {
+	[ "$APT_UPDATED" = 1 ] && return 0
+	log "apt-get update"
+	$SUDO apt-get update -q >/dev/null
+	APT_UPDATED=1
+}
+apt_install() {
+	[ "$INSTALL" = 1 ] || die "missing host packages: $* (rerun without --no-install, or install them)"
+	command -v apt-get >/dev/null || die "missing host packages: $* (and no apt-get here)"
+	apt_update_once
+	log "apt-get install $*"
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "$@" >/dev/null
+}
+ensure_backports() {
+	if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+		[ "$INSTALL" = 1 ] || die "bookworm-backports is not in the apt sources"
+		log "adding bookworm-backports to the apt sources"
+		$SUDO tee /etc/apt/sources.list.d/bookworm-backports.sources >/dev/null <<EOF
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+		APT_UPDATED=0
+	fi
+	# Lists may be missing on a fresh machine (or stale after adding the suite).
+	if ! apt-cache -t bookworm-backports show --no-all-versions linux-image-cloud-amd64 >/dev/null 2>&1; then
+		APT_UPDATED=0
+		apt_update_once
+	fi
+}
+
+qemu_major() {
+	qemu-system-x86_64 --version 2>/dev/null | sed -n 's/^QEMU emulator version \([0-9]*\).*/\1/p'
+}
+
+ensure_host_tools() {
+	command -v apt-get >/dev/null && ensure_backports
+	local missing=()
+	command -v cpio >/dev/null || missing+=(cpio)
+	command -v depmod >/dev/null || [ -x /sbin/depmod ] || missing+=(kmod)
+	command -v xz >/dev/null || missing+=(xz-utils)
+	command -v zstd >/dev/null || missing+=(zstd)
+	[ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
+	if [ "$(qemu_major || true)" = "" ] || [ "$(qemu_major)" -lt 10 ]; then
+		apt_install -t bookworm-backports qemu-system-x86
+	fi
+	qemu-system-x86_64 -device help 2>/dev/null | grep -q '"vhost-user-fs-pci"' ||
+		die "qemu-system-x86_64 has no vhost-user-fs-pci"
+	command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] || die "cargo not found (install Rust)"
+	command -v cargo >/dev/null || PATH=$HOME/.cargo/bin:$PATH
+}
+
+# ---------------------------------------------------------------- kernel, busybox
+
+# candidate VERSION of PACKAGE in SUITE ("bookworm" = the default candidate, which
+# includes bookworm-security; "bookworm-backports" = the backports one).
+apt_field() { # apt_field SUITE PACKAGE FIELD
+	local t=()
+	[ "$1" = bookworm ] || t=(-t "$1")
+	apt-cache "${t[@]}" show --no-all-versions "$2" 2>/dev/null | sed -n "s/^$3: //p" | head -n 1
+}
+
+# fetch_deb PACKAGE VERSION DIR: download (cached) and unpack into DIR/root once.
+fetch_deb() {
+	local pkg=$1 ver=$2 dir=$3
+	[ -f "$dir/.unpacked" ] && return 0
+	log "downloading $pkg $ver"
+	rm -rf "$dir"
+	mkdir -p "$dir/root"
+	(cd "$dir" && apt-get download -q "$pkg=$ver" >/dev/null 2>&1) ||
+		(cd "$dir" && apt-get download "$pkg=$ver") || die "apt-get download $pkg=$ver failed"
+	dpkg -x "$dir"/*.deb "$dir/root"
+	rm -f "$dir"/*.deb
+	touch "$dir/.unpacked"
+}
+
+setup_kernel() {
+	local meta dep
+	meta=$(apt_field "$KERNEL_SUITE" linux-image-cloud-amd64 Depends)
+	[ -n "$meta" ] || die "apt knows no linux-image-cloud-amd64 in $KERNEL_SUITE (apt-get update?)"
+	# "linux-image-6.1.0-56-cloud-amd64 (= 6.1.192-2)"
+	KPKG=${meta%% *}
+	dep=${meta#*(= }
+	KVER_PKG=${dep%)*}
+	KDIR=$CACHE/kernel/${KPKG}_${KVER_PKG}
+	fetch_deb "$KPKG" "$KVER_PKG" "$KDIR"
+	KREL=$(ls "$KDIR/root/lib/modules")
+	if [ ! -f "$KDIR/root/lib/modules/$KREL/modules.dep" ]; then
+		local depmod=depmod
+		command -v depmod >/dev/null || depmod=/sbin/depmod
+		"$depmod" -b "$KDIR/root" "$KREL"
+	fi
+	VMLINUZ=$KDIR/root/boot/vmlinuz-$KREL
+	[ -f "$VMLINUZ" ] || die "no $VMLINUZ in $KPKG"
+
+	BB_VER=$(apt_field bookworm busybox-static Version)
+	[ -n "$BB_VER" ] || die "apt knows no busybox-static"
+	BBDIR=$CACHE/busybox/${BB_VER//:/_}
+	fetch_deb busybox-static "$BB_VER" "$BBDIR"
+}
+
+# Modules the guest loads, in this order, with their dependencies first. Built-in ones
+# (Linux 6.12's cloud kernel has virtio, fuse and virtiofs built in) are skipped.
+WANTED_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
+fuse virtiofs libnvdimm nd_btt nd_pmem nd_virtio virtio_pmem"
+
+# Prints module paths (relative to lib/modules/KREL) in load order.
+resolve_modules() {
+	local mdir=$1 m
+	declare -A deps=() byname=() seen=()
+	local path rest name
+	while IFS= read -r line; do
+		path=${line%%:*}
+		rest=${line#*:}
+		name=${path##*/}
+		name=${name%%.ko*}
+		byname[${name//-/_}]=$path
+		deps[$path]=$rest
+	done <"$mdir/modules.dep"
+	visit() {
+		local p=$1 d
+		[ -n "${seen[$p]:-}" ] && return 0
+		seen[$p]=1
+		for d in ${deps[$p]}; do visit "$d"; done
+		echo "$p"
+	}
+	for m in $WANTED_MODULES; do
+		if [ -n "${byname[$m]:-}" ]; then
+			visit "${byname[$m]}"
+		elif grep -q "/$m\.ko" "$mdir/modules.builtin"; then
+			: # built in
+		else
+			die "module $m is neither in modules.dep nor built into $KREL"
+		fi
+	done
+}
+
+# The part of the initramfs that changes only with the kernel and busybox packages.
+build_base_initramfs() {
+	local mdir=$KDIR/root/lib/modules/$KREL mods key stage m dst
+	mods=$(resolve_modules "$mdir")
+	key=$(printf '%s\n' "base-v1" "$KPKG $KVER_PKG" "$BB_VER" "$mods" | sha256sum | cut -c1-12)
+	BASE_CPIO=$CACHE/initramfs/base-$KREL-$key.cpio.gz
+	[ -f "$BASE_CPIO" ] && return 0
+	log "building the base initramfs for $KREL"
+	stage=$(mktemp -d "$CACHE/initramfs/stage.XXXXXX")
+	mkdir -p "$stage"/{bin,dev,proc,sys,tmp,mnt,etc,lib/modules/"$KREL"}
+	ln -s bin "$stage/sbin"
+	cp "$BBDIR/root/bin/busybox" "$stage/bin/busybox"
+	for m in $("$stage/bin/busybox" --list); do
+		[ "$m" = busybox ] || ln -s busybox "$stage/bin/$m"
+	done
+	[ "$(id -u)" = 0 ] && mknod -m 600 "$stage/dev/console" c 5 1
+	: >"$stage/etc/modules.load"
+	for m in $mods; do
+		# busybox insmod cannot decompress: store the modules uncompressed.
+		dst=$stage/lib/modules/$KREL/${m%.xz}
+		dst=${dst%.zst}
+		mkdir -p "$(dirname "$dst")"
+		case "$m" in
+		*.xz) xz -dc "$mdir/$m" >"$dst" ;;
+		*.zst) zstd -qdc "$mdir/$m" >"$dst" ;;
+		*) cp "$mdir/$m" "$dst" ;;
+		esac
+		echo "$KREL/${dst#"$stage/lib/modules/$KREL/"}" >>"$stage/etc/modules.load"
+	done
+	(cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -6 >"$BASE_CPIO.tmp"
+	mv "$BASE_CPIO.tmp" "$BASE_CPIO"
+	rm -rf "$stage"
+}
+
+# ---------------------------------------------------------------- probe, overlay
+
+build_probe() {
+	local target=$CACHE/probe-target
+	log "building the guest probe (cargo, cached in $target)"
+	(cd "$HERE/probe" && RUSTFLAGS="-C target-feature=+crt-static" \
+		cargo build --quiet --locked --release --target x86_64-unknown-linux-gnu --target-dir "$target") ||
+		die "building guest-tests/linux/probe failed"
+	PROBE=$target/x86_64-unknown-linux-gnu/release/guest-probe
+}
+
+# The per-run part: /init, the workload files and the probe (cheap to rebuild).
+build_overlay() {
+	local stage=$RUN/overlay
+	rm -rf "$stage"
+	mkdir -p "$stage/bin" "$stage/workload"
+	cp "$HERE/init.sh" "$stage/init"
+	chmod 755 "$stage/init"
+	cp "$HERE"/workload/*.sh "$stage/workload/"
+	cp "$PROBE" "$stage/bin/probe"
+	(cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -1 >"$RUN/overlay.cpio.gz"
+	cat "$BASE_CPIO" "$RUN/overlay.cpio.gz" >"$RUN/initrd.img"
+}
+
+# ---------------------------------------------------------------- shared directory
+
+# A tree the guest checks against the manifest and copies (host-tree.sha256).
+make_host_tree() {
+	local t=$SHARED/host-tree i
+	mkdir -p "$t/small" "$t/a/b/c/d/e/f" "$t/sizes" "$t/dir with spaces"
+	for i in $(seq 0 49); do head -c $((i * 37)) /dev/urandom >"$t/small/$i"; done
+	for i in 0 1 511 512 4095 4096 4097 65535 65536 131073 1048576; do
+		head -c "$i" /dev/urandom >"$t/sizes/s$i"
+	done
+	head -c 5242887 /dev/urandom >"$t/big.bin"
+	echo "deep" >"$t/a/b/c/d/e/f/leaf"
+	echo "spaced" >"$t/dir with spaces/file name.txt"
+	echo "unicode" >"$t/ünïcødé-✓.txt"
+	printf '#!/bin/sh\necho hi\n' >"$t/script.sh"
+	chmod 755 "$t/script.sh"
+	ln -s small/0 "$t/link-to-small"
+	(cd "$t" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) >"$SHARED/host-tree.sha256"
+}
+
+# ---------------------------------------------------------------- backend
+
+backend_command() {
+	case "$BACKEND" in
+	vhost-dax)
+		local bin=${VHOST_DAX_BIN:-$REPO/target/release/vhost-dax}
+		if [ "$BUILD" = 1 ] && [ -z "${VHOST_DAX_BIN:-}" ]; then
+			log "cargo build --release (repository root)"
+			(cd "$REPO" && cargo build --release --quiet) ||
+				die "cargo build --release failed; cannot test the vhost-dax backend"
+		fi
+		[ -x "$bin" ] || die "$bin does not exist"
+		if ! "$bin" fs --help >/dev/null 2>&1; then
+			die "'vhost-dax fs' is not available in this build ($bin fs --help fails): the fs daemon has not landed yet. Run the harness against the reference daemon with: $0 --backend virtiofsd"
+		fi
+		DAEMON=("$bin" fs --socket "$SOCK" --shared-dir "$SHARED" --tag "$TAG")
+		;;
+	virtiofsd)
+		local bin=${VIRTIOFSD:-}
+		[ -n "$bin" ] || bin=$(command -v virtiofsd || true)
+		[ -n "$bin" ] || { [ -x "$HOME/.cargo/bin/virtiofsd" ] && bin=$HOME/.cargo/bin/virtiofsd; } || true
+		[ -n "$bin" ] || { [ -x /usr/libexec/virtiofsd ] && bin=/usr/libexec/virtiofsd; } || true
+		if [ -z "$bin" ]; then
+			[ "$INSTALL" = 1 ] || die "virtiofsd not found (PATH, ~/.cargo/bin, /usr/libexec)"
+			local need=()
+			dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
+			dpkg -s libcap-ng-dev >/dev/null 2>&1 || need+=(libcap-ng-dev)
+			dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+			[ ${#need[@]} = 0 ] || apt_install "${need[@]}"
+			log "cargo install virtiofsd --locked (takes about a minute)"
+			cargo install virtiofsd --locked -j "${CARGO_BUILD_JOBS:-1}" --quiet || die "cargo install virtiofsd failed"
+			bin=$HOME/.cargo/bin/virtiofsd
+		fi
+		local help
+		help=$("$bin" --help 2>&1 || true)
+		DAEMON=("$bin")
+		if grep -q -- '--socket-path' <<<"$help"; then DAEMON+=(--socket-path "$SOCK"); else DAEMON+=(--socket "$SOCK"); fi
+		DAEMON+=(--shared-dir "$SHARED")
+		grep -q -- '--tag' <<<"$help" && DAEMON+=(--tag "$TAG")
+		grep -q -- '--sandbox' <<<"$help" && DAEMON+=(--sandbox none)
+		grep -q -- '--cache' <<<"$help" && DAEMON+=(--cache auto)
+		# xattrs are off by default in virtiofsd; the workload tests them.
+		grep -q -- '--xattr' <<<"$help" && DAEMON+=(--xattr)
+		BACKEND_VERSION=$("$bin" --version 2>/dev/null | head -n 1 || true)
+		;;
+	cmd)
+		DAEMON=(bash -c "exec $BACKEND_CMD")
+		;;
+	esac
+	if [ -n "$BACKEND_ARGS" ]; then
+		local extra
+		read -r -a extra <<<"$BACKEND_ARGS"
+		if [ "$BACKEND" = cmd ]; then DAEMON[2]+=" $BACKEND_ARGS"; else DAEMON+=("${extra[@]}"); fi
+	fi
+}
+
+QEMU_PID=
+DAEMON_PID=
+TAIL_PID=
+cleanup() {
+	local p
+	for p in $TAIL_PID $QEMU_PID $DAEMON_PID; do
+		kill "$p" 2>/dev/null || true
+	done
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start_backend() {
+	export VD_SOCKET=$SOCK VD_SHARED_DIR=$SHARED VD_TAG=$TAG
+	log "backend: ${DAEMON[*]}"
+	"${DAEMON[@]}" >"$RUN/backend.log" 2>&1 </dev/null &
+	DAEMON_PID=$!
+	local i
+	for i in $(seq 1 300); do
+		[ -S "$SOCK" ] && return 0
+		if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
+			wait "$DAEMON_PID" || true
+			tail -n 20 "$RUN/backend.log" | sed 's/^/  backend| /' >&2
+			die "the backend exited before creating its socket $SOCK"
+		fi
+		sleep 0.1
+	done
+	die "the backend did not create $SOCK within 30 s"
+}
+
+# ---------------------------------------------------------------- run
+
+ensure_host_tools
+mkdir -p "$CACHE/initramfs"
+setup_kernel
+build_base_initramfs
+build_probe
+
+RUN=$CACHE/runs/last
+rm -rf "$RUN"
+mkdir -p "$RUN/shared"
+SHARED=$RUN/shared
+SOCKDIR=$(mktemp -d "${TMPDIR:-/tmp}/vhost-dax-guest.XXXXXX")
+SOCK=$SOCKDIR/fs.sock
+build_overlay
+make_host_tree
+BACKEND_VERSION=
+backend_command
+T_SETUP=$(($(date +%s) - T_START))
+start_backend
+
+log "kernel $KREL ($KPKG $KVER_PKG, $KERNEL_SUITE), QEMU $(qemu-system-x86_64 --version | head -n 1 | awk '{print $4}'), TCG, $SMP vCPU(s), timeout ${TIMEOUT}s"
+APPEND="console=ttyS0 quiet panic=-1 rdinit=/init vd_tag=$TAG vd_stages=$STAGES vd_check_timeout=$CHECK_TIMEOUT"
+[ -z "$MOUNT_OPTS" ] || APPEND+=" vd_mount_opts=$MOUNT_OPTS"
+: >"$RUN/console.log"
+T_GUEST=$(date +%s)
+timeout -k 5 "$TIMEOUT" qemu-system-x86_64 \
+	-nodefaults -no-user-config -display none -no-reboot \
+	-machine q35 -accel tcg -cpu max -smp "$SMP" -m "$MEM" \
+	-object memory-backend-memfd,id=mem,size="$MEM",share=on -numa node,memdev=mem \
+	-kernel "$VMLINUZ" -initrd "$RUN/initrd.img" -append "$APPEND" \
+	-chardev file,id=con,path="$RUN/console.log" -serial chardev:con \
+	-chardev socket,id=char0,path="$SOCK" \
+	-device vhost-user-fs-pci,chardev=char0,tag="$TAG" \
+	>"$RUN/qemu.log" 2>&1 </dev/null &
+QEMU_PID=$!
+tail -n +1 -f --pid="$QEMU_PID" "$RUN/console.log" | tr -d '\r' &
+TAIL_PID=$!
+
+# Whichever ends first: the guest (normal) or the daemon (a crash, or an early exit).
+FIRST=
+wait -n -p FIRST "$QEMU_PID" "$DAEMON_PID" || true
+DAEMON_RC=
+DAEMON_NOTE=
+if [ "$FIRST" = "$DAEMON_PID" ]; then
+	wait "$DAEMON_PID" && DAEMON_RC=0 || DAEMON_RC=$?
+	DAEMON_PID=
+	DAEMON_NOTE="the backend exited (status $DAEMON_RC) while the guest was still running"
+	sleep 3
+	kill "$QEMU_PID" 2>/dev/null || true
+fi
+QEMU_RC=0
+wait "$QEMU_PID" || QEMU_RC=$?
+QEMU_PID=
+wait "$TAIL_PID" 2>/dev/null || true
+TAIL_PID=
+T_GUEST=$(($(date +%s) - T_GUEST))
+
+# The daemon should end by itself once QEMU has gone (virtiofsd does); otherwise it
+# gets SIGTERM, which must be enough.
+if [ -n "$DAEMON_PID" ]; then
+	for _ in $(seq 1 50); do
+		kill -0 "$DAEMON_PID" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$DAEMON_PID/stat" 2>/dev/null)" != Z ] || break
+		sleep 0.1
+	done
+	if kill -0 "$DAEMON_PID" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$DAEMON_PID/stat" 2>/dev/null)" != Z ]; then
+		kill -TERM "$DAEMON_PID" 2>/dev/null || true
+		wait "$DAEMON_PID" && DAEMON_RC=0 || DAEMON_RC=$?
+		[ "$DAEMON_RC" = 143 ] && DAEMON_RC=0
+	else
+		wait "$DAEMON_PID" && DAEMON_RC=0 || DAEMON_RC=$?
+	fi
+	DAEMON_PID=
+	[ "$DAEMON_RC" = 0 ] || DAEMON_NOTE="the backend exited with status $DAEMON_RC$([ "$DAEMON_RC" -gt 128 ] && echo " (signal $((DAEMON_RC - 128)))")"
+fi
+rm -rf "$SOCKDIR"
+
+# ---------------------------------------------------------------- verdict
+
+HOST_PASSED=0
+HOST_FAILED=0
+host_check() { # host_check NAME CMD...
+	local name=host-$1 out
+	shift
+	if out=$("$@" 2>&1); then
+		HOST_PASSED=$((HOST_PASSED + 1))
+		echo "PASS $name"
+	else
+		HOST_FAILED=$((HOST_FAILED + 1))
+		echo "FAIL $name: $(printf '%s\n' "$out" | grep -v '^\s*$' | tail -n 1)"
+	fi
+}
+want() { # want ACTUAL EXPECTED WHAT
+	[ "$1" = "$2" ] || { echo "$3: got '$1', want '$2'"; return 1; }
+}
+
+SUMMARY=$(tr -d '\r' <"$RUN/console.log" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -n 1 || true)
+GUEST_PASSED=0
+GUEST_FAILED=0
+if [ -n "$SUMMARY" ]; then
+	GUEST_PASSED=${SUMMARY%% passed*}
+	GUEST_FAILED=${SUMMARY#*, }
+	GUEST_FAILED=${GUEST_FAILED%% failed}
+	listed=$(tr -d '\r' <"$RUN/console.log" | grep -cE '^(PASS|FAIL) ' || true)
+	[ "$listed" = $((GUEST_PASSED + GUEST_FAILED)) ] ||
+		{ echo "FAIL guest-summary: $listed check lines but the summary counts $((GUEST_PASSED + GUEST_FAILED))"; HOST_FAILED=$((HOST_FAILED + 1)); }
+else
+	HOST_FAILED=$((HOST_FAILED + 1))
+	if [ "$QEMU_RC" = 124 ] || [ "$QEMU_RC" = 137 ]; then
+		echo "FAIL guest-finished: no summary line; the guest was killed after the ${TIMEOUT}s timeout"
+	else
+		echo "FAIL guest-finished: no summary line; QEMU exited with status $QEMU_RC"
+	fi
+	tail -n 5 "$RUN/qemu.log" | sed 's/^/  qemu| /'
+fi
+
+hv=$SHARED/host-view
+if [ -d "$hv" ]; then
+	host_check view-text want "$(cat "$hv/text")" "written by the guest" content
+	host_check view-mode-owner want "$(stat -c '%a %u:%g' "$hv/text")" "640 1234:5678" "mode owner"
+	host_check view-mtime want "$(stat -c %Y "$hv/text")" "$(TZ=UTC date -d "2001-02-03 04:05:06" +%s)" mtime
+	host_check view-hardlink want "$(stat -c '%h %i' "$hv/text-link")" "2 $(stat -c %i "$hv/text")" "links inode"
+	host_check view-symlink want "$(readlink "$hv/text-sym")" text readlink
+	host_check view-xattr want "$("$PROBE" xattr-get "$hv/text" user.from-guest)" yes user.from-guest
+	host_check view-pattern "$PROBE" pattern-check "$hv/pattern" 0 1048576 42
+	host_check view-sparse want "$(stat -c %s "$hv/sparse") $(( $(stat -c %b "$hv/sparse") < 1024 )) $(tail -c 3 "$hv/sparse")" "16777219 1 end" "size small-allocation tail"
+	host_check view-mmap want "$("$PROBE" pread "$hv/mm" 100 13)" mmap-was-here "mmap-written bytes"
+	host_check view-dir want "$(cat "$hv/dir/sub/file")" deep content
+	host_check view-tree-copy bash -c "cd '$hv/tree-copy' && sha256sum -c --quiet '$SHARED/host-tree.sha256'"
+else
+	host_check view-present false "the guest did not create host-view/"
+fi
+if [ -n "$DAEMON_NOTE" ]; then
+	HOST_FAILED=$((HOST_FAILED + 1))
+	echo "FAIL backend: $DAEMON_NOTE"
+	tail -n 20 "$RUN/backend.log" | sed 's/^/  backend| /'
+fi
+
+echo "INFO backend $BACKEND${BACKEND_VERSION:+ ($BACKEND_VERSION)}, kernel $KREL, setup ${T_SETUP}s, guest run ${T_GUEST}s, total $(($(date +%s) - T_START))s; logs in $RUN"
+PASSED=$((GUEST_PASSED + HOST_PASSED))
+FAILED=$((GUEST_FAILED + HOST_FAILED))
+echo "total: $PASSED passed, $FAILED failed"
+[ "$FAILED" = 0 ]
