@@ -419,7 +419,25 @@ QEMU_PID=$!
 tail -n +1 -f --pid="$QEMU_PID" "$RUN/console.log" | tr -d '\r' &
 TAIL_PID=$!
 
-# Whichever ends first: the guest (normal) or the daemon (a crash, or an early exit).
+# Whichever ends first: the guest (normal) or the daemon. virtiofsd ends by itself
+# when QEMU closes the socket at power-off, which can be noticed a moment before QEMU
+# has exited; a daemon that ends while QEMU goes on running has crashed or given up.
+running() { # PID is alive and not a zombie waiting to be reaped
+	local st
+	st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) && [ "${st%% *}" != Z ]
+}
+# wait_gone PID TENTHS: waits up to TENTHS/10 s for PID to end; true if it did.
+wait_gone() {
+	local i
+	for ((i = 0; i < $2; i++)); do
+		running "$1" || return 0
+		sleep 0.1
+	done
+	! running "$1"
+}
+status_text() { # exit status, and the signal if it was one
+	if [ "$1" -gt 128 ]; then echo "status $1 (signal $(kill -l "$1" 2>/dev/null || echo $(($1 - 128))))"; else echo "status $1"; fi
+}
 FIRST=
 wait -n -p FIRST "$QEMU_PID" "$DAEMON_PID" || true
 DAEMON_RC=
@@ -427,9 +445,12 @@ DAEMON_NOTE=
 if [ "$FIRST" = "$DAEMON_PID" ]; then
 	wait "$DAEMON_PID" && DAEMON_RC=0 || DAEMON_RC=$?
 	DAEMON_PID=
-	DAEMON_NOTE="the backend exited (status $DAEMON_RC) while the guest was still running"
-	sleep 3
-	kill "$QEMU_PID" 2>/dev/null || true
+	if ! wait_gone "$QEMU_PID" 100; then
+		DAEMON_NOTE="the backend exited ($(status_text "$DAEMON_RC")) while the guest was still running"
+		kill "$QEMU_PID" 2>/dev/null || true
+	elif [ "$DAEMON_RC" != 0 ]; then
+		DAEMON_NOTE="the backend exited with $(status_text "$DAEMON_RC")"
+	fi
 fi
 QEMU_RC=0
 wait "$QEMU_PID" || QEMU_RC=$?
@@ -441,19 +462,24 @@ T_GUEST=$(($(date +%s) - T_GUEST))
 # The daemon should end by itself once QEMU has gone (virtiofsd does); otherwise it
 # gets SIGTERM, which must be enough.
 if [ -n "$DAEMON_PID" ]; then
-	for _ in $(seq 1 50); do
-		kill -0 "$DAEMON_PID" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$DAEMON_PID/stat" 2>/dev/null)" != Z ] || break
-		sleep 0.1
-	done
-	if kill -0 "$DAEMON_PID" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$DAEMON_PID/stat" 2>/dev/null)" != Z ]; then
-		kill -TERM "$DAEMON_PID" 2>/dev/null || true
+	if wait_gone "$DAEMON_PID" 50; then
 		wait "$DAEMON_PID" && DAEMON_RC=0 || DAEMON_RC=$?
-		[ "$DAEMON_RC" = 143 ] && DAEMON_RC=0
+		[ "$DAEMON_RC" = 0 ] || DAEMON_NOTE="the backend exited with $(status_text "$DAEMON_RC")"
 	else
-		wait "$DAEMON_PID" && DAEMON_RC=0 || DAEMON_RC=$?
+		kill -TERM "$DAEMON_PID" 2>/dev/null || true
+		if wait_gone "$DAEMON_PID" 100; then
+			wait "$DAEMON_PID" && DAEMON_RC=0 || DAEMON_RC=$?
+			case "$DAEMON_RC" in
+			0 | 143) ;;
+			*) DAEMON_NOTE="the backend, stopped with SIGTERM after the guest ended, exited with $(status_text "$DAEMON_RC")" ;;
+			esac
+		else
+			kill -KILL "$DAEMON_PID" 2>/dev/null || true
+			wait "$DAEMON_PID" || true
+			DAEMON_NOTE="the backend did not stop within 10 s of SIGTERM"
+		fi
 	fi
 	DAEMON_PID=
-	[ "$DAEMON_RC" = 0 ] || DAEMON_NOTE="the backend exited with status $DAEMON_RC$([ "$DAEMON_RC" -gt 128 ] && echo " (signal $((DAEMON_RC - 128)))")"
 fi
 rm -rf "$SOCKDIR"
 
@@ -508,6 +534,7 @@ if [ -d "$hv" ]; then
 	host_check view-sparse want "$(stat -c %s "$hv/sparse") $(( $(stat -c %b "$hv/sparse") < 1024 )) $(tail -c 3 "$hv/sparse")" "16777219 1 end" "size small-allocation tail"
 	host_check view-mmap want "$("$PROBE" pread "$hv/mm" 100 13)" mmap-was-here "mmap-written bytes"
 	host_check view-dir want "$(cat "$hv/dir/sub/file")" deep content
+	host_check view-user-owner want "$(stat -c %u:%g "$hv/dir/userfile") $(cat "$hv/dir/userfile")" "1000:1000 user" "owner content"
 	host_check view-tree-copy bash -c "cd '$hv/tree-copy' && sha256sum -c --quiet '$SHARED/host-tree.sha256'"
 else
 	host_check view-present false "the guest did not create host-view/"

@@ -108,6 +108,39 @@ t_unlink_open() {
 }
 check unlink-while-open t_unlink_open
 
+t_create_mode() {
+	(umask 077 && : >um1 && mkdir umd)
+	expect_eq "$(mode_of um1)" 600 "file mode under umask 077"
+	expect_eq "$(mode_of umd)" 700 "directory mode under umask 077"
+	(umask 0 && : >um2)
+	expect_eq "$(mode_of um2)" 666 "file mode under umask 0"
+}
+check create-mode-umask t_create_mode
+
+t_large_offset() {
+	# Offsets past 4 GiB (64-bit offsets on the wire), in a sparse file.
+	probe pwrite lo 5368709120 far
+	expect_eq "$(size_of lo)" 5368709123 "size"
+	drop_caches
+	expect_eq "$(probe pread lo 5368709120 3)" far "bytes at 5 GiB"
+	expect_eq "$(probe seek lo data 0)" 5368709120 "SEEK_DATA finds the data at 5 GiB"
+	truncate -s 4294967296 lo
+	expect_eq "$(size_of lo)" 4294967296 "size after truncate to 4 GiB"
+}
+check large-offset t_large_offset
+
+t_direct_io() {
+	probe pattern-write dio 0 1048576 31 direct
+	probe pattern-check dio 0 1048576 31 direct
+	probe pattern-check dio 0 1048576 31
+	probe pattern-write dio 4096 8192 32
+	probe pattern-check dio 4096 8192 32 direct
+	drop_caches
+	probe pattern-check dio 0 4096 31 direct
+	probe pattern-check dio 12288 1036288 31 direct
+}
+check direct-io t_direct_io
+
 # ---- directories ----
 
 t_mkdir_rmdir() {
@@ -208,6 +241,19 @@ t_rename_exchange() {
 	expect_eq "$(cat ex1/f)" inside "directory"
 }
 check rename-exchange t_rename_exchange
+
+t_rename_dirs() {
+	mkdir -p rd1/x rd2 rd3/y
+	echo in >rd1/x/f
+	probe rename2 none rd1 rd2
+	[ ! -e rd1 ] && [ -f rd2/x/f ] || die "directory not renamed over the empty one"
+	expect_errno ENOTEMPTY probe rename2 none rd2 rd3
+	: >rfile
+	expect_errno EISDIR probe rename2 none rfile rd3
+	expect_errno ENOTDIR probe rename2 none rd3 rfile
+	expect_eq "$(cat rd2/x/f)" in "content"
+}
+check rename-dirs t_rename_dirs
 
 # ---- links ----
 
@@ -318,6 +364,25 @@ t_mtime_on_write() {
 	[ "$m" -gt 1000 ] || die "mtime not updated by write: $m"
 }
 check mtime-on-write t_mtime_on_write
+
+t_nonroot() {
+	# A user other than root: the daemon must create files with the caller's
+	# credentials, and the guest kernel enforces permissions (default_permissions).
+	mkdir pub
+	chmod 1777 pub
+	echo secret >ro
+	probe as-user 1000 1000 sh -c 'echo mine >pub/userfile && mkdir pub/udir'
+	expect_eq "$(owner_of pub/userfile)" 1000:1000 "owner of a file the user created"
+	expect_eq "$(owner_of pub/udir)" 1000:1000 "owner of a directory the user created"
+	expect_errno "Permission denied" probe as-user 1000 1000 sh -c 'echo y >>ro'
+	expect_errno "Permission denied" probe as-user 1000 1000 sh -c ': >newfile'
+	chmod 600 ro
+	expect_errno "Permission denied" probe as-user 1000 1000 cat ro
+	expect_errno "Operation not permitted" probe as-user 1001 1001 rm -f pub/userfile
+	probe as-user 1000 1000 rm pub/userfile
+	expect_eq "$(cat ro)" secret "content"
+}
+check permissions-nonroot t_nonroot
 
 # ---- xattrs ----
 
@@ -530,6 +595,15 @@ t_tree_copy_in() {
 }
 check tree-copy-in t_tree_copy_in
 
+t_remove_tree() {
+	cp -a "$MNT/host-tree" tree-rm
+	rm -rf tree-rm tree-in
+	[ ! -e tree-rm ] && [ ! -e tree-in ] || die "tree still there"
+	drop_caches
+	expect_eq "$(ls | grep -c '^tree-\(rm\|in\)$')" 0 "listing"
+}
+check remove-tree t_remove_tree
+
 # ---- concurrency ----
 
 t_two_writers_one_file() {
@@ -582,6 +656,8 @@ t_host_view() {
 	touch -d "2001-02-03 04:05:06" text
 	mkdir -p dir/sub
 	echo deep >dir/sub/file
+	chmod 1777 dir
+	probe as-user 1000 1000 sh -c 'echo user >dir/userfile'
 	probe fsync pattern
 	sync
 }

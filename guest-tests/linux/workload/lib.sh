@@ -29,7 +29,8 @@ check() {
 	_out=/tmp/check.out
 	( set -e; "$@" ) >"$_out" 2>&1 </dev/null &
 	_pid=$!
-	( sleep "$CHECK_TIMEOUT" && kill -9 "$_pid" 2>/dev/null && echo "timed out after ${CHECK_TIMEOUT}s" >>"$_out" ) &
+	# The watchdog leaves the share (cd /), or its sleep would keep /mnt busy.
+	( cd / && sleep "$CHECK_TIMEOUT" && kill -9 "$_pid" 2>/dev/null && echo "timed out after ${CHECK_TIMEOUT}s" >>"$_out" ) &
 	_wd=$!
 	wait "$_pid"
 	_rc=$?

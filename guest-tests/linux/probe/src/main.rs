@@ -24,14 +24,16 @@ const USAGE: &str = "usage: probe <command> [args]
   pread PATH OFFSET LEN            print LEN bytes from OFFSET (fewer at EOF)
   mmap-write PATH OFFSET STRING    write through a MAP_SHARED mapping, then msync(MS_SYNC)
   mmap-read PATH OFFSET LEN        print LEN bytes read through a MAP_SHARED mapping
-  rename2 noreplace|exchange OLD NEW   renameat2(2) with that flag
+  rename2 none|noreplace|exchange OLD NEW   renameat2(2) with that flag (none: 0)
   fsync PATH [data]                open O_RDWR and fsync (fdatasync with 'data')
   append-fsync PATH STRING         O_APPEND write then fsync
-  pattern-write PATH OFFSET LEN SEED   write a seeded byte pattern (64 KiB pwrites)
-  pattern-check PATH OFFSET LEN SEED   verify that pattern, report the first mismatch
+  pattern-write PATH OFFSET LEN SEED [direct]   write a seeded byte pattern (64 KiB
+                                   pwrites; with 'direct': O_DIRECT, 4 KiB-aligned buffers)
+  pattern-check PATH OFFSET LEN SEED [direct]   verify that pattern, report the first mismatch
   utimens PATH ATIME MTIME         set times, each SECONDS.NANOSECONDS
   mtime-ns PATH                    print mtime as SECONDS.NANOSECONDS
-  copy-range SRC DST LEN           copy_file_range(2) LEN bytes from offset 0 to 0";
+  copy-range SRC DST LEN           copy_file_range(2) LEN bytes from offset 0 to 0
+  as-user UID GID PROG [ARGS]      drop supplementary groups, setgid, setuid, exec PROG";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -51,11 +53,14 @@ fn main() {
         ["fsync", p] => fsync(p, false),
         ["fsync", p, "data"] => fsync(p, true),
         ["append-fsync", p, s] => append_fsync(p, s.as_bytes()),
-        ["pattern-write", p, o, l, s] => pattern_write(p, num(o), num(l), num(s)),
-        ["pattern-check", p, o, l, s] => pattern_check(p, num(o), num(l), num(s)),
+        ["pattern-write", p, o, l, s] => pattern_write(p, num(o), num(l), num(s), false),
+        ["pattern-write", p, o, l, s, "direct"] => pattern_write(p, num(o), num(l), num(s), true),
+        ["pattern-check", p, o, l, s] => pattern_check(p, num(o), num(l), num(s), false),
+        ["pattern-check", p, o, l, s, "direct"] => pattern_check(p, num(o), num(l), num(s), true),
         ["utimens", p, a, m] => utimens(p, timespec(a), timespec(m)),
         ["mtime-ns", p] => mtime_ns(p),
         ["copy-range", a, b, l] => copy_range(a, b, num(l)),
+        ["as-user", u, g, prog, rest @ ..] => as_user(num(u), num(g), prog, rest),
         _ => usage(),
     };
     if let Err(e) = result {
@@ -88,16 +93,26 @@ impl std::fmt::Display for Failure {
 type Res = Result<(), Failure>;
 
 fn fail(what: impl Into<String>) -> Failure {
-    Failure { what: what.into(), err: io::Error::last_os_error() }
+    Failure {
+        what: what.into(),
+        err: io::Error::last_os_error(),
+    }
 }
 
 fn mismatch(what: impl Into<String>) -> Failure {
-    Failure { what: what.into(), err: io::Error::new(io::ErrorKind::InvalidData, "mismatch") }
+    Failure {
+        what: what.into(),
+        err: io::Error::new(io::ErrorKind::InvalidData, "mismatch"),
+    }
 }
 
 /// Checks a libc return value (-1 = failure, errno set).
 fn check(ret: i64, what: impl FnOnce() -> String) -> Result<i64, Failure> {
-    if ret < 0 { Err(fail(what())) } else { Ok(ret) }
+    if ret < 0 {
+        Err(fail(what()))
+    } else {
+        Ok(ret)
+    }
 }
 
 fn num(s: &str) -> u64 {
@@ -122,7 +137,10 @@ fn timespec(s: &str) -> libc::timespec {
         eprintln!("probe: not SECONDS.NANOSECONDS: {s}");
         exit(2)
     };
-    libc::timespec { tv_sec: sec, tv_nsec: nsec }
+    libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    }
 }
 
 fn cstr(s: &str) -> CString {
@@ -154,25 +172,39 @@ fn file_size(fd: &Fd, path: &str) -> Result<u64, Failure> {
     // SAFETY: an all-zero stat is a valid value of this plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fd is open and st is a valid out-pointer.
-    check(unsafe { libc::fstat(fd.0, &mut st) }.into(), || format!("fstat {path}"))?;
+    check(unsafe { libc::fstat(fd.0, &mut st) }.into(), || {
+        format!("fstat {path}")
+    })?;
     Ok(st.st_size as u64)
 }
 
 fn out(bytes: &[u8]) -> Res {
-    io::stdout()
-        .write_all(bytes)
-        .map_err(|err| Failure { what: "write stdout".into(), err })
+    io::stdout().write_all(bytes).map_err(|err| Failure {
+        what: "write stdout".into(),
+        err,
+    })
 }
 
 fn xattr_set(path: &str, name: &str, value: &str) -> Res {
     let (p, n) = (cstr(path), cstr(name));
     // SAFETY: p and n are NUL-terminated; value points to value.len() readable bytes.
-    let r = unsafe { libc::setxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     check(r.into(), || format!("setxattr {path} {name}")).map(drop)
 }
 
 /// Runs a size-query-then-fill xattr call (getxattr/listxattr) and returns the bytes.
-fn xattr_buf(what: &str, f: impl Fn(*mut libc::c_void, usize) -> isize) -> Result<Vec<u8>, Failure> {
+fn xattr_buf(
+    what: &str,
+    f: impl Fn(*mut libc::c_void, usize) -> isize,
+) -> Result<Vec<u8>, Failure> {
     loop {
         let len = check(f(std::ptr::null_mut(), 0) as i64, || what.to_string())? as usize;
         let mut buf = vec![0u8; len.max(1)];
@@ -227,7 +259,9 @@ fn seek(path: &str, whence: &str, off: u64) -> Res {
     let fd = open(path, libc::O_RDONLY)?;
     // SAFETY: fd is open.
     let r = unsafe { libc::lseek(fd.0, off as libc::off_t, w) };
-    let r = check(r, || format!("lseek {path} SEEK_{} {off}", whence.to_uppercase()))?;
+    let r = check(r, || {
+        format!("lseek {path} SEEK_{} {off}", whence.to_uppercase())
+    })?;
     out(format!("{r}\n").as_bytes())
 }
 
@@ -260,13 +294,19 @@ fn pwrite_all(fd: &Fd, path: &str, mut off: u64, mut data: &[u8]) -> Res {
     Ok(())
 }
 
-fn pread_full(fd: &Fd, path: &str, mut off: u64, len: usize) -> Result<Vec<u8>, Failure> {
-    let mut buf = vec![0u8; len];
+/// Reads into `buf` from `off` until it is full or EOF; returns the bytes read.
+fn pread_into(fd: &Fd, path: &str, mut off: u64, buf: &mut [u8]) -> Result<usize, Failure> {
     let mut got = 0;
-    while got < len {
-        // SAFETY: fd is open; buf[got..] is writable for len - got bytes.
+    while got < buf.len() {
+        let rest = &mut buf[got..];
+        // SAFETY: fd is open; rest is writable for rest.len() bytes.
         let n = unsafe {
-            libc::pread(fd.0, buf[got..].as_mut_ptr().cast(), len - got, off as libc::off_t)
+            libc::pread(
+                fd.0,
+                rest.as_mut_ptr().cast(),
+                rest.len(),
+                off as libc::off_t,
+            )
         };
         let n = check(n as i64, || format!("pread {path} at {off}"))? as usize;
         if n == 0 {
@@ -275,6 +315,12 @@ fn pread_full(fd: &Fd, path: &str, mut off: u64, len: usize) -> Result<Vec<u8>, 
         got += n;
         off += n as u64;
     }
+    Ok(got)
+}
+
+fn pread_full(fd: &Fd, path: &str, off: u64, len: usize) -> Result<Vec<u8>, Failure> {
+    let mut buf = vec![0u8; len];
+    let got = pread_into(fd, path, off, &mut buf)?;
     buf.truncate(got);
     Ok(buf)
 }
@@ -319,7 +365,10 @@ fn map_file(fd: &Fd, path: &str, writable: bool) -> Result<Map, Failure> {
 fn in_map(map: &Map, path: &str, off: u64, len: usize) -> Result<usize, Failure> {
     let off = off as usize;
     if off.checked_add(len).is_none_or(|end| end > map.len) {
-        return Err(mismatch(format!("{path}: range {off}+{len} beyond size {}", map.len)));
+        return Err(mismatch(format!(
+            "{path}: range {off}+{len} beyond size {}",
+            map.len
+        )));
     }
     Ok(off)
 }
@@ -346,6 +395,7 @@ fn mmap_read(path: &str, off: u64, len: u64) -> Res {
 
 fn rename2(flag: &str, old: &str, new: &str) -> Res {
     let f = match flag {
+        "none" => 0,
         "noreplace" => libc::RENAME_NOREPLACE,
         "exchange" => libc::RENAME_EXCHANGE,
         _ => usage(),
@@ -359,7 +409,13 @@ fn rename2(flag: &str, old: &str, new: &str) -> Res {
 fn fsync(path: &str, data_only: bool) -> Res {
     let fd = open(path, libc::O_RDWR)?;
     // SAFETY: fd is open.
-    let r = unsafe { if data_only { libc::fdatasync(fd.0) } else { libc::fsync(fd.0) } };
+    let r = unsafe {
+        if data_only {
+            libc::fdatasync(fd.0)
+        } else {
+            libc::fsync(fd.0)
+        }
+    };
     check(r.into(), || format!("fsync {path}")).map(drop)
 }
 
@@ -371,7 +427,10 @@ fn append_fsync(path: &str, data: &[u8]) -> Res {
         return Err(mismatch(format!("write {path}: short write")));
     }
     // SAFETY: fd is open.
-    check(unsafe { libc::fsync(fd.0) }.into(), || format!("fsync {path}")).map(drop)
+    check(unsafe { libc::fsync(fd.0) }.into(), || {
+        format!("fsync {path}")
+    })
+    .map(drop)
 }
 
 /// Byte `i` of the pattern for `seed`: depends on the absolute file offset, so any
@@ -382,37 +441,74 @@ fn pattern_byte(seed: u64, pos: u64) -> u8 {
 }
 
 const CHUNK: u64 = 64 << 10;
+const DIRECT_ALIGN: usize = 4096;
 
-fn pattern_write(path: &str, off: u64, len: u64, seed: u64) -> Res {
-    let fd = open(path, libc::O_WRONLY | libc::O_CREAT)?;
+/// A CHUNK-sized buffer whose start is DIRECT_ALIGN-aligned (O_DIRECT needs that).
+struct ChunkBuf {
+    storage: Vec<u8>,
+    start: usize,
+}
+
+impl ChunkBuf {
+    fn new() -> Self {
+        let storage = vec![0u8; CHUNK as usize + DIRECT_ALIGN];
+        let start = storage.as_ptr().align_offset(DIRECT_ALIGN);
+        ChunkBuf { storage, start }
+    }
+
+    fn get(&mut self, n: usize) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + n]
+    }
+}
+
+fn pattern_open(path: &str, flags: i32, direct: bool, off: u64, len: u64) -> Result<Fd, Failure> {
+    if direct && !(off | len).is_multiple_of(DIRECT_ALIGN as u64) {
+        return Err(mismatch(format!(
+            "{path}: direct I/O needs {DIRECT_ALIGN}-aligned offset and length"
+        )));
+    }
+    open(path, flags | if direct { libc::O_DIRECT } else { 0 })
+}
+
+fn pattern_write(path: &str, off: u64, len: u64, seed: u64, direct: bool) -> Res {
+    let fd = pattern_open(path, libc::O_WRONLY | libc::O_CREAT, direct, off, len)?;
+    let mut buf = ChunkBuf::new();
     let mut pos = off;
     while pos < off + len {
         let n = CHUNK.min(off + len - pos);
-        let buf: Vec<u8> = (pos..pos + n).map(|p| pattern_byte(seed, p)).collect();
-        pwrite_all(&fd, path, pos, &buf)?;
+        let chunk = buf.get(n as usize);
+        for (i, b) in chunk.iter_mut().enumerate() {
+            *b = pattern_byte(seed, pos + i as u64);
+        }
+        pwrite_all(&fd, path, pos, chunk)?;
         pos += n;
     }
     Ok(())
 }
 
-fn pattern_check(path: &str, off: u64, len: u64, seed: u64) -> Res {
-    let fd = open(path, libc::O_RDONLY)?;
+fn pattern_check(path: &str, off: u64, len: u64, seed: u64, direct: bool) -> Res {
+    let fd = pattern_open(path, libc::O_RDONLY, direct, off, len)?;
+    let mut buf = ChunkBuf::new();
     let mut pos = off;
     while pos < off + len {
-        let n = CHUNK.min(off + len - pos);
-        let buf = pread_full(&fd, path, pos, n as usize)?;
-        if (buf.len() as u64) < n {
-            return Err(mismatch(format!("{path}: EOF at {} inside pattern", pos + buf.len() as u64)));
+        let n = CHUNK.min(off + len - pos) as usize;
+        let chunk = buf.get(n);
+        let got = pread_into(&fd, path, pos, chunk)?;
+        if got < n {
+            return Err(mismatch(format!(
+                "{path}: EOF at {} inside pattern",
+                pos + got as u64
+            )));
         }
-        if let Some(i) = (0..n).find(|&i| buf[i as usize] != pattern_byte(seed, pos + i)) {
-            let at = pos + i;
+        if let Some(i) = (0..n).find(|&i| chunk[i] != pattern_byte(seed, pos + i as u64)) {
+            let at = pos + i as u64;
             return Err(mismatch(format!(
                 "{path}: byte at {at} is {:#04x}, pattern {seed} wants {:#04x}",
-                buf[i as usize],
+                chunk[i],
                 pattern_byte(seed, at)
             )));
         }
-        pos += n;
+        pos += n as u64;
     }
     Ok(())
 }
@@ -430,7 +526,9 @@ fn mtime_ns(path: &str) -> Res {
     // SAFETY: an all-zero stat is a valid value of this plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: c is NUL-terminated; st is a valid out-pointer.
-    check(unsafe { libc::stat(c.as_ptr(), &mut st) }.into(), || format!("stat {path}"))?;
+    check(unsafe { libc::stat(c.as_ptr(), &mut st) }.into(), || {
+        format!("stat {path}")
+    })?;
     out(format!("{}.{:09}\n", st.st_mtime, st.st_mtime_nsec).as_bytes())
 }
 
@@ -444,11 +542,43 @@ fn copy_range(src: &str, dst: &str, len: u64) -> Res {
         let n = unsafe { libc::copy_file_range(a.0, &mut ia, b.0, &mut ib, left, 0) };
         let n = check(n as i64, || format!("copy_file_range {src} {dst}"))? as usize;
         if n == 0 {
-            return Err(mismatch(format!("copy_file_range {src}: EOF after {ia} bytes")));
+            return Err(mismatch(format!(
+                "copy_file_range {src}: EOF after {ia} bytes"
+            )));
         }
         left -= n;
     }
     Ok(())
+}
+
+fn as_user(uid: u64, gid: u64, prog: &str, args: &[&str]) -> Res {
+    let (Ok(uid), Ok(gid)) = (libc::uid_t::try_from(uid), libc::gid_t::try_from(gid)) else {
+        usage()
+    };
+    // SAFETY: an empty group list (null pointer, length 0) is valid for setgroups.
+    check(
+        unsafe { libc::setgroups(0, std::ptr::null()) }.into(),
+        || "setgroups".into(),
+    )?;
+    // SAFETY: plain syscalls on integer ids.
+    check(unsafe { libc::setgid(gid) }.into(), || {
+        format!("setgid {gid}")
+    })?;
+    // SAFETY: as above.
+    check(unsafe { libc::setuid(uid) }.into(), || {
+        format!("setuid {uid}")
+    })?;
+    let prog_c = cstr(prog);
+    let argv_c: Vec<CString> = std::iter::once(prog)
+        .chain(args.iter().copied())
+        .map(cstr)
+        .collect();
+    let mut argv: Vec<*const libc::c_char> = argv_c.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: prog_c and every argv entry are NUL-terminated and outlive the call; argv
+    // ends with a null pointer.
+    unsafe { libc::execvp(prog_c.as_ptr(), argv.as_ptr()) };
+    Err(fail(format!("exec {prog}")))
 }
 
 fn errno_name(n: i32) -> &'static str {
