@@ -306,8 +306,10 @@ backend_command() {
 				die "cargo build --release failed; cannot test the vhost-dax backend"
 		fi
 		[ -x "$bin" ] || die "$bin does not exist"
-		if ! "$bin" fs --help >/dev/null 2>&1; then
-			die "'vhost-dax fs' is not available in this build ($bin fs --help fails): the fs daemon has not landed yet. Run the harness against the reference daemon with: $0 --backend virtiofsd"
+		# The subcommand exists once `fs --help` succeeds and documents --shared-dir
+		# (the crate skeleton's main ignores its arguments and exits 0).
+		if ! "$bin" fs --help 2>&1 | grep -q -- '--shared-dir'; then
+			die "'vhost-dax fs' is not available in this build ('$bin fs --help' does not describe --shared-dir): the fs daemon has not landed yet. Run the harness against the reference daemon with: $0 --backend virtiofsd"
 		fi
 		DAEMON=("$bin" fs --socket "$SOCK" --shared-dir "$SHARED" --tag "$TAG")
 		;;
@@ -359,7 +361,7 @@ cleanup() {
 		kill "$p" 2>/dev/null || true
 	done
 }
-trap cleanup EXIT
+trap 'cleanup; rm -rf "${SOCKDIR:-}"' EXIT
 trap 'exit 130' INT TERM
 
 start_backend() {
@@ -371,9 +373,11 @@ start_backend() {
 	for i in $(seq 1 300); do
 		[ -S "$SOCK" ] && return 0
 		if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
-			wait "$DAEMON_PID" || true
+			local rc=0
+			wait "$DAEMON_PID" || rc=$?
+			DAEMON_PID=
 			tail -n 20 "$RUN/backend.log" | sed 's/^/  backend| /' >&2
-			die "the backend exited before creating its socket $SOCK"
+			die "the backend exited (status $rc) before creating its socket $SOCK: ${DAEMON[*]}"
 		fi
 		sleep 0.1
 	done
@@ -383,21 +387,20 @@ start_backend() {
 # ---------------------------------------------------------------- run
 
 ensure_host_tools
+RUN=$CACHE/runs/last
+SHARED=$RUN/shared
+SOCKDIR=$(mktemp -d "${TMPDIR:-/tmp}/vhost-dax-guest.XXXXXX")
+SOCK=$SOCKDIR/fs.sock
+BACKEND_VERSION=
+backend_command # first: a backend that cannot run ends the run before the downloads
 mkdir -p "$CACHE/initramfs"
 setup_kernel
 build_base_initramfs
 build_probe
-
-RUN=$CACHE/runs/last
 rm -rf "$RUN"
-mkdir -p "$RUN/shared"
-SHARED=$RUN/shared
-SOCKDIR=$(mktemp -d "${TMPDIR:-/tmp}/vhost-dax-guest.XXXXXX")
-SOCK=$SOCKDIR/fs.sock
+mkdir -p "$SHARED"
 build_overlay
 make_host_tree
-BACKEND_VERSION=
-backend_command
 T_SETUP=$(($(date +%s) - T_START))
 start_backend
 
@@ -481,16 +484,15 @@ if [ -n "$DAEMON_PID" ]; then
 	fi
 	DAEMON_PID=
 fi
-rm -rf "$SOCKDIR"
 
 # ---------------------------------------------------------------- verdict
 
 HOST_PASSED=0
 HOST_FAILED=0
-host_check() { # host_check NAME CMD...
+host_check() { # host_check NAME FUNCTION: FUNCTION runs in a subshell with set -e
 	local name=host-$1 out
 	shift
-	if out=$("$@" 2>&1); then
+	if out=$(set -e; "$@" 2>&1); then
 		HOST_PASSED=$((HOST_PASSED + 1))
 		echo "PASS $name"
 	else
@@ -502,42 +504,57 @@ want() { # want ACTUAL EXPECTED WHAT
 	[ "$1" = "$2" ] || { echo "$3: got '$1', want '$2'"; return 1; }
 }
 
-SUMMARY=$(tr -d '\r' <"$RUN/console.log" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -n 1 || true)
-GUEST_PASSED=0
-GUEST_FAILED=0
+CONSOLE=$(tr -d '\r' <"$RUN/console.log")
+SUMMARY=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' <<<"$CONSOLE" | tail -n 1 || true)
+LISTED_PASS=$(grep -c '^PASS ' <<<"$CONSOLE" || true)
+LISTED_FAIL=$(grep -c '^FAIL ' <<<"$CONSOLE" || true)
+GUEST_PASSED=$LISTED_PASS
+GUEST_FAILED=$LISTED_FAIL
 if [ -n "$SUMMARY" ]; then
 	GUEST_PASSED=${SUMMARY%% passed*}
 	GUEST_FAILED=${SUMMARY#*, }
 	GUEST_FAILED=${GUEST_FAILED%% failed}
-	listed=$(tr -d '\r' <"$RUN/console.log" | grep -cE '^(PASS|FAIL) ' || true)
-	[ "$listed" = $((GUEST_PASSED + GUEST_FAILED)) ] ||
-		{ echo "FAIL guest-summary: $listed check lines but the summary counts $((GUEST_PASSED + GUEST_FAILED))"; HOST_FAILED=$((HOST_FAILED + 1)); }
+	[ "$LISTED_PASS $LISTED_FAIL" = "$GUEST_PASSED $GUEST_FAILED" ] ||
+		{ echo "FAIL guest-summary: $LISTED_PASS PASS and $LISTED_FAIL FAIL lines, but the summary says $SUMMARY"; HOST_FAILED=$((HOST_FAILED + 1)); }
 else
 	HOST_FAILED=$((HOST_FAILED + 1))
+	last=$(grep -E '^(PASS|FAIL) ' <<<"$CONSOLE" | tail -n 1 | awk '{print $2}' | tr -d :)
 	if [ "$QEMU_RC" = 124 ] || [ "$QEMU_RC" = 137 ]; then
-		echo "FAIL guest-finished: no summary line; the guest was killed after the ${TIMEOUT}s timeout"
+		why="the guest was killed after the ${TIMEOUT}s timeout"
 	else
-		echo "FAIL guest-finished: no summary line; QEMU exited with status $QEMU_RC"
+		why="QEMU exited with status $QEMU_RC"
 	fi
+	echo "FAIL guest-finished: no summary line; $why; last check reported: ${last:-none} (the next one did not finish)"
 	tail -n 5 "$RUN/qemu.log" | sed 's/^/  qemu| /'
 fi
 
+# What the guest wrote into host-view/ (workload/fs.sh, t_host_view), seen on the host.
 hv=$SHARED/host-view
+hv_text() { want "$(cat "$hv/text")" "written by the guest" content; }
+hv_mode_owner() { want "$(stat -c '%a %u:%g' "$hv/text")" "640 1234:5678" "mode owner"; }
+hv_mtime() { want "$(stat -c %Y "$hv/text")" "$(TZ=UTC date -d "2001-02-03 04:05:06" +%s)" mtime; }
+hv_hardlink() { want "$(stat -c '%h %i' "$hv/text-link")" "2 $(stat -c %i "$hv/text")" "links inode"; }
+hv_symlink() { want "$(readlink "$hv/text-sym")" text readlink; }
+hv_xattr() { want "$("$PROBE" xattr-get "$hv/text" user.from-guest)" yes user.from-guest; }
+hv_pattern() { "$PROBE" pattern-check "$hv/pattern" 0 1048576 42; }
+hv_sparse() {
+	want "$(stat -c %s "$hv/sparse")" 16777219 size
+	want "$(tail -c 3 "$hv/sparse")" end "last bytes"
+	local blocks
+	blocks=$(stat -c %b "$hv/sparse")
+	[ "$blocks" -lt 1024 ] || { echo "$blocks blocks allocated"; return 1; }
+}
+hv_mmap() { want "$("$PROBE" pread "$hv/mm" 100 13)" mmap-was-here "mmap-written bytes"; }
+hv_dir() { want "$(cat "$hv/dir/sub/file")" deep content; }
+hv_user_owner() { want "$(stat -c %u:%g "$hv/dir/userfile") $(cat "$hv/dir/userfile")" "1000:1000 user" "owner content"; }
+hv_tree_copy() { cd "$hv/tree-copy" && sha256sum -c --quiet "$SHARED/host-tree.sha256"; }
 if [ -d "$hv" ]; then
-	host_check view-text want "$(cat "$hv/text")" "written by the guest" content
-	host_check view-mode-owner want "$(stat -c '%a %u:%g' "$hv/text")" "640 1234:5678" "mode owner"
-	host_check view-mtime want "$(stat -c %Y "$hv/text")" "$(TZ=UTC date -d "2001-02-03 04:05:06" +%s)" mtime
-	host_check view-hardlink want "$(stat -c '%h %i' "$hv/text-link")" "2 $(stat -c %i "$hv/text")" "links inode"
-	host_check view-symlink want "$(readlink "$hv/text-sym")" text readlink
-	host_check view-xattr want "$("$PROBE" xattr-get "$hv/text" user.from-guest)" yes user.from-guest
-	host_check view-pattern "$PROBE" pattern-check "$hv/pattern" 0 1048576 42
-	host_check view-sparse want "$(stat -c %s "$hv/sparse") $(( $(stat -c %b "$hv/sparse") < 1024 )) $(tail -c 3 "$hv/sparse")" "16777219 1 end" "size small-allocation tail"
-	host_check view-mmap want "$("$PROBE" pread "$hv/mm" 100 13)" mmap-was-here "mmap-written bytes"
-	host_check view-dir want "$(cat "$hv/dir/sub/file")" deep content
-	host_check view-user-owner want "$(stat -c %u:%g "$hv/dir/userfile") $(cat "$hv/dir/userfile")" "1000:1000 user" "owner content"
-	host_check view-tree-copy bash -c "cd '$hv/tree-copy' && sha256sum -c --quiet '$SHARED/host-tree.sha256'"
+	for c in text mode-owner mtime hardlink symlink pattern sparse mmap dir user-owner tree-copy xattr; do
+		host_check "view-$c" "hv_${c//-/_}"
+	done
 else
-	host_check view-present false "the guest did not create host-view/"
+	hv_missing() { echo "the guest did not create host-view/"; return 1; }
+	host_check view-present hv_missing
 fi
 if [ -n "$DAEMON_NOTE" ]; then
 	HOST_FAILED=$((HOST_FAILED + 1))

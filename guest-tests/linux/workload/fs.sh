@@ -649,7 +649,6 @@ t_host_view() {
 	chown 1234:5678 text
 	ln text text-link
 	ln -s text text-sym
-	probe xattr-set text user.from-guest yes
 	probe pwrite sparse 16777216 end
 	probe pattern-write mm 0 8192 43
 	probe mmap-write mm 100 "mmap-was-here"
@@ -659,6 +658,7 @@ t_host_view() {
 	chmod 1777 dir
 	probe as-user 1000 1000 sh -c 'echo user >dir/userfile'
 	probe fsync pattern
+	probe xattr-set text user.from-guest yes
 	sync
 }
 check host-view-write t_host_view
