@@ -544,7 +544,7 @@ hv_sparse() {
 	blocks=$(stat -c %b "$hv/sparse")
 	[ "$blocks" -lt 1024 ] || { echo "$blocks blocks allocated"; return 1; }
 }
-hv_mmap() { want "$("$PROBE" pread "$hv/mm" 100 13)" mmap-was-here "mmap-written bytes"; }
+hv_mmap() { want "$("$PROBE" pread "$hv/mm" 100 13 | tr -c '[:print:]' .)" mmap-was-here "mmap-written bytes"; }
 hv_dir() { want "$(cat "$hv/dir/sub/file")" deep content; }
 hv_user_owner() { want "$(stat -c %u:%g "$hv/dir/userfile") $(cat "$hv/dir/userfile")" "1000:1000 user" "owner content"; }
 hv_tree_copy() { cd "$hv/tree-copy" && sha256sum -c --quiet "$SHARED/host-tree.sha256"; }
