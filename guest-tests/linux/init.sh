@@ -34,13 +34,17 @@ finish() {
 
 T0=$(date +%s)
 mod_fail=0
+loaded=
 while read -r m; do
 	[ -n "$m" ] || continue
-	if ! out=$(insmod "/lib/modules/$m" 2>&1); then
+	if out=$(insmod "/lib/modules/$m" 2>&1); then
+		loaded="$loaded ${m##*/}"
+	else
 		echo "INFO insmod $m: $out"
 		mod_fail=1
 	fi
 done </etc/modules.load
+echo "INFO insmod (in order):${loaded:- none}"
 
 STAGE=guest
 STAGE_DIR=/
