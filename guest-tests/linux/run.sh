@@ -141,21 +141,26 @@ apt_field() { # apt_field SUITE PACKAGE FIELD
 	apt-cache "${t[@]}" show --no-all-versions "$2" 2>/dev/null | sed -n "s/^$3: //p" | head -n 1
 }
 
-# fetch_deb PACKAGE VERSION DIR: download (cached) and unpack into DIR/root once.
+# fetch_deb PACKAGE VERSION DIR: download and unpack into DIR/root, once per version.
 fetch_deb() {
 	local pkg=$1 ver=$2 dir=$3
 	[ -f "$dir/.unpacked" ] && return 0
 	log "downloading $pkg $ver"
 	rm -rf "$dir"
 	mkdir -p "$dir/root"
-	(cd "$dir" && apt-get download -q "$pkg=$ver" >/dev/null 2>&1) ||
-		(cd "$dir" && apt-get download "$pkg=$ver") || die "apt-get download $pkg=$ver failed"
+	local out
+	if ! out=$(cd "$dir" && apt-get download -q "$pkg=$ver" 2>&1); then
+		printf '%s\n' "$out" >&2
+		return 1
+	fi
 	dpkg -x "$dir"/*.deb "$dir/root"
 	rm -f "$dir"/*.deb
 	touch "$dir/.unpacked"
 }
 
-setup_kernel() {
+# Sets KPKG/KVER_PKG (the kernel package linux-image-cloud-amd64 depends on in the
+# suite) and BB_VER from apt's package lists.
+resolve_packages() {
 	local meta dep
 	meta=$(apt_field "$KERNEL_SUITE" linux-image-cloud-amd64 Depends)
 	[ -n "$meta" ] || die "apt knows no linux-image-cloud-amd64 in $KERNEL_SUITE (apt-get update?)"
@@ -164,7 +169,22 @@ setup_kernel() {
 	dep=${meta#*(= }
 	KVER_PKG=${dep%)*}
 	KDIR=$CACHE/kernel/${KPKG}_${KVER_PKG}
-	fetch_deb "$KPKG" "$KVER_PKG" "$KDIR"
+	BB_VER=$(apt_field bookworm busybox-static Version)
+	[ -n "$BB_VER" ] || die "apt knows no busybox-static"
+	BBDIR=$CACHE/busybox/${BB_VER//:/_}
+}
+
+setup_kernel() {
+	resolve_packages
+	if ! fetch_deb "$KPKG" "$KVER_PKG" "$KDIR" || ! fetch_deb busybox-static "$BB_VER" "$BBDIR"; then
+		# Old package lists can name versions the mirror no longer has.
+		log "download failed; refreshing the package lists"
+		APT_UPDATED=0
+		apt_update_once
+		resolve_packages
+		fetch_deb "$KPKG" "$KVER_PKG" "$KDIR" || die "apt-get download $KPKG=$KVER_PKG failed"
+		fetch_deb busybox-static "$BB_VER" "$BBDIR" || die "apt-get download busybox-static=$BB_VER failed"
+	fi
 	KREL=$(ls "$KDIR/root/lib/modules")
 	if [ ! -f "$KDIR/root/lib/modules/$KREL/modules.dep" ]; then
 		local depmod=depmod
@@ -173,11 +193,6 @@ setup_kernel() {
 	fi
 	VMLINUZ=$KDIR/root/boot/vmlinuz-$KREL
 	[ -f "$VMLINUZ" ] || die "no $VMLINUZ in $KPKG"
-
-	BB_VER=$(apt_field bookworm busybox-static Version)
-	[ -n "$BB_VER" ] || die "apt knows no busybox-static"
-	BBDIR=$CACHE/busybox/${BB_VER//:/_}
-	fetch_deb busybox-static "$BB_VER" "$BBDIR"
 }
 
 # Modules the guest loads, in this order, with their dependencies first. Built-in ones
