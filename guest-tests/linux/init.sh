@@ -71,6 +71,7 @@ fi
 for stage in $(echo "${vd_stages:-fs}" | tr ',' ' '); do
 	if [ -f "/workload/$stage.sh" ]; then
 		t_stage=$(date +%s)
+		# shellcheck source=/dev/null
 		. "/workload/$stage.sh"
 		echo "INFO stage $stage took $(($(date +%s) - t_stage)) s"
 	else

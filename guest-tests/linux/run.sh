@@ -136,9 +136,9 @@ ensure_host_tools() {
 # candidate VERSION of PACKAGE in SUITE ("bookworm" = the default candidate, which
 # includes bookworm-security; "bookworm-backports" = the backports one).
 apt_field() { # apt_field SUITE PACKAGE FIELD
-	local t=()
-	[ "$1" = bookworm ] || t=(-t "$1")
-	apt-cache "${t[@]}" show --no-all-versions "$2" 2>/dev/null | sed -n "s/^$3: //p" | head -n 1
+	local release=()
+	[ "$1" = bookworm ] || release=(-t "$1")
+	apt-cache "${release[@]}" show --no-all-versions "$2" 2>/dev/null | sed -n "s/^$3: //p" | head -n 1
 }
 
 # fetch_deb PACKAGE VERSION DIR: download and unpack into DIR/root, once per version.
@@ -293,20 +293,20 @@ build_overlay() {
 
 # A tree the guest checks against the manifest and copies (host-tree.sha256).
 make_host_tree() {
-	local t=$SHARED/host-tree i
-	mkdir -p "$t/small" "$t/a/b/c/d/e/f" "$t/sizes" "$t/dir with spaces"
-	for i in $(seq 0 49); do head -c $((i * 37)) /dev/urandom >"$t/small/$i"; done
+	local tree=$SHARED/host-tree i
+	mkdir -p "$tree/small" "$tree/a/b/c/d/e/f" "$tree/sizes" "$tree/dir with spaces"
+	for i in $(seq 0 49); do head -c $((i * 37)) /dev/urandom >"$tree/small/$i"; done
 	for i in 0 1 511 512 4095 4096 4097 65535 65536 131073 1048576; do
-		head -c "$i" /dev/urandom >"$t/sizes/s$i"
+		head -c "$i" /dev/urandom >"$tree/sizes/s$i"
 	done
-	head -c 5242887 /dev/urandom >"$t/big.bin"
-	echo "deep" >"$t/a/b/c/d/e/f/leaf"
-	echo "spaced" >"$t/dir with spaces/file name.txt"
-	echo "unicode" >"$t/ünïcødé-✓.txt"
-	printf '#!/bin/sh\necho hi\n' >"$t/script.sh"
-	chmod 755 "$t/script.sh"
-	ln -s small/0 "$t/link-to-small"
-	(cd "$t" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) >"$SHARED/host-tree.sha256"
+	head -c 5242887 /dev/urandom >"$tree/big.bin"
+	echo "deep" >"$tree/a/b/c/d/e/f/leaf"
+	echo "spaced" >"$tree/dir with spaces/file name.txt"
+	echo "unicode" >"$tree/ünïcødé-✓.txt"
+	printf '#!/bin/sh\necho hi\n' >"$tree/script.sh"
+	chmod 755 "$tree/script.sh"
+	ln -s small/0 "$tree/link-to-small"
+	(cd "$tree" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) >"$SHARED/host-tree.sha256"
 }
 
 # ---------------------------------------------------------------- backend
