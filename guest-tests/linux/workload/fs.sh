@@ -173,6 +173,16 @@ t_readdir_many() {
 	expect_eq "$(ls -la many | grep -c ' entry-')" 600 "entries with attributes"
 	[ -e many/entry-599 ] || die "entry-599 missing"
 	expect_eq "$(find many -type f | wc -l)" 600 "find"
+	# Long names: few entries fit one READDIR(PLUS) reply, so the listing spans many.
+	mkdir longnames
+	pad=$(printf 'x%.0s' $(seq 200))
+	i=0
+	while [ $i -lt 150 ]; do
+		: >"longnames/$i-$pad"
+		i=$((i + 1))
+	done
+	drop_caches
+	expect_eq "$(ls longnames | sed 's/-x*$//' | sort -n | uniq | tr '\n' ' ')" "$(seq 0 149 | tr '\n' ' ')" "long names listed"
 }
 check readdir-many t_readdir_many
 
@@ -385,6 +395,13 @@ t_nonroot() {
 	expect_errno "Operation not permitted" probe as-user 1001 1001 rm -f pub/userfile
 	probe as-user 1000 1000 rm pub/userfile
 	expect_eq "$(cat ro)" secret "content"
+	# A write by another user clears setuid/setgid (killpriv), and chmod by a
+	# non-owner is refused.
+	: >suid
+	chmod 6777 suid
+	probe as-user 1000 1000 sh -c 'echo w >>suid'
+	expect_eq "$(mode_of suid)" 777 "mode after a non-owner write to a setuid file"
+	expect_errno "Operation not permitted" probe as-user 1000 1000 chmod 600 suid
 }
 check permissions-nonroot t_nonroot
 
