@@ -331,10 +331,11 @@ backend_command() {
 	virtiofsd)
 		local bin=${VIRTIOFSD:-}
 		[ -n "$bin" ] || bin=$(command -v virtiofsd || true)
-		[ -n "$bin" ] || { [ -x "$HOME/.cargo/bin/virtiofsd" ] && bin=$HOME/.cargo/bin/virtiofsd; } || true
+		local cargo_bin=${CARGO_HOME:-$HOME/.cargo}/bin
+		[ -n "$bin" ] || { [ -x "$cargo_bin/virtiofsd" ] && bin=$cargo_bin/virtiofsd; } || true
 		[ -n "$bin" ] || { [ -x /usr/libexec/virtiofsd ] && bin=/usr/libexec/virtiofsd; } || true
 		if [ -z "$bin" ]; then
-			[ "$INSTALL" = 1 ] || die "virtiofsd not found (PATH, ~/.cargo/bin, /usr/libexec)"
+			[ "$INSTALL" = 1 ] || die "virtiofsd not found (\$VIRTIOFSD, PATH, $cargo_bin, /usr/libexec)"
 			local need=()
 			dpkg -s libseccomp-dev >/dev/null 2>&1 || need+=(libseccomp-dev)
 			dpkg -s libcap-ng-dev >/dev/null 2>&1 || need+=(libcap-ng-dev)
@@ -342,7 +343,7 @@ backend_command() {
 			[ ${#need[@]} = 0 ] || apt_install "${need[@]}"
 			log "cargo install virtiofsd --locked (takes about a minute)"
 			cargo install virtiofsd --locked -j "${CARGO_BUILD_JOBS:-1}" --quiet || die "cargo install virtiofsd failed"
-			bin=$HOME/.cargo/bin/virtiofsd
+			bin=$cargo_bin/virtiofsd
 		fi
 		local help
 		help=$("$bin" --help 2>&1 || true)
@@ -367,6 +368,19 @@ backend_command() {
 	fi
 }
 
+running() { # PID is alive and not a zombie waiting to be reaped
+	local st
+	st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) && [ "${st%% *}" != Z ]
+}
+# wait_gone PID TENTHS: waits up to TENTHS/10 s for PID to end; true if it did.
+wait_gone() {
+	local i
+	for ((i = 0; i < $2; i++)); do
+		running "$1" || return 0
+		sleep 0.1
+	done
+	! running "$1"
+}
 QEMU_PID=
 DAEMON_PID=
 TAIL_PID=
@@ -387,7 +401,7 @@ start_backend() {
 	local i
 	for i in $(seq 1 300); do
 		[ -S "$SOCK" ] && return 0
-		if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
+		if ! running "$DAEMON_PID"; then
 			local rc=0
 			wait "$DAEMON_PID" || rc=$?
 			DAEMON_PID=
@@ -440,19 +454,6 @@ TAIL_PID=$!
 # Whichever ends first: the guest (normal) or the daemon. virtiofsd ends by itself
 # when QEMU closes the socket at power-off, which can be noticed a moment before QEMU
 # has exited; a daemon that ends while QEMU goes on running has crashed or given up.
-running() { # PID is alive and not a zombie waiting to be reaped
-	local st
-	st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) && [ "${st%% *}" != Z ]
-}
-# wait_gone PID TENTHS: waits up to TENTHS/10 s for PID to end; true if it did.
-wait_gone() {
-	local i
-	for ((i = 0; i < $2; i++)); do
-		running "$1" || return 0
-		sleep 0.1
-	done
-	! running "$1"
-}
 status_text() { # exit status, and the signal if it was one
 	if [ "$1" -gt 128 ]; then echo "status $1 (signal $(kill -l "$1" 2>/dev/null || echo $(($1 - 128))))"; else echo "status $1"; fi
 }
