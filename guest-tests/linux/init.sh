@@ -20,6 +20,7 @@ export TZ=UTC0
 
 MNT=/mnt
 CHECK_TIMEOUT=${vd_check_timeout:-90}
+# shellcheck source=workload/lib.sh
 . /workload/lib.sh
 
 echo "INFO guest kernel $(uname -r), $(nproc) cpu(s), $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)"
@@ -46,15 +47,21 @@ while read -r m; do
 done </etc/modules.load
 echo "INFO insmod (in order):${loaded:- none}"
 
-STAGE=guest
-STAGE_DIR=/
-_stage_n=0
+# Checks of the guest itself, numbered on their own between the stages.
+_guest_n=0
+guest_check() {
+	STAGE=guest
+	STAGE_DIR=/
+	_stage_n=$_guest_n
+	check "$@"
+	_guest_n=$_stage_n
+}
 
 t_modules() {
 	[ "$mod_fail" = 0 ] || die "a module failed to load (see INFO lines)"
 	grep -qw virtiofs /proc/filesystems || die "no virtiofs in /proc/filesystems"
 }
-check modules t_modules
+guest_check modules t_modules
 
 t_mount() {
 	[ -n "$vd_tag" ] || die "no vd_tag= on the kernel command line"
@@ -62,7 +69,7 @@ t_mount() {
 	line=$(grep " $MNT virtiofs " /proc/mounts) || die "not in /proc/mounts: $(cat /proc/mounts)"
 	echo "INFO $line" >/dev/console
 }
-check mount t_mount
+guest_check mount t_mount
 
 if ! grep -q " $MNT virtiofs " /proc/mounts; then
 	finish
@@ -75,19 +82,15 @@ for stage in $(echo "${vd_stages:-fs}" | tr ',' ' '); do
 		. "/workload/$stage.sh"
 		echo "INFO stage $stage took $(($(date +%s) - t_stage)) s"
 	else
-		STAGE=guest
-		check "stage-$stage-exists" die "no workload file /workload/$stage.sh"
+		guest_check "stage-$stage-exists" die "no workload file /workload/$stage.sh"
 	fi
 done
 
 cd /
-STAGE=guest
-STAGE_DIR=/
-_stage_n=2
 t_unmount() {
 	umount "$MNT"
 	! grep -q " $MNT " /proc/mounts || die "still mounted"
 }
-check unmount t_unmount
+guest_check unmount t_unmount
 
 finish

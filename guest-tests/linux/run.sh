@@ -416,18 +416,27 @@ start_backend() {
 # ---------------------------------------------------------------- run
 
 ensure_host_tools
-RUN=$CACHE/runs/last
+# Several runs may share the cache (other users of the machine): each run gets its own
+# directory, runs/latest points at the newest, and the cache is filled under a lock.
+mkdir -p "$CACHE/runs" "$CACHE/initramfs"
+RUN=$(mktemp -d "$CACHE/runs/$(date +%Y%m%d-%H%M%S).XXXX")
+chmod 755 "$RUN"
 SHARED=$RUN/shared
+mkdir -p "$SHARED"
+ln -sfn "$(basename "$RUN")" "$CACHE/runs/latest"
+# Keep the 5 newest runs; older ones go once they are an hour old.
+find "$CACHE/runs" -mindepth 1 -maxdepth 1 -type d -name '2*.*' -printf '%T@ %p\n' | sort -rn | tail -n +6 |
+	while read -r _ old; do [ -n "$(find "$old" -maxdepth 0 -mmin +60)" ] && rm -rf "$old"; done || true
 SOCKDIR=$(mktemp -d "${TMPDIR:-/tmp}/vhost-dax-guest.XXXXXX")
 SOCK=$SOCKDIR/fs.sock
 BACKEND_VERSION=
 backend_command # first: a backend that cannot run ends the run before the downloads
-mkdir -p "$CACHE/initramfs"
+exec 9>"$CACHE/.setup.lock"
+flock 9
 setup_kernel
 build_base_initramfs
 build_probe
-rm -rf "$RUN"
-mkdir -p "$SHARED"
+flock -u 9
 build_overlay
 make_host_tree
 T_SETUP=$(($(date +%s) - T_START))
