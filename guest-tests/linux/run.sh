@@ -323,10 +323,15 @@ backend_command() {
 		[ -x "$bin" ] || die "$bin does not exist"
 		# The subcommand exists once `fs --help` succeeds and documents --shared-dir
 		# (the crate skeleton's main ignores its arguments and exits 0).
-		if ! "$bin" fs --help 2>&1 | grep -q -- '--shared-dir'; then
+		local help
+		help=$("$bin" fs --help 2>&1 || true)
+		if ! grep -q -- '--shared-dir' <<<"$help"; then
 			die "'vhost-dax fs' is not available in this build ('$bin fs --help' does not describe --shared-dir): the fs daemon has not landed yet. Run the harness against the reference daemon with: $0 --backend virtiofsd"
 		fi
 		DAEMON=("$bin" fs --socket "$SOCK" --shared-dir "$SHARED" --tag "$TAG")
+		# Like virtiofsd, xattrs are opt-in; the workload tests them.
+		grep -q -- '--xattr' <<<"$help" && DAEMON+=(--xattr)
+		BACKEND_VERSION=$("$bin" --version 2>/dev/null | head -n 1 || true)
 		;;
 	virtiofsd)
 		local bin=${VIRTIOFSD:-}
