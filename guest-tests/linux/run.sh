@@ -22,6 +22,7 @@ TIMEOUT=300
 CHECK_TIMEOUT=90
 SMP=2
 MEM=512M
+REQUEST_QUEUES=1
 MOUNT_OPTS=
 INSTALL=1
 BUILD=1
@@ -40,6 +41,8 @@ usage: $0 [options]
   --timeout SECONDS               hard limit for the guest run (default: $TIMEOUT)
   --check-timeout SECONDS         limit for one guest check (default: $CHECK_TIMEOUT)
   --smp N / --mem SIZE            guest vCPUs (default $SMP) and memory (default $MEM)
+  --request-queues N              virtio-fs request queues QEMU offers (default 1; the
+                                  daemon must serve as many, e.g. --backend-args "--queues N")
   --no-install                    fail instead of installing missing host packages
   --no-build                      do not (re)build the vhost-dax daemon
 Cache: $CACHE (override with VHOST_DAX_CACHE).
@@ -59,6 +62,7 @@ while [ $# -gt 0 ]; do
 	--check-timeout) CHECK_TIMEOUT=$2; shift 2 ;;
 	--smp) SMP=$2; shift 2 ;;
 	--mem) MEM=$2; shift 2 ;;
+	--request-queues) REQUEST_QUEUES=$2; shift 2 ;;
 	--no-install) INSTALL=0; shift ;;
 	--no-build) BUILD=0; shift ;;
 	-h | --help) usage; exit 0 ;;
@@ -459,7 +463,7 @@ timeout -k 5 "$TIMEOUT" qemu-system-x86_64 \
 	-kernel "$VMLINUZ" -initrd "$RUN/initrd.img" -append "$APPEND" \
 	-chardev file,id=con,path="$RUN/console.log" -serial chardev:con \
 	-chardev socket,id=char0,path="$SOCK" \
-	-device vhost-user-fs-pci,chardev=char0,tag="$TAG" \
+	-device vhost-user-fs-pci,chardev=char0,tag="$TAG",num-request-queues="$REQUEST_QUEUES" \
 	>"$RUN/qemu.log" 2>&1 </dev/null &
 QEMU_PID=$!
 tail -n +1 -f --pid="$QEMU_PID" "$RUN/console.log" | tr -d '\r' &
