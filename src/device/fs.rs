@@ -7,7 +7,8 @@
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
@@ -28,6 +29,8 @@ pub const VIRTIO_ID_FS: u32 = 26;
 /// Config space: `u8 tag[36] | le32 num_request_queues`.
 pub const CONFIG_SIZE: usize = MAX_TAG_LEN + 4;
 const QUEUE_SIZE: usize = 1024;
+/// How long shutdown waits for requests being served.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// Largest request we read: a 1 MiB WRITE plus its headers.
 const MAX_REQUEST: usize = (1 << 20) + 4096;
 
@@ -38,6 +41,9 @@ pub struct FsDevice {
     config: FsConfig,
     server: Server<PassthroughFs>,
     stopping: AtomicBool,
+    /// Requests being served right now, so shutdown can let them finish.
+    in_flight: Mutex<usize>,
+    idle: Condvar,
 }
 
 impl FsDevice {
@@ -47,6 +53,8 @@ impl FsDevice {
             config,
             server: Server::new(fs),
             stopping: AtomicBool::new(false),
+            in_flight: Mutex::new(0),
+            idle: Condvar::new(),
         })
     }
 
@@ -55,9 +63,36 @@ impl FsDevice {
         &self.config
     }
 
-    /// Stops taking requests (shutdown); requests being served finish.
+    /// Stops taking requests and waits (bounded) for the ones being served to finish.
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        let guard = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, timeout) = self
+            .idle
+            .wait_timeout_while(guard, SHUTDOWN_WAIT, |n| *n > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        if timeout.timed_out() {
+            log::warn!("fs: {} request(s) still running at shutdown", *guard);
+        }
+    }
+
+    /// Counts a request as being served until the returned guard drops.
+    fn begin_request(&self) -> InFlight<'_> {
+        *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        InFlight(self)
+    }
+}
+
+/// One request being served; see [`FsDevice::begin_request`].
+struct InFlight<'a>(&'a FsDevice);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            self.0.idle.notify_all();
+        }
     }
 }
 
@@ -103,7 +138,13 @@ impl FsBackend {
             if event_idx {
                 vring.disable_notification().map_err(io::Error::other)?;
             }
-            while !self.device.stopping.load(Ordering::SeqCst) {
+            loop {
+                // Counted before the stopping check, so shutdown either sees this request
+                // or this thread sees shutdown.
+                let _in_flight = self.device.begin_request();
+                if self.device.stopping.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
                 let mem = memory.memory();
                 let chain = vring
                     .get_mut()
