@@ -243,3 +243,97 @@ fn every_example_config_validates_and_check_config_creates_nothing() {
         examples.display()
     );
 }
+
+#[test]
+fn each_bad_fs_command_line_exits_2_with_one_line_and_creates_nothing() {
+    let dir = TempDir::new("bad-fs-cli");
+    std::fs::create_dir(dir.join("share")).unwrap();
+    std::fs::write(dir.join("file"), b"x").unwrap();
+    let before = dir.entries();
+    let sock = dir.join("fs.sock");
+    let sock = sock.to_str().unwrap();
+    let share = dir.join("share");
+    let share = share.to_str().unwrap();
+    let file = dir.join("file");
+    let file = file.to_str().unwrap();
+    let missing = dir.join("missing");
+    let missing = missing.to_str().unwrap();
+    let long_tag = "t".repeat(37);
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--socket", sock, "--shared-dir", missing],
+            "--shared-dir:",
+        ),
+        (
+            vec!["--socket", sock, "--shared-dir", file],
+            "is not an existing directory",
+        ),
+        (
+            vec!["--socket", sock, "--shared-dir", share, "--tag", &long_tag],
+            "--tag: must be 1 to 36 bytes",
+        ),
+        (
+            vec!["--socket", sock, "--shared-dir", share, "--tag", ""],
+            "--tag:",
+        ),
+        (
+            vec!["--socket", sock, "--shared-dir", share, "--queues", "0"],
+            "--queues: must be between 1 and 16",
+        ),
+        (
+            vec!["--socket", sock, "--shared-dir", share, "--queues", "17"],
+            "--queues:",
+        ),
+        (
+            vec![
+                "--socket",
+                sock,
+                "--shared-dir",
+                share,
+                "--cache",
+                "sometimes",
+            ],
+            "--cache: `sometimes` is not one of",
+        ),
+        (
+            vec!["--socket", sock, "--shared-dir", share, "--sandbox", "jail"],
+            "--sandbox",
+        ),
+        (vec!["--socket", file, "--shared-dir", share], "--socket:"),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["fs"];
+        full.extend_from_slice(&args);
+        let (code, stderr) = run(&full);
+        assert_eq!(code, 2, "{full:?}: stderr {stderr}");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{full:?}: not one line: {stderr}"
+        );
+        assert!(
+            stderr.contains(expected),
+            "{full:?}: expected {expected:?} in {stderr}"
+        );
+        assert_eq!(dir.entries(), before, "{full:?} left something on disk");
+    }
+}
+
+#[test]
+fn a_sandboxed_fs_device_must_be_the_only_device() {
+    let dir = TempDir::new("sandbox-alone");
+    std::fs::create_dir(dir.join("share")).unwrap();
+    let text = format!(
+        "[[fs]]\nsocket = {:?}\nshared_dir = {:?}\nsandbox = \"chroot\"\n\
+         [[pmem]]\nsocket = {:?}\nfile = {:?}\nsize = \"2M\"\ncreate = true\n",
+        dir.join("fs.sock"),
+        dir.join("share"),
+        dir.join("p.sock"),
+        dir.join("p.img"),
+    );
+    let path = dir.join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let (code, stderr) = run(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("fs[0].sandbox:"), "{stderr}");
+}

@@ -1,0 +1,69 @@
+//! The fs daemon's lifecycle: disconnect, SIGTERM, reconnect, config space.
+
+mod common;
+
+use common::*;
+use vhost_dax::frontend::{Frontend, FrontendOptions};
+
+fn start(name: &str, extra: &[&str]) -> (TempDir, vhost_dax::frontend::DaemonProcess) {
+    let dir = TempDir::new(name);
+    std::fs::create_dir(dir.join("share")).unwrap();
+    let socket = dir.join("fs.sock");
+    let share = dir.join("share");
+    let mut args = vec![
+        "fs",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--shared-dir",
+        share.to_str().unwrap(),
+        "--sandbox",
+        "none",
+    ];
+    args.extend_from_slice(extra);
+    let daemon = spawn_daemon(&args, &socket);
+    (dir, daemon)
+}
+
+fn connect_fs(socket: &std::path::Path) -> Frontend {
+    Frontend::connect(socket, &FrontendOptions::default()).unwrap()
+}
+
+#[test]
+fn config_space_carries_tag_and_queue_count() {
+    let (dir, _daemon) = start("fs-config", &["--tag", "myshare", "--queues", "3"]);
+    let mut frontend = connect_fs(&dir.join("fs.sock"));
+    assert_eq!(frontend.num_queues(), 4, "hiprio + 3 request queues");
+    let config = frontend.get_config(0, 40).unwrap();
+    assert_eq!(&config[..7], b"myshare");
+    assert!(config[7..36].iter().all(|&b| b == 0));
+    assert_eq!(u32::from_le_bytes(config[36..40].try_into().unwrap()), 3);
+}
+
+#[test]
+fn disconnect_exits_0_and_removes_the_socket() {
+    let (dir, mut daemon) = start("fs-disconnect", &[]);
+    drop(connect_fs(&dir.join("fs.sock")));
+    assert!(daemon.wait(WAIT).unwrap().success());
+    assert!(!dir.join("fs.sock").exists());
+}
+
+#[test]
+fn sigterm_exits_0_and_removes_the_socket() {
+    let (dir, mut daemon) = start("fs-sigterm", &[]);
+    let _frontend = connect_fs(&dir.join("fs.sock"));
+    daemon.signal(libc::SIGTERM).unwrap();
+    assert!(daemon.wait(WAIT).unwrap().success());
+    assert!(!dir.join("fs.sock").exists());
+    assert!(daemon.log().contains("shutdown complete"));
+}
+
+#[test]
+fn reconnect_serves_the_next_frontend() {
+    let (dir, mut daemon) = start("fs-reconnect", &["--reconnect"]);
+    drop(connect_fs(&dir.join("fs.sock")));
+    let mut second = connect_fs(&dir.join("fs.sock"));
+    assert_eq!(second.get_config(36, 4).unwrap(), 1u32.to_le_bytes());
+    daemon.signal(libc::SIGINT).unwrap();
+    assert!(daemon.wait(WAIT).unwrap().success());
+    assert!(!dir.join("fs.sock").exists());
+}
