@@ -59,7 +59,9 @@ fn map_validates_before_touching_anything() {
     let (ledger, mapper) = ledger(4, NO_WAIT);
     let b = TestBacking::new(1, 4 * CHUNK, true);
     let ro = TestBacking::new(2, 4 * CHUNK, false);
-    let cases: Vec<(LedgerError, u64, u64, u64, bool, &Arc<TestBacking>)> = vec![
+    // (expected error, window offset, length, file offset, writable, backing)
+    type Case<'a> = (LedgerError, u64, u64, u64, bool, &'a Arc<TestBacking>);
+    let cases: Vec<Case<'_>> = vec![
         (
             LedgerError::Misaligned {
                 what: Field::WindowOffset,

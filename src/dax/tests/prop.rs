@@ -177,14 +177,14 @@ impl Model {
         if m.writable && m.backing == 2 {
             return Err("ReadOnlyBacking");
         }
-        if let Some(old) = self.mappings.get(&first) {
-            if old.chunks == chunks
+        let same = self.mappings.get(&first).is_some_and(|old| {
+            old.chunks == chunks
                 && old.backing == m.backing
                 && old.file_offset == m.file_offset
                 && (old.writable || !m.writable)
-            {
-                return Ok(MapOutcome::AlreadyMapped);
-            }
+        });
+        if same {
+            return Ok(MapOutcome::AlreadyMapped);
         }
         let victims = self.intersecting(first..first + chunks);
         if self.any_pinned(&victims) {
