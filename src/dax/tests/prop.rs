@@ -637,13 +637,13 @@ impl Harness {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 160,
+        cases: 512,
         max_shrink_iters: 2000,
         ..ProptestConfig::default()
     })]
 
     #[test]
-    fn the_ledger_follows_the_model(steps in prop::collection::vec(step(), 1..48)) {
+    fn the_ledger_follows_the_model(steps in prop::collection::vec(step(), 1..64)) {
         let mut h = Harness::new();
         for step in &steps {
             h.apply(step);
