@@ -276,6 +276,12 @@ impl Ledger {
                     writable,
                 });
                 Inner::bump(&inner.stats.maps);
+                log::debug!(
+                    "dax ledger: mapped {window_offset:#x}+{len:#x} to backing {backing_id} \
+                     file {file_offset:#x} {}, replacing {}",
+                    if writable { "rw" } else { "ro" },
+                    victims.len()
+                );
                 if !victims.is_empty() {
                     Inner::bump(&inner.stats.remaps);
                 }
@@ -640,6 +646,7 @@ impl Ledger {
             }
             refs.extend(inner.lock().remove_mapping(v.first));
             Inner::bump(&inner.stats.unmaps);
+            log::debug!("dax ledger: released {:#x}+{:#x}", v.window_offset, v.len);
             released += 1;
         }
         // Dropping the last reference may close a file: done here, with no lock held.

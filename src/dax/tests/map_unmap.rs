@@ -54,15 +54,14 @@ fn a_mapping_holds_one_reference_and_the_backing_one_more() {
     ledger.check_invariants().unwrap();
 }
 
-/// (expected error, window offset, len, file offset, writable, backing)
-type MapCase<'a> = (LedgerError, u64, u64, u64, bool, &'a Arc<TestBacking>);
-
 #[test]
 fn map_validates_before_touching_anything() {
     let (ledger, mapper) = ledger(4, NO_WAIT);
     let b = TestBacking::new(1, 4 * CHUNK, true);
     let ro = TestBacking::new(2, 4 * CHUNK, false);
-    let cases: Vec<MapCase<'_>> = vec![
+    // (expected error, window offset, length, file offset, writable, backing)
+    type Case<'a> = (LedgerError, u64, u64, u64, bool, &'a Arc<TestBacking>);
+    let cases: Vec<Case<'_>> = vec![
         (
             LedgerError::Misaligned {
                 what: Field::WindowOffset,

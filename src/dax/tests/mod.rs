@@ -3,6 +3,8 @@
 
 #[cfg(not(loom))]
 mod concurrency;
+#[cfg(loom)]
+mod loom_model;
 #[cfg(not(loom))]
 mod map_unmap;
 #[cfg(not(loom))]
@@ -11,4 +13,5 @@ mod parts;
 mod pin_release;
 #[cfg(not(loom))]
 mod prop;
+#[cfg(not(loom))]
 mod support;

@@ -177,12 +177,13 @@ impl Model {
         if m.writable && m.backing == 2 {
             return Err("ReadOnlyBacking");
         }
-        if let Some(old) = self.mappings.get(&first)
-            && old.chunks == chunks
-            && old.backing == m.backing
-            && old.file_offset == m.file_offset
-            && (old.writable || !m.writable)
-        {
+        let same = self.mappings.get(&first).is_some_and(|old| {
+            old.chunks == chunks
+                && old.backing == m.backing
+                && old.file_offset == m.file_offset
+                && (old.writable || !m.writable)
+        });
+        if same {
             return Ok(MapOutcome::AlreadyMapped);
         }
         let victims = self.intersecting(first..first + chunks);
@@ -636,13 +637,13 @@ impl Harness {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 160,
+        cases: 512,
         max_shrink_iters: 2000,
         ..ProptestConfig::default()
     })]
 
     #[test]
-    fn the_ledger_follows_the_model(steps in prop::collection::vec(step(), 1..48)) {
+    fn the_ledger_follows_the_model(steps in prop::collection::vec(step(), 1..64)) {
         let mut h = Harness::new();
         for step in &steps {
             h.apply(step);
