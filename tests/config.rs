@@ -213,7 +213,10 @@ fn every_example_config_validates_and_check_config_creates_nothing() {
         let text = std::fs::read_to_string(&path)
             .unwrap()
             .replace("/run/vhost-dax", dir.join("run").to_str().unwrap())
-            .replace("/var/lib/vhost-dax/share", dir.join("share").to_str().unwrap())
+            .replace(
+                "/var/lib/vhost-dax/share",
+                dir.join("share").to_str().unwrap(),
+            )
             .replace("/var/lib/vhost-dax", dir.join("lib").to_str().unwrap());
         // Examples that use an existing image get one of the size they expect.
         {
