@@ -57,6 +57,7 @@ pub struct PmemBacking {
     file: File,
     kind: BackingKind,
     id: BackingId,
+    readonly: bool,
 }
 
 impl PmemBacking {
@@ -78,6 +79,7 @@ impl PmemBacking {
             id: BackingId(meta.ino() ^ meta.dev().rotate_left(32)),
             file,
             kind: config.kind,
+            readonly: config.readonly,
         })
     }
 
@@ -101,6 +103,10 @@ impl Backing for PmemBacking {
             BackingKind::Regular => Ok(self.file.metadata()?.len()),
             BackingKind::Block => sys::block_device_size(self.file.as_fd()),
         }
+    }
+
+    fn writable(&self) -> bool {
+        !self.readonly
     }
 }
 
