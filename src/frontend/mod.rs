@@ -6,6 +6,7 @@
 //! acknowledged with REPLY_ACK. The tests, the KVM guest-tests and `vhost-dax bench` all
 //! use it; it can drive any vhost-user backend, not only ours.
 
+mod fuse;
 mod memory;
 mod process;
 mod virtqueue;
@@ -24,6 +25,7 @@ use vhost::vhost_user::message::{
 use vhost::vhost_user::{Frontend as VhostFrontend, FrontendReqHandler, VhostUserFrontend};
 use vhost::{VhostBackend, VringConfigData};
 
+pub use fuse::{FuseQueue, SharedFrontend, Ticket};
 pub use memory::GuestRam;
 pub use process::DaemonProcess;
 pub use virtqueue::{Buffer, DriverQueue, QueueLayout, UsedChain};

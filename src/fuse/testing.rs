@@ -120,11 +120,27 @@ pub fn parse_dirents(mut b: &[u8], plus: bool) -> Vec<ParsedDirent> {
     out
 }
 
-/// A guest-kernel stand-in driving a [`Server`].
+/// How a [`Client`] reaches a FUSE server: one request in, its reply out.
+///
+/// In process it is the [`Server`] itself; over a socket it is a virtqueue of our
+/// frontend ([`crate::frontend::FuseQueue`]), so the same client drives both.
+pub trait Transport {
+    /// Sends one request with `reply_capacity` bytes of writable buffer; returns the
+    /// bytes the server wrote (empty when it sent no reply).
+    fn exchange(&self, request: &[u8], reply_capacity: usize) -> Vec<u8>;
+}
+
+impl<F: Filesystem> Transport for Server<F> {
+    fn exchange(&self, request: &[u8], reply_capacity: usize) -> Vec<u8> {
+        self.handle(request, reply_capacity)
+    }
+}
+
+/// A guest-kernel stand-in driving a FUSE server through a [`Transport`].
 #[derive(Debug)]
-pub struct Client<F: Filesystem> {
-    /// The server under test.
-    pub server: Server<F>,
+pub struct Client<T: Transport> {
+    /// The way to the server.
+    pub transport: T,
     unique: AtomicU64,
     /// uid put in request headers.
     pub uid: AtomicU64,
@@ -137,11 +153,23 @@ pub struct Client<F: Filesystem> {
 /// Result type of client calls: `Err` holds a positive errno.
 pub type R<T> = Result<T, i32>;
 
-impl<F: Filesystem> Client<F> {
-    /// A client for `fs` (not yet initialised).
+impl<F: Filesystem> Client<Server<F>> {
+    /// A client for `fs`, in process (not yet initialised).
     pub fn new(fs: F) -> Self {
+        Self::over(Server::new(fs))
+    }
+
+    /// The server under test.
+    pub fn server(&self) -> &Server<F> {
+        &self.transport
+    }
+}
+
+impl<X: Transport> Client<X> {
+    /// A client sending through `transport` (not yet initialised).
+    pub fn over(transport: X) -> Self {
         Self {
-            server: Server::new(fs),
+            transport,
             unique: AtomicU64::new(1),
             uid: AtomicU64::new(0),
             gid: AtomicU64::new(0),
@@ -157,7 +185,7 @@ impl<F: Filesystem> Client<F> {
 
     /// Sends raw request bytes; returns the raw reply.
     pub fn raw(&self, request: &[u8]) -> Vec<u8> {
-        self.server.handle(request, self.reply_capacity)
+        self.transport.exchange(request, self.reply_capacity)
     }
 
     /// Sends `opcode` on `nodeid` with `body`; returns the parsed reply, or

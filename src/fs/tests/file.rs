@@ -71,7 +71,7 @@ fn open_trunc_and_append() {
 fn writeback_widens_wronly_and_drops_append() {
     let f = setup_with(|c| c.writeback = true);
     assert_ne!(
-        f.c.server.granted_flags() & abi::init_flags::WRITEBACK_CACHE,
+        f.c.server().granted_flags() & abi::init_flags::WRITEBACK_CACHE,
         0
     );
     std::fs::write(f.shared().join("f"), b"0123456789").unwrap();
@@ -268,7 +268,7 @@ fn setattr_mode_owner_size_times() {
 fn kill_suidgid_on_write_truncate_and_open() {
     let f = setup_with(|c| c.killpriv_v2 = true);
     assert_ne!(
-        f.c.server.granted_flags() & abi::init_flags::HANDLE_KILLPRIV_V2,
+        f.c.server().granted_flags() & abi::init_flags::HANDLE_KILLPRIV_V2,
         0
     );
     let path = f.shared().join("f");

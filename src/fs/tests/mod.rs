@@ -43,7 +43,7 @@ impl Drop for TempDir {
 /// The shared directory is `dir/shared`, so `dir` itself is "outside".
 pub struct Fixture {
     pub dir: TempDir,
-    pub c: Client<PassthroughFs>,
+    pub c: Client<crate::fuse::Server<PassthroughFs>>,
 }
 
 impl Fixture {
@@ -52,7 +52,7 @@ impl Fixture {
     }
 
     pub fn fs(&self) -> &PassthroughFs {
-        self.c.server.filesystem()
+        self.c.server().filesystem()
     }
 }
 

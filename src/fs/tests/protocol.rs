@@ -67,7 +67,7 @@ fn init_negotiates_minor_and_flags() {
 #[test]
 fn init_grants_passthrough_flags_only_if_offered() {
     let f = setup();
-    let g = f.c.server.granted_flags();
+    let g = f.c.server().granted_flags();
     for flag in [
         fl::ATOMIC_O_TRUNC,
         fl::DO_READDIRPLUS,
@@ -114,7 +114,7 @@ fn err_of(reply: &[u8]) -> (u64, i32) {
 fn malformed_requests_get_errors_and_the_next_request_works() {
     let f = setup();
     let cap = 1 << 20;
-    let s = &f.c.server;
+    let s = f.c.server();
     let ok = |s: &Server<_>| {
         let r = s.handle(
             &encode_request(
@@ -241,19 +241,19 @@ fn reply_capacity_is_respected() {
     }
     .to_bytes();
     // READ is clamped to what the writable descriptors can hold.
-    let r = f.c.server.handle(
+    let r = f.c.server().handle(
         &encode_request(op::READ, 3, e.nodeid, 0, 0, &read),
         16 + 4096,
     );
     assert_eq!(Reply::parse(&r).body.len(), 4096);
     // A reply that cannot fit becomes ERANGE; not even a header: nothing.
-    let r = f.c.server.handle(
+    let r = f.c.server().handle(
         &encode_request(op::LOOKUP, 4, ROOT, 0, 0, &cstr(b"big")),
         64,
     );
     assert_eq!(err_of(&r), (4, libc::ERANGE));
     assert!(
-        f.c.server
+        f.c.server()
             .handle(&encode_request(op::LOOKUP, 5, ROOT, 0, 0, &cstr(b"big")), 8)
             .is_empty()
     );
@@ -336,7 +336,7 @@ fn dax_arguments_are_decoded_and_validated() {
         );
     }
     {
-        let setups = c.server.filesystem().setups.lock().unwrap();
+        let setups = c.server().filesystem().setups.lock().unwrap();
         assert_eq!(setups.len(), 2);
         let (node, a) = setups[0];
         assert_eq!(node, 5);
@@ -369,7 +369,7 @@ fn dax_arguments_are_decoded_and_validated() {
         c.call(op::REMOVEMAPPING, 0, &bad).unwrap_err(),
         libc::EINVAL
     );
-    let removes = c.server.filesystem().removes.lock().unwrap();
+    let removes = c.server().filesystem().removes.lock().unwrap();
     assert_eq!(removes.len(), 1);
     assert_eq!(removes[0].len(), 256);
     assert_eq!(
