@@ -13,12 +13,14 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::config::{DaemonConfig, FsConfig, Sandbox};
+use crate::config::{DaemonConfig, DaxConfig, FsConfig, Sandbox};
+use crate::dax::{Ledger, LedgerConfig};
+use crate::device::backend_mapper::BackendMapper;
 use crate::device::flush::SyncObserver;
-use crate::device::fs::{FsBackend, FsDevice};
+use crate::device::fs::{FsBackend, FsDax, FsDevice, SHMCAP_ID_CACHE};
 use crate::device::pmem::{PmemBackend, PmemDevice};
 use crate::device::sync_gate::{SYNC_GATE_ENV, SocketSyncGate};
-use crate::fs::{PassthroughConfig, PassthroughFs};
+use crate::fs::{DaxWindow, PassthroughConfig, PassthroughFs};
 use crate::sys;
 
 /// How long a frontend may take to acknowledge a SHMEM_MAP/UNMAP.
@@ -166,9 +168,23 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     }
     for fs in config.fs {
         let (listener, socket) = listen(&fs.socket)?;
-        let filesystem = PassthroughFs::new(passthrough_config(&fs))
+        let mut filesystem = PassthroughFs::new(passthrough_config(&fs))
             .map_err(|e| device_error(&fs.shared_dir, std::io::Error::other(e.to_string())))?;
-        let device = FsDevice::new(fs.clone(), filesystem);
+        let dax = match &fs.dax {
+            Some(dax) => {
+                let (window, parts) = dax_window(dax).map_err(|e| device_error(&fs.socket, e))?;
+                filesystem = filesystem.with_dax(window);
+                log::info!(
+                    "fs: DAX window of {} ({:?} policy, pins waited out for at most {:?})",
+                    crate::config::format_size(dax.window_size),
+                    dax.policy,
+                    dax.pin_wait_budget
+                );
+                Some(parts)
+            }
+            None => None,
+        };
+        let device = FsDevice::new(fs.clone(), filesystem, dax);
         log::info!(
             "fs: sharing {} as tag {:?} ({} request queue(s), cache {:?}{}) on {}",
             fs.shared_dir.display(),
@@ -191,7 +207,12 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             },
             service: device,
             start: Box::new(move |serve| {
-                spawn_server(serve, move || FsBackend::new(dev.clone()), || {})
+                let on_disconnect = dev.clone();
+                spawn_server(
+                    serve,
+                    move || FsBackend::new(dev.clone()),
+                    move || on_disconnect.disconnected(),
+                )
             }),
         });
     }
@@ -235,6 +256,18 @@ fn listen(socket: &Path) -> Result<(Listener, Arc<SocketFile>), DaemonError> {
         Listener::new(socket, true).map_err(|e| device_error(socket, std::io::Error::other(e)))?;
     let file = SocketFile::new(socket).map_err(|e| device_error(socket, e))?;
     Ok((listener, Arc::new(file)))
+}
+
+/// The ledger of a DAX window, mapping through the frontend's SHMEM_MAP / SHMEM_UNMAP.
+fn dax_window(dax: &DaxConfig) -> std::io::Result<(DaxWindow, FsDax)> {
+    let mapper = BackendMapper::new(SHMCAP_ID_CACHE, ACK_TIMEOUT);
+    let config = LedgerConfig::new(dax.window_size).with_wait_budget(dax.pin_wait_budget);
+    let ledger = Arc::new(
+        Ledger::new(config, mapper.clone())
+            .map_err(|e| std::io::Error::other(format!("DAX ledger: {e}")))?,
+    );
+    let window = DaxWindow::new(ledger.clone(), dax.policy);
+    Ok((window, FsDax { ledger, mapper }))
 }
 
 fn passthrough_config(fs: &FsConfig) -> PassthroughConfig {

@@ -108,6 +108,19 @@ struct FsArgs {
     /// After a disconnect, wait for the next frontend instead of exiting.
     #[arg(long)]
     reconnect: bool,
+    /// DAX window size (K/M/G, a multiple of 2 MiB); 0 or absent: no DAX.
+    #[arg(long, value_name = "SIZE")]
+    dax_window: Option<String>,
+    /// Which files use DAX: always (every regular file), inode (files the host marks
+    /// DAX), never (no window).
+    #[arg(long, value_name = "POLICY")]
+    dax: Option<String>,
+    /// How long a release waits for pins to drain before failing with EBUSY (e.g. 10s, 500ms).
+    #[arg(long, value_name = "DURATION")]
+    pin_wait_budget: Option<String>,
+    /// Unix socket for the JSON control protocol (DMA pins, stats, mappings).
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
 }
 
 impl FsArgs {
@@ -124,6 +137,10 @@ impl FsArgs {
             allow_devices: self.allow_devices,
             sandbox: self.sandbox.map(|s| format!("{s:?}").to_lowercase()),
             reconnect: self.reconnect,
+            dax_window: self.dax_window.clone(),
+            dax: self.dax.clone(),
+            pin_wait_budget: self.pin_wait_budget.clone(),
+            control_socket: self.control_socket.clone(),
         }
     }
 }

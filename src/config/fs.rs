@@ -1,9 +1,15 @@
 //! The virtio-fs device's settings.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use super::{ConfigError, Origin, get_bool, get_path, reject_unknown, validate_socket_path};
-use crate::fs::CachePolicy;
+use std::time::Duration;
+
+use super::{
+    ConfigError, Origin, format_size, get_bool, get_path, get_size, parse_size, reject_unknown,
+    validate_socket_path,
+};
+use crate::dax::{DEFAULT_CHUNK_SIZE, DEFAULT_WAIT_BUDGET, MAX_CHUNKS};
+use crate::fs::{CachePolicy, DaxPolicy};
 
 /// Longest tag the config space holds.
 pub const MAX_TAG_LEN: usize = 36;
@@ -66,6 +72,27 @@ pub struct FsRequest {
     pub sandbox: Option<String>,
     /// Keep serving after a disconnect.
     pub reconnect: bool,
+    /// DAX window size as written (`"1G"`); absent or 0: no window.
+    pub dax_window: Option<String>,
+    /// always | inode | never.
+    pub dax: Option<String>,
+    /// How long a release waits for pins, as written (`"10s"`, `"500ms"`).
+    pub pin_wait_budget: Option<String>,
+    /// Socket for the JSON control protocol (pins, stats, mappings).
+    pub control_socket: Option<PathBuf>,
+}
+
+/// The DAX window of a validated fs device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaxConfig {
+    /// Window size in bytes, a non-zero multiple of 2 MiB.
+    pub window_size: u64,
+    /// Which files the guest accesses through the window.
+    pub policy: DaxPolicy,
+    /// Budget of every wait for pins to drain.
+    pub pin_wait_budget: Duration,
+    /// Control socket, if any.
+    pub control_socket: Option<PathBuf>,
 }
 
 /// A validated fs device.
@@ -93,6 +120,8 @@ pub struct FsConfig {
     pub sandbox: Sandbox,
     /// Keep serving after a disconnect.
     pub reconnect: bool,
+    /// The DAX window, if the device has one.
+    pub dax: Option<DaxConfig>,
 }
 
 impl FsRequest {
@@ -158,6 +187,7 @@ impl FsRequest {
                 "chroot and namespace need root (use none)",
             ));
         }
+        let dax = self.validate_dax(origin, &socket)?;
         Ok(FsConfig {
             socket,
             shared_dir,
@@ -170,8 +200,124 @@ impl FsRequest {
             allow_devices: self.allow_devices,
             sandbox,
             reconnect: self.reconnect,
+            dax,
         })
     }
+
+    fn validate_dax(
+        &self,
+        origin: Origin,
+        socket: &Path,
+    ) -> Result<Option<DaxConfig>, ConfigError> {
+        let field = |name: &str| origin.field(name);
+        let window_size = match &self.dax_window {
+            None => 0,
+            Some(text) => {
+                let size =
+                    parse_size(text).map_err(|r| ConfigError::new(field("dax_window"), r))?;
+                let max = MAX_CHUNKS * DEFAULT_CHUNK_SIZE;
+                if !size.is_multiple_of(DEFAULT_CHUNK_SIZE) {
+                    return Err(ConfigError::new(
+                        field("dax_window"),
+                        format!("{} is not a multiple of 2 MiB", format_size(size)),
+                    ));
+                }
+                if size > max {
+                    return Err(ConfigError::new(
+                        field("dax_window"),
+                        format!(
+                            "{} is larger than the {} maximum",
+                            format_size(size),
+                            format_size(max)
+                        ),
+                    ));
+                }
+                size
+            }
+        };
+        let policy = match self.dax.as_deref() {
+            None => Some(DaxPolicy::Always),
+            Some("always") => Some(DaxPolicy::Always),
+            Some("inode") => Some(DaxPolicy::Inode),
+            Some("never") => None,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    field("dax"),
+                    format!("`{other}` is not one of always, inode, never"),
+                ));
+            }
+        };
+        let pin_wait_budget = match &self.pin_wait_budget {
+            None => DEFAULT_WAIT_BUDGET,
+            Some(text) => {
+                parse_duration(text).map_err(|r| ConfigError::new(field("pin_wait_budget"), r))?
+            }
+        };
+        if window_size == 0 {
+            let needs_window = |name: &str| {
+                ConfigError::new(field(name), "needs a DAX window (set dax_window to a size)")
+            };
+            if self.dax.as_deref().is_some_and(|d| d != "never") {
+                return Err(needs_window("dax"));
+            }
+            if self.control_socket.is_some() {
+                return Err(needs_window("control_socket"));
+            }
+            if self.pin_wait_budget.is_some() {
+                return Err(needs_window("pin_wait_budget"));
+            }
+            return Ok(None);
+        }
+        let Some(policy) = policy else {
+            return Err(ConfigError::new(
+                field("dax"),
+                "never contradicts dax_window (omit dax_window, or set it to 0, for no DAX)",
+            ));
+        };
+        if let Some(control) = &self.control_socket {
+            validate_socket_path(control)
+                .map_err(|r| ConfigError::new(field("control_socket"), r))?;
+            if control == socket {
+                return Err(ConfigError::new(
+                    field("control_socket"),
+                    "must differ from the vhost-user socket",
+                ));
+            }
+        }
+        Ok(Some(DaxConfig {
+            window_size,
+            policy,
+            pin_wait_budget,
+            control_socket: self.control_socket.clone(),
+        }))
+    }
+}
+
+/// Longest wait budget accepted.
+const MAX_WAIT_BUDGET: Duration = Duration::from_secs(3600);
+
+/// Parses `"500ms"`, `"10s"`, `"2m"` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as \"500ms\", \"10s\" or \"2m\""))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (use ms, s or m)"
+            ));
+        }
+    };
+    if d > MAX_WAIT_BUDGET {
+        return Err(format!("`{text}` is longer than the 1 hour maximum"));
+    }
+    Ok(d)
 }
 
 pub(crate) const FS_KEYS: &[&str] = &[
@@ -186,6 +332,10 @@ pub(crate) const FS_KEYS: &[&str] = &[
     "allow_devices",
     "sandbox",
     "reconnect",
+    "dax_window",
+    "dax",
+    "pin_wait_budget",
+    "control_socket",
 ];
 
 pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest, ConfigError> {
@@ -221,5 +371,19 @@ pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest,
         allow_devices: get_bool(table, "allow_devices", origin)?,
         sandbox: string("sandbox")?,
         reconnect: get_bool(table, "reconnect", origin)?,
+        dax_window: get_size(table, "dax_window", origin)?,
+        dax: string("dax")?,
+        pin_wait_budget: match table.get("pin_wait_budget") {
+            None => None,
+            Some(toml::Value::String(s)) => Some(s.clone()),
+            Some(toml::Value::Integer(n)) if *n >= 0 => Some(n.to_string()),
+            Some(_) => {
+                return Err(ConfigError::new(
+                    origin.field("pin_wait_budget"),
+                    "must be a duration such as \"500ms\" or \"10s\"",
+                ));
+            }
+        },
+        control_socket: get_path(table, "control_socket", origin)?,
     })
 }

@@ -14,7 +14,9 @@ mod fs;
 mod pmem;
 
 use fs::parse_fs;
-pub use fs::{FsConfig, FsRequest, MAX_REQUEST_QUEUES, MAX_TAG_LEN, Sandbox};
+pub use fs::{
+    DaxConfig, FsConfig, FsRequest, MAX_REQUEST_QUEUES, MAX_TAG_LEN, Sandbox, parse_duration,
+};
 
 use pmem::parse_pmem;
 pub use pmem::{BackingKind, PMEM_ALIGN, PmemConfig, PmemRequest, open_backing};
@@ -218,7 +220,11 @@ impl DaemonConfig {
                     .iter()
                     .enumerate()
                     .map(|(i, d)| (format!("fs[{i}].socket"), &d.socket)),
-            );
+            )
+            .chain(self.fs.iter().enumerate().filter_map(|(i, d)| {
+                let control = d.dax.as_ref()?.control_socket.as_ref()?;
+                Some((format!("fs[{i}].control_socket"), control))
+            }));
         for (field, socket) in sockets {
             if !seen.insert(socket.clone()) {
                 return Err(ConfigError::new(

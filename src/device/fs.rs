@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost::vhost_user::Backend;
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig};
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
@@ -19,8 +20,11 @@ use vmm_sys_util::event::{
     EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
 };
 
+use super::backend_mapper::BackendMapper;
+use super::parking::{self, Parking};
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{FsConfig, MAX_TAG_LEN};
+use crate::dax::Ledger;
 use crate::fs::PassthroughFs;
 use crate::fuse::Server;
 
@@ -36,10 +40,23 @@ const MAX_REQUEST: usize = (1 << 20) + 4096;
 
 type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 
+/// Region id of the DAX window (`VIRTIO_FS_SHMCAP_ID_CACHE`).
+pub const SHMCAP_ID_CACHE: u8 = 0;
+
+/// The DAX window of a device: the ledger that owns it and the mapper it talks through.
+pub struct FsDax {
+    /// The ledger (shared with the file system and the control socket).
+    pub ledger: Arc<Ledger>,
+    /// SHMEM_MAP / SHMEM_UNMAP over the backend channel, region [`SHMCAP_ID_CACHE`].
+    pub mapper: Arc<BackendMapper>,
+}
+
 /// One fs device for the daemon's whole life.
 pub struct FsDevice {
     config: FsConfig,
     server: Server<PassthroughFs>,
+    dax: Option<FsDax>,
+    parking: Parking,
     stopping: AtomicBool,
     /// Requests being served right now, so shutdown can let them finish.
     in_flight: Mutex<usize>,
@@ -47,11 +64,14 @@ pub struct FsDevice {
 }
 
 impl FsDevice {
-    /// Wraps an opened filesystem.
-    pub fn new(config: FsConfig, fs: PassthroughFs) -> Arc<Self> {
+    /// Wraps an opened filesystem; `dax` is its window, if it has one (the file system
+    /// must have been given the same ledger).
+    pub fn new(config: FsConfig, fs: PassthroughFs, dax: Option<FsDax>) -> Arc<Self> {
         Arc::new(FsDevice {
             config,
             server: Server::new(fs),
+            dax,
+            parking: Parking::default(),
             stopping: AtomicBool::new(false),
             in_flight: Mutex::new(0),
             idle: Condvar::new(),
@@ -63,7 +83,13 @@ impl FsDevice {
         &self.config
     }
 
-    /// Stops taking requests and waits (bounded) for the ones being served to finish.
+    /// The DAX window, if the device has one.
+    pub fn dax(&self) -> Option<&FsDax> {
+        self.dax.as_ref()
+    }
+
+    /// Stops taking requests, waits (bounded) for the ones being served to finish, then
+    /// releases every window mapping (the frontend is asked to unmap each).
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         let guard = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -74,19 +100,39 @@ impl FsDevice {
         if timeout.timed_out() {
             log::warn!("fs: {} request(s) still running at shutdown", *guard);
         }
+        drop(guard);
+        self.release_window("shutdown");
+    }
+
+    /// The frontend went away: its address space, and every mapping in it, went with it.
+    pub fn disconnected(&self) {
+        if let Some(dax) = &self.dax {
+            dax.mapper.detach();
+        }
+        self.release_window("disconnect");
+    }
+
+    /// Releases every mapping of the window through the ledger and logs its counters.
+    fn release_window(&self, why: &str) {
+        let Some(dax) = &self.dax else { return };
+        match dax.ledger.reset() {
+            Ok(n) => log::info!("fs: {why}: released {n} DAX mapping(s)"),
+            Err(e) => log::error!("fs: {why}: DAX window not fully released: {e}"),
+        }
+        log::info!("fs: DAX ledger counters: {:?}", dax.ledger.stats());
     }
 
     /// Counts a request as being served until the returned guard drops.
-    fn begin_request(&self) -> InFlight<'_> {
+    fn begin_request(self: &Arc<Self>) -> InFlight {
         *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        InFlight(self)
+        InFlight(self.clone())
     }
 }
 
 /// One request being served; see [`FsDevice::begin_request`].
-struct InFlight<'a>(&'a FsDevice);
+struct InFlight(Arc<FsDevice>);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
         let mut n = self.0.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         *n -= 1;
@@ -102,6 +148,7 @@ pub struct FsBackend {
     device: Arc<FsDevice>,
     memory: Arc<Mutex<Option<Memory>>>,
     event_idx: Arc<AtomicBool>,
+    told_no_channel: Arc<AtomicBool>,
 }
 
 impl FsBackend {
@@ -111,6 +158,7 @@ impl FsBackend {
             device,
             memory: Arc::new(Mutex::new(None)),
             event_idx: Arc::new(AtomicBool::new(false)),
+            told_no_channel: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -141,7 +189,7 @@ impl FsBackend {
             loop {
                 // Counted before the stopping check, so shutdown either sees this request
                 // or this thread sees shutdown.
-                let _in_flight = self.device.begin_request();
+                let in_flight = self.device.begin_request();
                 if self.device.stopping.load(Ordering::SeqCst) {
                     return Ok(());
                 }
@@ -152,50 +200,91 @@ impl FsBackend {
                     .pop_descriptor_chain(mem.clone());
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
-                let used = self.serve(queue, chain, &mem);
-                vring.add_used(head, used).map_err(io::Error::other)?;
-                if !event_idx || vring.needs_notification().map_err(io::Error::other)? {
-                    vring.signal_used_queue()?;
+                let Some(request) = read_request(queue, &chain, &mem) else {
+                    complete(vring, head, 0, event_idx)?;
+                    continue;
+                };
+                if self.device.dax.is_some() && parking::may_wait(&request.bytes) {
+                    // Served on a worker so this queue keeps going while it waits.
+                    let device = self.device.clone();
+                    let vring = vring.clone();
+                    self.device.parking.park(move || {
+                        let used = device.serve(queue, &request, &chain, &mem);
+                        if let Err(e) = complete(&vring, head, used, event_idx) {
+                            log::warn!("fs: queue {queue}: parked reply not returned: {e}");
+                        }
+                        drop(in_flight);
+                    });
+                    continue;
                 }
+                let used = self.device.serve(queue, &request, &chain, &mem);
+                complete(vring, head, used, event_idx)?;
             }
             if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
                 return Ok(());
             }
         }
     }
+}
 
-    /// Serves one chain; returns the number of bytes written into it.
-    fn serve(
-        &self,
-        queue: usize,
-        chain: DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>,
-        mem: &GuestMemoryMmap,
-    ) -> u32 {
-        let head = chain.head_index();
-        let readers = chain
-            .clone()
-            .reader(mem)
-            .and_then(|r| chain.writer(mem).map(|w| (r, w)));
-        let (mut reader, mut writer) = match readers {
-            Ok(pair) => pair,
-            Err(e) => {
-                log::warn!("fs: queue {queue} request {head} has bad descriptors: {e}");
-                return 0;
-            }
-        };
-        let len = reader.available_bytes().min(MAX_REQUEST);
-        let mut request = vec![0u8; len];
-        if let Err(e) = reader.read_exact(&mut request) {
-            log::warn!("fs: queue {queue} request {head} unreadable: {e}");
-            return 0;
+type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
+
+/// A request read out of its chain, and the room its chain has for the reply.
+struct Request {
+    bytes: Vec<u8>,
+    reply_capacity: usize,
+}
+
+/// Reads the device-readable part of `chain`; `None` (logged) if the chain is unusable.
+fn read_request(queue: usize, chain: &Chain, mem: &GuestMemoryMmap) -> Option<Request> {
+    let head = chain.head_index();
+    let readers = chain
+        .clone()
+        .reader(mem)
+        .and_then(|r| chain.clone().writer(mem).map(|w| (r, w)));
+    let (mut reader, writer) = match readers {
+        Ok(pair) => pair,
+        Err(e) => {
+            log::warn!("fs: queue {queue} request {head} has bad descriptors: {e}");
+            return None;
         }
-        let reply = self
-            .device
-            .server
-            .handle(&request, writer.available_bytes());
+    };
+    let len = reader.available_bytes().min(MAX_REQUEST);
+    let mut bytes = vec![0u8; len];
+    if let Err(e) = reader.read_exact(&mut bytes) {
+        log::warn!("fs: queue {queue} request {head} unreadable: {e}");
+        return None;
+    }
+    Some(Request {
+        bytes,
+        reply_capacity: writer.available_bytes(),
+    })
+}
+
+/// Returns chain `head` to the driver with `used` bytes written, notifying if needed.
+fn complete(vring: &VringRwLock, head: u16, used: u32, event_idx: bool) -> io::Result<()> {
+    vring.add_used(head, used).map_err(io::Error::other)?;
+    if !event_idx || vring.needs_notification().map_err(io::Error::other)? {
+        vring.signal_used_queue()?;
+    }
+    Ok(())
+}
+
+impl FsDevice {
+    /// Serves one request; returns the number of bytes written into its chain.
+    fn serve(&self, queue: usize, request: &Request, chain: &Chain, mem: &GuestMemoryMmap) -> u32 {
+        let head = chain.head_index();
+        let reply = self.server.handle(&request.bytes, request.reply_capacity);
         if reply.is_empty() {
             return 0;
         }
+        let mut writer = match chain.clone().writer(mem) {
+            Ok(w) => w,
+            Err(e) => {
+                log::warn!("fs: queue {queue} request {head}: reply not written: {e}");
+                return 0;
+            }
+        };
         match writer.write_all(&reply) {
             Ok(()) => u32::try_from(reply.len()).unwrap_or(0),
             Err(e) => {
@@ -226,17 +315,50 @@ impl VhostUserBackend for FsBackend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::MQ
+        let mut features = VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
             | VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::BACKEND_REQ
             | VhostUserProtocolFeatures::BACKEND_SEND_FD
             | VhostUserProtocolFeatures::RESET_DEVICE
-            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+            | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+        if self.device.dax.is_some() {
+            features |= VhostUserProtocolFeatures::SHMEM;
+        }
+        features
     }
 
     fn reset_device(&self) {
         log::info!("fs: device reset");
+        if self.device.dax.is_some() {
+            // Unmapping talks to the frontend, which is waiting for our reply to this
+            // message: release the window from a thread of its own.
+            let device = self.device.clone();
+            let spawned = std::thread::Builder::new()
+                .name("fs-reset".into())
+                .spawn(move || device.release_window("device reset"));
+            if let Err(e) = spawned {
+                log::error!("fs: cannot start the reset thread; window kept: {e}");
+            }
+        }
+    }
+
+    fn set_backend_req_fd(&self, backend: Backend) {
+        let Some(dax) = &self.device.dax else { return };
+        match dax.mapper.attach(backend) {
+            Ok(()) => log::info!(
+                "fs: DAX window of {} bytes served through the frontend's SHMEM_MAP",
+                dax.ledger.window_size()
+            ),
+            Err(e) => log::error!("fs: cannot start the backend channel thread: {e}"),
+        }
+    }
+
+    fn get_shmem_config(&self) -> io::Result<VhostUserShMemConfig> {
+        match &self.device.dax {
+            Some(dax) => Ok(VhostUserShMemConfig::new(1, &[dax.ledger.window_size()])),
+            None => Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
+        }
     }
 
     fn set_event_idx(&self, enabled: bool) {
@@ -269,6 +391,16 @@ impl VhostUserBackend for FsBackend {
 
     fn update_memory(&self, memory: Memory) -> io::Result<()> {
         *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(memory);
+        if let Some(dax) = &self.device.dax
+            && !dax.mapper.is_attached()
+            && !self.told_no_channel.swap(true, Ordering::SeqCst)
+        {
+            log::warn!(
+                "fs: DAX is off for this frontend: it did not negotiate the SHMEM and \
+                 BACKEND_REQ protocol features, so the device cannot map its window \
+                 (SETUPMAPPING will fail)"
+            );
+        }
         Ok(())
     }
 

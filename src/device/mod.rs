@@ -7,6 +7,7 @@
 pub mod backend_mapper;
 pub mod flush;
 pub mod fs;
+mod parking;
 pub mod pmem;
 pub mod sync_gate;
 

@@ -227,7 +227,7 @@ impl Frontend {
     }
 
     /// Shared-memory regions (empty when SHMEM was not negotiated).
-    pub fn windows(&self) -> &ShmemWindows {
+    pub fn windows(&self) -> &Arc<ShmemWindows> {
         &self.windows
     }
 

@@ -106,6 +106,68 @@ impl ShmemWindows {
         cursor >= end
     }
 
+    /// Copies bytes out of region `shmid` at `offset`, as a guest load through the window
+    /// would. Every byte must lie in a live mapping (else `EFAULT`). Like the guest, the
+    /// caller must stay below the mapped file's end: a page past it raises SIGBUS.
+    pub fn read(&self, shmid: u8, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let state = self.lock();
+        let region = self.covered(&state, shmid, offset, buf.len(), false)?;
+        let at = usize::try_from(offset).map_err(|_| einval())?;
+        // SAFETY: `covered` checked that `offset..offset+len` lies inside the reservation
+        // and inside live file mappings, which cannot be replaced while we hold the state
+        // lock (map and unmap take it); `buf` is a distinct, writable allocation.
+        unsafe {
+            std::ptr::copy_nonoverlapping(region.base().add(at), buf.as_mut_ptr(), buf.len())
+        };
+        Ok(())
+    }
+
+    /// Copies `data` into region `shmid` at `offset`, as a guest store through the window
+    /// would. Every byte must lie in a live writable mapping (else `EFAULT` / `EACCES`);
+    /// the same end-of-file caveat as [`ShmemWindows::read`] applies.
+    pub fn write(&self, shmid: u8, offset: u64, data: &[u8]) -> io::Result<()> {
+        let state = self.lock();
+        let region = self.covered(&state, shmid, offset, data.len(), true)?;
+        let at = usize::try_from(offset).map_err(|_| einval())?;
+        // SAFETY: as in `read`: the range is inside the reservation and inside live
+        // mappings, here read-write ones, held in place by the state lock.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), region.base().add(at), data.len()) };
+        Ok(())
+    }
+
+    /// The region, if `offset..offset+len` of it is covered by live mappings (writable
+    /// ones when `write`).
+    fn covered(
+        &self,
+        state: &WindowState,
+        shmid: u8,
+        offset: u64,
+        len: usize,
+        write: bool,
+    ) -> io::Result<&Reservation> {
+        let region = self.region(shmid).ok_or_else(einval)?;
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|&end| end <= region.len() as u64)
+            .ok_or_else(einval)?;
+        let mut cursor = offset;
+        for m in state.live.values().filter(|m| m.shmid == shmid) {
+            if cursor >= end {
+                break;
+            }
+            if m.offset <= cursor && cursor < m.offset + m.len {
+                if write && !m.writable {
+                    return Err(io::Error::from_raw_os_error(libc::EACCES));
+                }
+                cursor = m.offset + m.len;
+            }
+        }
+        if cursor < end {
+            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+        }
+        Ok(region)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, WindowState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

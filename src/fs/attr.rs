@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::inode::InodeData;
 use super::sys::{self, SetTimespec, Time};
-use super::{PassthroughFs, attr_of, stat_fd};
+use super::{PassthroughFs, stat_fd};
 use crate::fuse::abi::{Attr, Kstatfs};
 use crate::fuse::filesystem::{SetAttr, SetTime};
 use crate::fuse::{Context, Errno, FsResult, Handle, NodeId};
@@ -21,7 +21,7 @@ pub(super) fn getattr(
         Some(fh) => stat_fd(&fs.handles.get(fh, node)?.file)?,
         None => stat_fd(&fs.inodes.get(node)?.fd)?,
     };
-    Ok((attr_of(&st), fs.timeout()))
+    Ok((fs.attr_of(&st), fs.timeout()))
 }
 
 fn set_time(t: Option<SetTime>) -> SetTimespec {
@@ -69,6 +69,9 @@ pub(super) fn setattr(fs: &PassthroughFs, node: NodeId, a: SetAttr) -> FsResult<
         )?;
     }
     if let Some(size) = a.size {
+        // Pins on mapped chunks past the new end are waited out before the file shrinks;
+        // the guest's mappings stay.
+        let _fence = fs.fence_cut(&inode.key, size, None)?;
         match &handle {
             Some(h) => sys::ftruncate(h.file.as_fd(), size)?,
             None if inode.is_dir() => return Err(Errno::EISDIR),
@@ -96,7 +99,7 @@ pub(super) fn setattr(fs: &PassthroughFs, node: NodeId, a: SetAttr) -> FsResult<
             )?,
         }
     }
-    Ok((attr_of(&stat_fd(&inode.fd)?), fs.timeout()))
+    Ok((fs.attr_of(&stat_fd(&inode.fd)?), fs.timeout()))
 }
 
 /// READLINK of a symlink node.

@@ -45,7 +45,14 @@ pub(super) fn open(fs: &PassthroughFs, node: NodeId, flags: u32, kill: bool) -> 
     if modifies(f) {
         fs.check_writable()?;
     }
-    let file = fs.reopen(&inode, f)?;
+    let file = {
+        let _fence = if f & libc::O_TRUNC != 0 {
+            fs.fence_cut(&inode.key, 0, None)?
+        } else {
+            None
+        };
+        fs.reopen(&inode, f)?
+    };
     if kill && f & libc::O_TRUNC != 0 {
         kill_suidgid(fs, &inode)?;
     }
@@ -106,10 +113,20 @@ pub(super) fn create(
     let excl = flags as i32 & libc::O_EXCL;
     // O_NONBLOCK keeps an existing fifo at `name` from hanging the open.
     let f = host_flags(fs, flags) | excl | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    // With a DAX window, an existing file is truncated only once the ledger has fenced it
+    // (its identity is known only after the open).
+    let trunc_after =
+        fs.dax().is_some() && f & libc::O_TRUNC != 0 && f & libc::O_ACCMODE != libc::O_RDONLY;
+    let open_flags = if trunc_after { f & !libc::O_TRUNC } else { f };
     let file = {
         let _creds = fs.creds(ctx)?;
-        File::from(sys::openat(p.fd(), name, f, mode & 0o7777)?)
+        File::from(sys::openat(p.fd(), name, open_flags, mode & 0o7777)?)
     };
+    if trunc_after {
+        let key = super::inode::InodeKey::from(&stat_fd(&file)?);
+        let _fence = fs.fence_cut(&key, 0, None)?;
+        sys::ftruncate(file.as_fd(), 0)?;
+    }
     register_new(fs, file, kill, f & libc::O_TRUNC != 0)
 }
 
@@ -215,6 +232,18 @@ pub(super) fn fallocate(
     fs.check_writable()?;
     let h = fs.handles.get(fh, node)?;
     let mode = i32::try_from(mode).map_err(|_| Errno::EINVAL)?;
+    // Modes that cut or move file bytes wait out pins on the chunks mapping them.
+    let cut = if mode & (libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE) != 0 {
+        Some((offset, None))
+    } else if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {
+        Some((offset, Some(length)))
+    } else {
+        None
+    };
+    let _fence = match cut {
+        Some((from, len)) => fs.fence_cut(&fs.inodes.get(node)?.key, from, len)?,
+        None => None,
+    };
     sys::fallocate(h.file.as_fd(), mode, offset, length)
 }
 

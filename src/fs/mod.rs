@@ -19,6 +19,8 @@ pub mod handle;
 pub mod inode;
 pub mod sys;
 
+pub mod dax;
+
 mod attr;
 mod dir;
 mod entry;
@@ -37,10 +39,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use config::{CachePolicy, PassthroughConfig};
+pub use dax::{DaxPolicy, DaxWindow};
 
 use crate::fuse::abi::{Attr, Kstatfs, init_flags as fl};
 use crate::fuse::filesystem::{
-    CopyRange, Filesystem, InitReply, InitRequest, SetAttr, WriteArgs, XattrReply,
+    CopyRange, Filesystem, InitReply, InitRequest, RemoveMapping, SetAttr, SetupMapping, WriteArgs,
+    XattrReply,
 };
 use crate::fuse::{Context, DirentBuf, Entry, Errno, FsResult, Handle, NodeId, Opened};
 use handle::HandleStore;
@@ -85,6 +89,8 @@ pub struct PassthroughFs {
     pub(crate) switch_creds: bool,
     /// FUSE_WRITEBACK_CACHE granted in this session.
     writeback: AtomicBool,
+    /// The DAX window, when the device has one.
+    dax: Option<DaxWindow>,
 }
 
 impl PassthroughFs {
@@ -118,8 +124,35 @@ impl PassthroughFs {
             proc_self_fd,
             switch_creds: sys::geteuid() == 0,
             writeback: AtomicBool::new(false),
+            dax: None,
             cfg,
         })
+    }
+
+    /// Serves SETUPMAPPING / REMOVEMAPPING through `window`, and fences every change that
+    /// cuts file bytes with its ledger.
+    pub fn with_dax(mut self, window: DaxWindow) -> Self {
+        self.dax = Some(window);
+        self
+    }
+
+    /// The DAX window, if any.
+    pub fn dax(&self) -> Option<&DaxWindow> {
+        self.dax.as_ref()
+    }
+
+    /// Holds the ledger's fence over `from..from+len` (`None`: to the end) of the file
+    /// `key` while the caller cuts those bytes: a mapped chunk's pins are waited out first.
+    fn fence_cut(
+        &self,
+        key: &inode::InodeKey,
+        from: u64,
+        len: Option<u64>,
+    ) -> FsResult<Option<crate::dax::FileRangeGuard>> {
+        match &self.dax {
+            Some(window) => window.fence(key, from, len),
+            None => Ok(None),
+        }
     }
 
     /// The configuration.
@@ -169,11 +202,20 @@ impl PassthroughFs {
         }
     }
 
+    /// Host attributes as `fuse_attr`, with `FUSE_ATTR_DAX` where the DAX policy says.
+    fn attr_of(&self, st: &Stat) -> Attr {
+        let mut attr = attr_of(st);
+        if let Some(window) = &self.dax {
+            attr.flags |= window.attr_flags(st.mode & libc::S_IFMT == libc::S_IFREG, st.dax);
+        }
+        attr
+    }
+
     fn entry_for(&self, inode: &InodeData, st: &Stat) -> Entry {
         Entry {
             nodeid: inode.nodeid,
             generation: 0,
-            attr: attr_of(st),
+            attr: self.attr_of(st),
             entry_timeout: self.timeout(),
             attr_timeout: self.timeout(),
         }
@@ -292,16 +334,24 @@ impl Filesystem for PassthroughFs {
         if self.cfg.cache != CachePolicy::Never {
             want |= fl::AUTO_INVAL_DATA;
         }
+        let mut map_alignment = 0;
+        if self.dax.is_some() {
+            want |= fl::MAP_ALIGNMENT | fl::HAS_INODE_DAX;
+            map_alignment = crate::dax::PAGE_SIZE.trailing_zeros() as u16;
+        }
         self.writeback.store(
             req.offered & want & fl::WRITEBACK_CACHE != 0,
             Ordering::Release,
         );
         Ok(InitReply {
             flags: want,
-            map_alignment: 0,
+            map_alignment,
         })
     }
     fn destroy(&self) {
+        if let Some(window) = &self.dax {
+            window.release_all();
+        }
         self.handles.clear();
         self.inodes.clear();
     }
@@ -517,6 +567,18 @@ impl Filesystem for PassthroughFs {
     }
     fn copy_file_range(&self, _ctx: Context, node_in: NodeId, args: CopyRange) -> FsResult<u64> {
         file::copy_file_range(self, node_in, args)
+    }
+    fn setupmapping(&self, _ctx: Context, node: NodeId, args: SetupMapping) -> FsResult<()> {
+        match &self.dax {
+            Some(window) => window.setup(self, node, args),
+            None => Err(Errno::ENOSYS),
+        }
+    }
+    fn removemapping(&self, _ctx: Context, ranges: &[RemoveMapping]) -> FsResult<()> {
+        match &self.dax {
+            Some(window) => window.remove(ranges),
+            None => Err(Errno::ENOSYS),
+        }
     }
     fn syncfs(&self, _ctx: Context, node: NodeId) -> FsResult<()> {
         file::syncfs(self, node)

@@ -76,7 +76,12 @@ pub struct Stat {
     pub atime: Time,
     pub mtime: Time,
     pub ctime: Time,
+    /// The host file is in the DAX state (`STATX_ATTR_DAX`).
+    pub dax: bool,
 }
+
+/// `STATX_ATTR_DAX` (linux/stat.h), not in every libc release.
+const STATX_ATTR_DAX: u64 = 0x0020_0000;
 
 /// `statx(2)` of `name` in `dir` (use `c""` with `AT_EMPTY_PATH` for `dir` itself).
 pub fn statx(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> FsResult<Stat> {
@@ -110,6 +115,7 @@ pub fn statx(dir: BorrowedFd<'_>, name: &CStr, flags: i32) -> FsResult<Stat> {
         atime: t(s.stx_atime),
         mtime: t(s.stx_mtime),
         ctime: t(s.stx_ctime),
+        dax: s.stx_attributes_mask & STATX_ATTR_DAX != 0 && s.stx_attributes & STATX_ATTR_DAX != 0,
     })
 }
 

@@ -627,6 +627,37 @@ impl<X: Transport> Client<X> {
             .size)
     }
 
+    /// SETUPMAPPING of `len` bytes of `node` at `foffset` to window offset `moffset`
+    /// (`fh` `None`: -1, as Linux sends); `flags` are `FUSE_SETUPMAPPING_FLAG_*`.
+    pub fn setupmapping(
+        &self,
+        node: u64,
+        fh: Option<u64>,
+        foffset: u64,
+        len: u64,
+        flags: u64,
+        moffset: u64,
+    ) -> R<()> {
+        let a = abi::SetupmappingIn {
+            fh: fh.unwrap_or(u64::MAX),
+            foffset,
+            len,
+            flags,
+            moffset,
+        };
+        self.empty(op::SETUPMAPPING, node, &a.to_bytes())
+    }
+
+    /// REMOVEMAPPING of `(moffset, len)` ranges.
+    pub fn removemapping(&self, node: u64, ranges: &[(u64, u64)]) -> R<()> {
+        let count = u32::try_from(ranges.len()).expect("too many ranges");
+        let mut body = abi::RemovemappingIn { count }.to_bytes();
+        for &(moffset, len) in ranges {
+            body.extend_from_slice(&abi::RemovemappingOne { moffset, len }.to_bytes());
+        }
+        self.empty(op::REMOVEMAPPING, node, &body)
+    }
+
     /// SYNCFS.
     pub fn syncfs(&self, node: u64) -> R<()> {
         self.empty(op::SYNCFS, node, &abi::SyncfsIn::default().to_bytes())

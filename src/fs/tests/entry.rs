@@ -416,7 +416,7 @@ fn submounts_are_distinct_and_cross_device_ops_fail_with_exdev() {
         eprintln!("skipping: cannot mount tmpfs here");
         return;
     }
-    let result = std::panic::catch_unwind(|| {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         std::fs::write(sub.join("inner"), b"x").unwrap();
         std::fs::write(f.shared().join("outer"), b"y").unwrap();
         let m = f.c.lookup(ROOT, b"mnt").unwrap();
@@ -435,7 +435,7 @@ fn submounts_are_distinct_and_cross_device_ops_fail_with_exdev() {
         if key_root.mnt_id != 0 {
             assert_ne!(key_inner.mnt_id, key_root.mnt_id);
         }
-    });
+    }));
     sh(&["umount", "-l", subs]);
     if let Err(e) = result {
         std::panic::resume_unwind(e);

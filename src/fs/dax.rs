@@ -1,0 +1,260 @@
+//! The file system's side of the DAX window: SETUPMAPPING and REMOVEMAPPING through the
+//! ledger, and the ledger's fence around every change that cuts file bytes (truncate,
+//! punch-hole, zero-range).
+//!
+//! Each mapped host file gets one daemon-owned descriptor ([`InodeBacking`]), opened by
+//! node id (the Linux guest sends `fh = -1`) and keyed on the file's identity, so every
+//! node id and handle of the file shares it. The ledger holds it from map to unmap: the
+//! table here keeps only a weak reference, so the file closes when the guest's last
+//! mapping of it is released — not on FORGET, RELEASE or unlink.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use super::PassthroughFs;
+use super::inode::{InodeData, InodeKey};
+use crate::dax::{Backing, BackingId, FileRangeGuard, Ledger, LedgerError, MapperError};
+use crate::fuse::filesystem::{RemoveMapping, SetupMapping};
+use crate::fuse::{Errno, FsResult, Handle, NodeId};
+
+/// Which files the guest is told to access through the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DaxPolicy {
+    /// Every regular file: `FUSE_ATTR_DAX` on all of them (when the guest mounts in
+    /// per-inode mode, the default) and any file the guest asks for with `-o dax`.
+    #[default]
+    Always,
+    /// Only files the host marks DAX (`STATX_ATTR_DAX`); the guest mounts without `-o dax`.
+    Inode,
+}
+
+/// `FUSE_ATTR_DAX` in `fuse_attr.flags`.
+pub const FUSE_ATTR_DAX: u32 = 1 << 1;
+
+/// The DAX window of one file system: the ledger and the descriptors it maps.
+#[derive(Debug)]
+pub struct DaxWindow {
+    ledger: Arc<Ledger>,
+    policy: DaxPolicy,
+    backings: Mutex<Backings>,
+    /// The frontend's first refusal to map was logged plainly.
+    told_refused: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Backings {
+    by_key: HashMap<InodeKey, Weak<InodeBacking>>,
+    next_id: u64,
+}
+
+/// A daemon-owned descriptor of one mapped file, and what keeps its inode record alive.
+#[derive(Debug)]
+pub struct InodeBacking {
+    id: BackingId,
+    file: File,
+    writable: bool,
+    /// The inode record: its O_PATH descriptor stays open as long as a mapping does.
+    inode: Arc<InodeData>,
+}
+
+impl InodeBacking {
+    /// The node id the backing was first opened for.
+    pub fn nodeid(&self) -> NodeId {
+        self.inode.nodeid
+    }
+}
+
+impl Backing for InodeBacking {
+    fn id(&self) -> BackingId {
+        self.id
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn writable(&self) -> bool {
+        self.writable
+    }
+}
+
+impl DaxWindow {
+    /// A window owned by `ledger`.
+    pub fn new(ledger: Arc<Ledger>, policy: DaxPolicy) -> Self {
+        DaxWindow {
+            ledger,
+            policy,
+            backings: Mutex::new(Backings::default()),
+            told_refused: AtomicBool::new(false),
+        }
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// Which files are DAX.
+    pub fn policy(&self) -> DaxPolicy {
+        self.policy
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Backings> {
+        self.backings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live backing of the file `key`, if the ledger still holds one.
+    fn live(&self, key: &InodeKey) -> Option<Arc<InodeBacking>> {
+        self.lock().by_key.get(key).and_then(Weak::upgrade)
+    }
+
+    /// The backing of `inode`, opened (read-write unless `readonly` or the host refuses
+    /// it) if no mapping holds one.
+    fn backing_for(
+        &self,
+        fs: &PassthroughFs,
+        inode: &Arc<InodeData>,
+    ) -> FsResult<Arc<InodeBacking>> {
+        if let Some(b) = self.live(&inode.key) {
+            return Ok(b);
+        }
+        let (file, writable) = if fs.cfg.readonly {
+            (fs.open_node(inode.nodeid, libc::O_RDONLY)?, false)
+        } else {
+            match fs.open_node(inode.nodeid, libc::O_RDWR) {
+                Ok(f) => (f, true),
+                // A file the daemon may only read is still mapped, read-only.
+                Err(e) if e == Errno::EACCES || e == Errno::EPERM => {
+                    (fs.open_node(inode.nodeid, libc::O_RDONLY)?, false)
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let mut table = self.lock();
+        // Another request may have opened it while we did.
+        if let Some(b) = table.by_key.get(&inode.key).and_then(Weak::upgrade) {
+            return Ok(b);
+        }
+        table.next_id += 1;
+        let backing = Arc::new(InodeBacking {
+            id: BackingId(table.next_id),
+            file,
+            writable,
+            inode: inode.clone(),
+        });
+        table.by_key.insert(inode.key, Arc::downgrade(&backing));
+        table.by_key.retain(|_, w| w.strong_count() > 0);
+        Ok(backing)
+    }
+
+    /// SETUPMAPPING: maps `args.len` bytes of the node's file at `args.foffset` into the
+    /// window at `args.moffset`. Writable whenever the guest may write the file, so the
+    /// guest's read -> write upgrade finds the range already mapped.
+    pub fn setup(&self, fs: &PassthroughFs, node: NodeId, args: SetupMapping) -> FsResult<()> {
+        if !args.flags.read && !args.flags.write {
+            return Err(Errno::EINVAL);
+        }
+        let inode = fs.inodes.get(node)?;
+        if let Some(fh) = args.fh {
+            check_handle(fs, fh, node)?;
+        }
+        if !inode.is_reg() {
+            return Err(Errno::EINVAL);
+        }
+        if args.flags.write && fs.cfg.readonly {
+            return Err(Errno::EROFS);
+        }
+        let backing = self.backing_for(fs, &inode)?;
+        if args.flags.write && !backing.writable {
+            return Err(Errno::EACCES);
+        }
+        let writable = backing.writable;
+        let mapped = self
+            .ledger
+            .map(args.moffset, args.len, backing, args.foffset, writable);
+        if let Err(LedgerError::Mapper { source, .. }) = &mapped
+            && matches!(source, MapperError::Refused { .. })
+            && !self.told_refused.swap(true, Ordering::Relaxed)
+        {
+            log::warn!(
+                "dax: DAX is off for this frontend: it refused to map ({source}); \
+                 a frontend must negotiate SHMEM and honour SHMEM_MAP (see README)"
+            );
+        }
+        mapped
+            .map(|_| ())
+            .map_err(|e| ledger_errno("SETUPMAPPING", &e))
+    }
+
+    /// REMOVEMAPPING: releases every range (the first kind of release). All ranges are
+    /// tried; the first failure is returned.
+    pub fn remove(&self, ranges: &[RemoveMapping]) -> FsResult<()> {
+        let mut first = Ok(());
+        for r in ranges {
+            if let Err(e) = self.ledger.unmap(r.moffset, r.len) {
+                let errno = ledger_errno("REMOVEMAPPING", &e);
+                if first.is_ok() {
+                    first = Err(errno);
+                }
+            }
+        }
+        first
+    }
+
+    /// Holds still the bytes `from..from+len` (`None`: to the end and beyond) of the file
+    /// `key` while the caller cuts them; `None` when the file has no mapping to fence.
+    pub fn fence(
+        &self,
+        key: &InodeKey,
+        from: u64,
+        len: Option<u64>,
+    ) -> FsResult<Option<FileRangeGuard>> {
+        let Some(backing) = self.live(key) else {
+            return Ok(None);
+        };
+        self.ledger
+            .release_file_range(backing.id, from, len)
+            .map(Some)
+            .map_err(|e| ledger_errno("file range release", &e))
+    }
+
+    /// Releases every mapping (FUSE_DESTROY: unmount sends no REMOVEMAPPING).
+    pub fn release_all(&self) {
+        match self.ledger.reset() {
+            Ok(n) => log::info!("dax: released {n} mapping(s) at FUSE_DESTROY"),
+            Err(e) => log::error!("dax: FUSE_DESTROY could not release every mapping: {e}"),
+        }
+    }
+
+    /// Whether files like `st` are DAX under the policy.
+    pub fn attr_flags(&self, is_reg: bool, host_dax: bool) -> u32 {
+        let dax = is_reg
+            && match self.policy {
+                DaxPolicy::Always => true,
+                DaxPolicy::Inode => host_dax,
+            };
+        if dax { FUSE_ATTR_DAX } else { 0 }
+    }
+}
+
+fn check_handle(fs: &PassthroughFs, fh: Handle, node: NodeId) -> FsResult<()> {
+    fs.handles.get(fh, node).map(|_| ())
+}
+
+/// The errno the guest gets for a ledger failure (logged at the level it deserves).
+fn ledger_errno(what: &str, e: &LedgerError) -> Errno {
+    match e {
+        LedgerError::Timeout { .. } | LedgerError::Mapper { .. } => log::warn!("dax: {what}: {e}"),
+        _ => log::debug!("dax: {what}: {e}"),
+    }
+    Errno::new(e.errno())
+}

@@ -1,0 +1,537 @@
+//! The virtio-fs DAX window end to end: the daemon binary on a real socket, our frontend
+//! honouring SHMEM_MAP/UNMAP in a PROT_NONE window, FUSE requests on a real queue.
+
+mod common;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use vhost_dax::frontend::{
+    DaemonProcess, Frontend, FrontendOptions, FuseQueue, LiveMapping, ShmemWindows,
+};
+use vhost_dax::fuse::abi::{self, Wire, init_flags};
+use vhost_dax::fuse::testing::Client;
+
+const ROOT: u64 = 1;
+const MIB2: u64 = 2 << 20;
+const WINDOW: u64 = 8 << 20;
+const READ: u64 = abi::misc::SETUPMAPPING_FLAG_READ;
+const WRITE: u64 = abi::misc::SETUPMAPPING_FLAG_WRITE;
+
+struct Dax {
+    dir: TempDir,
+    daemon: DaemonProcess,
+    frontend: Arc<Mutex<Frontend>>,
+    windows: Arc<ShmemWindows>,
+    c: Client<FuseQueue>,
+}
+
+impl Dax {
+    fn share(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join("share").join(name)
+    }
+
+    /// Writes `data` as `name` on the host and looks it up.
+    fn file(&self, name: &str, data: &[u8]) -> u64 {
+        std::fs::write(self.share(name), data).unwrap();
+        self.c.lookup(ROOT, name.as_bytes()).unwrap().nodeid
+    }
+
+    fn read_window(&self, offset: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        self.windows.read(0, offset, &mut buf).unwrap();
+        buf
+    }
+
+    fn live(&self) -> Vec<LiveMapping> {
+        self.windows.live()
+    }
+
+    /// Descriptors the daemon holds on `path` (deleted or not).
+    fn daemon_fds_on(&self, path: &Path) -> usize {
+        daemon_fds_on(self.daemon.pid(), path)
+    }
+}
+
+fn daemon_fds_on(pid: u32, path: &Path) -> usize {
+    let want = path.to_string_lossy().into_owned();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| {
+            let t = target.to_string_lossy();
+            t == want || t == format!("{want} (deleted)")
+        })
+        .count()
+}
+
+fn start(name: &str, extra: &[&str]) -> Dax {
+    start_with(name, extra, &FrontendOptions::default())
+}
+
+fn start_with(name: &str, extra: &[&str], options: &FrontendOptions) -> Dax {
+    let dir = TempDir::new(name);
+    std::fs::create_dir(dir.join("share")).unwrap();
+    let socket = dir.join("fs.sock");
+    let share = dir.join("share");
+    let mut args = vec![
+        "fs",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--shared-dir",
+        share.to_str().unwrap(),
+        "--sandbox",
+        "none",
+        "--dax-window",
+        "8M",
+        "--pin-wait-budget",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    let daemon = spawn_daemon(&args, &socket);
+    let frontend = Frontend::connect(&socket, options).unwrap();
+    let windows = frontend.windows().clone();
+    let frontend = Arc::new(Mutex::new(frontend));
+    let c = Client::over(FuseQueue::new(frontend.clone(), 1, WAIT));
+    Dax {
+        dir,
+        daemon,
+        frontend,
+        windows,
+        c,
+    }
+}
+
+/// A Linux 6.12 guest's INIT with a DAX window.
+fn init(d: &Dax) -> abi::InitOut {
+    d.c.init()
+}
+
+/// The permissions `/proc/self/maps` shows for the page at `addr`.
+fn page_perms(addr: usize) -> String {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    for line in maps.lines() {
+        let (range, rest) = line.split_once(' ').unwrap();
+        let (lo, hi) = range.split_once('-').unwrap();
+        let (lo, hi) = (
+            usize::from_str_radix(lo, 16).unwrap(),
+            usize::from_str_radix(hi, 16).unwrap(),
+        );
+        if lo <= addr && addr < hi {
+            return rest[..4].to_string();
+        }
+    }
+    panic!("{addr:#x} not mapped at all");
+}
+
+fn window_page_perms(d: &Dax, offset: u64) -> String {
+    let base = d.windows.region(0).unwrap().base() as usize;
+    page_perms(base + offset as usize)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn init_grants_dax_and_the_window_is_region_0() {
+    let d = start("dax-init", &[]);
+    let out = init(&d);
+    assert_ne!(u64::from(out.flags) & init_flags::MAP_ALIGNMENT, 0);
+    assert_eq!(out.map_alignment, 12, "host page size, as log2");
+    assert_eq!(d.windows.region(0).unwrap().len() as u64, WINDOW);
+    assert_eq!(window_page_perms(&d, 0), "---p");
+    // Every regular file is DAX under the default policy.
+    let node = d.file("f", b"x");
+    let attr = d.c.getattr(node, None).unwrap();
+    assert_ne!(attr.attr.flags & 2, 0, "FUSE_ATTR_DAX on a regular file");
+    let root = d.c.getattr(ROOT, None).unwrap();
+    assert_eq!(root.attr.flags & 2, 0, "not on a directory");
+}
+
+#[test]
+fn a_mapping_shows_the_file_and_writes_reach_it() {
+    let d = start("dax-map", &[]);
+    init(&d);
+    let data = pattern(3 << 20, 7);
+    let node = d.file("big", &data);
+    d.c.setupmapping(node, None, MIB2, MIB2, READ, 2 * MIB2)
+        .unwrap();
+    assert_eq!(
+        d.live(),
+        vec![LiveMapping {
+            shmid: 0,
+            offset: 2 * MIB2,
+            len: MIB2,
+            fd_offset: MIB2,
+            writable: true,
+        }],
+        "mapped writable up front, so a later write needs no remap"
+    );
+    assert_eq!(window_page_perms(&d, 2 * MIB2), "rw-s");
+    // The first MiB of the mapped range is the file's third MiB (bytes past EOF are not read).
+    assert_eq!(d.read_window(2 * MIB2, 1 << 20), &data[2 << 20..3 << 20]);
+
+    d.windows
+        .write(0, 2 * MIB2 + 100, b"through the window")
+        .unwrap();
+    let host = std::fs::read(d.share("big")).unwrap();
+    assert_eq!(
+        &host[(2 << 20) + 100..(2 << 20) + 118],
+        b"through the window"
+    );
+
+    d.c.removemapping(node, &[(2 * MIB2, MIB2)]).unwrap();
+    assert!(d.live().is_empty());
+    assert_eq!(window_page_perms(&d, 2 * MIB2), "---p", "PROT_NONE again");
+    let mut buf = [0u8; 4];
+    assert!(d.windows.read(0, 2 * MIB2, &mut buf).is_err());
+}
+
+#[test]
+fn the_read_to_write_upgrade_needs_no_unmap() {
+    let d = start("dax-upgrade", &[]);
+    init(&d);
+    let node = d.file("f", &pattern(8192, 1));
+    d.c.setupmapping(node, None, 0, MIB2, READ, 0).unwrap();
+    d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
+        .unwrap();
+    let stats = d.windows.stats();
+    assert_eq!((stats.maps, stats.unmaps), (1, 0));
+    d.windows.write(0, 0, b"upgraded").unwrap();
+    assert_eq!(&std::fs::read(d.share("f")).unwrap()[..8], b"upgraded");
+}
+
+#[test]
+fn a_mapping_of_other_data_on_a_mapped_offset_replaces_it() {
+    let d = start("dax-remap", &[]);
+    init(&d);
+    let a = d.file("a", &pattern(4096, 1));
+    let b = d.file("b", &pattern(4096, 2));
+    d.c.setupmapping(a, None, 0, MIB2, READ, 0).unwrap();
+    d.c.setupmapping(b, None, 0, MIB2, READ, 0).unwrap();
+    assert_eq!(d.read_window(0, 4096), pattern(4096, 2));
+    let stats = d.windows.stats();
+    assert_eq!(
+        (stats.maps, stats.unmaps),
+        (2, 1),
+        "the old mapping was released first"
+    );
+}
+
+#[test]
+fn a_read_only_export_maps_read_only_and_refuses_write_mappings() {
+    let d = start("dax-ro", &["--readonly"]);
+    init(&d);
+    let node = d.file("f", &pattern(4096, 3));
+    assert_eq!(
+        d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
+            .unwrap_err(),
+        libc::EROFS
+    );
+    assert!(d.live().is_empty(), "a refused request maps nothing");
+    d.c.setupmapping(node, None, 0, MIB2, READ, 0).unwrap();
+    assert!(!d.live()[0].writable);
+    assert_eq!(window_page_perms(&d, 0), "r--s");
+    assert_eq!(d.read_window(0, 4096), pattern(4096, 3));
+}
+
+#[test]
+fn truncate_keeps_the_mapping_and_growth_shows_through_it() {
+    let d = start("dax-truncate", &[]);
+    init(&d);
+    let data = pattern(MIB2 as usize, 4);
+    let node = d.file("t", &data);
+    d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
+        .unwrap();
+    let before = d.live();
+
+    let shrink = abi::SetattrIn {
+        valid: abi::fattr::SIZE,
+        size: 8192,
+        ..Default::default()
+    };
+    assert_eq!(d.c.setattr(node, shrink).unwrap().attr.size, 8192);
+    assert_eq!(
+        d.live(),
+        before,
+        "the guest keeps its mapping across a truncate"
+    );
+    assert_eq!(d.read_window(0, 8192), &data[..8192]);
+
+    // The file grows again (another host writer); the same window range shows it.
+    let grown = pattern(65536, 9);
+    std::fs::write(d.share("t"), &grown).unwrap();
+    assert_eq!(d.read_window(0, 65536), grown);
+    assert_eq!(d.windows.stats().maps, 1, "no new SETUPMAPPING was needed");
+}
+
+#[test]
+fn punch_hole_under_a_mapping_zeroes_the_bytes_in_place() {
+    let d = start("dax-punch", &[]);
+    init(&d);
+    let node = d.file("p", &pattern(1 << 20, 5));
+    d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
+        .unwrap();
+    let fh = d.c.open(node, libc::O_RDWR as u32).unwrap().fh;
+    let mode = (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u32;
+    d.c.fallocate(node, fh, mode, 4096, 8192).unwrap();
+    assert_eq!(d.live().len(), 1);
+    let seen = d.read_window(0, 16384);
+    assert!(seen[4096..12288].iter().all(|&b| b == 0));
+    assert_eq!(&seen[..4096], &pattern(1 << 20, 5)[..4096]);
+}
+
+#[test]
+fn forget_releases_nothing_the_last_unmap_closes_the_file() {
+    let d = start("dax-forget", &[]);
+    init(&d);
+    let path = d.share("f");
+    let node = d.file("f", &pattern(4096, 6));
+    d.c.setupmapping(node, None, 0, MIB2, READ, 0).unwrap();
+    d.c.forget(node, 1);
+    // FORGET has no reply: a round trip after it shows it was processed.
+    assert_eq!(d.c.getattr(node, None).unwrap_err(), libc::EBADF);
+    assert!(
+        d.daemon_fds_on(&path) > 0,
+        "the mapping keeps the file open"
+    );
+    assert_eq!(d.read_window(0, 4096), pattern(4096, 6));
+    d.c.removemapping(ROOT, &[(0, MIB2)]).unwrap();
+    assert_eq!(d.daemon_fds_on(&path), 0, "the last unmap closed it");
+}
+
+#[test]
+fn unlink_keeps_live_mappings_valid() {
+    let d = start("dax-unlink", &[]);
+    init(&d);
+    let path = d.share("gone");
+    let node = d.file("gone", &pattern(4096, 8));
+    d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
+        .unwrap();
+    d.c.unlink(ROOT, b"gone").unwrap();
+    assert!(!path.exists());
+    assert_eq!(d.read_window(0, 4096), pattern(4096, 8));
+    d.windows.write(0, 0, b"still here").unwrap();
+    assert_eq!(&d.read_window(0, 10), b"still here");
+    d.c.forget(node, 1);
+    d.c.removemapping(ROOT, &[(0, MIB2)]).unwrap();
+    assert_eq!(d.daemon_fds_on(&path), 0);
+}
+
+#[test]
+fn destroy_releases_every_mapping() {
+    let d = start("dax-destroy", &[]);
+    init(&d);
+    let a = d.file("a", &pattern(4096, 1));
+    let b = d.file("b", &pattern(4096, 2));
+    d.c.setupmapping(a, None, 0, MIB2, READ, 0).unwrap();
+    d.c.setupmapping(b, None, 0, MIB2, READ, 2 * MIB2).unwrap();
+    d.c.setupmapping(b, None, 0, MIB2, READ, 3 * MIB2).unwrap();
+    d.c.destroy().unwrap();
+    assert!(d.live().is_empty());
+    assert_eq!(d.windows.stats().unmaps, 3);
+    assert_eq!(d.daemon_fds_on(&d.share("b")), 0);
+}
+
+#[test]
+fn device_reset_releases_every_mapping() {
+    let d = start("dax-reset", &[]);
+    init(&d);
+    let a = d.file("a", &pattern(4096, 1));
+    d.c.setupmapping(a, None, 0, MIB2, READ, MIB2).unwrap();
+    d.frontend.lock().unwrap().reset_device().unwrap();
+    wait_until("the reset to unmap the window", || d.live().is_empty());
+    assert_eq!(d.windows.stats().unmaps, 1);
+}
+
+#[test]
+fn sigterm_unmaps_before_exiting() {
+    let mut d = start("dax-sigterm", &[]);
+    init(&d);
+    let a = d.file("a", &pattern(4096, 1));
+    d.c.setupmapping(a, None, 0, MIB2, READ, 0).unwrap();
+    d.daemon.signal(libc::SIGTERM).unwrap();
+    assert!(d.daemon.wait(WAIT).unwrap().success());
+    assert!(d.live().is_empty(), "the frontend was asked to unmap");
+    assert!(d.daemon.log().contains("released 1 DAX mapping"));
+}
+
+#[test]
+fn malformed_setupmapping_is_refused_and_changes_nothing() {
+    let d = start("dax-bad-setup", &[]);
+    init(&d);
+    let node = d.file("f", &pattern(4096, 1));
+    let dir = d.c.mkdir(ROOT, b"d", 0o755).unwrap().nodeid;
+    let cases: &[(&str, u64, Option<u64>, u64, u64, u64, u64, i32)] = &[
+        // what, node, fh, foffset, len, flags, moffset, errno
+        (
+            "past the window",
+            node,
+            None,
+            0,
+            MIB2,
+            READ,
+            WINDOW,
+            libc::EINVAL,
+        ),
+        (
+            "straddles the end",
+            node,
+            None,
+            0,
+            2 * MIB2,
+            READ,
+            WINDOW - MIB2,
+            libc::EINVAL,
+        ),
+        (
+            "misaligned window offset",
+            node,
+            None,
+            0,
+            MIB2,
+            READ,
+            4096,
+            libc::EINVAL,
+        ),
+        (
+            "misaligned file offset",
+            node,
+            None,
+            100,
+            MIB2,
+            READ,
+            0,
+            libc::EINVAL,
+        ),
+        ("partial chunk", node, None, 0, 4096, READ, 0, libc::EINVAL),
+        (
+            "moffset overflow",
+            node,
+            None,
+            0,
+            MIB2,
+            READ,
+            u64::MAX - 4095,
+            libc::EINVAL,
+        ),
+        (
+            "foffset overflow",
+            node,
+            None,
+            u64::MAX - 4095,
+            MIB2,
+            READ,
+            0,
+            libc::EINVAL,
+        ),
+        ("empty", node, None, 0, 0, READ, 0, libc::EINVAL),
+        ("no access", node, None, 0, MIB2, 0, 0, libc::EINVAL),
+        (
+            "unknown flag",
+            node,
+            None,
+            0,
+            MIB2,
+            READ | 4,
+            0,
+            libc::EINVAL,
+        ),
+        ("unknown node", 999, None, 0, MIB2, READ, 0, libc::EBADF),
+        (
+            "bogus handle",
+            node,
+            Some(77),
+            0,
+            MIB2,
+            READ,
+            0,
+            libc::EBADF,
+        ),
+        ("a directory", dir, None, 0, MIB2, READ, 0, libc::EINVAL),
+    ];
+    for &(what, n, fh, foffset, len, flags, moffset, errno) in cases {
+        assert_eq!(
+            d.c.setupmapping(n, fh, foffset, len, flags, moffset),
+            Err(errno),
+            "{what}"
+        );
+        assert!(d.live().is_empty(), "{what}: nothing mapped");
+    }
+    // The queue still serves a good one.
+    d.c.setupmapping(node, None, 0, MIB2, READ, 0).unwrap();
+    assert_eq!(d.live().len(), 1);
+}
+
+#[test]
+fn malformed_removemapping_is_refused_and_changes_nothing() {
+    let d = start("dax-bad-remove", &[]);
+    init(&d);
+    let node = d.file("f", &pattern(4096, 1));
+    d.c.setupmapping(node, None, 0, 2 * MIB2, READ, 0).unwrap();
+    assert_eq!(
+        d.c.removemapping(ROOT, &[(0, MIB2)]),
+        Err(libc::EINVAL),
+        "half a mapping"
+    );
+    assert_eq!(
+        d.c.removemapping(ROOT, &[(WINDOW, MIB2)]),
+        Err(libc::EINVAL),
+        "past the window"
+    );
+    assert_eq!(
+        d.c.removemapping(ROOT, &[(4096, MIB2)]),
+        Err(libc::EINVAL),
+        "misaligned"
+    );
+    assert_eq!(
+        d.c.removemapping(ROOT, &[(u64::MAX - 4095, 4096)]),
+        Err(libc::EINVAL),
+        "overflow"
+    );
+    let too_many: Vec<(u64, u64)> = (0..257).map(|i| (i * MIB2, MIB2)).collect();
+    assert_eq!(
+        d.c.removemapping(ROOT, &too_many),
+        Err(libc::EINVAL),
+        "over the maximum"
+    );
+    // A count that promises more entries than the request carries.
+    let mut lying = abi::RemovemappingIn { count: 3 }.to_bytes();
+    lying.extend_from_slice(
+        &abi::RemovemappingOne {
+            moffset: 0,
+            len: 2 * MIB2,
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        d.c.call(abi::opcode::REMOVEMAPPING, ROOT, &lying)
+            .unwrap_err(),
+        libc::EINVAL
+    );
+    assert_eq!(d.live().len(), 1, "the mapping survived every bad request");
+    // Ranges with nothing mapped are skipped; the real one goes.
+    d.c.removemapping(ROOT, &[(3 * MIB2, MIB2), (0, 2 * MIB2)])
+        .unwrap();
+    assert!(d.live().is_empty());
+}
+
+#[test]
+fn without_shmem_the_device_says_dax_is_off() {
+    let options = FrontendOptions {
+        protocol_features: FrontendOptions::default().protocol_features
+            - vhost::vhost_user::message::VhostUserProtocolFeatures::SHMEM,
+        ..FrontendOptions::default()
+    };
+    let d = start_with("dax-noshmem", &[], &options);
+    init(&d);
+    let node = d.file("f", &pattern(4096, 1));
+    assert!(d.c.setupmapping(node, None, 0, MIB2, READ, 0).is_err());
+    assert!(d.daemon.log().contains("DAX is off"));
+    // Plain FUSE still works.
+    assert_eq!(d.c.getattr(node, None).unwrap().attr.size, 4096);
+}
