@@ -143,7 +143,12 @@ impl<R: Read> LineReader<R> {
 
 /// Serves one connection until the client goes, the connection fails, or the server
 /// shuts it down; then unpins whatever it still holds.
-pub(super) fn serve(shared: Arc<Shared>, conn: Arc<Conn>, stream: UnixStream, mut writer: UnixStream) {
+pub(super) fn serve(
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    stream: UnixStream,
+    mut writer: UnixStream,
+) {
     let no = conn.no;
     log::debug!("dax control: connection {no} opened");
     let mut reader = LineReader::new(stream, MAX_LINE);
@@ -202,9 +207,7 @@ fn handle(shared: &Shared, conn: &Conn, line: &[u8]) -> Value {
                     let id = guard.id();
                     match conn.hold(guard) {
                         Ok(()) => {
-                            log::debug!(
-                                "dax control: {id} on {offset:#x}+{len:#x} for {holder:?}"
-                            );
+                            log::debug!("dax control: {id} on {offset:#x}+{len:#x} for {holder:?}");
                             json!({ "pin": id.0 })
                         }
                         // Closed by a shutdown while the pin was being taken: it goes at

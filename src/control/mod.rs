@@ -36,7 +36,7 @@
 //!   EINVAL: outside the window or empty).
 //! * **unpin** drops a pin taken on the *same connection*; an unknown pin, or one another
 //!   connection holds, is ENOENT.
-//! * **stats** answers every counter of [`LedgerStats`] (`wait_time` as `wait_time_ns`),
+//! * **stats** answers every counter of [`LedgerStats`](crate::dax::LedgerStats) (`wait_time` as `wait_time_ns`),
 //!   the window's `window_size`, `chunk_size`, `chunks` and `mapped_bytes`, and the socket's
 //!   own `control_connections` and `control_pins`.
 //! * **mappings** answers [`Ledger::mappings`], in window order; **pins** answers
@@ -185,10 +185,7 @@ impl ControlServer {
             )));
         }
         let listener = UnixListener::bind(path).map_err(bind_err)?;
-        let identity = path
-            .symlink_metadata()
-            .ok()
-            .map(|m| (m.dev(), m.ino()));
+        let identity = path.symlink_metadata().ok().map(|m| (m.dev(), m.ino()));
         let mut server = ControlServer {
             path: path.to_path_buf(),
             identity,
@@ -336,7 +333,11 @@ fn admit(shared: &Arc<Shared>, stream: UnixStream, no: u64) {
     let (writer, handle) = match clones {
         Ok(c) => c,
         Err(e) => {
-            refuse(stream, &format!("cannot set up the connection: {e}"), libc::EIO);
+            refuse(
+                stream,
+                &format!("cannot set up the connection: {e}"),
+                libc::EIO,
+            );
             return;
         }
     };

@@ -128,7 +128,9 @@ impl Client {
 
     fn pin(&mut self, offset: u64, len: u64) -> u64 {
         let a = self.ask(json!({"op":"pin","offset":offset,"len":len}));
-        a["pin"].as_u64().unwrap_or_else(|| panic!("pin refused: {a}"))
+        a["pin"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("pin refused: {a}"))
     }
 }
 
@@ -453,7 +455,10 @@ fn stats_reflect_the_ledger() {
     assert_eq!(errno(&a), i64::from(libc::EFAULT));
     let mut other = f.connect();
     other.pin(4 * CHUNK, 1);
-    f.ledger.pin(4 * CHUNK, 1, "test", crate::dax::PinWait::Fail).map(drop).unwrap();
+    f.ledger
+        .pin(4 * CHUNK, 1, "test", crate::dax::PinWait::Fail)
+        .map(drop)
+        .unwrap();
 
     let answer = c.ask(json!({"op":"stats"}));
     let s = answer["stats"].as_object().expect("stats object");
@@ -474,7 +479,11 @@ fn stats_reflect_the_ledger() {
     // Every counter of LedgerStats is there (wait_time as nanoseconds).
     let expected = serde_json::to_value(&ledger).unwrap();
     for key in expected.as_object().unwrap().keys() {
-        let key = if key == "wait_time" { "wait_time_ns" } else { key };
+        let key = if key == "wait_time" {
+            "wait_time_ns"
+        } else {
+            key
+        };
         assert!(s.contains_key(key), "stats lack {key}: {answer}");
     }
 }
