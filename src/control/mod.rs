@@ -132,7 +132,9 @@ struct Entry {
     conn: Arc<Conn>,
     /// A clone of the connection's socket, to shut it down from outside its thread.
     stream: UnixStream,
-    thread: JoinHandle<()>,
+    /// `None` only while the accepting thread starts it (the entry is registered first, so
+    /// that the connection's pins are counted from its first request).
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Shared {
@@ -237,7 +239,7 @@ impl ControlServer {
             dropped += e.conn.close();
         }
         for e in entries {
-            if e.thread.join().is_err() {
+            if e.thread.is_some_and(|t| t.join().is_err()) {
                 log::error!("dax control: connection {} thread panicked", e.conn.no);
             }
         }
@@ -300,13 +302,15 @@ fn reap(shared: &Shared) {
         let mut conns = shared.conns();
         let ids: Vec<u64> = conns
             .iter()
-            .filter(|(_, e)| e.thread.is_finished())
+            .filter(|(_, e)| e.thread.as_ref().is_some_and(JoinHandle::is_finished))
             .map(|(&id, _)| id)
             .collect();
         ids.iter().filter_map(|id| conns.remove(id)).collect()
     };
     for e in done {
-        let _ = e.thread.join();
+        if let Some(t) = e.thread {
+            let _ = t.join();
+        }
     }
 }
 
@@ -342,27 +346,34 @@ fn admit(shared: &Arc<Shared>, stream: UnixStream, no: u64) {
         }
     };
     let conn = Arc::new(Conn::new(no));
+    let entry = Entry {
+        conn: Arc::clone(&conn),
+        stream: handle,
+        thread: None,
+    };
+    shared.conns().insert(no, entry);
     shared.active.fetch_add(1, Ordering::SeqCst);
     let spawned = {
-        let (shared, conn) = (Arc::clone(shared), Arc::clone(&conn));
+        let shared = Arc::clone(shared);
         thread::Builder::new()
             .name(format!("dax-control-{no}"))
             .spawn(move || conn::serve(shared, conn, stream, writer))
     };
     match spawned {
         Ok(thread) => {
-            shared.conns().insert(
-                no,
-                Entry {
-                    conn,
-                    stream: handle,
-                    thread,
-                },
-            );
+            if let Some(e) = shared.conns().get_mut(&no) {
+                e.thread = Some(thread);
+            }
         }
         Err(e) => {
             shared.active.fetch_sub(1, Ordering::SeqCst);
-            refuse(handle, &format!("cannot start a thread: {e}"), libc::EAGAIN);
+            if let Some(entry) = shared.conns().remove(&no) {
+                refuse(
+                    entry.stream,
+                    &format!("cannot start a thread: {e}"),
+                    libc::EAGAIN,
+                );
+            }
         }
     }
 }
