@@ -14,6 +14,7 @@ use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::config::{DaemonConfig, DaxConfig, FsConfig, Sandbox};
+use crate::control::ControlServer;
 use crate::dax::{Ledger, LedgerConfig};
 use crate::device::backend_mapper::BackendMapper;
 use crate::device::flush::SyncObserver;
@@ -95,6 +96,8 @@ impl SocketFile {
 /// A device the shutdown path must quiesce.
 trait Service: Send + Sync {
     fn shutdown(&self);
+    /// The daemon is exiting after its frontends left: close what outlives a connection.
+    fn close(&self) {}
 }
 
 impl Service for PmemDevice {
@@ -107,7 +110,13 @@ impl Service for FsDevice {
     fn shutdown(&self) {
         FsDevice::shutdown(self);
     }
+    fn close(&self) {
+        self.close_control();
+    }
 }
+
+/// What the exit path quiesces, and the socket files it removes afterwards.
+type Closing = (Arc<dyn Service>, Vec<Arc<SocketFile>>);
 
 /// One device's socket, served one frontend at a time.
 struct ServeLoop {
@@ -123,6 +132,8 @@ type Starter = Box<dyn FnOnce(ServeLoop) -> std::io::Result<JoinHandle<Result<()
 struct Prepared {
     serve: ServeLoop,
     service: Arc<dyn Service>,
+    /// Other socket files the device listens on (the DAX control socket).
+    extra_sockets: Vec<Arc<SocketFile>>,
     start: Starter,
 }
 
@@ -156,6 +167,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
                 socket,
             },
             service: device,
+            extra_sockets: Vec::new(),
             start: Box::new(move |serve| {
                 let on_disconnect = dev.clone();
                 spawn_server(
@@ -185,6 +197,18 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             None => None,
         };
         let device = FsDevice::new(fs.clone(), filesystem, dax);
+        let mut extra_sockets = Vec::new();
+        if let (Some(parts), Some(path)) = (
+            device.dax(),
+            fs.dax.as_ref().and_then(|d| d.control_socket.as_ref()),
+        ) {
+            let server = bind_control(path, parts.ledger.clone())?;
+            extra_sockets.push(Arc::new(
+                SocketFile::new(path).map_err(|e| device_error(path, e))?,
+            ));
+            log::info!("fs: control socket on {}", path.display());
+            device.attach_control(server);
+        }
         log::info!(
             "fs: sharing {} as tag {:?} ({} request queue(s), cache {:?}{}) on {}",
             fs.shared_dir.display(),
@@ -206,6 +230,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
                 socket,
             },
             service: device,
+            extra_sockets,
             start: Box::new(move |serve| {
                 let on_disconnect = dev.clone();
                 spawn_server(
@@ -220,10 +245,15 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         enter_sandbox(kind, &dir)?;
     }
 
-    let shutdown: Vec<(Arc<dyn Service>, Arc<SocketFile>)> = devices
+    let shutdown: Vec<Closing> = devices
         .iter()
-        .map(|d| (d.service.clone(), d.serve.socket.clone()))
+        .map(|d| {
+            let mut sockets = vec![d.serve.socket.clone()];
+            sockets.extend(d.extra_sockets.iter().cloned());
+            (d.service.clone(), sockets)
+        })
         .collect();
+    let closing = shutdown.clone();
     let mut handles = Vec::new();
     for Prepared { serve, start, .. } in devices {
         let name = serve.name.clone();
@@ -244,6 +274,10 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             }
             Err(_) => log::error!("a device thread panicked"),
         }
+    }
+    for (service, sockets) in &closing {
+        service.close();
+        sockets.iter().for_each(|s| s.remove());
     }
     match first_error {
         Some(e) => Err(e),
@@ -268,6 +302,18 @@ fn dax_window(dax: &DaxConfig) -> std::io::Result<(DaxWindow, FsDax)> {
     );
     let window = DaxWindow::new(ledger.clone(), dax.policy);
     Ok((window, FsDax { ledger, mapper }))
+}
+
+/// Binds the DAX control socket, replacing a stale one (validation refused a live one).
+fn bind_control(path: &Path, ledger: Arc<Ledger>) -> Result<ControlServer, DaemonError> {
+    use std::os::unix::fs::FileTypeExt;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+        && std::os::unix::net::UnixStream::connect(path).is_err()
+    {
+        std::fs::remove_file(path).map_err(|e| device_error(path, e))?;
+    }
+    ControlServer::bind(path, ledger)
+        .map_err(|e| device_error(path, std::io::Error::other(e.to_string())))
 }
 
 fn passthrough_config(fs: &FsConfig) -> PassthroughConfig {
@@ -351,9 +397,7 @@ where
     }
 }
 
-fn spawn_signal_thread(
-    devices: Vec<(Arc<dyn Service>, Arc<SocketFile>)>,
-) -> Result<(), DaemonError> {
+fn spawn_signal_thread(devices: Vec<Closing>) -> Result<(), DaemonError> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -365,9 +409,9 @@ fn spawn_signal_thread(
                 }
             };
             log::info!("signal {signal}: shutting down");
-            for (service, socket) in &devices {
+            for (service, sockets) in &devices {
                 service.shutdown();
-                socket.remove();
+                sockets.iter().for_each(|s| s.remove());
             }
             log::info!("shutdown complete");
             std::process::exit(0);

@@ -3,15 +3,19 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
 
 use common::*;
 use vhost_dax::frontend::{
     DaemonProcess, Frontend, FrontendOptions, FuseQueue, LiveMapping, ShmemWindows,
 };
 use vhost_dax::fuse::abi::{self, Wire, init_flags};
-use vhost_dax::fuse::testing::Client;
+use vhost_dax::fuse::testing::{Client, Reply, encode_request};
 
 const ROOT: u64 = 1;
 const MIB2: u64 = 2 << 20;
@@ -44,6 +48,14 @@ impl Dax {
         buf
     }
 
+    fn control(&self) -> Control {
+        Control::connect(&self.dir.join("control.sock"))
+    }
+
+    fn host_size(&self, name: &str) -> u64 {
+        std::fs::metadata(self.share(name)).unwrap().len()
+    }
+
     fn live(&self) -> Vec<LiveMapping> {
         self.windows.live()
     }
@@ -51,6 +63,47 @@ impl Dax {
     /// Descriptors the daemon holds on `path` (deleted or not).
     fn daemon_fds_on(&self, path: &Path) -> usize {
         daemon_fds_on(self.daemon.pid(), path)
+    }
+}
+
+/// A client of the daemon's control socket (one JSON object per line each way).
+struct Control {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Control {
+    fn connect(path: &Path) -> Self {
+        let writer = UnixStream::connect(path).unwrap();
+        let reader = BufReader::new(writer.try_clone().unwrap());
+        Control { reader, writer }
+    }
+
+    fn call(&mut self, request: &str) -> Value {
+        writeln!(self.writer, "{request}").unwrap();
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// Pins `offset..+len`; `Err(errno)` when refused.
+    fn pin(&mut self, offset: u64, len: u64) -> Result<u64, i64> {
+        let v = self.call(&format!(
+            r#"{{"op":"pin","offset":{offset},"len":{len},"holder":"test-dma"}}"#
+        ));
+        match v.get("pin") {
+            Some(id) => Ok(id.as_u64().unwrap()),
+            None => Err(v["errno"].as_i64().unwrap()),
+        }
+    }
+
+    fn unpin(&mut self, id: u64) {
+        let v = self.call(&format!(r#"{{"op":"unpin","pin":{id}}}"#));
+        assert_eq!(v["ok"], Value::Bool(true), "{v}");
+    }
+
+    fn stats(&mut self) -> Value {
+        self.call(r#"{"op":"stats"}"#)["stats"].clone()
     }
 }
 
@@ -74,6 +127,7 @@ fn start_with(name: &str, extra: &[&str], options: &FrontendOptions) -> Dax {
     let dir = TempDir::new(name);
     std::fs::create_dir(dir.join("share")).unwrap();
     let socket = dir.join("fs.sock");
+    let control = dir.join("control.sock");
     let share = dir.join("share");
     let mut args = vec![
         "fs",
@@ -87,6 +141,8 @@ fn start_with(name: &str, extra: &[&str], options: &FrontendOptions) -> Dax {
         "8M",
         "--pin-wait-budget",
         "1s",
+        "--control-socket",
+        control.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
     let daemon = spawn_daemon(&args, &socket);
@@ -360,13 +416,16 @@ fn sigterm_unmaps_before_exiting() {
     assert!(d.daemon.log().contains("released 1 DAX mapping"));
 }
 
+/// A bad SETUPMAPPING: what it is, node, fh, foffset, len, flags, moffset, expected errno.
+type SetupCase = (&'static str, u64, Option<u64>, u64, u64, u64, u64, i32);
+
 #[test]
 fn malformed_setupmapping_is_refused_and_changes_nothing() {
     let d = start("dax-bad-setup", &[]);
     init(&d);
     let node = d.file("f", &pattern(4096, 1));
     let dir = d.c.mkdir(ROOT, b"d", 0o755).unwrap().nodeid;
-    let cases: &[(&str, u64, Option<u64>, u64, u64, u64, u64, i32)] = &[
+    let cases: &[SetupCase] = &[
         // what, node, fh, foffset, len, flags, moffset, errno
         (
             "past the window",
@@ -534,4 +593,252 @@ fn without_shmem_the_device_says_dax_is_off() {
     assert!(d.daemon.log().contains("DAX is off"));
     // Plain FUSE still works.
     assert_eq!(d.c.getattr(node, None).unwrap().attr.size, 4096);
+}
+
+/// SETATTR(size) as raw request bytes, to send without waiting for the reply.
+fn truncate_request(node: u64, size: u64) -> Vec<u8> {
+    let a = abi::SetattrIn {
+        valid: abi::fattr::SIZE,
+        size,
+        ..Default::default()
+    };
+    encode_request(abi::opcode::SETATTR, 9000 + size, node, 0, 0, &a.to_bytes())
+}
+
+#[test]
+fn the_control_socket_answers_before_any_frontend() {
+    let dir = TempDir::new("dax-control-early");
+    std::fs::create_dir(dir.join("share")).unwrap();
+    let socket = dir.join("fs.sock");
+    let control = dir.join("control.sock");
+    let share = dir.join("share");
+    let mut daemon = spawn_daemon(
+        &[
+            "fs",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--shared-dir",
+            share.to_str().unwrap(),
+            "--sandbox",
+            "none",
+            "--dax-window",
+            "8M",
+            "--control-socket",
+            control.to_str().unwrap(),
+        ],
+        &socket,
+    );
+    let mut c = Control::connect(&control);
+    let stats = c.stats();
+    assert_eq!(stats["window_size"], WINDOW);
+    assert_eq!(stats["mapped_bytes"], 0);
+    assert_eq!(
+        c.pin(0, 4096),
+        Err(i64::from(libc::EFAULT)),
+        "nothing mapped yet"
+    );
+    daemon.signal(libc::SIGTERM).unwrap();
+    assert!(daemon.wait(WAIT).unwrap().success());
+    assert!(!control.exists(), "the control socket is removed at exit");
+}
+
+#[test]
+fn control_stats_and_mappings_follow_the_guest() {
+    let d = start("dax-control-stats", &[]);
+    init(&d);
+    let node = d.file("f", &pattern(4096, 1));
+    d.c.setupmapping(node, None, 0, MIB2, READ, 3 * MIB2)
+        .unwrap();
+    let mut c = d.control();
+    let stats = c.stats();
+    assert_eq!(stats["mapped_bytes"], MIB2);
+    assert_eq!(stats["maps"], 1);
+    let mappings = c.call(r#"{"op":"mappings"}"#)["mappings"].clone();
+    assert_eq!(mappings[0]["window_offset"], 3 * MIB2);
+    assert_eq!(mappings[0]["writable"], Value::Bool(true));
+    let bad = c.call("not json");
+    assert_eq!(bad["errno"], libc::EINVAL);
+    assert_eq!(c.stats()["maps"], 1, "the connection still works");
+}
+
+#[test]
+fn a_pin_is_refused_past_the_end_of_file() {
+    let d = start("dax-pin-eof", &[]);
+    init(&d);
+    let node = d.file("f", &pattern(1 << 20, 2));
+    d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
+        .unwrap();
+    let mut c = d.control();
+    let id = c.pin(4096, 4096).unwrap();
+    c.unpin(id);
+    assert_eq!(
+        c.pin(1 << 20, 4096),
+        Err(i64::from(libc::EFAULT)),
+        "past EOF"
+    );
+    d.c.setattr(
+        node,
+        abi::SetattrIn {
+            valid: abi::fattr::SIZE,
+            size: 8192,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        c.pin(4096, 8192),
+        Err(i64::from(libc::EFAULT)),
+        "past the new EOF"
+    );
+    assert!(c.pin(0, 8192).is_ok(), "below it is fine");
+}
+
+#[test]
+fn a_pin_makes_truncate_wait_and_unpin_lets_it_through() {
+    let d = start("dax-pin-truncate", &[]);
+    init(&d);
+    let node = d.file("t", &pattern(1 << 20, 3));
+    d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
+        .unwrap();
+    let mut c = d.control();
+    let id = c.pin(0, 4096).unwrap();
+
+    let ticket =
+        d.c.transport
+            .submit(&truncate_request(node, 0), 4096)
+            .unwrap();
+    wait_until("the truncate to wait on the pinned chunk", || {
+        c.stats()["draining_chunks"] == 1
+    });
+    assert_eq!(d.host_size("t"), 1 << 20, "no byte is cut under a live pin");
+    // The queue keeps serving while the truncate is parked.
+    assert_eq!(d.c.getattr(node, None).unwrap().attr.size, 1 << 20);
+    assert!(!d.c.transport.is_done(&ticket).unwrap());
+
+    c.unpin(id);
+    let reply = Reply::parse(&d.c.transport.wait(ticket).unwrap());
+    assert_eq!(reply.header.error, 0);
+    assert_eq!(d.host_size("t"), 0);
+    assert_eq!(d.live().len(), 1, "the mapping stays");
+}
+
+#[test]
+fn a_pin_makes_punch_hole_wait() {
+    let d = start("dax-pin-punch", &[]);
+    init(&d);
+    let node = d.file("p", &pattern(1 << 20, 4));
+    d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
+        .unwrap();
+    let fh = d.c.open(node, libc::O_RDWR as u32).unwrap().fh;
+    let mut c = d.control();
+    let id = c.pin(8192, 4096).unwrap();
+    let falloc = abi::FallocateIn {
+        fh,
+        offset: 0,
+        length: 65536,
+        mode: (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u32,
+        padding: 0,
+    };
+    let request = encode_request(abi::opcode::FALLOCATE, 7777, node, 0, 0, &falloc.to_bytes());
+    let ticket = d.c.transport.submit(&request, 4096).unwrap();
+    wait_until("the punch to wait on the pinned chunk", || {
+        c.stats()["draining_chunks"] == 1
+    });
+    assert_eq!(
+        d.read_window(0, 16),
+        &pattern(1 << 20, 4)[..16],
+        "not punched yet"
+    );
+    c.unpin(id);
+    let reply = Reply::parse(&d.c.transport.wait(ticket).unwrap());
+    assert_eq!(reply.header.error, 0);
+    assert!(d.read_window(0, 65536).iter().all(|&b| b == 0));
+}
+
+#[test]
+fn a_pin_that_never_drops_fails_the_truncate_with_ebusy_and_changes_nothing() {
+    let d = start("dax-pin-stuck", &[]);
+    init(&d);
+    let node = d.file("s", &pattern(1 << 20, 5));
+    d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
+        .unwrap();
+    let mut c = d.control();
+    let _id = c.pin(0, 4096).unwrap();
+    let shrink = abi::SetattrIn {
+        valid: abi::fattr::SIZE,
+        size: 0,
+        ..Default::default()
+    };
+    assert_eq!(d.c.setattr(node, shrink).unwrap_err(), libc::EBUSY);
+    assert_eq!(d.host_size("s"), 1 << 20);
+    assert_eq!(d.live().len(), 1);
+    assert_eq!(c.stats()["timeouts"], 1);
+    assert!(
+        d.daemon.log().contains("test-dma"),
+        "the log names the pin holder"
+    );
+    // A REMOVEMAPPING of the pinned chunk fails the same way and leaves it mapped.
+    assert_eq!(d.c.removemapping(ROOT, &[(0, MIB2)]), Err(libc::EBUSY));
+    assert_eq!(d.live().len(), 1, "a pinned chunk is never unmapped");
+}
+
+#[test]
+fn reset_and_destroy_wait_for_pins_then_release() {
+    let d = start("dax-pin-reset", &[]);
+    init(&d);
+    let node = d.file("r", &pattern(4096, 6));
+    d.c.setupmapping(node, None, 0, MIB2, READ, 0).unwrap();
+    d.c.setupmapping(node, None, 0, MIB2, READ, MIB2).unwrap();
+    let mut c = d.control();
+    let id = c.pin(0, 4096).unwrap();
+
+    // DESTROY waits for the pin (parked: the queue stays usable), then releases all.
+    let ticket =
+        d.c.transport
+            .submit(
+                &encode_request(abi::opcode::DESTROY, 4242, 0, 0, 0, &[]),
+                4096,
+            )
+            .unwrap();
+    wait_until("DESTROY to wait on the pin", || {
+        c.stats()["draining_chunks"] == 2
+    });
+    assert_eq!(d.live().len(), 2, "nothing is unmapped while a pin is held");
+    c.unpin(id);
+    assert_eq!(
+        Reply::parse(&d.c.transport.wait(ticket).unwrap())
+            .header
+            .error,
+        0
+    );
+    assert!(d.live().is_empty());
+
+    // A device reset waits the same way.
+    init(&d);
+    let node = d.c.lookup(ROOT, b"r").unwrap().nodeid;
+    d.c.setupmapping(node, None, 0, MIB2, READ, 0).unwrap();
+    let id = c.pin(0, 4096).unwrap();
+    d.frontend.lock().unwrap().reset_device().unwrap();
+    wait_until("the reset to wait on the pin", || {
+        c.stats()["draining_chunks"] == 1
+    });
+    assert_eq!(d.live().len(), 1);
+    c.unpin(id);
+    wait_until("the reset to release the window", || d.live().is_empty());
+}
+
+#[test]
+fn closing_the_control_connection_drops_its_pins() {
+    let d = start("dax-pin-close", &[]);
+    init(&d);
+    let node = d.file("f", &pattern(4096, 7));
+    d.c.setupmapping(node, None, 0, MIB2, READ, 0).unwrap();
+    let mut c = d.control();
+    c.pin(0, 4096).unwrap();
+    drop(c);
+    let mut other = d.control();
+    wait_until("the closed connection's pin to go", || {
+        other.stats()["live_pins"] == 0
+    });
+    d.c.removemapping(ROOT, &[(0, MIB2)]).unwrap();
 }

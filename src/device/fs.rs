@@ -24,6 +24,7 @@ use super::backend_mapper::BackendMapper;
 use super::parking::{self, Parking};
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{FsConfig, MAX_TAG_LEN};
+use crate::control::ControlServer;
 use crate::dax::Ledger;
 use crate::fs::PassthroughFs;
 use crate::fuse::Server;
@@ -56,6 +57,7 @@ pub struct FsDevice {
     config: FsConfig,
     server: Server<PassthroughFs>,
     dax: Option<FsDax>,
+    control: Mutex<Option<ControlServer>>,
     parking: Parking,
     stopping: AtomicBool,
     /// Requests being served right now, so shutdown can let them finish.
@@ -71,6 +73,7 @@ impl FsDevice {
             config,
             server: Server::new(fs),
             dax,
+            control: Mutex::new(None),
             parking: Parking::default(),
             stopping: AtomicBool::new(false),
             in_flight: Mutex::new(0),
@@ -88,8 +91,26 @@ impl FsDevice {
         self.dax.as_ref()
     }
 
-    /// Stops taking requests, waits (bounded) for the ones being served to finish, then
-    /// releases every window mapping (the frontend is asked to unmap each).
+    /// Serves `server` (the window's control socket) until shutdown.
+    pub fn attach_control(&self, server: ControlServer) {
+        *self.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+    }
+
+    /// Closes the control socket: its clients' pins are dropped with their connections.
+    pub fn close_control(&self) {
+        let server = self
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(mut server) = server {
+            server.shutdown();
+        }
+    }
+
+    /// Stops taking requests, waits (bounded) for the ones being served to finish, closes
+    /// the control socket, then releases every window mapping (the frontend is asked to
+    /// unmap each).
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         let guard = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -101,6 +122,7 @@ impl FsDevice {
             log::warn!("fs: {} request(s) still running at shutdown", *guard);
         }
         drop(guard);
+        self.close_control();
         self.release_window("shutdown");
     }
 
