@@ -136,6 +136,13 @@ fn each_bad_config_file_exits_2_naming_the_field() {
         sock.to_str().unwrap(),
         img.to_str().unwrap()
     );
+    let share = std::env::temp_dir();
+    let fs_head = format!(
+        "socket = {:?}\nshared_dir = {:?}\nsandbox = \"none\"\n",
+        dir.join("f.sock").to_str().unwrap(),
+        share.to_str().unwrap()
+    );
+    let ctl = dir.join("f.control");
     let cases: Vec<(String, &str)> = vec![
         (
             format!("[[pmem]]\n{head}size = \"4M\"\ncreate = true\nsise = 1\n"),
@@ -164,6 +171,35 @@ fn each_bad_config_file_exits_2_naming_the_field() {
         ("[[pmem]\n".to_string(), "config: line 1"),
         (String::new(), "config: defines no device"),
         ("log_level = \"chatty\"\n".to_string(), "log_level:"),
+        (
+            format!("[[fs]]\n{fs_head}dax_window = \"3M\"\n"),
+            "fs[0].dax_window: 3 MiB is not a multiple of 2 MiB",
+        ),
+        (
+            format!("[[fs]]\n{fs_head}dax_window = true\n"),
+            "fs[0].dax_window: must be a size",
+        ),
+        (
+            format!("[[fs]]\n{fs_head}dax_window = \"8M\"\npin_wait_budget = [1]\n"),
+            "fs[0].pin_wait_budget: must be a duration",
+        ),
+        (
+            format!(
+                "[[fs]]\n{fs_head}control_socket = {:?}\n",
+                ctl.to_str().unwrap()
+            ),
+            "fs[0].control_socket: needs a DAX window",
+        ),
+        (
+            format!(
+                "[[fs]]\n{fs_head}dax_window = \"8M\"\ncontrol_socket = {:?}\n\
+                 [[pmem]]\nsocket = {:?}\nfile = {:?}\nsize = \"4M\"\ncreate = true\n",
+                ctl.to_str().unwrap(),
+                ctl.to_str().unwrap(),
+                img.to_str().unwrap()
+            ),
+            "is used by another device",
+        ),
     ];
     for (text, expected) in cases {
         let path = dir.join("bad.toml");
@@ -263,6 +299,8 @@ fn each_bad_fs_command_line_exits_2_with_one_line_and_creates_nothing() {
     let file = file.to_str().unwrap();
     let missing = dir.join("missing");
     let missing = missing.to_str().unwrap();
+    let missing_dir_sock = dir.join("nodir/control.sock");
+    let missing_dir_sock = missing_dir_sock.to_str().unwrap();
     let long_tag = "t".repeat(37);
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -305,6 +343,121 @@ fn each_bad_fs_command_line_exits_2_with_one_line_and_creates_nothing() {
             "--sandbox",
         ),
         (vec!["--socket", file, "--shared-dir", share], "--socket:"),
+        (
+            vec![
+                "--socket",
+                sock,
+                "--shared-dir",
+                share,
+                "--dax-window",
+                "3M",
+            ],
+            "--dax-window: 3 MiB is not a multiple of 2 MiB",
+        ),
+        (
+            vec![
+                "--socket",
+                sock,
+                "--shared-dir",
+                share,
+                "--dax-window",
+                "1Q",
+            ],
+            "--dax-window:",
+        ),
+        (
+            vec![
+                "--socket",
+                sock,
+                "--shared-dir",
+                share,
+                "--dax-window",
+                "8M",
+                "--dax",
+                "some",
+            ],
+            "--dax: `some` is not one of always, inode, never",
+        ),
+        (
+            vec![
+                "--socket",
+                sock,
+                "--shared-dir",
+                share,
+                "--dax-window",
+                "8M",
+                "--dax",
+                "never",
+            ],
+            "--dax: never contradicts",
+        ),
+        (
+            vec!["--socket", sock, "--shared-dir", share, "--dax", "always"],
+            "--dax: needs a DAX window",
+        ),
+        (
+            vec![
+                "--socket",
+                sock,
+                "--shared-dir",
+                share,
+                "--control-socket",
+                sock,
+            ],
+            "--control-socket: needs a DAX window",
+        ),
+        (
+            vec![
+                "--socket",
+                sock,
+                "--shared-dir",
+                share,
+                "--dax-window",
+                "8M",
+                "--control-socket",
+                sock,
+            ],
+            "--control-socket: must differ from the vhost-user socket",
+        ),
+        (
+            vec![
+                "--socket",
+                sock,
+                "--shared-dir",
+                share,
+                "--dax-window",
+                "8M",
+                "--control-socket",
+                missing_dir_sock,
+            ],
+            "--control-socket: directory",
+        ),
+        (
+            vec![
+                "--socket",
+                sock,
+                "--shared-dir",
+                share,
+                "--dax-window",
+                "8M",
+                "--pin-wait-budget",
+                "soon",
+            ],
+            "--pin-wait-budget:",
+        ),
+        (
+            vec![
+                "--socket",
+                sock,
+                "--shared-dir",
+                share,
+                "--dax-window",
+                "8M",
+                "--pin-wait-budget",
+                "2h",
+            ],
+            "--pin-wait-budget:",
+        ),
     ];
     for (args, expected) in cases {
         let mut full = vec!["fs"];

@@ -842,3 +842,49 @@ fn closing_the_control_connection_drops_its_pins() {
     });
     d.c.removemapping(ROOT, &[(0, MIB2)]).unwrap();
 }
+
+#[test]
+fn inode_policy_marks_only_files_the_host_marks_dax() {
+    let d = start("dax-inode", &["--dax", "inode"]);
+    let out = init(&d);
+    assert_ne!(u64::from(out.flags2) << 32 & init_flags::HAS_INODE_DAX, 0);
+    // This host's temp directory is not on a DAX device: no file is DAX.
+    let node = d.file("f", b"x");
+    assert_eq!(d.c.getattr(node, None).unwrap().attr.flags & 2, 0);
+}
+
+#[test]
+fn without_a_window_dax_requests_are_unsupported() {
+    let dir = TempDir::new("dax-none");
+    std::fs::create_dir(dir.join("share")).unwrap();
+    std::fs::write(dir.join("share/f"), b"x").unwrap();
+    let socket = dir.join("fs.sock");
+    let share = dir.join("share");
+    let _daemon = spawn_daemon(
+        &[
+            "fs",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--shared-dir",
+            share.to_str().unwrap(),
+            "--sandbox",
+            "none",
+        ],
+        &socket,
+    );
+    let frontend = Frontend::connect(&socket, &FrontendOptions::default()).unwrap();
+    assert!(
+        frontend.windows().region(0).is_none(),
+        "no shared memory offered"
+    );
+    let c = Client::over(FuseQueue::new(Arc::new(Mutex::new(frontend)), 1, WAIT));
+    let out = c.init();
+    assert_eq!(u64::from(out.flags) & init_flags::MAP_ALIGNMENT, 0);
+    let node = c.lookup(ROOT, b"f").unwrap().nodeid;
+    assert_eq!(c.getattr(node, None).unwrap().attr.flags & 2, 0);
+    assert_eq!(
+        c.setupmapping(node, None, 0, MIB2, READ, 0),
+        Err(libc::ENOSYS)
+    );
+    assert_eq!(c.removemapping(ROOT, &[(0, MIB2)]), Err(libc::ENOSYS));
+}
