@@ -888,3 +888,19 @@ fn without_a_window_dax_requests_are_unsupported() {
     );
     assert_eq!(c.removemapping(ROOT, &[(0, MIB2)]), Err(libc::ENOSYS));
 }
+
+#[test]
+fn rename_over_a_mapped_file_keeps_its_mapping_valid() {
+    let d = start("dax-rename-over", &[]);
+    init(&d);
+    let old = d.file("victim", &pattern(4096, 10));
+    d.file("newcomer", &pattern(4096, 11));
+    d.c.setupmapping(old, None, 0, MIB2, READ, 0).unwrap();
+    d.c.rename(ROOT, b"newcomer", ROOT, b"victim", 0).unwrap();
+    assert_eq!(std::fs::read(d.share("victim")).unwrap(), pattern(4096, 11));
+    assert_eq!(
+        d.read_window(0, 4096),
+        pattern(4096, 10),
+        "the old file, still mapped"
+    );
+}
