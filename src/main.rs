@@ -121,6 +121,9 @@ struct FsArgs {
     /// Unix socket for the JSON control protocol (DMA pins, stats, mappings).
     #[arg(long, value_name = "PATH")]
     control_socket: Option<PathBuf>,
+    /// Also advertise SHMEM as protocol bit 21 (alioth before mid-2026); needs a window.
+    #[arg(long)]
+    shmem_bit21: bool,
 }
 
 impl FsArgs {
@@ -141,6 +144,7 @@ impl FsArgs {
             dax: self.dax.clone(),
             pin_wait_budget: self.pin_wait_budget.clone(),
             control_socket: self.control_socket.clone(),
+            shmem_bit21: self.shmem_bit21,
         }
     }
 }

@@ -904,3 +904,19 @@ fn rename_over_a_mapped_file_keeps_its_mapping_valid() {
         "the old file, still mapped"
     );
 }
+
+#[test]
+fn with_shmem_bit21_an_alioth_style_frontend_gets_a_dax_window() {
+    let options = FrontendOptions {
+        protocol_features: (FrontendOptions::default().protocol_features
+            - vhost::vhost_user::message::VhostUserProtocolFeatures::SHMEM)
+            | vhost::vhost_user::message::VhostUserProtocolFeatures::from_bits_retain(1 << 21),
+        shmem_sizes: Some(vec![WINDOW]),
+        ..FrontendOptions::default()
+    };
+    let d = start_with("dax-bit21", &["--shmem-bit21"], &options);
+    init(&d);
+    let node = d.file("f", &pattern(4096, 12));
+    d.c.setupmapping(node, None, 0, MIB2, READ, 0).unwrap();
+    assert_eq!(d.read_window(0, 4096), pattern(4096, 12));
+}

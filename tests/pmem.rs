@@ -486,3 +486,38 @@ fn without_shmem_the_device_serves_flushes_and_says_who_maps() {
         "{log}"
     );
 }
+
+/// A frontend that speaks SHMEM as protocol bit 21 and sizes its regions itself, as alioth
+/// did before the renumbering.
+fn bit21_frontend_options(region_size: u64) -> FrontendOptions {
+    FrontendOptions {
+        protocol_features: (FrontendOptions::default().protocol_features
+            - VhostUserProtocolFeatures::SHMEM)
+            | VhostUserProtocolFeatures::from_bits_retain(1 << 21),
+        shmem_sizes: Some(vec![region_size]),
+        ..FrontendOptions::default()
+    }
+}
+
+#[test]
+fn with_shmem_bit21_an_alioth_style_frontend_gets_the_region_mapped() {
+    let setup = start("bit21", &["--shmem-bit21"]);
+    let frontend = Frontend::connect(&setup.socket(), &bit21_frontend_options(SIZE)).unwrap();
+    assert!(
+        !frontend
+            .acked_protocol_features()
+            .contains(VhostUserProtocolFeatures::SHMEM),
+        "bit 22 was not negotiated"
+    );
+    wait_mapped(&frontend);
+}
+
+#[test]
+fn without_the_switch_a_bit21_frontend_gets_no_mapping() {
+    let mut setup = start("no-bit21", &[]);
+    let frontend = Frontend::connect(&setup.socket(), &bit21_frontend_options(SIZE)).unwrap();
+    setup.daemon.signal(libc::SIGTERM).unwrap();
+    setup.daemon.wait(WAIT).unwrap();
+    assert!(frontend.windows().live().is_empty());
+    assert!(setup.daemon.log().contains("must map the region itself"));
+}

@@ -80,6 +80,8 @@ pub struct FsRequest {
     pub pin_wait_budget: Option<String>,
     /// Socket for the JSON control protocol (pins, stats, mappings).
     pub control_socket: Option<PathBuf>,
+    /// Also offer protocol bit 21 as SHMEM (alioth before its renumbering).
+    pub shmem_bit21: bool,
 }
 
 /// The DAX window of a validated fs device.
@@ -122,6 +124,8 @@ pub struct FsConfig {
     pub reconnect: bool,
     /// The DAX window, if the device has one.
     pub dax: Option<DaxConfig>,
+    /// Offer SHMEM as protocol bit 21 too (needs a window).
+    pub shmem_bit21: bool,
 }
 
 impl FsRequest {
@@ -200,6 +204,7 @@ impl FsRequest {
             allow_devices: self.allow_devices,
             sandbox,
             reconnect: self.reconnect,
+            shmem_bit21: self.shmem_bit21,
             dax,
         })
     }
@@ -265,6 +270,9 @@ impl FsRequest {
             }
             if self.pin_wait_budget.is_some() {
                 return Err(needs_window("pin_wait_budget"));
+            }
+            if self.shmem_bit21 {
+                return Err(needs_window("shmem_bit21"));
             }
             return Ok(None);
         }
@@ -336,6 +344,7 @@ pub(crate) const FS_KEYS: &[&str] = &[
     "dax",
     "pin_wait_budget",
     "control_socket",
+    "shmem_bit21",
 ];
 
 pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest, ConfigError> {
@@ -385,5 +394,6 @@ pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest,
             }
         },
         control_socket: get_path(table, "control_socket", origin)?,
+        shmem_bit21: get_bool(table, "shmem_bit21", origin)?,
     })
 }

@@ -346,6 +346,9 @@ impl VhostUserBackend for FsBackend {
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
         if self.device.dax.is_some() {
             features |= VhostUserProtocolFeatures::SHMEM;
+            if self.device.config.shmem_bit21 {
+                features |= VhostUserProtocolFeatures::from_bits_retain(super::SHMEM_BIT21_COMPAT);
+            }
         }
         features
     }
@@ -367,6 +370,11 @@ impl VhostUserBackend for FsBackend {
 
     fn set_backend_req_fd(&self, backend: Backend) {
         let Some(dax) = &self.device.dax else { return };
+        if self.device.config.shmem_bit21 {
+            // vhost-user-backend enables SHMEM requests only for bit 22; a frontend speaking
+            // bit 21 (the operator said so) needs them enabled by hand.
+            backend.set_shmem_flag(true);
+        }
         match dax.mapper.attach(backend) {
             Ok(()) => log::info!(
                 "fs: DAX window of {} bytes served through the frontend's SHMEM_MAP",

@@ -612,6 +612,11 @@ impl VhostUserBackend for PmemBackend {
     }
 
     fn set_backend_req_fd(&self, backend: Backend) {
+        if self.device.config.shmem_bit21 {
+            // vhost-user-backend enables SHMEM requests only for bit 22; a frontend speaking
+            // bit 21 (the operator said so) needs them enabled by hand.
+            backend.set_shmem_flag(true);
+        }
         if let Err(e) = self.device.mapper.attach(backend) {
             log::error!("pmem: cannot start the backend channel thread: {e}");
             return;

@@ -71,6 +71,9 @@ pub struct FrontendOptions {
     pub features: u64,
     /// Protocol features the frontend accepts.
     pub protocol_features: VhostUserProtocolFeatures,
+    /// Shared-memory region sizes (index = shmid) the frontend sets up on its own, as
+    /// alioth does with its `dax_window`, instead of asking GET_SHMEM_CONFIG.
+    pub shmem_sizes: Option<Vec<u64>>,
 }
 
 impl Default for FrontendOptions {
@@ -88,6 +91,7 @@ impl Default for FrontendOptions {
                 | VhostUserProtocolFeatures::BACKEND_SEND_FD
                 | VhostUserProtocolFeatures::RESET_DEVICE
                 | VhostUserProtocolFeatures::SHMEM,
+            shmem_sizes: None,
         }
     }
 }
@@ -152,7 +156,9 @@ impl Frontend {
         } else {
             options.num_queues
         };
-        let shmem_sizes = if acked_protocol.contains(VhostUserProtocolFeatures::SHMEM) {
+        let shmem_sizes = if let Some(sizes) = &options.shmem_sizes {
+            sizes.clone()
+        } else if acked_protocol.contains(VhostUserProtocolFeatures::SHMEM) {
             let config = vhost.get_shmem_config()?;
             let sizes = config.memory_sizes;
             sizes.to_vec()
