@@ -590,7 +590,8 @@ fn without_shmem_the_device_says_dax_is_off() {
     init(&d);
     let node = d.file("f", &pattern(4096, 1));
     assert!(d.c.setupmapping(node, None, 0, MIB2, READ, 0).is_err());
-    assert!(d.daemon.log().contains("DAX is off"));
+    let log = d.daemon.log();
+    assert!(log.contains("DAX is off for this frontend"), "{log}");
     // Plain FUSE still works.
     assert_eq!(d.c.getattr(node, None).unwrap().attr.size, 4096);
 }
@@ -919,4 +920,29 @@ fn with_shmem_bit21_an_alioth_style_frontend_gets_a_dax_window() {
     let node = d.file("f", &pattern(4096, 12));
     d.c.setupmapping(node, None, 0, MIB2, READ, 0).unwrap();
     assert_eq!(d.read_window(0, 4096), pattern(4096, 12));
+}
+
+#[test]
+fn a_map_the_frontend_refuses_is_enomem_and_leaves_the_chunk_free() {
+    // A frontend whose window is smaller than the device's refuses maps past its end.
+    let options = FrontendOptions {
+        protocol_features: (FrontendOptions::default().protocol_features
+            - vhost::vhost_user::message::VhostUserProtocolFeatures::SHMEM)
+            | vhost::vhost_user::message::VhostUserProtocolFeatures::from_bits_retain(1 << 21),
+        shmem_sizes: Some(vec![WINDOW / 2]),
+        ..FrontendOptions::default()
+    };
+    let d = start_with("dax-refused", &["--shmem-bit21"], &options);
+    init(&d);
+    let node = d.file("f", &pattern(4096, 13));
+    assert_eq!(
+        d.c.setupmapping(node, None, 0, MIB2, READ, 3 * MIB2),
+        Err(libc::ENOMEM)
+    );
+    let mut c = d.control();
+    assert_eq!(c.stats()["mapped_bytes"], 0, "the chunk was left free");
+    assert!(d.daemon.log().contains("the frontend refused a SHMEM_MAP"));
+    // Inside the frontend's window it works.
+    d.c.setupmapping(node, None, 0, MIB2, READ, 0).unwrap();
+    assert_eq!(c.stats()["mapped_bytes"], MIB2);
 }

@@ -186,8 +186,8 @@ impl DaxWindow {
             && !self.told_refused.swap(true, Ordering::Relaxed)
         {
             log::warn!(
-                "dax: DAX is off for this frontend: it refused to map ({source}); \
-                 a frontend must negotiate SHMEM and honour SHMEM_MAP (see README)"
+                "dax: the frontend refused a SHMEM_MAP ({source}); without the SHMEM \
+                 protocol feature DAX is off for this frontend (see the README's DAX section)"
             );
         }
         mapped
