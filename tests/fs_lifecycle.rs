@@ -8,19 +8,7 @@ use vhost_dax::frontend::{Frontend, FrontendOptions};
 fn start(name: &str, extra: &[&str]) -> (TempDir, vhost_dax::frontend::DaemonProcess) {
     let dir = TempDir::new(name);
     std::fs::create_dir(dir.join("share")).unwrap();
-    let socket = dir.join("fs.sock");
-    let share = dir.join("share");
-    let mut args = vec![
-        "fs",
-        "--socket",
-        socket.to_str().unwrap(),
-        "--shared-dir",
-        share.to_str().unwrap(),
-        "--sandbox",
-        "none",
-    ];
-    args.extend_from_slice(extra);
-    let daemon = spawn_daemon(&args, &socket);
+    let daemon = spawn_fs_daemon(&dir.join("share"), &dir.join("fs.sock"), extra);
     (dir, daemon)
 }
 

@@ -68,6 +68,21 @@ pub fn spawn_daemon_with(mut command: Command, args: &[&str], socket: &Path) -> 
     DaemonProcess::spawn_command(command, socket, WAIT).expect("daemon starts")
 }
 
+/// Starts `vhost-dax fs` unsandboxed, sharing `share` on `socket`, with `extra` arguments.
+pub fn spawn_fs_daemon(share: &Path, socket: &Path, extra: &[&str]) -> DaemonProcess {
+    let mut args = vec![
+        "fs",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--shared-dir",
+        share.to_str().unwrap(),
+        "--sandbox",
+        "none",
+    ];
+    args.extend_from_slice(extra);
+    spawn_daemon(&args, socket)
+}
+
 /// Connects our frontend with default options.
 pub fn connect(socket: &Path) -> Frontend {
     Frontend::connect(socket, &FrontendOptions::default()).expect("frontend connects")
