@@ -1,9 +1,7 @@
-//! Shared by the FUSE integration tests (`fuse_ops`, `fuse_errors`): the daemon binary
-//! serving a fresh shared directory, our frontend on its socket, and a
-//! [`Client`] playing the guest kernel on the first request queue.
-#![allow(dead_code)]
+//! The daemon binary serving a fresh shared directory, our frontend on its socket, and
+//! a [`Client`] playing the guest kernel on the first request queue.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use vhost_dax::frontend::{Buffer, DaemonProcess, FuseQueue, SharedFrontend};
@@ -11,6 +9,11 @@ use vhost_dax::fuse::testing::Client;
 
 use crate::common::{TempDir, WAIT, connect, spawn_daemon};
 
+pub use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+pub use vhost_dax::fuse::abi::{self, GetxattrOut, Wire, fattr, fopen};
+
+/// `S_IFMT`.
+pub const S_IFMT: u32 = libc::S_IFMT;
 /// The root node id.
 pub const ROOT: u64 = 1;
 /// `O_RDWR` as FUSE carries it.
@@ -24,7 +27,8 @@ pub const WRONLY: u32 = libc::O_WRONLY as u32;
 pub struct Fs {
     /// Holds `share/` (the exported directory) and `outside` (a file beyond it).
     pub dir: TempDir,
-    pub daemon: DaemonProcess,
+    /// Killed on drop.
+    pub _daemon: DaemonProcess,
     pub frontend: SharedFrontend,
     /// The guest kernel on request queue 1.
     pub c: Client<FuseQueue>,
@@ -81,7 +85,7 @@ pub fn start_uninit(name: &str, extra: &[&str]) -> Fs {
     let c = Client::over(FuseQueue::new(frontend.clone(), 1, WAIT));
     Fs {
         dir,
-        daemon,
+        _daemon: daemon,
         frontend,
         c,
     }
@@ -98,4 +102,27 @@ pub fn start(name: &str, extra: &[&str]) -> Fs {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// A SETATTR with only `valid` set.
+pub fn sa(valid: u32) -> abi::SetattrIn {
+    abi::SetattrIn {
+        valid,
+        ..Default::default()
+    }
+}
+
+/// Permission bits (with suid/sgid/sticky) of `p` on the host, not following a symlink.
+pub fn mode_of(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// Sorted names of the entries of `dir` on the host.
+pub fn host_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
 }

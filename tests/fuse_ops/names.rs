@@ -1,0 +1,377 @@
+//! Names: lookup, FORGET, creations and removals, device nodes, caller credentials,
+//! links, escapes from the share, rename and RENAME2.
+
+use super::support::*;
+
+#[test]
+fn entries_lookup_mkdir_mknod_unlink_rmdir_forget() {
+    let f = start("fuse-entries", &[]);
+    std::fs::write(f.host("file"), b"hello").unwrap();
+    let e = f.c.lookup(ROOT, b"file").unwrap();
+    assert!(e.nodeid > ROOT);
+    assert_eq!(e.attr.size, 5);
+    assert_eq!(e.attr.mode & S_IFMT, libc::S_IFREG);
+    assert_eq!(e.attr.ino, std::fs::metadata(f.host("file")).unwrap().ino());
+    assert_eq!(f.c.lookup(ROOT, b"file").unwrap().nodeid, e.nodeid);
+    assert_eq!(f.c.lookup(ROOT, b"missing").unwrap_err(), libc::ENOENT);
+    assert_eq!(f.c.lookup(e.nodeid, b"x").unwrap_err(), libc::ENOTDIR);
+    assert_eq!(f.c.lookup(ROOT, &[b'a'; 255]).unwrap_err(), libc::ENOENT);
+    assert_eq!(
+        f.c.lookup(ROOT, &[b'a'; 256]).unwrap_err(),
+        libc::ENAMETOOLONG
+    );
+    assert_eq!(f.c.lookup(424242, b"file").unwrap_err(), libc::EBADF);
+
+    // FORGET on the hiprio queue, as Linux sends it: the node lives until the last
+    // of its two lookups is forgotten; a new lookup gets a new id.
+    let hiprio = f.client_on(0);
+    hiprio.forget(e.nodeid, 1);
+    f.c.getattr(e.nodeid, None).unwrap();
+    hiprio.forget(e.nodeid, 1);
+    assert_eq!(f.c.getattr(e.nodeid, None).unwrap_err(), libc::EBADF);
+    let file = f.c.lookup(ROOT, b"file").unwrap().nodeid;
+    assert_ne!(file, e.nodeid);
+
+    let d = f.c.mkdir(ROOT, b"d", 0o750).unwrap();
+    assert_eq!(d.attr.mode, libc::S_IFDIR | 0o750);
+    assert!(f.host("d").is_dir());
+    assert_eq!(mode_of(&f.host("d")), 0o750);
+    assert_eq!(f.c.mkdir(ROOT, b"d", 0o750).unwrap_err(), libc::EEXIST);
+    assert_eq!(f.c.mkdir(ROOT, b"file", 0o750).unwrap_err(), libc::EEXIST);
+    assert_eq!(f.c.mkdir(file, b"x", 0o750).unwrap_err(), libc::ENOTDIR);
+    assert_eq!(f.c.mkdir(424242, b"x", 0o750).unwrap_err(), libc::EBADF);
+    assert_eq!(
+        f.c.mkdir(ROOT, &[b'd'; 256], 0o750).unwrap_err(),
+        libc::ENAMETOOLONG
+    );
+
+    let reg =
+        f.c.mknod(d.nodeid, b"reg", libc::S_IFREG | 0o644, 0)
+            .unwrap();
+    assert_eq!(reg.attr.mode & S_IFMT, libc::S_IFREG);
+    assert!(f.host("d/reg").is_file());
+    let fifo =
+        f.c.mknod(d.nodeid, b"fifo", libc::S_IFIFO | 0o600, 0)
+            .unwrap();
+    assert_eq!(fifo.attr.mode & S_IFMT, libc::S_IFIFO);
+    let ft = std::fs::symlink_metadata(f.host("d/fifo"))
+        .unwrap()
+        .file_type();
+    assert!(ft.is_fifo());
+    // Opening a fifo is refused rather than blocking a queue thread.
+    assert_eq!(f.c.open(fifo.nodeid, RDONLY).unwrap_err(), libc::ENXIO);
+    let sock =
+        f.c.mknod(d.nodeid, b"sock", libc::S_IFSOCK | 0o600, 0)
+            .unwrap();
+    assert_eq!(sock.attr.mode & S_IFMT, libc::S_IFSOCK);
+    let ft = std::fs::symlink_metadata(f.host("d/sock"))
+        .unwrap()
+        .file_type();
+    assert!(ft.is_socket());
+    // Device nodes need --allow-devices (/dev/null, 1:3, FUSE-encoded).
+    let null = (1 << 8) | 3;
+    assert_eq!(
+        f.c.mknod(d.nodeid, b"null", libc::S_IFCHR | 0o600, null)
+            .unwrap_err(),
+        libc::EPERM
+    );
+    assert!(!f.host("d/null").exists());
+    assert_eq!(
+        f.c.mknod(d.nodeid, b"reg", libc::S_IFREG | 0o644, 0)
+            .unwrap_err(),
+        libc::EEXIST
+    );
+
+    assert_eq!(f.c.rmdir(ROOT, b"d").unwrap_err(), libc::ENOTEMPTY);
+    assert_eq!(f.c.rmdir(d.nodeid, b"reg").unwrap_err(), libc::ENOTDIR);
+    assert_eq!(f.c.unlink(ROOT, b"d").unwrap_err(), libc::EISDIR);
+    assert_eq!(f.c.unlink(file, b"x").unwrap_err(), libc::ENOTDIR);
+    for name in [&b"reg"[..], b"fifo", b"sock"] {
+        f.c.unlink(d.nodeid, name).unwrap();
+    }
+    assert_eq!(f.c.unlink(d.nodeid, b"reg").unwrap_err(), libc::ENOENT);
+    // An unlinked file's node still answers (the guest may hold it open).
+    assert_eq!(f.c.getattr(reg.nodeid, None).unwrap().attr.nlink, 0);
+    f.c.rmdir(ROOT, b"d").unwrap();
+    assert!(!f.host("d").exists());
+    assert_eq!(f.c.rmdir(ROOT, b"d").unwrap_err(), libc::ENOENT);
+
+    // BATCH_FORGET on hiprio; unknown ids and the root are ignored.
+    hiprio.batch_forget(&[(file, 1), (d.nodeid, 1), (999, 5), (ROOT, 100)]);
+    assert_eq!(f.c.getattr(file, None).unwrap_err(), libc::EBADF);
+    assert_eq!(f.c.getattr(d.nodeid, None).unwrap_err(), libc::EBADF);
+    f.c.getattr(ROOT, None).unwrap();
+    f.c.lookup(ROOT, b"file").unwrap();
+}
+
+#[test]
+fn device_nodes_with_allow_devices() {
+    let f = start("fuse-devices", &["--allow-devices"]);
+    let null = (1 << 8) | 3;
+    let r = f.c.mknod(ROOT, b"null", libc::S_IFCHR | 0o600, null);
+    if is_root() {
+        let n = r.unwrap();
+        assert_eq!((n.attr.mode & S_IFMT, n.attr.rdev), (libc::S_IFCHR, null));
+        let md = std::fs::symlink_metadata(f.host("null")).unwrap();
+        assert!(md.file_type().is_char_device());
+        assert_eq!(md.rdev(), libc::makedev(1, 3));
+    } else {
+        assert_eq!(r.unwrap_err(), libc::EPERM);
+    }
+    // Still no unknown file types.
+    assert_eq!(
+        f.c.mknod(ROOT, b"weird", 0o170000 | 0o600, 0).unwrap_err(),
+        libc::EINVAL
+    );
+}
+
+#[test]
+fn creations_belong_to_the_calling_guest_user() {
+    let f = start("fuse-creds", &[]);
+    std::fs::set_permissions(f.share(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    f.c.set_caller(1234, 5678);
+    let d = f.c.mkdir(ROOT, b"d", 0o755).unwrap();
+    let (e, _) = f.c.create(ROOT, b"f", 0o644, RDWR).unwrap();
+    let l = f.c.symlink(ROOT, b"l", b"f").unwrap();
+    let n = f.c.mknod(ROOT, b"p", libc::S_IFIFO | 0o644, 0).unwrap();
+    if !is_root() {
+        // An unprivileged daemon cannot switch: everything is its own.
+        let me = std::fs::metadata(f.share()).unwrap().uid();
+        assert_eq!(std::fs::metadata(f.host("f")).unwrap().uid(), me);
+        return;
+    }
+    for (a, name) in [(d.attr, "d"), (e.attr, "f"), (l.attr, "l"), (n.attr, "p")] {
+        let md = std::fs::symlink_metadata(f.host(name)).unwrap();
+        assert_eq!((a.uid, a.gid), (1234, 5678), "{name}");
+        assert_eq!((md.uid(), md.gid()), (1234, 5678), "{name}");
+    }
+    // The host checks permission as the caller: not in root's 0755 directory...
+    std::fs::set_permissions(f.share(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(f.c.mkdir(ROOT, b"no", 0o755).unwrap_err(), libc::EACCES);
+    assert_eq!(
+        f.c.create(ROOT, b"no", 0o644, RDWR).unwrap_err(),
+        libc::EACCES
+    );
+    assert!(!f.host("no").exists());
+    // ...but in its own; and root callers are root again on the next request.
+    f.c.mkdir(d.nodeid, b"yes", 0o755).unwrap();
+    f.c.set_caller(0, 0);
+    f.c.mkdir(ROOT, b"root-owned", 0o755).unwrap();
+    assert_eq!(std::fs::metadata(f.host("root-owned")).unwrap().uid(), 0);
+}
+
+#[test]
+fn symlinks_and_hard_links() {
+    let f = start("fuse-links", &[]);
+    let l = f.c.symlink(ROOT, b"l", b"target/../x").unwrap();
+    assert_eq!(l.attr.mode & S_IFMT, libc::S_IFLNK);
+    assert_eq!(f.c.readlink(l.nodeid).unwrap(), b"target/../x");
+    assert_eq!(
+        std::fs::read_link(f.host("l"))
+            .unwrap()
+            .as_os_str()
+            .as_encoded_bytes(),
+        b"target/../x"
+    );
+    assert_eq!(f.c.symlink(ROOT, b"l", b"y").unwrap_err(), libc::EEXIST);
+    assert_eq!(f.c.readlink(ROOT).unwrap_err(), libc::EINVAL);
+    assert_eq!(f.c.readlink(424242).unwrap_err(), libc::EBADF);
+
+    let (a, o) = f.c.create(ROOT, b"a", 0o644, RDWR).unwrap();
+    assert_eq!(f.c.readlink(a.nodeid).unwrap_err(), libc::EINVAL);
+    f.c.write(a.nodeid, o.fh, 0, b"shared").unwrap();
+    let b = f.c.link(a.nodeid, ROOT, b"b").unwrap();
+    assert_eq!((b.nodeid, b.attr.nlink), (a.nodeid, 2));
+    assert_eq!(std::fs::read(f.host("b")).unwrap(), b"shared");
+    assert_eq!(
+        std::fs::metadata(f.host("b")).unwrap().ino(),
+        std::fs::metadata(f.host("a")).unwrap().ino()
+    );
+    assert_eq!(f.c.lookup(ROOT, b"b").unwrap().nodeid, a.nodeid);
+    // Links made on the host are the same node too.
+    std::fs::hard_link(f.host("a"), f.host("c")).unwrap();
+    assert_eq!(f.c.lookup(ROOT, b"c").unwrap().nodeid, a.nodeid);
+    assert_eq!(f.c.getattr(a.nodeid, None).unwrap().attr.nlink, 3);
+    assert_eq!(f.c.link(a.nodeid, ROOT, b"c").unwrap_err(), libc::EEXIST);
+    assert_eq!(f.c.link(424242, ROOT, b"z").unwrap_err(), libc::EBADF);
+    assert_eq!(
+        f.c.link(a.nodeid, a.nodeid, b"z").unwrap_err(),
+        libc::ENOTDIR
+    );
+    let d = f.c.mkdir(ROOT, b"d", 0o755).unwrap();
+    assert_eq!(f.c.link(d.nodeid, ROOT, b"d2").unwrap_err(), libc::EPERM);
+    // Linking a symlink links the symlink, not its target.
+    let l2 = f.c.link(l.nodeid, d.nodeid, b"l2").unwrap();
+    assert_eq!(l2.nodeid, l.nodeid);
+    assert!(
+        std::fs::symlink_metadata(f.host("d/l2"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    f.c.unlink(ROOT, b"b").unwrap();
+    f.c.unlink(ROOT, b"c").unwrap();
+    assert_eq!(f.c.getattr(a.nodeid, None).unwrap().attr.nlink, 1);
+    assert_eq!(std::fs::read(f.host("a")).unwrap(), b"shared");
+}
+
+#[test]
+fn the_guest_cannot_escape_the_share() {
+    let f = start("fuse-escape", &[]);
+    let outside = f.dir.join("outside");
+    assert_eq!(f.c.lookup(ROOT, b"..").unwrap().nodeid, ROOT);
+    assert_eq!(f.c.lookup(ROOT, b".").unwrap().nodeid, ROOT);
+    let d = f.c.mkdir(ROOT, b"d", 0o755).unwrap().nodeid;
+    assert_eq!(f.c.lookup(d, b"..").unwrap().nodeid, ROOT);
+    assert_eq!(f.c.lookup(d, b".").unwrap().nodeid, d);
+    // Names are single components.
+    for name in [&b"../outside"[..], b"d/..", b"/etc", b"", b"a/b"] {
+        assert_eq!(
+            f.c.lookup(ROOT, name).unwrap_err(),
+            libc::EINVAL,
+            "{name:?}"
+        );
+        assert!(f.c.mkdir(ROOT, name, 0o755).is_err(), "{name:?}");
+        assert!(f.c.create(ROOT, name, 0o644, RDWR).is_err(), "{name:?}");
+    }
+    assert_eq!(f.c.mkdir(ROOT, b"..", 0o755).unwrap_err(), libc::EEXIST);
+    assert_eq!(f.c.rmdir(ROOT, b"..").unwrap_err(), libc::EINVAL);
+    assert_eq!(f.c.unlink(d, b".").unwrap_err(), libc::EINVAL);
+    assert_eq!(
+        f.c.rename(ROOT, b"..", ROOT, b"x", 0).unwrap_err(),
+        libc::EINVAL
+    );
+    assert!(outside.exists() && f.dir.join("share").exists());
+
+    // Symlinks pointing out: the daemon shows them, never follows them.
+    std::os::unix::fs::symlink(&outside, f.host("evil")).unwrap();
+    std::os::unix::fs::symlink(f.dir.path(), f.host("evildir")).unwrap();
+    let e = f.c.lookup(ROOT, b"evil").unwrap();
+    assert_eq!(e.attr.mode & S_IFMT, libc::S_IFLNK);
+    assert_eq!(e.attr.size, outside.as_os_str().len() as u64);
+    assert_eq!(
+        f.c.readlink(e.nodeid).unwrap(),
+        outside.as_os_str().as_encoded_bytes()
+    );
+    assert_eq!(f.c.open(e.nodeid, RDONLY).unwrap_err(), libc::ENXIO);
+    assert_eq!(
+        f.c.open(e.nodeid, RDWR | libc::O_TRUNC as u32).unwrap_err(),
+        libc::ENXIO
+    );
+    // Creating over the symlink's name does not open its target.
+    assert_eq!(
+        f.c.create(ROOT, b"evil", 0o644, WRONLY | libc::O_TRUNC as u32)
+            .unwrap_err(),
+        libc::ELOOP
+    );
+    // Truncating the symlink node does not reach its target.
+    let trunc = abi::SetattrIn {
+        size: 0,
+        ..sa(fattr::SIZE)
+    };
+    assert_eq!(f.c.setattr(e.nodeid, trunc).unwrap_err(), libc::EINVAL);
+    let ed = f.c.lookup(ROOT, b"evildir").unwrap().nodeid;
+    assert_eq!(f.c.lookup(ed, b"outside").unwrap_err(), libc::ENOTDIR);
+    assert_eq!(f.c.opendir(ed).unwrap_err(), libc::ENOTDIR);
+    assert_eq!(f.c.mkdir(ed, b"x", 0o755).unwrap_err(), libc::ENOTDIR);
+    assert_eq!(
+        f.c.create(ed, b"x", 0o644, RDWR).unwrap_err(),
+        libc::ENOTDIR
+    );
+    assert_eq!(f.c.unlink(ed, b"outside").unwrap_err(), libc::ENOTDIR);
+    // A relative one made by the guest is stored as given and is not followed either.
+    let rel = f.c.symlink(ROOT, b"rel", b"../outside").unwrap().nodeid;
+    assert_eq!(f.c.open(rel, RDWR).unwrap_err(), libc::ENXIO);
+    assert_eq!(std::fs::read(&outside).unwrap(), b"secret");
+    assert_eq!(host_names(f.dir.path()), ["fs.sock", "outside", "share"]);
+}
+
+#[test]
+fn rename_and_rename2_noreplace_exchange() {
+    let f = start("fuse-rename", &[]);
+    std::fs::write(f.host("a"), b"A").unwrap();
+    std::fs::write(f.host("b"), b"B").unwrap();
+    let d = f.c.mkdir(ROOT, b"d", 0o755).unwrap().nodeid;
+    let a = f.c.lookup(ROOT, b"a").unwrap().nodeid;
+    f.c.rename(ROOT, b"a", d, b"a2", 0).unwrap();
+    assert_eq!(std::fs::read(f.host("d/a2")).unwrap(), b"A");
+    assert!(!f.host("a").exists());
+    // The node follows its file.
+    assert_eq!(f.c.lookup(d, b"a2").unwrap().nodeid, a);
+    assert_eq!(
+        f.c.rename(ROOT, b"a", d, b"a3", 0).unwrap_err(),
+        libc::ENOENT
+    );
+    assert_eq!(
+        f.c.rename(424242, b"a", d, b"a3", 0).unwrap_err(),
+        libc::EBADF
+    );
+    assert_eq!(
+        f.c.rename(d, b"a2", 424242, b"a3", 0).unwrap_err(),
+        libc::EBADF
+    );
+    assert_eq!(
+        f.c.rename(d, b"a2", ROOT, &[b'n'; 256], 0).unwrap_err(),
+        libc::ENAMETOOLONG
+    );
+    // Plain rename replaces.
+    f.c.rename(d, b"a2", ROOT, b"b", 0).unwrap();
+    assert_eq!(std::fs::read(f.host("b")).unwrap(), b"A");
+    std::fs::write(f.host("a"), b"A2").unwrap();
+    // NOREPLACE.
+    let noreplace = libc::RENAME_NOREPLACE;
+    assert_eq!(
+        f.c.rename(ROOT, b"a", ROOT, b"b", noreplace).unwrap_err(),
+        libc::EEXIST
+    );
+    assert_eq!(std::fs::read(f.host("b")).unwrap(), b"A");
+    f.c.rename(ROOT, b"a", ROOT, b"c", noreplace).unwrap();
+    assert_eq!(std::fs::read(f.host("c")).unwrap(), b"A2");
+    // EXCHANGE: both names stay, contents (and nodes) swap.
+    let b_node = f.c.lookup(ROOT, b"b").unwrap().nodeid;
+    f.c.rename(ROOT, b"b", ROOT, b"c", libc::RENAME_EXCHANGE)
+        .unwrap();
+    assert_eq!(std::fs::read(f.host("b")).unwrap(), b"A2");
+    assert_eq!(std::fs::read(f.host("c")).unwrap(), b"A");
+    assert_eq!(f.c.lookup(ROOT, b"c").unwrap().nodeid, b_node);
+    assert_eq!(
+        f.c.rename(ROOT, b"b", ROOT, b"zz", libc::RENAME_EXCHANGE)
+            .unwrap_err(),
+        libc::ENOENT
+    );
+    assert_eq!(
+        f.c.rename(ROOT, b"b", ROOT, b"c", libc::RENAME_EXCHANGE | noreplace)
+            .unwrap_err(),
+        libc::EINVAL
+    );
+    assert_eq!(
+        f.c.rename(ROOT, b"b", ROOT, b"zz", 1 << 20).unwrap_err(),
+        libc::EINVAL
+    );
+    assert!(!f.host("zz").exists());
+    // Directories.
+    std::fs::create_dir(f.host("e")).unwrap();
+    std::fs::write(f.host("d/inside"), b"").unwrap();
+    assert_eq!(
+        f.c.rename(ROOT, b"e", ROOT, b"d", 0).unwrap_err(),
+        libc::ENOTEMPTY
+    );
+    assert_eq!(
+        f.c.rename(ROOT, b"e", ROOT, b"b", 0).unwrap_err(),
+        libc::ENOTDIR
+    );
+    assert_eq!(
+        f.c.rename(ROOT, b"b", ROOT, b"d", 0).unwrap_err(),
+        libc::EISDIR
+    );
+    assert_eq!(
+        f.c.rename(ROOT, b"d", d, b"self", 0).unwrap_err(),
+        libc::EINVAL
+    );
+    f.c.rename(ROOT, b"e", d, b"e", 0).unwrap();
+    assert!(f.host("d/e").is_dir());
+    // A directory and a file can be exchanged.
+    f.c.rename(ROOT, b"b", d, b"e", libc::RENAME_EXCHANGE)
+        .unwrap();
+    assert!(f.host("b").is_dir() && f.host("d/e").is_file());
+}

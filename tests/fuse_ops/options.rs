@@ -1,0 +1,83 @@
+//! Export options seen by the guest: --readonly, --cache.
+
+use super::support::*;
+
+#[test]
+fn readonly_export_refuses_every_modification() {
+    let f = start("fuse-readonly", &["--readonly", "--xattr"]);
+    std::fs::write(f.host("a"), b"A").unwrap();
+    std::fs::create_dir(f.host("d")).unwrap();
+    let a = f.c.lookup(ROOT, b"a").unwrap().nodeid;
+    let rofs = Err(libc::EROFS);
+    assert_eq!(f.c.mkdir(ROOT, b"x", 0o755).map(drop), rofs);
+    assert_eq!(
+        f.c.mknod(ROOT, b"x", libc::S_IFIFO | 0o644, 0).map(drop),
+        rofs
+    );
+    assert_eq!(f.c.symlink(ROOT, b"x", b"a").map(drop), rofs);
+    assert_eq!(f.c.link(a, ROOT, b"x").map(drop), rofs);
+    assert_eq!(f.c.create(ROOT, b"x", 0o644, WRONLY).map(drop), rofs);
+    assert_eq!(f.c.tmpfile(ROOT, 0o644, RDWR).map(drop), rofs);
+    assert_eq!(f.c.unlink(ROOT, b"a"), rofs);
+    assert_eq!(f.c.rmdir(ROOT, b"d"), rofs);
+    assert_eq!(f.c.rename(ROOT, b"a", ROOT, b"b", 0), rofs);
+    assert_eq!(
+        f.c.rename(ROOT, b"a", ROOT, b"d", libc::RENAME_EXCHANGE),
+        rofs
+    );
+    let chmod = abi::SetattrIn {
+        mode: 0o600,
+        ..sa(fattr::MODE)
+    };
+    assert_eq!(f.c.setattr(a, chmod).map(drop), rofs);
+    let trunc = abi::SetattrIn {
+        size: 0,
+        ..sa(fattr::SIZE)
+    };
+    assert_eq!(f.c.setattr(a, trunc).map(drop), rofs);
+    assert_eq!(f.c.open(a, WRONLY).map(drop), rofs);
+    assert_eq!(f.c.open(a, RDWR).map(drop), rofs);
+    assert_eq!(f.c.open(a, RDONLY | libc::O_TRUNC as u32).map(drop), rofs);
+    assert_eq!(f.c.setxattr(a, b"user.x", b"1", 0), rofs);
+    assert_eq!(f.c.removexattr(a, b"user.x"), rofs);
+    assert_eq!(f.c.access(a, libc::W_OK as u32), rofs);
+    // Reading still works, and what reads is unchanged.
+    f.c.access(a, libc::R_OK as u32).unwrap();
+    let fh = f.c.open(a, RDONLY).unwrap().fh;
+    assert_eq!(f.c.read(a, fh, 0, 10).unwrap(), b"A");
+    assert_eq!(f.c.fallocate(a, fh, 0, 0, 10), rofs);
+    assert_eq!(f.c.write(a, fh, 0, b"x").map(drop), rofs);
+    let d = f.c.opendir(ROOT).unwrap().fh;
+    assert_eq!(f.c.readdir(ROOT, d, 0, 4096, false).unwrap().len(), 4);
+    assert_eq!(f.c.listxattr(a, 100).unwrap(), b"");
+    assert_eq!(std::fs::read(f.host("a")).unwrap(), b"A");
+    assert_eq!(mode_of(&f.host("a")), 0o644);
+    assert_eq!(host_names(&f.share()), ["a", "d"]);
+}
+
+#[test]
+fn cache_policy_sets_timeouts_and_open_flags() {
+    for (cache, secs, file_flags, dir_flags) in [
+        ("never", 0, fopen::DIRECT_IO, fopen::DIRECT_IO),
+        ("auto", 1, 0, 0),
+        ("always", 86400, fopen::KEEP_CACHE, fopen::CACHE_DIR),
+    ] {
+        let f = start("fuse-cache", &["--cache", cache]);
+        std::fs::write(f.host("file"), b"").unwrap();
+        let e = f.c.lookup(ROOT, b"file").unwrap();
+        assert_eq!((e.entry_valid, e.attr_valid), (secs, secs), "{cache}");
+        assert_eq!(
+            f.c.getattr(e.nodeid, None).unwrap().attr_valid,
+            secs,
+            "{cache}"
+        );
+        assert_eq!(
+            f.c.open(e.nodeid, RDONLY).unwrap().open_flags,
+            file_flags,
+            "{cache}"
+        );
+        let (_, created) = f.c.create(ROOT, b"new", 0o644, RDWR).unwrap();
+        assert_eq!(created.open_flags, file_flags, "{cache}");
+        assert_eq!(f.c.opendir(ROOT).unwrap().open_flags, dir_flags, "{cache}");
+    }
+}
