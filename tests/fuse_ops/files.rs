@@ -72,6 +72,15 @@ fn file_io_create_open_read_write_release() {
     assert_eq!(std::fs::read(f.host("log")).unwrap(), b"0123456789ab");
     f.c.open(log, WRONLY | libc::O_TRUNC as u32).unwrap();
     assert_eq!(std::fs::metadata(f.host("log")).unwrap().len(), 0);
+    // A guest open(O_NOFOLLOW) of a regular file is an ordinary open (the daemon
+    // reopens through /proc/self/fd, which O_NOFOLLOW would refuse); creation bits
+    // that reach OPEN are the kernel's business, not an error.
+    let nf = f.c.open(log, RDWR | libc::O_NOFOLLOW as u32).unwrap().fh;
+    f.c.write(log, nf, 0, b"nofollow").unwrap();
+    assert_eq!(std::fs::read(f.host("log")).unwrap(), b"nofollow");
+    let excl = (libc::O_CREAT | libc::O_EXCL) as u32;
+    let ce = f.c.open(log, RDONLY | excl).unwrap().fh;
+    assert_eq!(f.c.read(log, ce, 0, 2).unwrap(), b"no");
 }
 
 #[test]

@@ -66,11 +66,18 @@ fn requests_before_init_fail_and_init_negotiates() {
         (out.minor, u64::from(out.flags), out.flags2),
         (37, fl::ASYNC_READ, 0)
     );
-    // DESTROY ends the session; INIT starts the next one.
+    // DESTROY ends the session; INIT starts the next one, without the old nodes and
+    // handles.
+    let x = f.c.lookup(ROOT, b"x").unwrap().nodeid;
+    let fh = f.c.open(x, RDONLY).unwrap().fh;
     f.c.destroy().unwrap();
     assert_eq!(f.c.lookup(ROOT, b"x").unwrap_err(), libc::EIO);
     f.c.init();
-    f.c.lookup(ROOT, b"x").unwrap();
+    assert_eq!(f.c.getattr(x, None).unwrap_err(), libc::EBADF);
+    assert_eq!(f.c.read(x, fh, 0, 1).unwrap_err(), libc::EBADF);
+    let x2 = f.c.lookup(ROOT, b"x").unwrap().nodeid;
+    assert_ne!(x2, x);
+    f.c.getattr(x2, None).unwrap();
 }
 
 #[test]

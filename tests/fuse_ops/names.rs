@@ -95,6 +95,12 @@ fn entries_lookup_mkdir_mknod_unlink_rmdir_forget() {
     f.c.rmdir(ROOT, b"d").unwrap();
     assert!(!f.host("d").exists());
     assert_eq!(f.c.rmdir(ROOT, b"d").unwrap_err(), libc::ENOENT);
+    // The removed directory's node remains, but nothing can be made in it.
+    assert_eq!(f.c.mkdir(d.nodeid, b"x", 0o755).unwrap_err(), libc::ENOENT);
+    assert_eq!(
+        f.c.create(d.nodeid, b"x", 0o644, RDWR).unwrap_err(),
+        libc::ENOENT
+    );
 
     // BATCH_FORGET on hiprio; unknown ids and the root are ignored.
     hiprio.batch_forget(&[(file, 1), (d.nodeid, 1), (999, 5), (ROOT, 100)]);
@@ -176,6 +182,13 @@ fn symlinks_and_hard_links() {
     assert_eq!(f.c.symlink(ROOT, b"l", b"y").unwrap_err(), libc::EEXIST);
     assert_eq!(f.c.readlink(ROOT).unwrap_err(), libc::EINVAL);
     assert_eq!(f.c.readlink(424242).unwrap_err(), libc::EBADF);
+    // Targets are the host's to judge: empty, or longer than PATH_MAX.
+    assert_eq!(f.c.symlink(ROOT, b"l2", b"").unwrap_err(), libc::ENOENT);
+    assert_eq!(
+        f.c.symlink(ROOT, b"l2", &[b'x'; 4096]).unwrap_err(),
+        libc::ENAMETOOLONG
+    );
+    assert!(!f.host("l2").exists());
 
     let (a, o) = f.c.create(ROOT, b"a", 0o644, RDWR).unwrap();
     assert_eq!(f.c.readlink(a.nodeid).unwrap_err(), libc::EINVAL);
@@ -374,4 +387,70 @@ fn rename_and_rename2_noreplace_exchange() {
     f.c.rename(ROOT, b"b", d, b"e", libc::RENAME_EXCHANGE)
         .unwrap();
     assert!(f.host("b").is_dir() && f.host("d/e").is_file());
+}
+
+/// Unmounts (lazily) on drop, so a failed assertion leaves no mount behind.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn cross_mount_operations_fail_with_exdev() {
+    if !is_root() {
+        eprintln!("skipping: mounting a tmpfs needs root");
+        return;
+    }
+    let f = start("fuse-exdev", &[]);
+    std::fs::create_dir(f.host("mnt")).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "vhost-dax-test"])
+        .arg(f.host("mnt"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipping: cannot mount a tmpfs here");
+        return;
+    }
+    let _mount = Mount(f.host("mnt"));
+    std::fs::write(f.host("mnt/inner"), b"inner").unwrap();
+    std::fs::write(f.host("outer"), b"outer").unwrap();
+    let m = f.c.lookup(ROOT, b"mnt").unwrap();
+    let inner = f.c.lookup(m.nodeid, b"inner").unwrap();
+    let outer = f.c.lookup(ROOT, b"outer").unwrap();
+    // The submount's `..` is the share, not the mount's host parent.
+    assert_eq!(f.c.lookup(m.nodeid, b"..").unwrap().nodeid, ROOT);
+    for flags in [0, libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE] {
+        assert_eq!(
+            f.c.rename(m.nodeid, b"inner", ROOT, b"outer", flags)
+                .unwrap_err(),
+            libc::EXDEV,
+            "flags {flags}"
+        );
+    }
+    assert_eq!(f.c.link(inner.nodeid, ROOT, b"l").unwrap_err(), libc::EXDEV);
+    let ih = f.c.open(inner.nodeid, RDWR).unwrap().fh;
+    let oh = f.c.open(outer.nodeid, RDWR).unwrap().fh;
+    let copy = abi::CopyFileRangeIn {
+        fh_in: ih,
+        off_in: 0,
+        nodeid_out: outer.nodeid,
+        fh_out: oh,
+        off_out: 0,
+        len: 5,
+        flags: 0,
+    };
+    assert_eq!(
+        f.c.copy_file_range(inner.nodeid, copy).unwrap_err(),
+        libc::EXDEV
+    );
+    assert_eq!(std::fs::read(f.host("mnt/inner")).unwrap(), b"inner");
+    assert_eq!(std::fs::read(f.host("outer")).unwrap(), b"outer");
+    assert_eq!(host_names(&f.share()), ["mnt", "outer"]);
 }
