@@ -81,6 +81,13 @@ fn file_io_create_open_read_write_release() {
     let excl = (libc::O_CREAT | libc::O_EXCL) as u32;
     let ce = f.c.open(log, RDONLY | excl).unwrap().fh;
     assert_eq!(f.c.read(log, ce, 0, 2).unwrap(), b"no");
+    // An open file outlives its name, as on any POSIX filesystem.
+    f.c.unlink(ROOT, b"log").unwrap();
+    assert!(!f.host("log").exists());
+    f.c.write(log, nf, 8, b"!").unwrap();
+    assert_eq!(f.c.read(log, ce, 0, 100).unwrap(), b"nofollow!");
+    let a = f.c.getattr(log, Some(nf)).unwrap().attr;
+    assert_eq!((a.size, a.nlink), (9, 0));
 }
 
 #[test]

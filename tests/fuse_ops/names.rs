@@ -1,6 +1,9 @@
 //! Names: lookup, FORGET, creations and removals, device nodes, caller credentials,
 //! links, escapes from the share, rename and RENAME2.
 
+use vhost_dax::fuse::abi::opcode as op;
+use vhost_dax::fuse::testing::{cat, cstr};
+
 use super::support::*;
 
 #[test]
@@ -44,6 +47,26 @@ fn entries_lookup_mkdir_mknod_unlink_rmdir_forget() {
         f.c.mkdir(ROOT, &[b'd'; 256], 0o750).unwrap_err(),
         libc::ENAMETOOLONG
     );
+
+    // The mode arrives with the guest's umask applied: with umask 0 it is kept whole,
+    // whatever the daemon's own umask.
+    let loose = abi::MkdirIn {
+        mode: 0o777,
+        umask: 0,
+    };
+    let body = cat(&[&loose.to_bytes(), &cstr(b"open-dir")]);
+    let e0 = abi::EntryOut::get(&f.c.call(op::MKDIR, ROOT, &body).unwrap());
+    assert_eq!(e0.attr.mode, libc::S_IFDIR | 0o777);
+    assert_eq!(mode_of(&f.host("open-dir")), 0o777);
+    let loose = abi::CreateIn {
+        flags: RDWR,
+        mode: 0o666,
+        umask: 0,
+        open_flags: 0,
+    };
+    let body = cat(&[&loose.to_bytes(), &cstr(b"open-file")]);
+    f.c.call(op::CREATE, ROOT, &body).unwrap();
+    assert_eq!(mode_of(&f.host("open-file")), 0o666);
 
     let reg =
         f.c.mknod(d.nodeid, b"reg", libc::S_IFREG | 0o644, 0)
