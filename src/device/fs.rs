@@ -183,7 +183,9 @@ impl FsBackend {
                 return 0;
             }
         };
-        let len = reader.available_bytes().min(MAX_REQUEST);
+        // One byte past the limit, so a chain longer than any request we take fails
+        // the server's length check instead of being cut to a plausible request.
+        let len = reader.available_bytes().min(MAX_REQUEST + 1);
         let mut request = vec![0u8; len];
         if let Err(e) = reader.read_exact(&mut request) {
             log::warn!("fs: queue {queue} request {head} unreadable: {e}");

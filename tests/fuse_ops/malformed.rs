@@ -223,6 +223,25 @@ fn huge_counts_are_bounded() {
     let payload = vec![0xeeu8; w.size as usize];
     let req = encode_request(op::WRITE, 4, id, 0, 0, &cat(&[&w.to_bytes(), &payload]));
     assert_eq!(err_of(&f.c.raw(&req)), (4, libc::EINVAL));
+    // Even when its header claims only the part the device reads (1 MiB + 4 KiB):
+    // the chain is longer than the header says.
+    let size = (1 << 20) + 4096 - 80;
+    let w = abi::WriteIn {
+        fh,
+        size: size as u32,
+        ..Default::default()
+    };
+    let mut req = encode_request(
+        op::WRITE,
+        5,
+        id,
+        0,
+        0,
+        &cat(&[&w.to_bytes(), &payload[..size]]),
+    );
+    assert_eq!(req.len(), (1 << 20) + 4096);
+    req.extend_from_slice(&[0xff; 100]);
+    assert_eq!(err_of(&f.c.raw(&req)), (5, libc::EINVAL));
     assert_eq!(std::fs::read(f.host("big")).unwrap(), data);
 
     // BATCH_FORGET whose count lies about its entries is dropped whole: the node
