@@ -477,3 +477,52 @@ fn cross_mount_operations_fail_with_exdev() {
     assert_eq!(std::fs::read(f.host("outer")).unwrap(), b"outer");
     assert_eq!(host_names(&f.share()), ["mnt", "outer"]);
 }
+
+#[test]
+fn every_entry_reply_counts_one_lookup() {
+    let f = start("fuse-nlookup", &[]);
+    let hiprio = f.client_on(0);
+    // Forgetting one lookup ends the node exactly when it had exactly one.
+    let forget_once = |node: u64, what: &str| {
+        f.c.getattr(node, None).unwrap();
+        hiprio.forget(node, 1);
+        assert_eq!(f.c.getattr(node, None).unwrap_err(), libc::EBADF, "{what}");
+    };
+    let d = f.c.mkdir(ROOT, b"d", 0o755).unwrap().nodeid;
+    let p = f.c.mknod(ROOT, b"p", libc::S_IFIFO | 0o600, 0).unwrap();
+    let l = f.c.symlink(ROOT, b"l", b"p").unwrap();
+    let (c, co) = f.c.create(ROOT, b"c", 0o644, RDWR).unwrap();
+    f.c.release(c.nodeid, co.fh).unwrap();
+    let (t, to) = f.c.tmpfile(ROOT, 0o600, RDWR).unwrap();
+    f.c.release(t.nodeid, to.fh).unwrap();
+    for (node, what) in [
+        (d, "mkdir"),
+        (p.nodeid, "mknod"),
+        (l.nodeid, "symlink"),
+        (c.nodeid, "create"),
+        (t.nodeid, "tmpfile"),
+    ] {
+        forget_once(node, what);
+    }
+    // LINK and LOOKUP add one each to what the node has.
+    let c = f.c.lookup(ROOT, b"c").unwrap().nodeid;
+    assert_eq!(f.c.link(c, ROOT, b"c2").unwrap().nodeid, c);
+    hiprio.forget(c, 1);
+    forget_once(c, "link");
+    // READDIRPLUS: one per entry returned, two for a file listed under two names.
+    let dh = f.c.opendir(ROOT).unwrap().fh;
+    let listed = f.c.readdir(ROOT, dh, 0, 1 << 16, true).unwrap();
+    let of = |name: &[u8]| {
+        listed
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.entry)
+            .unwrap()
+            .nodeid
+    };
+    let (c1, c2, dd) = (of(b"c"), of(b"c2"), of(b"d"));
+    assert_eq!(c1, c2);
+    forget_once(dd, "readdirplus");
+    hiprio.forget(c1, 1);
+    forget_once(c1, "readdirplus of a hard link");
+}

@@ -76,8 +76,27 @@ fn cache_policy_sets_timeouts_and_open_flags() {
             file_flags,
             "{cache}"
         );
-        let (_, created) = f.c.create(ROOT, b"new", 0o644, RDWR).unwrap();
+        let (ce, created) = f.c.create(ROOT, b"new", 0o644, RDWR).unwrap();
         assert_eq!(created.open_flags, file_flags, "{cache}");
-        assert_eq!(f.c.opendir(ROOT).unwrap().open_flags, dir_flags, "{cache}");
+        assert_eq!((ce.entry_valid, ce.attr_valid), (secs, secs), "{cache}");
+        let sa = abi::SetattrIn {
+            size: 1,
+            ..sa(fattr::SIZE)
+        };
+        assert_eq!(f.c.setattr(e.nodeid, sa).unwrap().attr_valid, secs);
+        let m = f.c.mkdir(ROOT, b"dir", 0o755).unwrap();
+        assert_eq!((m.entry_valid, m.attr_valid), (secs, secs), "{cache}");
+        let d = f.c.opendir(ROOT).unwrap();
+        assert_eq!(d.open_flags, dir_flags, "{cache}");
+        for listed in f.c.readdir(ROOT, d.fh, 0, 1 << 16, true).unwrap() {
+            let entry = listed.entry.unwrap();
+            if entry.nodeid != 0 {
+                assert_eq!(
+                    (entry.entry_valid, entry.attr_valid),
+                    (secs, secs),
+                    "{cache}"
+                );
+            }
+        }
     }
 }
