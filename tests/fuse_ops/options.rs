@@ -8,6 +8,7 @@ fn readonly_export_refuses_every_modification() {
     std::fs::write(f.host("a"), b"A").unwrap();
     std::fs::create_dir(f.host("d")).unwrap();
     let a = f.c.lookup(ROOT, b"a").unwrap().nodeid;
+    let before = std::fs::metadata(f.host("a")).unwrap();
     let rofs = Err(libc::EROFS);
     assert_eq!(f.c.mkdir(ROOT, b"x", 0o755).map(drop), rofs);
     assert_eq!(
@@ -35,6 +36,25 @@ fn readonly_export_refuses_every_modification() {
         ..sa(fattr::SIZE)
     };
     assert_eq!(f.c.setattr(a, trunc).map(drop), rofs);
+    let touch = abi::SetattrIn {
+        atime: 5,
+        ..sa(fattr::ATIME)
+    };
+    assert_eq!(f.c.setattr(a, touch).map(drop), rofs);
+    assert_eq!(
+        f.c.setattr(a, sa(fattr::MTIME | fattr::MTIME_NOW))
+            .map(drop),
+        rofs
+    );
+    let chown = abi::SetattrIn {
+        uid: 1234,
+        ..sa(fattr::UID)
+    };
+    assert_eq!(f.c.setattr(a, chown).map(drop), rofs);
+    assert_eq!(
+        f.c.rename(ROOT, b"a", ROOT, b"w", libc::RENAME_WHITEOUT),
+        rofs
+    );
     assert_eq!(f.c.open(a, WRONLY).map(drop), rofs);
     assert_eq!(f.c.open(a, RDWR).map(drop), rofs);
     assert_eq!(f.c.open(a, RDONLY | libc::O_TRUNC as u32).map(drop), rofs);
@@ -50,8 +70,14 @@ fn readonly_export_refuses_every_modification() {
     let d = f.c.opendir(ROOT).unwrap().fh;
     assert_eq!(f.c.readdir(ROOT, d, 0, 4096, false).unwrap().len(), 4);
     assert_eq!(f.c.listxattr(a, 100).unwrap(), b"");
+    assert_eq!(f.c.getxattr(a, b"user.x", 10).unwrap_err(), libc::ENODATA);
+    f.c.fsync(a, fh, false, false).unwrap();
+    f.c.syncfs(ROOT).unwrap();
+    assert!(f.c.statfs(ROOT).unwrap().blocks > 0);
     assert_eq!(std::fs::read(f.host("a")).unwrap(), b"A");
     assert_eq!(mode_of(&f.host("a")), 0o644);
+    let after = std::fs::metadata(f.host("a")).unwrap();
+    assert_eq!((after.mtime(), after.uid()), (before.mtime(), before.uid()));
     assert_eq!(host_names(&f.share()), ["a", "d"]);
 }
 
