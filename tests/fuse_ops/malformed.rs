@@ -441,3 +441,34 @@ fn a_second_request_queue_serves_the_same_session() {
         }
     }
 }
+
+#[test]
+fn many_requests_in_flight_on_one_queue() {
+    let f = start("fuse-inflight", &[]);
+    let (e, o) = f.c.create(ROOT, b"f", 0o644, RDWR).unwrap();
+    // Eight WRITEs offered before any reply is collected; each reply names its request.
+    let tickets: Vec<_> = (0..8u8)
+        .map(|i| {
+            let w = abi::WriteIn {
+                fh: o.fh,
+                offset: u64::from(i) * 4096,
+                size: 4096,
+                ..Default::default()
+            };
+            let body = cat(&[&w.to_bytes(), &[i + 1; 4096]]);
+            let req = encode_request(op::WRITE, 1000 + u64::from(i), e.nodeid, 0, 0, &body);
+            (i, f.c.transport.submit(&req, 64).unwrap())
+        })
+        .collect();
+    for (i, ticket) in tickets.into_iter().rev() {
+        let r = Reply::parse(&f.c.transport.wait(ticket).unwrap());
+        assert_eq!((r.header.unique, r.header.error), (1000 + u64::from(i), 0));
+        assert_eq!(abi::WriteOut::get(&r.body).size, 4096);
+    }
+    let host = std::fs::read(f.host("f")).unwrap();
+    assert_eq!(host.len(), 8 * 4096);
+    for (i, chunk) in host.chunks(4096).enumerate() {
+        assert!(chunk.iter().all(|&b| usize::from(b) == i + 1), "chunk {i}");
+    }
+    still_works(&f.c);
+}
