@@ -48,6 +48,20 @@ fn file_io_create_open_read_write_release() {
     let (again, o2) = f.c.create(ROOT, b"hello", 0o644, RDWR).unwrap();
     assert_eq!(again.nodeid, e.nodeid);
     assert_eq!(f.c.read(e.nodeid, o2.fh, 0, 4).unwrap(), b"over");
+    // CREATE over names that are not regular files: refused, never blocking on a fifo.
+    std::fs::create_dir(f.host("dir")).unwrap();
+    assert_eq!(
+        f.c.create(ROOT, b"dir", 0o644, RDWR).unwrap_err(),
+        libc::EISDIR
+    );
+    f.c.mknod(ROOT, b"fifo", libc::S_IFIFO | 0o666, 0).unwrap();
+    for flags in [RDONLY, WRONLY, RDWR] {
+        assert_eq!(
+            f.c.create(ROOT, b"fifo", 0o644, flags).unwrap_err(),
+            libc::ENXIO,
+            "flags {flags}"
+        );
+    }
     // Each open has its own handle, tied to its node.
     let h1 = f.c.open(e.nodeid, RDONLY).unwrap().fh;
     let h2 = f.c.open(e.nodeid, RDONLY).unwrap().fh;
