@@ -207,6 +207,34 @@ fn xattrs_with_and_without_the_option() {
         libc::EPERM
     );
     assert_eq!(host_xattr(&f.host("f"), "user.a"), None);
+    if is_root() {
+        // Nodes the daemon cannot open (a symlink, a fifo) are reached by path, still
+        // the node itself.
+        let p =
+            f.c.mknod(ROOT, b"p", libc::S_IFIFO | 0o600, 0)
+                .unwrap()
+                .nodeid;
+        for (node, name) in [(l, "l"), (p, "p")] {
+            f.c.setxattr(node, b"trusted.t", name.as_bytes(), 0)
+                .unwrap();
+            assert_eq!(
+                f.c.getxattr(node, b"trusted.t", 10).unwrap(),
+                name.as_bytes()
+            );
+            assert_eq!(
+                host_xattr(&f.host(name), "trusted.t").as_deref(),
+                Some(name.as_bytes())
+            );
+            assert!(
+                f.c.listxattr(node, 100)
+                    .unwrap()
+                    .starts_with(b"trusted.t\0")
+            );
+            f.c.removexattr(node, b"trusted.t").unwrap();
+            assert_eq!(host_xattr(&f.host(name), "trusted.t"), None);
+        }
+        assert_eq!(host_xattr(&f.host("f"), "trusted.t"), None);
+    }
 
     // Without --xattr every xattr request is ENOSYS, so the guest stops asking.
     let plain = start("fuse-no-xattr", &[]);
