@@ -17,12 +17,11 @@ fn directories_readdir_readdirplus_releasedir() {
         std::fs::write(f.host(&format!("file-{i:02}")), vec![0u8; i]).unwrap();
     }
     std::fs::create_dir(f.host("sub")).unwrap();
-    let mut want: Vec<Vec<u8>> = Vec::new();
-    for e in std::fs::read_dir(f.share()).unwrap() {
-        want.push(e.unwrap().file_name().into_encoded_bytes());
-    }
-    want.push(b".".to_vec());
-    want.push(b"..".to_vec());
+    let mut want: Vec<Vec<u8>> = host_names(&f.share())
+        .into_iter()
+        .map(String::into_bytes)
+        .chain([b".".to_vec(), b"..".to_vec()])
+        .collect();
     want.sort();
 
     let d = f.c.opendir(ROOT).unwrap();

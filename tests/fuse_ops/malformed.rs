@@ -1,8 +1,9 @@
 //! What no well-behaved guest sends, through the socket: requests before INIT, lying
 //! headers and bodies, huge counts, unknown opcodes, chains with no room (or no valid
-//! memory) for a reply, requests and replies scattered over descriptors, and a second
-//! request queue. Each is answered with an error, or dropped with nothing written where
-//! no reply fits, and the next valid request on the same queue still works.
+//! memory) for a reply; and the transport itself: requests and replies scattered over
+//! descriptors, many requests in flight, a second request queue. Each bad request is
+//! answered with an error, or dropped with nothing written where no reply fits, and the
+//! next valid request on the same queue still works.
 
 use vhost_dax::frontend::Buffer;
 use vhost_dax::fuse::abi::{init_flags as fl, opcode as op};
