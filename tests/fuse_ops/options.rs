@@ -1,4 +1,4 @@
-//! Export options seen by the guest: --readonly, --cache.
+//! Export options seen by the guest: --readonly, --cache, and the sandboxes.
 
 use super::support::*;
 
@@ -124,5 +124,48 @@ fn cache_policy_sets_timeouts_and_open_flags() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn sandboxed_daemons_serve_the_same_share() {
+    if !is_root() {
+        eprintln!("skipping: chroot and mount namespaces need root");
+        return;
+    }
+    for sandbox in ["chroot", "namespace"] {
+        let f = start("fuse-sandbox", &["--sandbox", sandbox, "--xattr"]);
+        std::fs::write(f.host("a"), b"A").unwrap();
+        let a = f.c.lookup(ROOT, b"a").unwrap().nodeid;
+        let fh = f.c.open(a, RDWR).unwrap().fh;
+        assert_eq!(f.c.read(a, fh, 0, 10).unwrap(), b"A", "{sandbox}");
+        f.c.write(a, fh, 1, b"B").unwrap();
+        assert_eq!(std::fs::read(f.host("a")).unwrap(), b"AB", "{sandbox}");
+        // Credentials are still switched for creations.
+        std::fs::set_permissions(f.share(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        f.c.set_caller(1234, 5678);
+        f.c.mkdir(ROOT, b"u", 0o755).unwrap();
+        f.c.set_caller(0, 0);
+        let md = std::fs::metadata(f.host("u")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (1234, 5678), "{sandbox}");
+        // Nodes reached through /proc/self/fd, opened before the sandbox closed.
+        let (t, to) = f.c.tmpfile(ROOT, 0o600, RDWR).unwrap();
+        f.c.write(t.nodeid, to.fh, 0, b"tmp").unwrap();
+        f.c.link(t.nodeid, ROOT, b"named").unwrap();
+        assert_eq!(std::fs::read(f.host("named")).unwrap(), b"tmp", "{sandbox}");
+        let p = f.c.mknod(ROOT, b"p", libc::S_IFIFO | 0o600, 0).unwrap();
+        f.c.setxattr(p.nodeid, b"trusted.t", b"v", 0).unwrap();
+        assert_eq!(f.c.getxattr(p.nodeid, b"trusted.t", 10).unwrap(), b"v");
+        // Still confined: `..` of the root, and a symlink out, are not followed.
+        assert_eq!(f.c.lookup(ROOT, b"..").unwrap().nodeid, ROOT);
+        std::os::unix::fs::symlink(f.dir.join("outside"), f.host("evil")).unwrap();
+        let evil = f.c.lookup(ROOT, b"evil").unwrap().nodeid;
+        assert_eq!(f.c.open(evil, RDWR).unwrap_err(), libc::ENXIO, "{sandbox}");
+        assert_eq!(
+            f.c.create(ROOT, b"evil", 0o644, WRONLY | libc::O_TRUNC as u32)
+                .unwrap_err(),
+            libc::ELOOP
+        );
+        assert_eq!(std::fs::read(f.dir.join("outside")).unwrap(), b"secret");
     }
 }

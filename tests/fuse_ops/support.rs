@@ -62,8 +62,8 @@ impl Fs {
     }
 }
 
-/// Starts `vhost-dax fs` with `extra` arguments on a fresh share and connects, without
-/// sending INIT.
+/// Starts `vhost-dax fs` with `extra` arguments (`--sandbox none` unless they say
+/// otherwise) on a fresh share and connects, without sending INIT.
 pub fn start_uninit(name: &str, extra: &[&str]) -> Fs {
     let dir = TempDir::new(name);
     std::fs::create_dir(dir.join("share")).unwrap();
@@ -76,9 +76,10 @@ pub fn start_uninit(name: &str, extra: &[&str]) -> Fs {
         socket.to_str().unwrap(),
         "--shared-dir",
         share.to_str().unwrap(),
-        "--sandbox",
-        "none",
     ];
+    if !extra.contains(&"--sandbox") {
+        args.extend(["--sandbox", "none"]);
+    }
     args.extend_from_slice(extra);
     let daemon = spawn_daemon(&args, &socket);
     let frontend = Arc::new(Mutex::new(connect(&socket)));
