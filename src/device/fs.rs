@@ -271,7 +271,9 @@ fn read_request(queue: usize, chain: &Chain, mem: &GuestMemoryMmap) -> Option<Re
             return None;
         }
     };
-    let len = reader.available_bytes().min(MAX_REQUEST);
+    // One byte past the limit, so a chain longer than any request we take fails the
+    // server's length check instead of being cut to a plausible request.
+    let len = reader.available_bytes().min(MAX_REQUEST + 1);
     let mut bytes = vec![0u8; len];
     if let Err(e) = reader.read_exact(&mut bytes) {
         log::warn!("fs: queue {queue} request {head} unreadable: {e}");

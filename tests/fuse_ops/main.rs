@@ -1,0 +1,16 @@
+//! FUSE operations against the daemon binary, through our frontend and a real socket:
+//! every request is a descriptor chain in guest memory, served by the device's queue
+//! thread and answered into guest memory. Each module covers an area with its normal
+//! results and its errors, checking the host side of the shared directory where that is
+//! what a user would see; `malformed` sends what no well-behaved guest sends.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod support;
+
+mod attrs;
+mod dirs;
+mod files;
+mod malformed;
+mod names;
+mod options;
