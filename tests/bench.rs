@@ -86,7 +86,7 @@ fn quick_json_bench_reports_every_key_with_a_sane_value() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed: {stderr}");
     assert!(
-        stderr.contains("bench: pmem flush") && stderr.contains("bench: fuse metadata, vhost-dax"),
+        stderr.contains("bench: pmem flush") && stderr.contains("bench: fuse lookup+getattr: "),
         "no progress lines: {stderr}"
     );
     let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");

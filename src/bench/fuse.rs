@@ -83,12 +83,12 @@ impl Sizes {
         Sizes {
             tree_dirs: 10,
             tree_files: 100,
-            meta_ops: if quick { 2_000 } else { 10_000 },
-            create_cycles: if quick { 500 } else { 2_000 },
+            meta_ops: if quick { 2_000 } else { 20_000 },
+            create_cycles: if quick { 500 } else { 4_000 },
             dir_entries: 10_000,
             data_file: 64 << 20,
-            random_ops: if quick { 2_000 } else { 10_000 },
-            seq_requests: if quick { 128 } else { 512 },
+            random_ops: if quick { 2_000 } else { 20_000 },
+            seq_requests: if quick { 128 } else { 1_024 },
         }
     }
 
@@ -238,29 +238,87 @@ impl Session {
     }
 }
 
-/// One repeat of every FUSE workload against `target`, into `samples`.
-pub(super) fn session(
-    target: &Target,
+/// A FUSE workload: one repeat of it on one session, into `samples`.
+type Workload = fn(&mut FuseWire, &Sizes, &mut Samples) -> Result<(), BenchError>;
+
+/// The workloads, in order, with their progress labels.
+const WORKLOADS: &[(&str, Workload)] = &[
+    ("lookup+getattr", lookup_getattr),
+    ("create+release+unlink", create_cycles),
+    ("readdirplus", readdirplus),
+    ("4 KiB random read", read4k),
+    ("4 KiB random write", write4k),
+    ("1 MiB sequential read", seq_read),
+    ("1 MiB sequential write", seq_write),
+];
+
+/// A daemon measured in a repeat: its target and where its samples go.
+pub(super) struct Side<'a> {
+    pub(super) target: &'a Target,
+    pub(super) samples: &'a mut Samples,
+}
+
+/// One repeat of every FUSE workload on our daemon and, when given, on the peer, both
+/// started on the share for the repeat and used in turn, workload by workload, so that
+/// both meet the machine in the same state; who goes first alternates with `peer_first`.
+/// A failure of ours fails the repeat; a failure of the peer ends the peer's part of it
+/// and is returned.
+pub(super) fn repeat(
+    ours: Side<'_>,
+    peer: Option<Side<'_>>,
+    peer_first: bool,
     scratch: &Scratch,
     share: &Share,
     sizes: &Sizes,
-    samples: &mut Samples,
     progress: &mut dyn FnMut(&str),
-) -> Result<(), BenchError> {
-    progress(&format!("fuse metadata, {}", target.name));
+) -> Result<Option<BenchError>, BenchError> {
     let _pinned = Pinned::to_one_cpu()?;
-    let mut session = Session::start(target, scratch, share)?;
-    let w = &mut session.wire;
-    lookup_getattr(w, sizes, samples)?;
-    create_cycles(w, sizes, samples)?;
-    readdirplus(w, sizes, samples)?;
-    progress(&format!("fuse data, {}", target.name));
-    data(w, sizes, samples)?;
-    session.stop()
+    let mut our_session = Session::start(ours.target, scratch, share)?;
+    let mut peer_error = None;
+    let mut peer = match peer {
+        None => None,
+        Some(side) => match Session::start(side.target, scratch, share) {
+            Ok(session) => Some((session, side)),
+            Err(e) => {
+                peer_error = Some(e);
+                None
+            }
+        },
+    };
+    for (label, workload) in WORKLOADS {
+        let names = match &peer {
+            Some((_, side)) if peer_first => format!("{}, {}", side.target.name, ours.target.name),
+            Some((_, side)) => format!("{}, {}", ours.target.name, side.target.name),
+            None => ours.target.name.clone(),
+        };
+        progress(&format!("fuse {label}: {names}"));
+        let mut run_peer = |peer: &mut Option<(Session, Side<'_>)>| {
+            if let Some((session, side)) = peer
+                && let Err(e) = workload(&mut session.wire, sizes, side.samples)
+            {
+                peer_error = Some(e);
+                *peer = None;
+            }
+        };
+        if peer_first {
+            run_peer(&mut peer);
+        }
+        workload(&mut our_session.wire, sizes, ours.samples)?;
+        if !peer_first {
+            run_peer(&mut peer);
+        }
+    }
+    our_session.stop()?;
+    if let Some((session, _)) = peer
+        && let Err(e) = session.stop()
+    {
+        peer_error = Some(e);
+    }
+    Ok(peer_error)
 }
 
-/// The bench thread, and through inheritance the daemon and its threads, on one CPU for
-/// the length of a session: each request then costs the daemon's work and two context
+/// The bench thread, and through inheritance the daemons and their threads, on one CPU
+/// for the length of a repeat: each request then costs the daemon's work and two context
 /// switches, not a cross-CPU wake-up, whose latency varies several-fold from run to run on
 /// shared virtual machines and would decide a side-by-side ratio by itself.
 struct Pinned {
@@ -386,53 +444,99 @@ fn readdirplus(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(),
     Ok(())
 }
 
-fn data(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+/// Runs `op` on the data file opened read-write (OPEN and RELEASE untimed).
+fn with_data_file(
+    w: &mut FuseWire,
+    op: impl FnOnce(&mut FuseWire, u64, u64) -> Result<(), BenchError>,
+) -> Result<(), BenchError> {
     let node = w.lookup(ROOT_ID, b"data.bin")?;
     let fh = w.open(node, libc::O_RDWR as u32)?;
+    op(w, node, fh)?;
+    w.release(node, fh, false)
+}
+
+/// The same random 4 KiB-aligned offsets for every daemon, every repeat and every run.
+fn random_offsets(s: &Sizes) -> Vec<u64> {
     let pages = s.data_file / u64::from(SMALL);
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-    let offsets: Vec<u64> = (0..WARMUP + s.random_ops)
+    (0..WARMUP + s.random_ops)
         .map(|_| rng.next() % pages * u64::from(SMALL))
-        .collect();
-    let full = |what: &str, n: usize, size: u32| {
-        if n == size as usize {
-            Ok(())
-        } else {
-            Err(BenchError::Unexpected(format!(
-                "{what} of {size} bytes moved {n}"
-            )))
-        }
-    };
-    for &offset in &offsets[..WARMUP] {
-        full("READ", w.read(node, fh, offset, SMALL)?, SMALL)?;
-    }
-    let (rate, latencies) = timed(s.random_ops, |i| {
-        full("READ", w.read(node, fh, offsets[WARMUP + i], SMALL)?, SMALL)
-    })?;
-    samples.push("fuse_read4k_ops_per_s", rate);
-    samples.push_latencies(["fuse_read4k_p50_us", "fuse_read4k_p99_us"], latencies);
-    let (rate, latencies) = timed(s.random_ops, |i| {
-        full("WRITE", w.write(node, fh, offsets[i], SMALL)?, SMALL)
-    })?;
-    samples.push("fuse_write4k_ops_per_s", rate);
-    samples.push_latencies(["fuse_write4k_p50_us", "fuse_write4k_p99_us"], latencies);
+        .collect()
+}
 
-    let chunks = s.data_file / u64::from(BIG);
-    let at = |i: usize| i as u64 % chunks * u64::from(BIG);
-    let (rate, latencies) = timed(s.seq_requests, |i| {
-        full("READ", w.read(node, fh, at(i), BIG)?, BIG)
-    })?;
-    samples.push("fuse_seq_read_gbps", rate * f64::from(BIG) / 1e9);
-    samples.push_latencies(["fuse_seq_read_p50_us", "fuse_seq_read_p99_us"], latencies);
-    let (rate, latencies) = timed(s.seq_requests, |i| {
-        full("WRITE", w.write(node, fh, at(i), BIG)?, BIG)
-    })?;
-    samples.push("fuse_seq_write_gbps", rate * f64::from(BIG) / 1e9);
-    samples.push_latencies(
-        ["fuse_seq_write_p50_us", "fuse_seq_write_p99_us"],
-        latencies,
-    );
-    w.release(node, fh, false)
+/// `n` bytes moved by a READ or WRITE of `size`: anything short is an error here.
+fn full(what: &str, n: usize, size: u32) -> Result<(), BenchError> {
+    if n == size as usize {
+        Ok(())
+    } else {
+        Err(BenchError::Unexpected(format!(
+            "{what} of {size} bytes moved {n}"
+        )))
+    }
+}
+
+fn read4k(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    let offsets = random_offsets(s);
+    with_data_file(w, |w, node, fh| {
+        for &offset in &offsets[..WARMUP] {
+            full("READ", w.read(node, fh, offset, SMALL)?, SMALL)?;
+        }
+        let (rate, latencies) = timed(s.random_ops, |i| {
+            full("READ", w.read(node, fh, offsets[WARMUP + i], SMALL)?, SMALL)
+        })?;
+        samples.push("fuse_read4k_ops_per_s", rate);
+        samples.push_latencies(["fuse_read4k_p50_us", "fuse_read4k_p99_us"], latencies);
+        Ok(())
+    })
+}
+
+fn write4k(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    let offsets = random_offsets(s);
+    with_data_file(w, |w, node, fh| {
+        for &offset in &offsets[..WARMUP] {
+            full("WRITE", w.write(node, fh, offset, SMALL)?, SMALL)?;
+        }
+        let (rate, latencies) = timed(s.random_ops, |i| {
+            full(
+                "WRITE",
+                w.write(node, fh, offsets[WARMUP + i], SMALL)?,
+                SMALL,
+            )
+        })?;
+        samples.push("fuse_write4k_ops_per_s", rate);
+        samples.push_latencies(["fuse_write4k_p50_us", "fuse_write4k_p99_us"], latencies);
+        Ok(())
+    })
+}
+
+/// Offset of the `i`th 1 MiB request: through the file, wrapping at its end.
+fn seq_offset(s: &Sizes, i: usize) -> u64 {
+    i as u64 % (s.data_file / u64::from(BIG)) * u64::from(BIG)
+}
+
+fn seq_read(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    with_data_file(w, |w, node, fh| {
+        full("READ", w.read(node, fh, 0, BIG)?, BIG)?;
+        let (rate, latencies) = timed(s.seq_requests, |i| {
+            full("READ", w.read(node, fh, seq_offset(s, i), BIG)?, BIG)
+        })?;
+        samples.push("fuse_seq_read_gbps", rate * f64::from(BIG) / 1e9);
+        samples.push_latencies(["fuse_seq_read_p50_us", "fuse_seq_read_p99_us"], latencies);
+        Ok(())
+    })
+}
+
+fn seq_write(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    with_data_file(w, |w, node, fh| {
+        full("WRITE", w.write(node, fh, 0, BIG)?, BIG)?;
+        let (rate, latencies) = timed(s.seq_requests, |i| {
+            full("WRITE", w.write(node, fh, seq_offset(s, i), BIG)?, BIG)
+        })?;
+        samples.push("fuse_seq_write_gbps", rate * f64::from(BIG) / 1e9);
+        let keys = ["fuse_seq_write_p50_us", "fuse_seq_write_p99_us"];
+        samples.push_latencies(keys, latencies);
+        Ok(())
+    })
 }
 
 /// A fixed-seed xorshift64: the same offsets for every daemon and every run.

@@ -198,7 +198,7 @@ pub fn run(
     let scratch = Scratch::new()?;
     let mut peer = peer::Peer::resolve(&options.peer)?;
     if let Some(reason) = peer.absent() {
-        progress(&format!("virtiofsd: absent ({reason})"));
+        progress(&format!("virtiofsd: absent, {reason}"));
     }
 
     progress(&format!(
@@ -213,29 +213,29 @@ pub fn run(
 
     for repeat in 1..=repeats {
         let step = format!("({repeat}/{repeats})");
-        fuse::session(
-            &ours,
+        let peer_target = peer.target();
+        let peer_side = peer_target.as_ref().map(|target| fuse::Side {
+            target,
+            samples: &mut peer_samples,
+        });
+        let ours_side = fuse::Side {
+            target: &ours,
+            samples: &mut samples,
+        };
+        let failed = fuse::repeat(
+            ours_side,
+            peer_side,
+            repeat % 2 == 0,
             &scratch,
             &share,
             &plan.fuse,
-            &mut samples,
             &mut |s| progress(&format!("{s} {step}")),
         )?;
-        if let Some(target) = peer.target() {
-            let outcome = fuse::session(
-                &target,
-                &scratch,
-                &share,
-                &plan.fuse,
-                &mut peer_samples,
-                &mut |s| progress(&format!("{s} {step}")),
-            );
-            if let Err(e) = outcome {
-                peer.failed(e)?;
-                progress(&format!(
-                    "virtiofsd failed; measuring vhost-dax alone {step}"
-                ));
-            }
+        if let Some(e) = failed {
+            peer.failed(e)?;
+            progress(&format!(
+                "virtiofsd failed; measuring vhost-dax alone {step}"
+            ));
         }
         progress(&format!("pmem flush, queue depth 1 {step}"));
         pmem::flush_qd1(&daemon, &scratch, &plan.pmem, &mut samples)?;
@@ -252,6 +252,7 @@ pub fn run(
         ("quick", options.quick.to_string()),
         ("repeats", repeats.to_string()),
         ("ledger_rounds", plan.ledger_rounds.to_string()),
+        ("scratch_dir", std::env::temp_dir().display().to_string()),
     ]);
     parameters.extend(plan.pmem.parameters());
     parameters.extend(plan.fuse.parameters());
