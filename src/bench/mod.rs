@@ -232,9 +232,11 @@ pub fn run(
             &mut |s| progress(&format!("{s} {step}")),
         )?;
         if let Some(e) = failed {
+            let reason = e.to_string();
             peer.failed(e)?;
             progress(&format!(
-                "virtiofsd failed; measuring vhost-dax alone {step}"
+                "virtiofsd failed, measuring vhost-dax alone {step}: {}",
+                reason.trim_end()
             ));
         }
         progress(&format!("pmem flush, queue depth 1 {step}"));
