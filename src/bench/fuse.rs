@@ -1,8 +1,8 @@
 //! FUSE workloads over a virtio-fs request queue, the same for our daemon and for a peer.
 //!
-//! The shared directory is built once per run on the host side ([`Share`]); each repeat
-//! starts a fresh daemon on it ([`Session`]), initialises FUSE and runs every workload
-//! once, one request in flight at a time:
+//! The shared directory is built once per run on the host side ([`Share`]). Each repeat
+//! ([`repeat`]) starts a fresh daemon of each side on it ([`Session`]), initialises FUSE
+//! and runs every workload once on each, alternating, one request in flight at a time:
 //!
 //! - metadata: LOOKUP and GETATTR over a warm tree (every name looked up once before
 //!   timing); CREATE+RELEASE+UNLINK cycles; READDIRPLUS of a 10 000-entry directory;
