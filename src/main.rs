@@ -31,8 +31,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Measure pmem flushes and the ledger on an embedded default (temporary files, the
-    /// daemon as a child, our frontend on a real socket).
+    /// Measure FUSE, pmem and the ledger on an embedded default (temporary files, the
+    /// daemon as a child, our frontend on a real socket), side by side with virtiofsd.
     Bench {
         /// Shorter run (under 15 s).
         #[arg(long)]
@@ -40,6 +40,10 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// Peer to run the FUSE workloads against too: virtiofsd[=PATH], or none
+        /// (default: virtiofsd if found on PATH, $CARGO_HOME/bin or /usr/libexec).
+        #[arg(long, value_name = "PEER", default_value = "auto")]
+        peer: vhost_dax::bench::PeerChoice,
     },
     /// Validate a config file and exit.
     CheckConfig {
@@ -199,8 +203,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Bench { quick, json } = cli.command {
-        return bench(quick, json, cli.log_level.as_deref());
+    if let Command::Bench { quick, json, peer } = cli.command {
+        let options = vhost_dax::bench::BenchOptions { quick, peer };
+        return bench(options, json, cli.log_level.as_deref());
     }
     let config = match &cli.command {
         Command::Bench { .. } => unreachable!("handled above"),
@@ -247,22 +252,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench(quick: bool, json: bool, log_level: Option<&str>) -> ExitCode {
+fn bench(options: vhost_dax::bench::BenchOptions, json: bool, log_level: Option<&str>) -> ExitCode {
     if let Err(e) = init_logging(Some(log_level.unwrap_or("warn"))) {
         return config_error(e);
     }
-    let options = vhost_dax::bench::BenchOptions { quick };
     let report = vhost_dax::bench::run(options, &mut |step| eprintln!("bench: {step}"));
     match report {
         Ok(report) if json => {
-            let mut object = serde_json::Map::new();
-            for (key, figure) in &report.results {
-                object.insert((*key).to_string(), serde_json::json!(figure.median));
-            }
-            object.insert("detail".into(), serde_json::json!(report.results));
-            object.insert("machine".into(), serde_json::json!(report.machine));
-            object.insert("parameters".into(), serde_json::json!(report.parameters));
-            println!("{}", serde_json::Value::Object(object));
+            println!("{}", vhost_dax::bench::json(&report));
             ExitCode::SUCCESS
         }
         Ok(report) => {

@@ -1,10 +1,13 @@
-//! `vhost-dax bench --quick --json` runs and reports every documented key sanely.
+//! `vhost-dax bench --quick --json` runs and reports every documented key sanely, for our
+//! daemon and, when virtiofsd is installed, for it too.
 
 mod common;
 
 use std::process::Command;
 
-/// The keys the README documents for this build.
+use serde_json::Value;
+
+/// The keys the README documents for this build, besides the FUSE ones.
 const KEYS: &[&str] = &[
     "pmem_flush_qd1_per_s",
     "pmem_flush_qd1_p50_us",
@@ -15,6 +18,65 @@ const KEYS: &[&str] = &[
     "ledger_ops_per_s",
 ];
 
+/// The FUSE keys, ours and the peer's (README, "Benchmarks").
+const FUSE_KEYS: &[&str] = &[
+    "fuse_lookup_ops_per_s",
+    "fuse_lookup_p50_us",
+    "fuse_lookup_p99_us",
+    "fuse_getattr_ops_per_s",
+    "fuse_getattr_p50_us",
+    "fuse_getattr_p99_us",
+    "fuse_create_ops_per_s",
+    "fuse_create_p50_us",
+    "fuse_create_p99_us",
+    "fuse_readdirplus_entries_per_s",
+    "fuse_readdirplus_pass_ms",
+    "fuse_read4k_ops_per_s",
+    "fuse_read4k_p50_us",
+    "fuse_read4k_p99_us",
+    "fuse_write4k_ops_per_s",
+    "fuse_write4k_p50_us",
+    "fuse_write4k_p99_us",
+    "fuse_seq_read_gbps",
+    "fuse_seq_read_p50_us",
+    "fuse_seq_read_p99_us",
+    "fuse_seq_write_gbps",
+    "fuse_seq_write_p50_us",
+    "fuse_seq_write_p99_us",
+];
+
+/// The rates compared with the peer (`peer.virtiofsd.ratio`).
+const RATIO_KEYS: &[&str] = &[
+    "fuse_lookup_ops_per_s",
+    "fuse_getattr_ops_per_s",
+    "fuse_create_ops_per_s",
+    "fuse_readdirplus_entries_per_s",
+    "fuse_read4k_ops_per_s",
+    "fuse_write4k_ops_per_s",
+    "fuse_seq_read_gbps",
+    "fuse_seq_write_gbps",
+];
+
+fn sane(object: &Value, key: &str) -> f64 {
+    let value = object[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing: {object}"));
+    assert!(value.is_finite() && value > 0.0, "{key} = {value}");
+    value
+}
+
+/// Every key present, positive and finite, its median between the recorded extremes.
+fn check_figures(object: &Value, keys: &[&str]) {
+    for key in keys {
+        let value = sane(object, key);
+        let detail = &object["detail"][key];
+        assert!(
+            detail["min"].as_f64().unwrap() <= value && value <= detail["max"].as_f64().unwrap(),
+            "{key}: {detail}"
+        );
+    }
+}
+
 #[test]
 fn quick_json_bench_reports_every_key_with_a_sane_value() {
     let out = Command::new(common::binary())
@@ -24,24 +86,65 @@ fn quick_json_bench_reports_every_key_with_a_sane_value() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed: {stderr}");
     assert!(
-        stderr.contains("bench: pmem flush"),
+        stderr.contains("bench: pmem flush") && stderr.contains("bench: fuse lookup+getattr: "),
         "no progress lines: {stderr}"
     );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    for key in KEYS {
-        let value = report[key]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{key} missing: {report}"));
-        assert!(value.is_finite() && value > 0.0, "{key} = {value}");
-        let detail = &report["detail"][key];
-        assert!(
-            detail["min"].as_f64().unwrap() <= value && value <= detail["max"].as_f64().unwrap()
-        );
-    }
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    check_figures(&report, KEYS);
+    check_figures(&report, FUSE_KEYS);
     // Group commit: 64 flushes in flight never need 64 syncs.
     assert!(
         report["pmem_syncs_qd64"].as_f64().unwrap()
             < report["pmem_requests_qd64"].as_f64().unwrap()
     );
     assert!(report["machine"]["cores"].as_str().is_some());
+    assert!(report["machine"]["kernel"].as_str().is_some());
+    assert_eq!(report["parameters"]["quick"], "true");
+
+    // The peer: absent (not installed here) or measured in full; a found virtiofsd that
+    // fails is a failure.
+    let peer = &report["peer"]["virtiofsd"];
+    if let Some(reason) = peer["absent"].as_str() {
+        assert!(!reason.is_empty());
+        assert!(peer.get("fuse_getattr_ops_per_s").is_none());
+        return;
+    }
+    assert!(peer.get("failed").is_none(), "virtiofsd failed: {peer}");
+    check_figures(peer, FUSE_KEYS);
+    assert!(peer["version"].as_str().unwrap().contains("virtiofsd"));
+    for key in RATIO_KEYS {
+        let ratio = sane(&peer["ratio"], key);
+        let expected = sane(&report, key) / sane(peer, key);
+        assert!(
+            (ratio - expected).abs() <= 1e-9 * expected,
+            "{key}: {ratio}"
+        );
+    }
+}
+
+#[test]
+fn a_named_peer_that_does_not_exist_fails_the_run_at_once() {
+    let out = Command::new(common::binary())
+        .args([
+            "bench",
+            "--quick",
+            "--peer",
+            "virtiofsd=/nonexistent/virtiofsd",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("/nonexistent/virtiofsd"), "{stderr}");
+    assert!(!stderr.contains("bench: fuse"), "ran workloads: {stderr}");
+}
+
+#[test]
+fn a_malformed_peer_is_a_usage_error() {
+    let out = Command::new(common::binary())
+        .args(["bench", "--peer", "qemu"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("virtiofsd=PATH"));
 }

@@ -1,0 +1,552 @@
+//! FUSE workloads over a virtio-fs request queue, the same for our daemon and for a peer.
+//!
+//! The shared directory is built once per run on the host side ([`Share`]). Each repeat
+//! ([`repeat`]) starts a fresh daemon of each side on it ([`Session`]), initialises FUSE
+//! and runs every workload once on each, alternating, one request in flight at a time:
+//!
+//! - metadata: LOOKUP and GETATTR over a warm tree (every name looked up once before
+//!   timing); CREATE+RELEASE+UNLINK cycles; READDIRPLUS of a 10 000-entry directory;
+//! - data: 4 KiB READ and WRITE at random aligned offsets of a data file, and 1 MiB
+//!   sequential READ and WRITE through it (no fsync: the host page cache absorbs them).
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::wire::{DATA_AREA, FuseWire};
+use super::{BenchError, Samples, Scratch, WAIT, path_str};
+use crate::frontend::DaemonProcess;
+use crate::fuse::abi::ROOT_ID;
+use crate::sys;
+
+/// Keys every FUSE session reports, ours and the peer's (see README).
+pub const FUSE_KEYS: &[&str] = &[
+    "fuse_lookup_ops_per_s",
+    "fuse_lookup_p50_us",
+    "fuse_lookup_p99_us",
+    "fuse_getattr_ops_per_s",
+    "fuse_getattr_p50_us",
+    "fuse_getattr_p99_us",
+    "fuse_create_ops_per_s",
+    "fuse_create_p50_us",
+    "fuse_create_p99_us",
+    "fuse_readdirplus_entries_per_s",
+    "fuse_readdirplus_pass_ms",
+    "fuse_read4k_ops_per_s",
+    "fuse_read4k_p50_us",
+    "fuse_read4k_p99_us",
+    "fuse_write4k_ops_per_s",
+    "fuse_write4k_p50_us",
+    "fuse_write4k_p99_us",
+    "fuse_seq_read_gbps",
+    "fuse_seq_read_p50_us",
+    "fuse_seq_read_p99_us",
+    "fuse_seq_write_gbps",
+    "fuse_seq_write_p50_us",
+    "fuse_seq_write_p99_us",
+];
+
+/// Keys compared with the peer as ours / theirs: the rates (above 1: we are faster).
+pub const RATIO_KEYS: &[&str] = &[
+    "fuse_lookup_ops_per_s",
+    "fuse_getattr_ops_per_s",
+    "fuse_create_ops_per_s",
+    "fuse_readdirplus_entries_per_s",
+    "fuse_read4k_ops_per_s",
+    "fuse_write4k_ops_per_s",
+    "fuse_seq_read_gbps",
+    "fuse_seq_write_gbps",
+];
+
+const SMALL: u32 = 4096;
+const BIG: u32 = DATA_AREA;
+/// READDIRPLUS buffer: what Linux 6.x asks for under a 32 KiB getdents (glibc's size).
+const READDIR_BUFFER: u32 = 32 << 10;
+/// Untimed requests before each timed loop.
+const WARMUP: usize = 20;
+
+/// Sizes of the FUSE workloads.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sizes {
+    tree_dirs: usize,
+    tree_files: usize,
+    meta_ops: usize,
+    create_cycles: usize,
+    pub(super) dir_entries: usize,
+    pub(super) data_file: u64,
+    random_ops: usize,
+    seq_requests: usize,
+}
+
+impl Sizes {
+    pub(super) fn new(quick: bool) -> Sizes {
+        Sizes {
+            tree_dirs: 10,
+            tree_files: 100,
+            meta_ops: if quick { 2_000 } else { 20_000 },
+            create_cycles: if quick { 500 } else { 4_000 },
+            dir_entries: 10_000,
+            data_file: 64 << 20,
+            random_ops: if quick { 2_000 } else { 20_000 },
+            seq_requests: if quick { 128 } else { 1_024 },
+        }
+    }
+
+    pub(super) fn parameters(&self) -> [(&'static str, String); 7] {
+        [
+            (
+                "fuse_tree",
+                format!("{} dirs x {} files", self.tree_dirs, self.tree_files),
+            ),
+            ("fuse_meta_ops", self.meta_ops.to_string()),
+            ("fuse_create_cycles", self.create_cycles.to_string()),
+            ("fuse_dir_entries", self.dir_entries.to_string()),
+            ("fuse_data_file_mib", (self.data_file >> 20).to_string()),
+            ("fuse_random_ops", self.random_ops.to_string()),
+            ("fuse_seq_mib", self.seq_requests.to_string()),
+        ]
+    }
+}
+
+/// The shared directory, laid out on the host before any daemon starts:
+/// `tree/dNN/fNNN`, `big/` with the 10 000 entries, `create/` (empty), `data.bin`.
+pub(super) struct Share {
+    root: PathBuf,
+}
+
+impl Share {
+    pub(super) fn build(root: &Path, sizes: &Sizes) -> Result<Share, BenchError> {
+        std::fs::create_dir_all(root.join("create"))?;
+        for d in 0..sizes.tree_dirs {
+            let dir = root.join("tree").join(dir_name(d));
+            std::fs::create_dir_all(&dir)?;
+            for f in 0..sizes.tree_files {
+                std::fs::File::create(dir.join(file_name(f)))?;
+            }
+        }
+        let big = root.join("big");
+        std::fs::create_dir_all(&big)?;
+        for e in 0..sizes.dir_entries {
+            std::fs::File::create(big.join(format!("entry-{e:05}")))?;
+        }
+        let data = std::fs::File::create(root.join("data.bin"))?;
+        let chunk: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
+        for offset in (0..sizes.data_file).step_by(BIG as usize) {
+            data.write_all_at(&chunk, offset)?;
+        }
+        Ok(Share {
+            root: root.to_path_buf(),
+        })
+    }
+}
+
+fn dir_name(d: usize) -> String {
+    format!("d{d:02}")
+}
+
+fn file_name(f: usize) -> String {
+    format!("f{f:03}")
+}
+
+/// A daemon that serves the share: ours or a peer.
+pub(super) struct Target {
+    /// Name in progress lines and errors.
+    pub(super) name: String,
+    program: PathBuf,
+    kind: Kind,
+}
+
+enum Kind {
+    Ours,
+    /// virtiofsd (Rust, 1.x command line).
+    Virtiofsd,
+}
+
+impl Target {
+    pub(super) fn ours(program: &Path) -> Target {
+        Target {
+            name: "vhost-dax".into(),
+            program: program.to_path_buf(),
+            kind: Kind::Ours,
+        }
+    }
+
+    pub(super) fn virtiofsd(program: &Path) -> Target {
+        Target {
+            name: "virtiofsd".into(),
+            program: program.to_path_buf(),
+            kind: Kind::Virtiofsd,
+        }
+    }
+
+    /// Both confined the same way (not at all: the bench measures serving, not sandboxes)
+    /// and with the same cache policy; everything else at its default.
+    fn args(&self, socket: &Path, share: &Path) -> Result<Vec<String>, BenchError> {
+        let socket = path_str(socket)?.to_string();
+        let share = path_str(share)?.to_string();
+        let mut args: Vec<String> = match self.kind {
+            Kind::Ours => vec!["fs".into(), "--socket".into(), socket],
+            Kind::Virtiofsd => vec!["--socket-path".into(), socket],
+        };
+        args.extend(
+            [
+                "--shared-dir",
+                &share,
+                "--sandbox",
+                "none",
+                "--cache",
+                "auto",
+            ]
+            .map(String::from),
+        );
+        Ok(args)
+    }
+}
+
+/// A daemon serving the share and our FUSE driver connected to it.
+pub(super) struct Session {
+    pub(super) wire: FuseWire,
+    daemon: DaemonProcess,
+}
+
+impl Session {
+    /// Starts `target` on the share and initialises FUSE.
+    pub(super) fn start(
+        target: &Target,
+        scratch: &Scratch,
+        share: &Share,
+    ) -> Result<Session, BenchError> {
+        let socket = scratch.path(&format!("fs-{}.sock", target.name));
+        // A stale socket would pass for the new daemon listening.
+        let _ = std::fs::remove_file(&socket);
+        let args = target.args(&socket, &share.root)?;
+        let daemon = DaemonProcess::spawn(&target.program, &args, &socket, WAIT)?;
+        let mut wire = FuseWire::connect(&socket, &target.name)?;
+        wire.init()?;
+        Ok(Session { wire, daemon })
+    }
+
+    /// Disconnects; the daemon exits on its own (or is stopped).
+    pub(super) fn stop(self) -> Result<(), BenchError> {
+        let Session { wire, mut daemon } = self;
+        drop(wire);
+        if daemon.wait(Duration::from_secs(5)).is_err() {
+            daemon.signal(libc::SIGTERM)?;
+            daemon.wait(WAIT)?;
+        }
+        Ok(())
+    }
+}
+
+/// A FUSE workload: one repeat of it on one session, into `samples`.
+type Workload = fn(&mut FuseWire, &Sizes, &mut Samples) -> Result<(), BenchError>;
+
+/// The workloads, in order, with their progress labels.
+const WORKLOADS: &[(&str, Workload)] = &[
+    ("lookup+getattr", lookup_getattr),
+    ("create+release+unlink", create_cycles),
+    ("readdirplus", readdirplus),
+    ("4 KiB random read", read4k),
+    ("4 KiB random write", write4k),
+    ("1 MiB sequential read", seq_read),
+    ("1 MiB sequential write", seq_write),
+];
+
+/// A daemon measured in a repeat: its target and where its samples go.
+pub(super) struct Side<'a> {
+    pub(super) target: &'a Target,
+    pub(super) samples: &'a mut Samples,
+}
+
+/// One repeat of every FUSE workload on our daemon and, when given, on the peer, both
+/// started on the share for the repeat and used in turn, workload by workload, so that
+/// both meet the machine in the same state; who goes first alternates with `peer_first`.
+/// A failure of ours fails the repeat; a failure of the peer ends the peer's part of it
+/// and is returned.
+pub(super) fn repeat(
+    ours: Side<'_>,
+    peer: Option<Side<'_>>,
+    peer_first: bool,
+    scratch: &Scratch,
+    share: &Share,
+    sizes: &Sizes,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Option<BenchError>, BenchError> {
+    let _pinned = Pinned::to_one_cpu()?;
+    let mut our_session = Session::start(ours.target, scratch, share)?;
+    let mut peer_error = None;
+    let mut peer = match peer {
+        None => None,
+        Some(side) => match Session::start(side.target, scratch, share) {
+            Ok(session) => Some((session, side)),
+            Err(e) => {
+                peer_error = Some(e);
+                None
+            }
+        },
+    };
+    for (label, workload) in WORKLOADS {
+        let names = match &peer {
+            Some((_, side)) if peer_first => format!("{}, {}", side.target.name, ours.target.name),
+            Some((_, side)) => format!("{}, {}", ours.target.name, side.target.name),
+            None => ours.target.name.clone(),
+        };
+        progress(&format!("fuse {label}: {names}"));
+        let mut run_peer = |peer: &mut Option<(Session, Side<'_>)>| {
+            if let Some((session, side)) = peer
+                && let Err(e) = workload(&mut session.wire, sizes, side.samples)
+            {
+                peer_error = Some(e);
+                *peer = None;
+            }
+        };
+        if peer_first {
+            run_peer(&mut peer);
+        }
+        workload(&mut our_session.wire, sizes, ours.samples)?;
+        if !peer_first {
+            run_peer(&mut peer);
+        }
+    }
+    our_session.stop()?;
+    if let Some((session, _)) = peer
+        && let Err(e) = session.stop()
+    {
+        peer_error = Some(e);
+    }
+    Ok(peer_error)
+}
+
+/// The bench thread, and through inheritance the daemons and their threads, on one CPU
+/// for the length of a repeat: each request then costs the daemon's work and two context
+/// switches, not a cross-CPU wake-up, whose latency varies several-fold from run to run on
+/// shared virtual machines and would decide a side-by-side ratio by itself.
+struct Pinned {
+    previous: Vec<usize>,
+}
+
+impl Pinned {
+    fn to_one_cpu() -> Result<Pinned, BenchError> {
+        let previous = sys::thread_cpus()?;
+        let cpu = *previous
+            .first()
+            .ok_or_else(|| BenchError::Unexpected("this thread may run on no CPU".into()))?;
+        sys::set_thread_cpus(&[cpu])?;
+        Ok(Pinned { previous })
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Err(e) = sys::set_thread_cpus(&self.previous) {
+            log::warn!("bench: cannot restore the CPU affinity: {e}");
+        }
+    }
+}
+
+/// Times `n` calls of `op`; returns (calls per second, latencies in µs).
+fn timed(
+    n: usize,
+    mut op: impl FnMut(usize) -> Result<(), BenchError>,
+) -> Result<(f64, Vec<f64>), BenchError> {
+    let mut latencies = Vec::with_capacity(n);
+    let started = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        op(i)?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok((n as f64 / started.elapsed().as_secs_f64(), latencies))
+}
+
+fn lookup_getattr(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    let tree = w.lookup(ROOT_ID, b"tree")?;
+    let names: Vec<Vec<u8>> = (0..s.tree_files)
+        .map(|f| file_name(f).into_bytes())
+        .collect();
+    let mut files = Vec::with_capacity(s.tree_dirs * s.tree_files);
+    for d in 0..s.tree_dirs {
+        let dir = w.lookup(tree, dir_name(d).as_bytes())?;
+        for (f, name) in names.iter().enumerate() {
+            let node = w.lookup(dir, name)?;
+            w.getattr(node)?;
+            files.push((dir, f, node));
+        }
+    }
+    let n = files.len();
+    let (rate, latencies) = timed(s.meta_ops, |i| {
+        let (dir, f, _) = files[i % n];
+        w.lookup(dir, &names[f]).map(drop)
+    })?;
+    samples.push("fuse_lookup_ops_per_s", rate);
+    samples.push_latencies(["fuse_lookup_p50_us", "fuse_lookup_p99_us"], latencies);
+    let (rate, latencies) = timed(s.meta_ops, |i| w.getattr(files[i % n].2))?;
+    samples.push("fuse_getattr_ops_per_s", rate);
+    samples.push_latencies(["fuse_getattr_p50_us", "fuse_getattr_p99_us"], latencies);
+    Ok(())
+}
+
+fn create_cycles(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    let dir = w.lookup(ROOT_ID, b"create")?;
+    let names: Vec<Vec<u8>> = (0..WARMUP + s.create_cycles)
+        .map(|i| format!("c{i:05}").into_bytes())
+        .collect();
+    let flags = (libc::O_CREAT | libc::O_EXCL | libc::O_RDWR) as u32;
+    // Returns the cycle's latency in µs. The guest forgets an unlinked inode as soon as it
+    // is evicted; so does this loop, untimed. Without it the daemons keep every unlinked
+    // inode open, and the host filesystem's orphan list (ext4) grows into the figure.
+    let cycle = |w: &mut FuseWire, name: &[u8]| -> Result<f64, BenchError> {
+        let t = Instant::now();
+        let (node, fh) = w.create(dir, name, flags)?;
+        w.release(node, fh, false)?;
+        w.unlink(dir, name)?;
+        let latency = t.elapsed().as_secs_f64() * 1e6;
+        w.forget(&[node])?;
+        Ok(latency)
+    };
+    for name in &names[..WARMUP] {
+        cycle(w, name)?;
+    }
+    let latencies = names[WARMUP..]
+        .iter()
+        .map(|name| cycle(w, name))
+        .collect::<Result<Vec<f64>, _>>()?;
+    let busy_s = latencies.iter().sum::<f64>() / 1e6;
+    samples.push("fuse_create_ops_per_s", latencies.len() as f64 / busy_s);
+    samples.push_latencies(["fuse_create_p50_us", "fuse_create_p99_us"], latencies);
+    Ok(())
+}
+
+fn readdirplus(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    let dir = w.lookup(ROOT_ID, b"big")?;
+    let started = Instant::now();
+    let fh = w.opendir(dir)?;
+    let (mut entries, mut offset) = (0, Some(0));
+    while let Some(at) = offset {
+        let (count, next) = w.readdirplus(dir, fh, at, READDIR_BUFFER)?;
+        entries += count;
+        offset = next;
+    }
+    w.release(dir, fh, true)?;
+    let pass = started.elapsed().as_secs_f64();
+    // "." and ".." may or may not be listed.
+    if entries < s.dir_entries || entries > s.dir_entries + 2 {
+        return Err(BenchError::Unexpected(format!(
+            "READDIRPLUS listed {entries} entries of {}",
+            s.dir_entries
+        )));
+    }
+    samples.push(
+        "fuse_readdirplus_entries_per_s",
+        s.dir_entries as f64 / pass,
+    );
+    samples.push("fuse_readdirplus_pass_ms", pass * 1e3);
+    Ok(())
+}
+
+/// Runs `op` on the data file opened read-write (OPEN and RELEASE untimed).
+fn with_data_file(
+    w: &mut FuseWire,
+    op: impl FnOnce(&mut FuseWire, u64, u64) -> Result<(), BenchError>,
+) -> Result<(), BenchError> {
+    let node = w.lookup(ROOT_ID, b"data.bin")?;
+    let fh = w.open(node, libc::O_RDWR as u32)?;
+    op(w, node, fh)?;
+    w.release(node, fh, false)
+}
+
+/// The same random 4 KiB-aligned offsets for every daemon, every repeat and every run.
+fn random_offsets(s: &Sizes) -> Vec<u64> {
+    let pages = s.data_file / u64::from(SMALL);
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    (0..WARMUP + s.random_ops)
+        .map(|_| rng.next() % pages * u64::from(SMALL))
+        .collect()
+}
+
+/// `n` bytes moved by a READ or WRITE of `size`: anything short is an error here.
+fn full(what: &str, n: usize, size: u32) -> Result<(), BenchError> {
+    if n == size as usize {
+        Ok(())
+    } else {
+        Err(BenchError::Unexpected(format!(
+            "{what} of {size} bytes moved {n}"
+        )))
+    }
+}
+
+fn read4k(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    let offsets = random_offsets(s);
+    with_data_file(w, |w, node, fh| {
+        for &offset in &offsets[..WARMUP] {
+            full("READ", w.read(node, fh, offset, SMALL)?, SMALL)?;
+        }
+        let (rate, latencies) = timed(s.random_ops, |i| {
+            full("READ", w.read(node, fh, offsets[WARMUP + i], SMALL)?, SMALL)
+        })?;
+        samples.push("fuse_read4k_ops_per_s", rate);
+        samples.push_latencies(["fuse_read4k_p50_us", "fuse_read4k_p99_us"], latencies);
+        Ok(())
+    })
+}
+
+fn write4k(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    let offsets = random_offsets(s);
+    with_data_file(w, |w, node, fh| {
+        for &offset in &offsets[..WARMUP] {
+            full("WRITE", w.write(node, fh, offset, SMALL)?, SMALL)?;
+        }
+        let (rate, latencies) = timed(s.random_ops, |i| {
+            full(
+                "WRITE",
+                w.write(node, fh, offsets[WARMUP + i], SMALL)?,
+                SMALL,
+            )
+        })?;
+        samples.push("fuse_write4k_ops_per_s", rate);
+        samples.push_latencies(["fuse_write4k_p50_us", "fuse_write4k_p99_us"], latencies);
+        Ok(())
+    })
+}
+
+/// Offset of the `i`th 1 MiB request: through the file, wrapping at its end.
+fn seq_offset(s: &Sizes, i: usize) -> u64 {
+    i as u64 % (s.data_file / u64::from(BIG)) * u64::from(BIG)
+}
+
+fn seq_read(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    with_data_file(w, |w, node, fh| {
+        full("READ", w.read(node, fh, 0, BIG)?, BIG)?;
+        let (rate, latencies) = timed(s.seq_requests, |i| {
+            full("READ", w.read(node, fh, seq_offset(s, i), BIG)?, BIG)
+        })?;
+        samples.push("fuse_seq_read_gbps", rate * f64::from(BIG) / 1e9);
+        samples.push_latencies(["fuse_seq_read_p50_us", "fuse_seq_read_p99_us"], latencies);
+        Ok(())
+    })
+}
+
+fn seq_write(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    with_data_file(w, |w, node, fh| {
+        full("WRITE", w.write(node, fh, 0, BIG)?, BIG)?;
+        let (rate, latencies) = timed(s.seq_requests, |i| {
+            full("WRITE", w.write(node, fh, seq_offset(s, i), BIG)?, BIG)
+        })?;
+        samples.push("fuse_seq_write_gbps", rate * f64::from(BIG) / 1e9);
+        let keys = ["fuse_seq_write_p50_us", "fuse_seq_write_p99_us"];
+        samples.push_latencies(keys, latencies);
+        Ok(())
+    })
+}
+
+/// A fixed-seed xorshift64: the same offsets for every daemon and every run.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
