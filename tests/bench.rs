@@ -16,6 +16,13 @@ const KEYS: &[&str] = &[
     "pmem_syncs_qd64",
     "pmem_requests_qd64",
     "ledger_ops_per_s",
+    "dax_map_unmap_per_s",
+    "dax_map_unmap_p50_us",
+    "dax_map_unmap_p99_us",
+    "dax_seq_read_gbps",
+    "dax_fuse_seq_read_gbps",
+    "dax_truncate_unpinned_us",
+    "dax_truncate_after_unpin_us",
 ];
 
 /// The FUSE keys, ours and the peer's (README, "Benchmarks").

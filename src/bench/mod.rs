@@ -7,17 +7,15 @@
 //! - [`fuse`]: FUSE metadata and data workloads over a virtio-fs request queue, against
 //!   our `fs` daemon and, side by side in the same run, against virtiofsd ([`peer`]);
 //! - [`pmem`]: FLUSH at queue depth 1 and 64;
+//! - [`dax`]: the DAX window on our daemon (the peer has none): SETUPMAPPING +
+//!   REMOVEMAPPING pairs, a sequential read through the window against FUSE READ, a
+//!   truncate that waits out pins on live mappings;
 //! - [`ledger`]: the DAX ledger alone, in process.
-//!
-//! The DAX window workloads (SETUPMAPPING/REMOVEMAPPING, reads through the window) are not
-//! measured in this build. They will be one more section, `dax`, run in the same repeat
-//! loop: it starts a [`fuse::Session`] against our daemon (the peer has no DAX window),
-//! adds SETUPMAPPING to the lean driver in [`wire`], reaches the frontend's shared-memory
-//! windows through it, and pushes its keys into the same [`Samples`].
 //!
 //! Library code never prints: progress goes through the caller's callback, the report is
 //! returned, and [`report`] renders it as a table or a JSON value for the binary to print.
 
+mod dax;
 mod fuse;
 mod ledger;
 mod peer;
@@ -33,6 +31,7 @@ use serde::Serialize;
 
 use crate::frontend::FrontendError;
 
+pub use dax::DAX_KEYS;
 pub use fuse::{FUSE_KEYS, RATIO_KEYS};
 pub use peer::{PeerChoice, PeerChoiceError};
 pub use report::{json, table};
@@ -140,6 +139,7 @@ struct Plan {
     pmem: pmem::Sizes,
     ledger_rounds: usize,
     fuse: fuse::Sizes,
+    dax: dax::Sizes,
 }
 
 impl Plan {
@@ -149,6 +149,7 @@ impl Plan {
             pmem: pmem::Sizes::new(quick),
             ledger_rounds: if quick { 2_000 } else { 20_000 },
             fuse: fuse::Sizes::new(quick),
+            dax: dax::Sizes::new(quick),
         }
     }
 }
@@ -239,6 +240,9 @@ pub fn run(
                 reason.trim_end()
             ));
         }
+        dax::repeat(&daemon, &scratch, &plan.dax, &mut samples, &mut |s| {
+            progress(&format!("{s} {step}"))
+        })?;
         progress(&format!("pmem flush, queue depth 1 {step}"));
         pmem::flush_qd1(&daemon, &scratch, &plan.pmem, &mut samples)?;
         progress(&format!("pmem flush, queue depth 64 {step}"));
@@ -258,6 +262,7 @@ pub fn run(
     ]);
     parameters.extend(plan.pmem.parameters());
     parameters.extend(plan.fuse.parameters());
+    parameters.extend(plan.dax.parameters());
     Ok(BenchReport {
         results: samples.figures(),
         machine: machine(),

@@ -10,11 +10,12 @@
 //! trip every virtio-fs request pays).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use vm_memory::GuestAddress;
 
 use super::{BenchError, WAIT};
-use crate::frontend::{Buffer, Frontend, FrontendOptions};
+use crate::frontend::{Buffer, Frontend, FrontendOptions, ShmemWindows};
 use crate::fuse::abi::{
     self, EntryOut, InHeader, InitIn, InitOut, OpenOut, OutHeader, Wire as _, init_flags as f,
     opcode as op,
@@ -447,6 +448,58 @@ impl FuseWire {
             ..Request::new("WRITE", op::WRITE, node, &[&args], abi::WriteOut::SIZE)
         })?;
         Ok(self.typed::<abi::WriteOut>("WRITE", len)?.size as usize)
+    }
+}
+
+/// DAX requests (our daemon only: the peer has no window).
+impl FuseWire {
+    /// The frontend's shared-memory regions (region 0 is the DAX window).
+    pub(super) fn windows(&self) -> Arc<ShmemWindows> {
+        self.frontend.windows().clone()
+    }
+
+    /// SETUPMAPPING of `len` bytes of `node` at `foffset` to window offset `moffset`, read
+    /// and write, with `fh = -1` as Linux sends it.
+    pub(super) fn setupmapping(
+        &mut self,
+        node: u64,
+        foffset: u64,
+        len: u64,
+        moffset: u64,
+    ) -> Result<(), BenchError> {
+        let args = abi::SetupmappingIn {
+            fh: u64::MAX,
+            foffset,
+            len,
+            flags: abi::misc::SETUPMAPPING_FLAG_READ | abi::misc::SETUPMAPPING_FLAG_WRITE,
+            moffset,
+        }
+        .to_bytes();
+        let name = "SETUPMAPPING";
+        let len = self.exchange(Request::new(name, op::SETUPMAPPING, node, &[&args], 0))?;
+        expect_len(&self.daemon, name, len, 0)
+    }
+
+    /// REMOVEMAPPING of one range.
+    pub(super) fn removemapping(&mut self, moffset: u64, len: u64) -> Result<(), BenchError> {
+        let count = abi::RemovemappingIn { count: 1 }.to_bytes();
+        let one = abi::RemovemappingOne { moffset, len }.to_bytes();
+        let name = "REMOVEMAPPING";
+        let len = self.exchange(Request::new(name, op::REMOVEMAPPING, 1, &[&count, &one], 0))?;
+        expect_len(&self.daemon, name, len, 0)
+    }
+
+    /// SETATTR of the size (a truncate, without a handle).
+    pub(super) fn truncate(&mut self, node: u64, size: u64) -> Result<(), BenchError> {
+        let args = abi::SetattrIn {
+            valid: abi::fattr::SIZE,
+            size,
+            ..Default::default()
+        }
+        .to_bytes();
+        let size = abi::AttrOut::SIZE;
+        let len = self.exchange(Request::new("SETATTR", op::SETATTR, node, &[&args], size))?;
+        expect_len(&self.daemon, "SETATTR", len, size)
     }
 }
 

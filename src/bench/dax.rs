@@ -1,0 +1,320 @@
+//! DAX window workloads, on our daemon only (the peer has no window):
+//!
+//! - SETUPMAPPING + REMOVEMAPPING pairs of 2 MiB: the round trip through the ledger and the
+//!   frontend's SHMEM_MAP / SHMEM_UNMAP, each acknowledged (rate and latency per pair);
+//! - a sequential read of a file through the window (the frontend copies it out of its
+//!   mapping) against the same file through 1 MiB FUSE READs, both on a warm page cache;
+//! - a truncate of a file with N live mappings: once with no pin, and once while a pin
+//!   on each mapping makes it wait — timed from the moment the last pin drops to its
+//!   reply, which is what the deferred release costs.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::wire::{DATA_AREA, FuseWire};
+use super::{BenchError, Samples, Scratch, WAIT, path_str};
+use crate::frontend::DaemonProcess;
+
+/// The keys this section reports (README, "Benchmarks").
+pub const DAX_KEYS: &[&str] = &[
+    "dax_map_unmap_per_s",
+    "dax_map_unmap_p50_us",
+    "dax_map_unmap_p99_us",
+    "dax_seq_read_gbps",
+    "dax_fuse_seq_read_gbps",
+    "dax_truncate_unpinned_us",
+    "dax_truncate_after_unpin_us",
+];
+
+const CHUNK: u64 = 2 << 20;
+const ROOT: u64 = 1;
+
+/// Sizes of the DAX section.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sizes {
+    map_pairs: usize,
+    /// File read through the window; the window is this large too.
+    read_file: u64,
+    /// Live mappings (and pins) under the truncate.
+    pinned_mappings: u64,
+    truncates: usize,
+}
+
+impl Sizes {
+    pub(super) fn new(quick: bool) -> Sizes {
+        Sizes {
+            map_pairs: if quick { 500 } else { 4_000 },
+            read_file: if quick { 32 << 20 } else { 128 << 20 },
+            pinned_mappings: 8,
+            truncates: if quick { 5 } else { 20 },
+        }
+    }
+
+    pub(super) fn parameters(&self) -> [(&'static str, String); 4] {
+        [
+            ("dax_map_pairs", self.map_pairs.to_string()),
+            ("dax_read_file_bytes", self.read_file.to_string()),
+            ("dax_pinned_mappings", self.pinned_mappings.to_string()),
+            ("dax_truncates", self.truncates.to_string()),
+        ]
+    }
+}
+
+/// Our daemon with a DAX window and a control socket, on a share of its own.
+struct DaxSession {
+    wire: FuseWire,
+    control: Control,
+    share: PathBuf,
+    _daemon: DaemonProcess,
+}
+
+impl DaxSession {
+    fn start(program: &Path, scratch: &Scratch, sizes: &Sizes) -> Result<Self, BenchError> {
+        let share = scratch.path("dax-share");
+        std::fs::create_dir_all(&share)?;
+        let socket = scratch.path("dax.sock");
+        let control = scratch.path("dax.control");
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(&control);
+        let window = sizes.read_file.max(sizes.pinned_mappings * CHUNK);
+        let args = [
+            "fs".to_string(),
+            "--socket".into(),
+            path_str(&socket)?.into(),
+            "--shared-dir".into(),
+            path_str(&share)?.into(),
+            "--sandbox".into(),
+            "none".into(),
+            "--dax-window".into(),
+            window.to_string(),
+            "--control-socket".into(),
+            path_str(&control)?.into(),
+        ];
+        let daemon = DaemonProcess::spawn(program, &args, &socket, WAIT)?;
+        let mut wire = FuseWire::connect(&socket, "vhost-dax")?;
+        wire.init()?;
+        if wire.windows().region(0).is_none() {
+            return Err(BenchError::Unexpected(
+                "vhost-dax offered no DAX window".into(),
+            ));
+        }
+        Ok(DaxSession {
+            wire,
+            control: Control::connect(&control)?,
+            share,
+            _daemon: daemon,
+        })
+    }
+
+    /// Writes `len` bytes as `name` on the host and looks it up.
+    fn file(&mut self, name: &str, len: u64) -> Result<u64, BenchError> {
+        let path = self.share.join(name);
+        let block: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let mut f = std::fs::File::create(&path)?;
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            f.write_all(&block[..n])?;
+            left -= n as u64;
+        }
+        self.wire.lookup(ROOT, name.as_bytes())
+    }
+}
+
+/// One repeat of the DAX section into `samples`.
+pub(super) fn repeat(
+    program: &Path,
+    scratch: &Scratch,
+    sizes: &Sizes,
+    samples: &mut Samples,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), BenchError> {
+    let mut s = DaxSession::start(program, scratch, sizes)?;
+    progress("dax setupmapping+removemapping");
+    map_unmap(&mut s, sizes, samples)?;
+    progress("dax sequential read, window vs FUSE READ");
+    seq_read(&mut s, sizes, samples)?;
+    progress("dax truncate under pinned mappings");
+    truncate(&mut s, sizes, samples)?;
+    Ok(())
+}
+
+fn map_unmap(s: &mut DaxSession, sizes: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    let node = s.file("map", CHUNK)?;
+    let mut latencies = Vec::with_capacity(sizes.map_pairs);
+    let started = Instant::now();
+    for i in 0..sizes.map_pairs {
+        let moffset = (i as u64 % 4) * CHUNK;
+        let t = Instant::now();
+        s.wire.setupmapping(node, 0, CHUNK, moffset)?;
+        s.wire.removemapping(moffset, CHUNK)?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let rate = sizes.map_pairs as f64 / started.elapsed().as_secs_f64();
+    samples.push("dax_map_unmap_per_s", rate);
+    samples.push_latencies(["dax_map_unmap_p50_us", "dax_map_unmap_p99_us"], latencies);
+    Ok(())
+}
+
+fn seq_read(s: &mut DaxSession, sizes: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    let len = sizes.read_file;
+    let node = s.file("big", len)?;
+    for chunk in 0..len / CHUNK {
+        s.wire
+            .setupmapping(node, chunk * CHUNK, CHUNK, chunk * CHUNK)?;
+    }
+    let windows = s.wire.windows();
+    let mut buf = vec![0u8; DATA_AREA as usize];
+    let mut through_window = || -> Result<f64, BenchError> {
+        let started = Instant::now();
+        for offset in (0..len).step_by(buf.len()) {
+            windows.read(0, offset, &mut buf)?;
+        }
+        Ok(len as f64 / started.elapsed().as_secs_f64() / 1e9)
+    };
+    // The first pass faults the frontend's mapping in; the figure is the steady state.
+    through_window()?;
+    samples.push("dax_seq_read_gbps", through_window()?);
+
+    let fh = s.wire.open(node, libc::O_RDONLY as u32)?;
+    let mut through_fuse = || -> Result<f64, BenchError> {
+        let started = Instant::now();
+        for offset in (0..len).step_by(DATA_AREA as usize) {
+            s.wire.read(node, fh, offset, DATA_AREA)?;
+        }
+        Ok(len as f64 / started.elapsed().as_secs_f64() / 1e9)
+    };
+    through_fuse()?;
+    let fuse = through_fuse()?;
+    samples.push("dax_fuse_seq_read_gbps", fuse);
+    s.wire.release(node, fh, false)?;
+    for chunk in 0..len / CHUNK {
+        s.wire.removemapping(chunk * CHUNK, CHUNK)?;
+    }
+    Ok(())
+}
+
+fn truncate(s: &mut DaxSession, sizes: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    let n = sizes.pinned_mappings;
+    let len = n * CHUNK;
+    let node = s.file("pinned", len)?;
+    let path = s.share.join("pinned");
+    for chunk in 0..n {
+        s.wire
+            .setupmapping(node, chunk * CHUNK, CHUNK, chunk * CHUNK)?;
+    }
+    let regrow = || -> Result<(), BenchError> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)?
+            .set_len(len)?;
+        Ok(())
+    };
+
+    let mut unpinned = Vec::with_capacity(sizes.truncates);
+    for _ in 0..sizes.truncates {
+        regrow()?;
+        let t = Instant::now();
+        s.wire.truncate(node, 0)?;
+        unpinned.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.push("dax_truncate_unpinned_us", median(unpinned));
+
+    let mut after_unpin = Vec::with_capacity(sizes.truncates);
+    for _ in 0..sizes.truncates {
+        regrow()?;
+        let pins = (0..n)
+            .map(|chunk| s.control.pin(chunk * CHUNK, 4096))
+            .collect::<Result<Vec<u64>, _>>()?;
+        // The truncate parks on the pinned chunks; this thread frees them once it waits.
+        let control = &mut s.control;
+        let released = std::thread::scope(|scope| -> Result<Instant, BenchError> {
+            let releaser = scope.spawn(move || -> Result<Instant, BenchError> {
+                control.wait_draining(n)?;
+                let (last, rest) = pins.split_last().expect("at least one pin");
+                for &id in rest {
+                    control.unpin(id)?;
+                }
+                // The truncate still waits on the last pin; it may go the moment it drops.
+                let t = Instant::now();
+                control.unpin(*last)?;
+                Ok(t)
+            });
+            s.wire.truncate(node, 0)?;
+            releaser
+                .join()
+                .map_err(|_| BenchError::Unexpected("pin releaser panicked".into()))?
+        })?;
+        after_unpin.push(released.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.push("dax_truncate_after_unpin_us", median(after_unpin));
+    for chunk in 0..n {
+        s.wire.removemapping(chunk * CHUNK, CHUNK)?;
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The daemon's control socket, one JSON line each way.
+struct Control {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Control {
+    fn connect(path: &Path) -> Result<Self, BenchError> {
+        let writer = UnixStream::connect(path)?;
+        writer.set_read_timeout(Some(WAIT))?;
+        Ok(Control {
+            reader: BufReader::new(writer.try_clone()?),
+            writer,
+        })
+    }
+
+    fn call(&mut self, request: &str) -> Result<serde_json::Value, BenchError> {
+        writeln!(self.writer, "{request}")?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let answer: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+            BenchError::Unexpected(format!("control socket answered {line:?}: {e}"))
+        })?;
+        match answer.get("error") {
+            Some(e) => Err(BenchError::Unexpected(format!("control socket: {e}"))),
+            None => Ok(answer),
+        }
+    }
+
+    fn pin(&mut self, offset: u64, len: u64) -> Result<u64, BenchError> {
+        let answer = self.call(&format!(
+            r#"{{"op":"pin","offset":{offset},"len":{len},"holder":"bench"}}"#
+        ))?;
+        answer["pin"]
+            .as_u64()
+            .ok_or_else(|| BenchError::Unexpected(format!("pin answer {answer}")))
+    }
+
+    fn unpin(&mut self, id: u64) -> Result<(), BenchError> {
+        self.call(&format!(r#"{{"op":"unpin","pin":{id}}}"#))
+            .map(|_| ())
+    }
+
+    /// Waits (bounded) until `n` chunks are draining: the truncate is waiting on its pins.
+    fn wait_draining(&mut self, n: u64) -> Result<(), BenchError> {
+        let deadline = Instant::now() + WAIT;
+        while self.call(r#"{"op":"stats"}"#)?["stats"]["draining_chunks"].as_u64() != Some(n) {
+            if Instant::now() > deadline {
+                return Err(BenchError::Unexpected(
+                    "the truncate never waited on its pins".into(),
+                ));
+            }
+            std::thread::yield_now();
+        }
+        Ok(())
+    }
+}
