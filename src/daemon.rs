@@ -147,8 +147,12 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let mut devices: Vec<Prepared> = Vec::new();
     let mut sandbox: Option<(Sandbox, PathBuf)> = None;
 
+    // The passthrough file system sets the umask to 0 (the guest's modes arrive masked);
+    // sockets are created with the operator's.
+    let umask = crate::fs::sys::umask(0o022);
+    crate::fs::sys::umask(umask);
     for pmem in config.pmem {
-        let (listener, socket) = listen(&pmem.socket)?;
+        let (listener, socket) = listen(&pmem.socket, umask)?;
         let device = PmemDevice::new(pmem.clone(), ACK_TIMEOUT, observer.clone())
             .map_err(|e| device_error(&pmem.file, e))?;
         log::info!(
@@ -179,34 +183,37 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         });
     }
     for fs in config.fs {
-        let (listener, socket) = listen(&fs.socket)?;
-        let mut filesystem = PassthroughFs::new(passthrough_config(&fs))
-            .map_err(|e| device_error(&fs.shared_dir, std::io::Error::other(e.to_string())))?;
-        let dax = match &fs.dax {
-            Some(dax) => {
-                let (window, parts) = dax_window(dax).map_err(|e| device_error(&fs.socket, e))?;
-                filesystem = filesystem.with_dax(window);
-                log::info!(
-                    "fs: DAX window of {} ({:?} policy, pins waited out for at most {:?})",
-                    crate::config::format_size(dax.window_size),
-                    dax.policy,
-                    dax.pin_wait_budget
-                );
-                Some(parts)
-            }
-            None => None,
-        };
-        let device = FsDevice::new(fs.clone(), filesystem, dax);
+        // The ledger and its control socket first: the control socket answers as soon as
+        // the vhost-user socket exists (a VMM may pin before it connects).
+        let mut dax = None;
+        let mut control = None;
         let mut extra_sockets = Vec::new();
-        if let (Some(parts), Some(path)) = (
-            device.dax(),
-            fs.dax.as_ref().and_then(|d| d.control_socket.as_ref()),
-        ) {
-            let server = bind_control(path, parts.ledger.clone())?;
-            extra_sockets.push(Arc::new(
-                SocketFile::new(path).map_err(|e| device_error(path, e))?,
-            ));
-            log::info!("fs: control socket on {}", path.display());
+        if let Some(config) = &fs.dax {
+            let (window, parts) = dax_window(config).map_err(|e| device_error(&fs.socket, e))?;
+            if let Some(path) = &config.control_socket {
+                control = Some(bind_control(path, parts.ledger.clone(), umask)?);
+                extra_sockets.push(Arc::new(
+                    SocketFile::new(path).map_err(|e| device_error(path, e))?,
+                ));
+                log::info!("fs: control socket on {}", path.display());
+            }
+            log::info!(
+                "fs: DAX window of {} ({:?} policy, pins waited out for at most {:?})",
+                crate::config::format_size(config.window_size),
+                config.policy,
+                config.pin_wait_budget
+            );
+            dax = Some((window, parts));
+        }
+        let (listener, socket) = listen(&fs.socket, umask)?;
+        let filesystem = PassthroughFs::new(passthrough_config(&fs))
+            .map_err(|e| device_error(&fs.shared_dir, std::io::Error::other(e.to_string())))?;
+        let (filesystem, parts) = match dax {
+            Some((window, parts)) => (filesystem.with_dax(window), Some(parts)),
+            None => (filesystem, None),
+        };
+        let device = FsDevice::new(fs.clone(), filesystem, parts);
+        if let Some(server) = control {
             device.attach_control(server);
         }
         log::info!(
@@ -285,9 +292,17 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     }
 }
 
-fn listen(socket: &Path) -> Result<(Listener, Arc<SocketFile>), DaemonError> {
-    let listener =
-        Listener::new(socket, true).map_err(|e| device_error(socket, std::io::Error::other(e)))?;
+/// Runs `f` with the process umask set to `umask`.
+fn with_umask<T>(umask: u32, f: impl FnOnce() -> T) -> T {
+    let previous = crate::fs::sys::umask(umask);
+    let result = f();
+    crate::fs::sys::umask(previous);
+    result
+}
+
+fn listen(socket: &Path, umask: u32) -> Result<(Listener, Arc<SocketFile>), DaemonError> {
+    let listener = with_umask(umask, || Listener::new(socket, true))
+        .map_err(|e| device_error(socket, std::io::Error::other(e)))?;
     let file = SocketFile::new(socket).map_err(|e| device_error(socket, e))?;
     Ok((listener, Arc::new(file)))
 }
@@ -305,14 +320,18 @@ fn dax_window(dax: &DaxConfig) -> std::io::Result<(DaxWindow, FsDax)> {
 }
 
 /// Binds the DAX control socket, replacing a stale one (validation refused a live one).
-fn bind_control(path: &Path, ledger: Arc<Ledger>) -> Result<ControlServer, DaemonError> {
+fn bind_control(
+    path: &Path,
+    ledger: Arc<Ledger>,
+    umask: u32,
+) -> Result<ControlServer, DaemonError> {
     use std::os::unix::fs::FileTypeExt;
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
         && std::os::unix::net::UnixStream::connect(path).is_err()
     {
         std::fs::remove_file(path).map_err(|e| device_error(path, e))?;
     }
-    ControlServer::bind(path, ledger)
+    with_umask(umask, || ControlServer::bind(path, ledger))
         .map_err(|e| device_error(path, std::io::Error::other(e.to_string())))
 }
 

@@ -18,6 +18,8 @@ use vhost_dax::fuse::abi::{self, Wire, init_flags};
 use vhost_dax::fuse::testing::{Client, Reply, encode_request};
 
 const ROOT: u64 = 1;
+const RDWR: u32 = libc::O_RDWR as u32;
+const RDONLY: u32 = libc::O_RDONLY as u32;
 const MIB2: u64 = 2 << 20;
 const WINDOW: u64 = 8 << 20;
 const READ: u64 = abi::misc::SETUPMAPPING_FLAG_READ;
@@ -128,24 +130,19 @@ fn start_with(name: &str, extra: &[&str], options: &FrontendOptions) -> Dax {
     std::fs::create_dir(dir.join("share")).unwrap();
     let socket = dir.join("fs.sock");
     let control = dir.join("control.sock");
-    let share = dir.join("share");
     let mut args = vec![
-        "fs",
-        "--socket",
-        socket.to_str().unwrap(),
-        "--shared-dir",
-        share.to_str().unwrap(),
-        "--sandbox",
-        "none",
         "--dax-window",
         "8M",
-        "--pin-wait-budget",
-        "1s",
         "--control-socket",
         control.to_str().unwrap(),
     ];
+    // A budget long enough that a test's unpin always comes in time; the tests of a
+    // budget running out pass a short one.
+    if !extra.contains(&"--pin-wait-budget") {
+        args.extend(["--pin-wait-budget", "20s"]);
+    }
     args.extend_from_slice(extra);
-    let daemon = spawn_daemon(&args, &socket);
+    let daemon = spawn_fs_daemon(&dir.join("share"), &socket, &args);
     let frontend = Frontend::connect(&socket, options).unwrap();
     let windows = frontend.windows().clone();
     let frontend = Arc::new(Mutex::new(frontend));
@@ -413,7 +410,9 @@ fn sigterm_unmaps_before_exiting() {
     d.daemon.signal(libc::SIGTERM).unwrap();
     assert!(d.daemon.wait(WAIT).unwrap().success());
     assert!(d.live().is_empty(), "the frontend was asked to unmap");
-    assert!(d.daemon.log().contains("released 1 DAX mapping"));
+    wait_until("the log to count the release", || {
+        d.daemon.log().contains("released 1 DAX mapping")
+    });
 }
 
 /// A bad SETUPMAPPING: what it is, node, fh, foffset, len, flags, moffset, expected errno.
@@ -589,9 +588,14 @@ fn without_shmem_the_device_says_dax_is_off() {
     let d = start_with("dax-noshmem", &[], &options);
     init(&d);
     let node = d.file("f", &pattern(4096, 1));
-    assert!(d.c.setupmapping(node, None, 0, MIB2, READ, 0).is_err());
-    let log = d.daemon.log();
-    assert!(log.contains("DAX is off for this frontend"), "{log}");
+    assert_eq!(
+        d.c.setupmapping(node, None, 0, MIB2, READ, 0),
+        Err(libc::ENOMEM),
+        "the frontend refuses"
+    );
+    wait_until("the log to say DAX is off", || {
+        d.daemon.log().contains("DAX is off for this frontend")
+    });
     // Plain FUSE still works.
     assert_eq!(d.c.getattr(node, None).unwrap().attr.size, 4096);
 }
@@ -758,7 +762,7 @@ fn a_pin_makes_punch_hole_wait() {
 
 #[test]
 fn a_pin_that_never_drops_fails_the_truncate_with_ebusy_and_changes_nothing() {
-    let d = start("dax-pin-stuck", &[]);
+    let d = start("dax-pin-stuck", &["--pin-wait-budget", "1s"]);
     init(&d);
     let node = d.file("s", &pattern(1 << 20, 5));
     d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
@@ -774,13 +778,75 @@ fn a_pin_that_never_drops_fails_the_truncate_with_ebusy_and_changes_nothing() {
     assert_eq!(d.host_size("s"), 1 << 20);
     assert_eq!(d.live().len(), 1);
     assert_eq!(c.stats()["timeouts"], 1);
-    assert!(
-        d.daemon.log().contains("test-dma"),
-        "the log names the pin holder"
-    );
+    wait_until("the log to name the pin holder", || {
+        d.daemon.log().contains("test-dma")
+    });
     // A REMOVEMAPPING of the pinned chunk fails the same way and leaves it mapped.
     assert_eq!(d.c.removemapping(ROOT, &[(0, MIB2)]), Err(libc::EBUSY));
     assert_eq!(d.live().len(), 1, "a pinned chunk is never unmapped");
+    // So does a mapping of other data over it.
+    let other = d.file("other", &pattern(4096, 9));
+    assert_eq!(
+        d.c.setupmapping(other, None, 0, MIB2, READ, 0),
+        Err(libc::EBUSY)
+    );
+    assert_eq!(
+        d.read_window(0, 16),
+        &pattern(1 << 20, 5)[..16],
+        "the old mapping"
+    );
+
+    // Every other way of cutting the file's bytes waits for the pin the same way.
+    let fh = d.c.open(node, RDWR).unwrap().fh;
+    let through_handle = abi::SetattrIn {
+        valid: abi::fattr::SIZE | abi::fattr::FH,
+        fh,
+        size: 0,
+        ..Default::default()
+    };
+    assert_eq!(
+        d.c.setattr(node, through_handle).unwrap_err(),
+        libc::EBUSY,
+        "handle"
+    );
+    let trunc = libc::O_TRUNC as u32;
+    assert_eq!(
+        d.c.open(node, RDWR | trunc).unwrap_err(),
+        libc::EBUSY,
+        "O_TRUNC open"
+    );
+    assert_eq!(
+        d.c.create(ROOT, b"s", 0o644, RDONLY | libc::O_CREAT as u32 | trunc)
+            .unwrap_err(),
+        libc::EBUSY,
+        "O_RDONLY|O_TRUNC create"
+    );
+    let zero = (libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE) as u32;
+    assert_eq!(
+        d.c.fallocate(node, fh, zero, 0, 8192),
+        Err(libc::EBUSY),
+        "zero range"
+    );
+    let src = d.c.open(other, RDONLY).unwrap().fh;
+    let copy = abi::CopyFileRangeIn {
+        fh_in: src,
+        off_in: 0,
+        nodeid_out: node,
+        fh_out: fh,
+        off_out: 0,
+        len: 4096,
+        flags: 0,
+    };
+    assert_eq!(
+        d.c.copy_file_range(other, copy),
+        Err(libc::EBUSY),
+        "copy_file_range"
+    );
+    assert_eq!(
+        std::fs::read(d.share("s")).unwrap(),
+        pattern(1 << 20, 5),
+        "nothing was cut under the pin"
+    );
 }
 
 #[test]
@@ -941,8 +1007,139 @@ fn a_map_the_frontend_refuses_is_enomem_and_leaves_the_chunk_free() {
     );
     let mut c = d.control();
     assert_eq!(c.stats()["mapped_bytes"], 0, "the chunk was left free");
-    assert!(d.daemon.log().contains("the frontend refused a SHMEM_MAP"));
+    wait_until("the log to name the refusal", || {
+        d.daemon.log().contains("the frontend refused a SHMEM_MAP")
+    });
     // Inside the frontend's window it works.
     d.c.setupmapping(node, None, 0, MIB2, READ, 0).unwrap();
     assert_eq!(c.stats()["mapped_bytes"], MIB2);
+}
+
+#[test]
+fn a_parked_request_does_not_hold_up_another() {
+    let d = start("dax-two-parked", &[]);
+    init(&d);
+    let a = d.file("a", &pattern(1 << 20, 1));
+    let b = d.file("b", &pattern(1 << 20, 2));
+    d.c.setupmapping(a, None, 0, MIB2, READ | WRITE, 0).unwrap();
+    d.c.setupmapping(b, None, 0, MIB2, READ | WRITE, MIB2)
+        .unwrap();
+    let mut c = d.control();
+    let pin_a = c.pin(0, 4096).unwrap();
+    let pin_b = c.pin(MIB2, 4096).unwrap();
+    let first = d.c.transport.submit(&truncate_request(a, 0), 4096).unwrap();
+    let second = d.c.transport.submit(&truncate_request(b, 0), 4096).unwrap();
+    wait_until("both truncates to wait", || {
+        c.stats()["draining_chunks"] == 2
+    });
+    // The second one goes as soon as its own pin drops, the first still waiting.
+    c.unpin(pin_b);
+    assert_eq!(
+        Reply::parse(&d.c.transport.wait(second).unwrap())
+            .header
+            .error,
+        0
+    );
+    assert_eq!(d.host_size("b"), 0);
+    assert_eq!(d.host_size("a"), 1 << 20);
+    assert!(!d.c.transport.is_done(&first).unwrap());
+    c.unpin(pin_a);
+    assert_eq!(
+        Reply::parse(&d.c.transport.wait(first).unwrap())
+            .header
+            .error,
+        0
+    );
+    assert_eq!(d.host_size("a"), 0);
+}
+
+#[test]
+fn a_gone_frontends_pinned_mappings_hold_off_the_next_one_until_released() {
+    let d = start(
+        "dax-reconnect-pinned",
+        &["--reconnect", "--pin-wait-budget", "1s"],
+    );
+    init(&d);
+    let node = d.file("f", &pattern(4096, 3));
+    d.c.setupmapping(node, None, 0, MIB2, READ, 0).unwrap();
+    let mut c = d.control();
+    let pin = c.pin(0, 4096).unwrap();
+    // The frontend goes; its mapping's release waits for the pin and runs out of budget.
+    let socket = d.dir.join("fs.sock");
+    let Dax {
+        dir: _dir,
+        daemon,
+        frontend,
+        windows,
+        c: first,
+    } = d;
+    drop((first, windows, frontend));
+    wait_until("the release to run out of budget", || {
+        daemon
+            .log()
+            .contains("disconnect: DAX window not fully released")
+    });
+    let second = Arc::new(Mutex::new(
+        Frontend::connect(&socket, &FrontendOptions::default()).unwrap(),
+    ));
+    let windows = second.lock().unwrap().windows().clone();
+    let c2 = Client::over(FuseQueue::new(second.clone(), 1, WAIT));
+    c2.init();
+    let node = c2.lookup(ROOT, b"f").unwrap().nodeid;
+    // The ledger still holds the old mapping: a map of the same range must not pass for
+    // "already mapped" in a window this frontend never mapped.
+    assert_eq!(
+        c2.setupmapping(node, None, 0, MIB2, READ, 0),
+        Err(libc::EBUSY)
+    );
+    c.unpin(pin);
+    wait_until("the old mapping to be released", || {
+        c.stats()["live_mappings"] == 0
+    });
+    wait_until("maps to be served again", || {
+        c2.setupmapping(node, None, 0, MIB2, READ, 0).is_ok()
+    });
+    let mut buf = vec![0u8; 4096];
+    windows.read(0, 0, &mut buf).unwrap();
+    assert_eq!(
+        buf,
+        pattern(4096, 3),
+        "really mapped in the new frontend's window"
+    );
+}
+
+#[test]
+fn a_binary_being_executed_is_mapped_read_only() {
+    let d = start("dax-txtbsy", &[]);
+    init(&d);
+    let binary = d.share("sleeper");
+    std::fs::copy("/bin/sleep", &binary).unwrap();
+    let mut running = std::process::Command::new(&binary)
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let node = d.c.lookup(ROOT, b"sleeper").unwrap().nodeid;
+    let mapped = d.c.setupmapping(node, None, 0, MIB2, READ, 0);
+    let write = d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, MIB2);
+    running.kill().unwrap();
+    running.wait().unwrap();
+    mapped.unwrap();
+    assert!(
+        !d.live()[0].writable,
+        "the daemon could only open it read-only"
+    );
+    assert_eq!(write, Err(libc::EACCES));
+    let host = std::fs::read(&binary).unwrap();
+    assert_eq!(d.read_window(0, 4096), &host[..4096]);
+}
+
+#[test]
+fn the_control_socket_is_not_open_to_everyone() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = start("dax-control-mode", &[]);
+    let mode = std::fs::metadata(d.dir.join("control.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o002, 0, "world-writable control socket: {mode:o}");
 }

@@ -291,7 +291,14 @@ impl Ledger {
             }
             Err(source) => {
                 Inner::bump(&inner.stats.mapper_errors);
-                log::error!(
+                // A refusal is the frontend's answer, which the caller reports (a guest
+                // can ask again and again); a broken channel is ours to shout about.
+                let level = match source {
+                    MapperError::Refused { .. } => log::Level::Debug,
+                    _ => log::Level::Error,
+                };
+                log::log!(
+                    level,
                     "dax ledger: the frontend failed to map {window_offset:#x}+{len:#x} \
                      (backing {backing_id}): {source}"
                 );

@@ -8,6 +8,7 @@
 //! thread and the caller waits on it with a deadline. A frontend that does not answer in
 //! time wedges the channel; later requests fail at once instead of piling up.
 
+use std::collections::HashSet;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -55,6 +56,16 @@ pub struct BackendMapper {
     shmid: u8,
     ack_timeout: Duration,
     channel: Mutex<Channel>,
+    /// What the current connection's frontend has mapped. A mapping made on an earlier
+    /// connection went away with that frontend's address space: its unmap is done, and
+    /// must not reach the new frontend (which would refuse it, or worse, unmap its own).
+    live: Mutex<ConnectionMaps>,
+}
+
+#[derive(Default)]
+struct ConnectionMaps {
+    generation: u64,
+    ranges: HashSet<(u64, u64)>,
 }
 
 impl BackendMapper {
@@ -64,6 +75,7 @@ impl BackendMapper {
             shmid,
             ack_timeout,
             channel: Mutex::new(Channel::Absent),
+            live: Mutex::new(ConnectionMaps::default()),
         })
     }
 
@@ -79,13 +91,26 @@ impl BackendMapper {
                     let _ = job.reply.send(result);
                 }
             })?;
+        self.new_connection();
         *self.lock() = Channel::Attached(tx);
         Ok(())
     }
 
     /// The connection is gone: later unmaps succeed trivially, maps fail.
     pub fn detach(&self) {
+        self.new_connection();
         *self.lock() = Channel::Detached;
+    }
+
+    /// Forgets what the previous frontend had mapped.
+    fn new_connection(&self) {
+        let mut live = self.maps();
+        live.generation += 1;
+        live.ranges.clear();
+    }
+
+    fn maps(&self) -> std::sync::MutexGuard<'_, ConnectionMaps> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether a backend channel is attached and usable.
@@ -196,13 +221,19 @@ impl Mapper for BackendMapper {
         writable: bool,
     ) -> Result<(), MapperError> {
         let fd = file.try_clone_to_owned().map_err(MapperError::Io)?;
+        let generation = self.maps().generation;
         self.call(Request::Map {
             fd,
             window_offset,
             len,
             file_offset,
             writable,
-        })
+        })?;
+        let mut live = self.maps();
+        if live.generation == generation {
+            live.ranges.insert((window_offset, len));
+        }
+        Ok(())
     }
 
     fn unmap(&self, window_offset: u64, len: u64) -> Result<(), MapperError> {
@@ -213,6 +244,16 @@ impl Mapper for BackendMapper {
             );
             return Ok(());
         }
-        self.call(Request::Unmap { window_offset, len })
+        if !self.maps().ranges.contains(&(window_offset, len)) {
+            log::debug!(
+                "region {}: [{window_offset:#x}+{len:#x}] was mapped by an earlier frontend; \
+                 it ended with that connection",
+                self.shmid
+            );
+            return Ok(());
+        }
+        self.call(Request::Unmap { window_offset, len })?;
+        self.maps().ranges.remove(&(window_offset, len));
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@
 //! its device-writable part receives the reply.
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -34,6 +34,8 @@ pub const VIRTIO_ID_FS: u32 = 26;
 /// Config space: `u8 tag[36] | le32 num_request_queues`.
 pub const CONFIG_SIZE: usize = MAX_TAG_LEN + 4;
 const QUEUE_SIZE: usize = 1024;
+/// Pause between attempts to release a gone frontend's pinned mappings.
+const RELEASE_RETRY: Duration = Duration::from_millis(100);
 /// How long shutdown waits for requests being served.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// Largest request we read: a 1 MiB WRITE plus its headers.
@@ -113,35 +115,71 @@ impl FsDevice {
     /// unmap each).
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.wait_idle("shutdown");
+        self.close_control();
+        self.release_window("shutdown");
+    }
+
+    /// The frontend went away: its address space, and every mapping in it, went with it.
+    /// Their references are dropped once their pins drain; until then (in the background)
+    /// the next frontend's maps are refused.
+    pub fn disconnected(self: &Arc<Self>) {
+        let Some(dax) = &self.dax else { return };
+        dax.mapper.detach();
+        if self.release_window("disconnect") {
+            return;
+        }
+        let Some(window) = self.server.filesystem().dax() else {
+            return;
+        };
+        window.hold_off(true);
+        let device = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fs-release".into())
+            .spawn(move || {
+                while !device.stopping.load(Ordering::SeqCst) {
+                    std::thread::sleep(RELEASE_RETRY);
+                    if device.release_window("disconnect (retry)") {
+                        if let Some(window) = device.server.filesystem().dax() {
+                            window.hold_off(false);
+                        }
+                        return;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("fs: cannot start the release thread; DAX stays off: {e}");
+        }
+    }
+
+    /// Releases every mapping of the window through the ledger and logs its counters;
+    /// false if some could not be (pins that did not drain within the budget).
+    fn release_window(&self, why: &str) -> bool {
+        let Some(dax) = &self.dax else { return true };
+        let released = match dax.ledger.reset() {
+            Ok(n) => {
+                log::info!("fs: {why}: released {n} DAX mapping(s)");
+                true
+            }
+            Err(e) => {
+                log::error!("fs: {why}: DAX window not fully released: {e}");
+                false
+            }
+        };
+        log::info!("fs: DAX ledger counters: {:?}", dax.ledger.stats());
+        released
+    }
+
+    /// Waits (bounded) until no request is being served, parked ones included.
+    fn wait_idle(&self, why: &str) {
         let guard = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let (guard, timeout) = self
             .idle
             .wait_timeout_while(guard, SHUTDOWN_WAIT, |n| *n > 0)
             .unwrap_or_else(|p| p.into_inner());
         if timeout.timed_out() {
-            log::warn!("fs: {} request(s) still running at shutdown", *guard);
+            log::warn!("fs: {why}: {} request(s) still running", *guard);
         }
-        drop(guard);
-        self.close_control();
-        self.release_window("shutdown");
-    }
-
-    /// The frontend went away: its address space, and every mapping in it, went with it.
-    pub fn disconnected(&self) {
-        if let Some(dax) = &self.dax {
-            dax.mapper.detach();
-        }
-        self.release_window("disconnect");
-    }
-
-    /// Releases every mapping of the window through the ledger and logs its counters.
-    fn release_window(&self, why: &str) {
-        let Some(dax) = &self.dax else { return };
-        match dax.ledger.reset() {
-            Ok(n) => log::info!("fs: {why}: released {n} DAX mapping(s)"),
-            Err(e) => log::error!("fs: {why}: DAX window not fully released: {e}"),
-        }
-        log::info!("fs: DAX ledger counters: {:?}", dax.ledger.stats());
     }
 
     /// Counts a request as being served until the returned guard drops.
@@ -171,6 +209,9 @@ pub struct FsBackend {
     memory: Arc<Mutex<Option<Memory>>>,
     event_idx: Arc<AtomicBool>,
     told_no_channel: Arc<AtomicBool>,
+    /// Bumped by each device reset: a parked request of an earlier generation does not
+    /// put its reply in the rings the reset took away.
+    generation: Arc<AtomicU64>,
 }
 
 impl FsBackend {
@@ -181,6 +222,7 @@ impl FsBackend {
             memory: Arc::new(Mutex::new(None)),
             event_idx: Arc::new(AtomicBool::new(false)),
             told_no_channel: Arc::new(AtomicBool::new(false)),
+            generation: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -230,9 +272,13 @@ impl FsBackend {
                     // Served on a worker so this queue keeps going while it waits.
                     let device = self.device.clone();
                     let vring = vring.clone();
+                    let generation = self.generation.clone();
+                    let parked_in = generation.load(Ordering::SeqCst);
                     self.device.parking.park(move || {
                         let used = device.serve(queue, &request, &chain, &mem);
-                        if let Err(e) = complete(&vring, head, used, event_idx) {
+                        if generation.load(Ordering::SeqCst) != parked_in {
+                            log::debug!("fs: queue {queue}: parked reply dropped: device reset");
+                        } else if let Err(e) = complete(&vring, head, used, event_idx) {
                             log::warn!("fs: queue {queue}: parked reply not returned: {e}");
                         }
                         drop(in_flight);
@@ -357,13 +403,18 @@ impl VhostUserBackend for FsBackend {
 
     fn reset_device(&self) {
         log::info!("fs: device reset");
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if self.device.dax.is_some() {
             // Unmapping talks to the frontend, which is waiting for our reply to this
-            // message: release the window from a thread of its own.
+            // message: release the window from a thread of its own, once the requests
+            // still being served (parked ones too) are done with it.
             let device = self.device.clone();
             let spawned = std::thread::Builder::new()
                 .name("fs-reset".into())
-                .spawn(move || device.release_window("device reset"));
+                .spawn(move || {
+                    device.wait_idle("device reset");
+                    device.release_window("device reset")
+                });
             if let Err(e) = spawned {
                 log::error!("fs: cannot start the reset thread; window kept: {e}");
             }

@@ -89,9 +89,10 @@ impl Parking {
 }
 
 /// Whether the request in `bytes` may wait on the ledger: DESTROY, SETUPMAPPING (a remap
-/// drains the old mapping), REMOVEMAPPING, and the requests that cut file bytes — SETATTR
-/// of the size, OPEN and CREATE with O_TRUNC, FALLOCATE that punches, zeroes, collapses
-/// or inserts. Malformed requests never park (they are refused at once).
+/// drains the old mapping), REMOVEMAPPING, and the requests that cut or replace file bytes
+/// — SETATTR of the size, OPEN and CREATE with O_TRUNC, FALLOCATE that punches, zeroes,
+/// collapses or inserts, COPY_FILE_RANGE. Requests too short to say never park (they are
+/// refused at once).
 pub fn may_wait(bytes: &[u8]) -> bool {
     let Some(header) = InHeader::read(bytes) else {
         return false;
@@ -102,7 +103,7 @@ pub fn may_wait(bytes: &[u8]) -> bool {
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
     match header.opcode {
-        op::DESTROY | op::SETUPMAPPING | op::REMOVEMAPPING => true,
+        op::DESTROY | op::SETUPMAPPING | op::REMOVEMAPPING | op::COPY_FILE_RANGE => true,
         op::SETATTR => word(0).is_some_and(|valid| valid & fattr::SIZE != 0),
         op::OPEN | op::CREATE => word(0).is_some_and(|flags| flags & libc::O_TRUNC as u32 != 0),
         op::FALLOCATE => word(24).is_some_and(|mode| {

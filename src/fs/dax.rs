@@ -33,6 +33,14 @@ pub enum DaxPolicy {
     Inode,
 }
 
+/// Why a read-write open may fail where a read-only one works.
+const READ_ONLY_OPEN_ERRORS: [Errno; 4] = [
+    Errno::EACCES,
+    Errno::EPERM,
+    Errno::EROFS,
+    Errno::new(libc::ETXTBSY),
+];
+
 /// `FUSE_ATTR_DAX` in `fuse_attr.flags`.
 pub const FUSE_ATTR_DAX: u32 = 1 << 1;
 
@@ -44,12 +52,28 @@ pub struct DaxWindow {
     backings: Mutex<Backings>,
     /// The frontend's first refusal to map was logged plainly.
     told_refused: AtomicBool,
+    /// Mappings of a frontend that has gone are still pinned: new maps are refused until
+    /// they are released, so no map is taken for one the new frontend never made.
+    held_off: AtomicBool,
 }
 
 #[derive(Debug, Default)]
 struct Backings {
-    by_key: HashMap<InodeKey, Weak<InodeBacking>>,
+    /// Every file ever mapped keeps its id, so a fence taken while the file has no live
+    /// backing still holds off a map through one opened later.
+    ids: HashMap<InodeKey, BackingId>,
+    live: HashMap<InodeKey, Weak<InodeBacking>>,
     next_id: u64,
+}
+
+impl Backings {
+    fn id_of(&mut self, key: InodeKey) -> BackingId {
+        let next = &mut self.next_id;
+        *self.ids.entry(key).or_insert_with(|| {
+            *next += 1;
+            BackingId(*next)
+        })
+    }
 }
 
 /// A daemon-owned descriptor of one mapped file, and what keeps its inode record alive.
@@ -95,6 +119,7 @@ impl DaxWindow {
             policy,
             backings: Mutex::new(Backings::default()),
             told_refused: AtomicBool::new(false),
+            held_off: AtomicBool::new(false),
         }
     }
 
@@ -114,7 +139,7 @@ impl DaxWindow {
 
     /// The live backing of the file `key`, if the ledger still holds one.
     fn live(&self, key: &InodeKey) -> Option<Arc<InodeBacking>> {
-        self.lock().by_key.get(key).and_then(Weak::upgrade)
+        self.lock().live.get(key).and_then(Weak::upgrade)
     }
 
     /// The backing of `inode`, opened (read-write unless `readonly` or the host refuses
@@ -132,8 +157,9 @@ impl DaxWindow {
         } else {
             match fs.open_node(inode.nodeid, libc::O_RDWR) {
                 Ok(f) => (f, true),
-                // A file the daemon may only read is still mapped, read-only.
-                Err(e) if e == Errno::EACCES || e == Errno::EPERM => {
+                // A file the daemon may only read (no permission, a read-only host mount,
+                // a binary being executed) is still mapped, read-only.
+                Err(e) if READ_ONLY_OPEN_ERRORS.contains(&e) => {
                     (fs.open_node(inode.nodeid, libc::O_RDONLY)?, false)
                 }
                 Err(e) => return Err(e),
@@ -141,18 +167,17 @@ impl DaxWindow {
         };
         let mut table = self.lock();
         // Another request may have opened it while we did.
-        if let Some(b) = table.by_key.get(&inode.key).and_then(Weak::upgrade) {
+        if let Some(b) = table.live.get(&inode.key).and_then(Weak::upgrade) {
             return Ok(b);
         }
-        table.next_id += 1;
         let backing = Arc::new(InodeBacking {
-            id: BackingId(table.next_id),
+            id: table.id_of(inode.key),
             file,
             writable,
             inode: inode.clone(),
         });
-        table.by_key.insert(inode.key, Arc::downgrade(&backing));
-        table.by_key.retain(|_, w| w.strong_count() > 0);
+        table.live.insert(inode.key, Arc::downgrade(&backing));
+        table.live.retain(|_, w| w.strong_count() > 0);
         Ok(backing)
     }
 
@@ -162,6 +187,10 @@ impl DaxWindow {
     pub fn setup(&self, fs: &PassthroughFs, node: NodeId, args: SetupMapping) -> FsResult<()> {
         if !args.flags.read && !args.flags.write {
             return Err(Errno::EINVAL);
+        }
+        if self.held_off.load(Ordering::SeqCst) {
+            log::debug!("dax: SETUPMAPPING refused while an earlier frontend's pins drain");
+            return Err(Errno::new(libc::EBUSY));
         }
         let inode = fs.inodes.get(node)?;
         if let Some(fh) = args.fh {
@@ -211,20 +240,22 @@ impl DaxWindow {
     }
 
     /// Holds still the bytes `from..from+len` (`None`: to the end and beyond) of the file
-    /// `key` while the caller cuts them; `None` when the file has no mapping to fence.
-    pub fn fence(
-        &self,
-        key: &InodeKey,
-        from: u64,
-        len: Option<u64>,
-    ) -> FsResult<Option<FileRangeGuard>> {
-        let Some(backing) = self.live(key) else {
-            return Ok(None);
-        };
+    /// `key` while the caller cuts them: pins on the chunks mapping them are waited out
+    /// first, and maps of them wait until the guard drops.
+    pub fn fence(&self, key: &InodeKey, from: u64, len: Option<u64>) -> FsResult<FileRangeGuard> {
+        // By the file's lasting id, live backing or not, so a SETUPMAPPING racing with
+        // this cut (it takes the same id) waits for it.
+        let id = self.lock().id_of(*key);
         self.ledger
-            .release_file_range(backing.id, from, len)
-            .map(Some)
+            .release_file_range(id, from, len)
             .map_err(|e| ledger_errno("file range release", &e))
+    }
+
+    /// Refuses (EBUSY) or allows new maps again: while mappings of a frontend that has gone
+    /// are still pinned, the ledger still holds them, and a map of the same range would
+    /// find it "already mapped" in a window the new frontend never mapped.
+    pub fn hold_off(&self, held: bool) {
+        self.held_off.store(held, Ordering::SeqCst);
     }
 
     /// Releases every mapping (FUSE_DESTROY: unmount sends no REMOVEMAPPING).
@@ -253,7 +284,10 @@ fn check_handle(fs: &PassthroughFs, fh: Handle, node: NodeId) -> FsResult<()> {
 /// The errno the guest gets for a ledger failure (logged at the level it deserves).
 fn ledger_errno(what: &str, e: &LedgerError) -> Errno {
     match e {
-        LedgerError::Timeout { .. } | LedgerError::Mapper { .. } => log::warn!("dax: {what}: {e}"),
+        LedgerError::Timeout { .. } => log::warn!("dax: {what}: {e}"),
+        LedgerError::Mapper { source, .. } if !matches!(source, MapperError::Refused { .. }) => {
+            log::warn!("dax: {what}: {e}")
+        }
         _ => log::debug!("dax: {what}: {e}"),
     }
     Errno::new(e.errno())

@@ -115,17 +115,26 @@ pub(super) fn create(
     let f = host_flags(fs, flags) | excl | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK;
     // With a DAX window, an existing file is truncated only once the ledger has fenced it
     // (its identity is known only after the open).
-    let trunc_after =
-        fs.dax().is_some() && f & libc::O_TRUNC != 0 && f & libc::O_ACCMODE != libc::O_RDONLY;
+    let trunc_after = fs.dax().is_some() && f & libc::O_TRUNC != 0;
     let open_flags = if trunc_after { f & !libc::O_TRUNC } else { f };
     let file = {
         let _creds = fs.creds(ctx)?;
         File::from(sys::openat(p.fd(), name, open_flags, mode & 0o7777)?)
     };
     if trunc_after {
-        let key = super::inode::InodeKey::from(&stat_fd(&file)?);
-        let _fence = fs.fence_cut(&key, 0, None)?;
-        sys::ftruncate(file.as_fd(), 0)?;
+        let st = stat_fd(&file)?;
+        if st.mode & libc::S_IFMT == libc::S_IFREG {
+            let _fence = fs.fence_cut(&super::inode::InodeKey::from(&st), 0, None)?;
+            // The truncating open the guest asked for, with its credentials (so its
+            // permission checks, whatever the access mode of `file`).
+            let _creds = fs.creds(ctx)?;
+            sys::openat(
+                fs.proc_fd(),
+                &sys::fd_name(file.as_raw_fd()),
+                libc::O_WRONLY | libc::O_TRUNC | libc::O_NONBLOCK,
+                0,
+            )?;
+        }
     }
     register_new(fs, file, kill, f & libc::O_TRUNC != 0)
 }
@@ -266,6 +275,9 @@ pub(super) fn copy_file_range(fs: &PassthroughFs, node_in: NodeId, a: CopyRange)
     let hin = fs.handles.get(a.fh_in, node_in)?;
     let hout = fs.handles.get(a.fh_out, a.node_out)?;
     let flags = u32::try_from(a.flags).map_err(|_| Errno::EINVAL)?;
+    // A reflinking host file system replaces the destination's blocks under its page
+    // cache: as a punch-hole would, it waits out pins on the chunks mapping them.
+    let _fence = fs.fence_cut(&fs.inodes.get(a.node_out)?.key, a.off_out, Some(a.len))?;
     sys::copy_file_range(
         hin.file.as_fd(),
         a.off_in,

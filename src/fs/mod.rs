@@ -150,7 +150,7 @@ impl PassthroughFs {
         len: Option<u64>,
     ) -> FsResult<Option<crate::dax::FileRangeGuard>> {
         match &self.dax {
-            Some(window) => window.fence(key, from, len),
+            Some(window) => window.fence(key, from, len).map(Some),
             None => Ok(None),
         }
     }
