@@ -57,17 +57,34 @@ pub struct DaxWindow {
     held_off: AtomicBool,
 }
 
+/// The file data a backing maps: the inode, whichever mount it was reached through (the
+/// inode table's key also has the mount id; two bind mounts of one file share its pages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+}
+
+impl From<&InodeKey> for FileKey {
+    fn from(k: &InodeKey) -> Self {
+        FileKey {
+            dev: k.dev,
+            ino: k.ino,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Backings {
-    /// Every file ever mapped keeps its id, so a fence taken while the file has no live
-    /// backing still holds off a map through one opened later.
-    ids: HashMap<InodeKey, BackingId>,
-    live: HashMap<InodeKey, Weak<InodeBacking>>,
+    /// Every file ever mapped or cut keeps its id (a few words per file), so a fence taken
+    /// while the file has no live backing still holds off a map through one opened later.
+    ids: HashMap<FileKey, BackingId>,
+    live: HashMap<FileKey, Weak<InodeBacking>>,
     next_id: u64,
 }
 
 impl Backings {
-    fn id_of(&mut self, key: InodeKey) -> BackingId {
+    fn id_of(&mut self, key: FileKey) -> BackingId {
         let next = &mut self.next_id;
         *self.ids.entry(key).or_insert_with(|| {
             *next += 1;
@@ -138,8 +155,8 @@ impl DaxWindow {
     }
 
     /// The live backing of the file `key`, if the ledger still holds one.
-    fn live(&self, key: &InodeKey) -> Option<Arc<InodeBacking>> {
-        self.lock().live.get(key).and_then(Weak::upgrade)
+    fn live(&self, key: FileKey) -> Option<Arc<InodeBacking>> {
+        self.lock().live.get(&key).and_then(Weak::upgrade)
     }
 
     /// The backing of `inode`, opened (read-write unless `readonly` or the host refuses
@@ -149,7 +166,8 @@ impl DaxWindow {
         fs: &PassthroughFs,
         inode: &Arc<InodeData>,
     ) -> FsResult<Arc<InodeBacking>> {
-        if let Some(b) = self.live(&inode.key) {
+        let key = FileKey::from(&inode.key);
+        if let Some(b) = self.live(key) {
             return Ok(b);
         }
         let (file, writable) = if fs.cfg.readonly {
@@ -167,16 +185,16 @@ impl DaxWindow {
         };
         let mut table = self.lock();
         // Another request may have opened it while we did.
-        if let Some(b) = table.live.get(&inode.key).and_then(Weak::upgrade) {
+        if let Some(b) = table.live.get(&key).and_then(Weak::upgrade) {
             return Ok(b);
         }
         let backing = Arc::new(InodeBacking {
-            id: table.id_of(inode.key),
+            id: table.id_of(key),
             file,
             writable,
             inode: inode.clone(),
         });
-        table.live.insert(inode.key, Arc::downgrade(&backing));
+        table.live.insert(key, Arc::downgrade(&backing));
         table.live.retain(|_, w| w.strong_count() > 0);
         Ok(backing)
     }
@@ -245,7 +263,7 @@ impl DaxWindow {
     pub fn fence(&self, key: &InodeKey, from: u64, len: Option<u64>) -> FsResult<FileRangeGuard> {
         // By the file's lasting id, live backing or not, so a SETUPMAPPING racing with
         // this cut (it takes the same id) waits for it.
-        let id = self.lock().id_of(*key);
+        let id = self.lock().id_of(FileKey::from(key));
         self.ledger
             .release_file_range(id, from, len)
             .map_err(|e| ledger_errno("file range release", &e))
