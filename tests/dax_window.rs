@@ -259,6 +259,79 @@ fn the_read_to_write_upgrade_needs_no_unmap() {
 }
 
 #[test]
+fn window_copies_at_any_offset_and_length_match_the_file() {
+    let d = start("dax-unaligned", &[]);
+    init(&d);
+    let data = pattern(MIB2 as usize, 3);
+    let node = d.file("u", &data);
+    d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
+        .unwrap();
+    let mut expected = data.clone();
+    for (i, len) in [1usize, 7, 15, 16, 17, 63, 64, 65, 4095, 4097, 65537]
+        .into_iter()
+        .enumerate()
+    {
+        let offset = 4096 * 16 * i + [0, 1, 3, 8, 15, 17][i % 6];
+        assert_eq!(
+            d.read_window(offset as u64, len),
+            &data[offset..offset + len],
+            "read of {len} at {offset:#x}"
+        );
+        let fresh = pattern(len, 100 + i as u8);
+        let at = offset + 5;
+        d.windows.write(0, at as u64, &fresh).unwrap();
+        expected[at..at + len].copy_from_slice(&fresh);
+    }
+    assert!(
+        std::fs::read(d.share("u")).unwrap() == expected,
+        "the host file holds exactly the bytes written through the window"
+    );
+}
+
+#[test]
+fn host_writes_during_window_reads_show_through_old_or_new() {
+    const LEN: usize = 256 << 10;
+    let d = start("dax-concurrent", &[]);
+    init(&d);
+    let node = d.file("c", &[0xaa; LEN]);
+    d.c.setupmapping(node, None, 0, MIB2, READ, 0).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let path = d.share("c");
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            use std::os::unix::fs::FileExt;
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let blocks = [[0xaau8; 4096], [0x55u8; 4096]];
+            let mut n = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Never past the end: the file keeps its size, the window never faults.
+                let at = (n * 4096 * 7) % LEN;
+                file.write_all_at(&blocks[n / 64 % 2], at as u64).unwrap();
+                n += 1;
+            }
+        });
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut seen_new = false;
+        let mut reads = 0;
+        while !seen_new || reads < 50 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "host writes never showed"
+            );
+            let buf = d.read_window(0, LEN);
+            assert!(
+                buf.iter().all(|&b| b == 0xaa || b == 0x55),
+                "only bytes the host wrote"
+            );
+            seen_new |= buf.contains(&0x55);
+            reads += 1;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().unwrap();
+    });
+}
+
+#[test]
 fn a_mapping_of_other_data_on_a_mapped_offset_replaces_it() {
     let d = start("dax-remap", &[]);
     init(&d);

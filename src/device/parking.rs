@@ -6,8 +6,9 @@
 //! Which requests park is decided by peeking at the request bytes: the opcode, and for
 //! SETATTR, OPEN, CREATE and FALLOCATE whether they would cut file bytes at all.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::fuse::abi::{InHeader, Wire, fattr, opcode as op};
 
@@ -18,21 +19,75 @@ pub const MAX_WORKERS: usize = 64;
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A pool of worker threads that grows on demand up to [`MAX_WORKERS`].
+///
+/// Below that bound a parked job never waits behind another one: the pool keeps at least
+/// as many idle workers (started or starting, and not running a job) as there are jobs
+/// waiting, counting both under one lock.
 pub struct Parking {
-    tx: Mutex<mpsc::Sender<Job>>,
-    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
-    idle: Arc<AtomicUsize>,
-    workers: AtomicUsize,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a job is queued or the pool closes.
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Jobs parked and not yet taken by a worker.
+    queued: VecDeque<Job>,
+    /// Workers not running a job, including those started and not yet waiting.
+    idle: usize,
+    /// Workers started and not exited.
+    workers: usize,
+    /// Set when the pool is dropped: workers exit once the queue is empty.
+    closed: bool,
 }
 
 impl Default for Parking {
     fn default() -> Self {
-        let (tx, rx) = mpsc::channel();
         Parking {
-            tx: Mutex::new(tx),
-            rx: Arc::new(Mutex::new(rx)),
-            idle: Arc::new(AtomicUsize::new(0)),
-            workers: AtomicUsize::new(0),
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                ready: Condvar::new(),
+            }),
+        }
+    }
+}
+
+impl Drop for Parking {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.ready.notify_all();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A worker's life: take a job, run it outside the lock, come back idle; exit when the
+    /// pool is closed and nothing is left.
+    fn serve(&self) {
+        let mut state = self.lock();
+        loop {
+            if let Some(job) = state.queued.pop_front() {
+                state.idle -= 1;
+                drop(state);
+                if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                    log::error!("fs: a parked request panicked; its worker goes on serving");
+                }
+                state = self.lock();
+                state.idle += 1;
+            } else if state.closed {
+                state.idle -= 1;
+                state.workers -= 1;
+                return;
+            } else {
+                state = self.ready.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
         }
     }
 }
@@ -40,49 +95,49 @@ impl Default for Parking {
 impl Parking {
     /// Runs `job` on a worker. If no worker can be started, runs it here.
     pub fn park(&self, job: impl FnOnce() + Send + 'static) {
-        if self.idle.load(Ordering::SeqCst) == 0 && !self.spawn_worker() {
-            log::warn!("fs: no worker for a parked request; serving it on the queue thread");
-            job();
-            return;
+        let mut state = self.shared.lock();
+        state.queued.push_back(Box::new(job));
+        if state.queued.len() > state.idle {
+            if state.workers >= MAX_WORKERS {
+                log::debug!("fs: all {MAX_WORKERS} workers busy; a parked request waits");
+            } else if !self.spawn_worker(&mut state) && state.workers == 0 {
+                // No worker will ever take it: it is the job we just queued.
+                let job = state.queued.pop_back();
+                drop(state);
+                log::warn!("fs: no worker for a parked request; serving it on the queue thread");
+                if let Some(job) = job {
+                    job();
+                }
+                return;
+            }
         }
-        let sent = self
-            .tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(Box::new(job));
-        if let Err(mpsc::SendError(job)) = sent {
-            job();
-        }
+        drop(state);
+        self.shared.ready.notify_one();
     }
 
-    /// Starts one more worker unless the pool is full; false if none could be started and
-    /// none exists.
-    fn spawn_worker(&self) -> bool {
-        let n = self.workers.fetch_add(1, Ordering::SeqCst);
-        if n >= MAX_WORKERS {
-            self.workers.fetch_sub(1, Ordering::SeqCst);
-            return true;
-        }
-        let rx = self.rx.clone();
-        let idle = self.idle.clone();
+    /// (idle, started) workers.
+    #[cfg(test)]
+    fn counts(&self) -> (usize, usize) {
+        let state = self.shared.lock();
+        (state.idle, state.workers)
+    }
+
+    /// Starts one more worker, counted idle at once (under the caller's lock) so that the
+    /// next `park` sees it; false if the thread could not be started.
+    fn spawn_worker(&self, state: &mut State) -> bool {
+        let shared = self.shared.clone();
         let spawned = std::thread::Builder::new()
-            .name(format!("fs-parked-{n}"))
-            .spawn(move || {
-                loop {
-                    idle.fetch_add(1, Ordering::SeqCst);
-                    let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    idle.fetch_sub(1, Ordering::SeqCst);
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
-                }
-            });
+            .name(format!("fs-parked-{}", state.workers))
+            .spawn(move || shared.serve());
         match spawned {
-            Ok(_) => true,
+            Ok(_) => {
+                state.workers += 1;
+                state.idle += 1;
+                true
+            }
             Err(e) => {
                 log::error!("fs: cannot start a worker thread: {e}");
-                self.workers.fetch_sub(1, Ordering::SeqCst) > 1
+                false
             }
         }
     }
@@ -121,6 +176,8 @@ pub fn may_wait(bytes: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::fuse::testing::encode_request;
+    use std::sync::mpsc;
+    use std::time::Duration;
 
     #[test]
     fn only_requests_that_may_wait_on_the_ledger_park() {
@@ -159,5 +216,73 @@ mod tests {
         assert_eq!(done_rx.recv().unwrap(), 2);
         release_tx.send(()).unwrap();
         assert_eq!(done_rx.recv().unwrap(), 1);
+    }
+
+    /// Bound on every wait: far past anything a free worker needs, so reaching it means a
+    /// job sat behind the blocked one.
+    const BOUND: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn jobs_parked_in_a_burst_never_queue_behind_a_blocked_one() {
+        const FOLLOWERS: usize = 8;
+        for round in 0..200 {
+            let parking = Parking::default();
+            let (release_tx, release_rx) = mpsc::channel::<()>();
+            let (done_tx, done_rx) = mpsc::channel::<usize>();
+            let blocked = done_tx.clone();
+            parking.park(move || {
+                // Released at the end of the round (or when the test gives up).
+                let _ = release_rx.recv_timeout(BOUND * 2);
+                let _ = blocked.send(usize::MAX);
+            });
+            // At once, before the first job's worker has even taken it.
+            for i in 0..FOLLOWERS {
+                let done = done_tx.clone();
+                parking.park(move || done.send(i).unwrap());
+            }
+            let mut seen = [false; FOLLOWERS];
+            for _ in 0..FOLLOWERS {
+                match done_rx.recv_timeout(BOUND) {
+                    Ok(i) if i < FOLLOWERS => seen[i] = true,
+                    Ok(_) => panic!("round {round}: the blocked job finished first"),
+                    Err(e) => panic!(
+                        "round {round}: a job queued behind the blocked one ({e}); \
+                         done: {seen:?}"
+                    ),
+                }
+            }
+            release_tx.send(()).unwrap();
+            assert_eq!(done_rx.recv_timeout(BOUND), Ok(usize::MAX));
+        }
+    }
+
+    #[test]
+    fn a_panicking_job_leaves_its_worker_serving() {
+        let parking = Parking::default();
+        let (done_tx, done_rx) = mpsc::channel::<u32>();
+        parking.park(|| panic!("a parked job panics (expected in this test)"));
+        for i in 0..4 {
+            let done = done_tx.clone();
+            parking.park(move || done.send(i).unwrap());
+        }
+        let mut got: Vec<u32> = (0..4)
+            .map(|_| done_rx.recv_timeout(BOUND).unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, [0, 1, 2, 3]);
+        // Every worker is back and idle: a panic did not take one away or skew the counts.
+        let deadline = std::time::Instant::now() + BOUND;
+        loop {
+            let (idle, workers) = parking.counts();
+            if idle == workers {
+                assert!(workers >= 1);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "idle {idle} of {workers}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }

@@ -33,9 +33,18 @@ struct Slot {
 }
 
 /// A request sent and not yet collected.
+///
+/// Its reply is found by the ticket's sequence number, not by the head of its chain: the
+/// device returning a chain frees its descriptors, so a later request may get the same
+/// head while this reply still waits to be collected.
+///
+/// A ticket dropped without [`FuseQueue::wait`] leaks its guest buffers and, once the
+/// device returns its chain, the record of the reply: this is the test and bench driver,
+/// where every request is waited on or the run ends.
 #[derive(Debug)]
 #[must_use = "collect the reply with FuseQueue::wait"]
 pub struct Ticket {
+    seq: u64,
     head: u16,
     slot: Slot,
 }
@@ -51,8 +60,13 @@ pub struct FuseQueue {
 #[derive(Default)]
 struct QueueState {
     free: Vec<Slot>,
-    /// Chains the device returned that nobody has collected yet: head -> bytes written.
-    returned: HashMap<u16, u32>,
+    /// Sequence number of the next ticket.
+    next_seq: u64,
+    /// Chains offered and not yet returned by the device: head -> ticket sequence number.
+    in_flight: HashMap<u16, u64>,
+    /// Replies the device returned that nobody has collected yet: sequence number ->
+    /// bytes written.
+    returned: HashMap<u64, u32>,
 }
 
 impl FuseQueue {
@@ -104,8 +118,16 @@ impl FuseQueue {
         if reply_len > 0 {
             buffers.push(Buffer::writable(slot.reply, reply_len));
         }
+        // Under the frontend lock, which every collection of used chains also holds while it
+        // records them: the chain cannot be seen returned before it is in flight.
         match frontend.submit(self.queue, &buffers) {
-            Ok(head) => Ok(Ticket { head, slot }),
+            Ok(head) => {
+                let mut state = self.state();
+                let seq = state.next_seq;
+                state.next_seq += 1;
+                state.in_flight.insert(head, seq);
+                Ok(Ticket { seq, head, slot })
+            }
             Err(e) => {
                 self.state().free.push(slot);
                 Err(e)
@@ -116,14 +138,14 @@ impl FuseQueue {
     /// Whether the device has returned the chain of `ticket` (without waiting).
     pub fn is_done(&self, ticket: &Ticket) -> Result<bool, FrontendError> {
         self.collect()?;
-        Ok(self.state().returned.contains_key(&ticket.head))
+        Ok(self.state().returned.contains_key(&ticket.seq))
     }
 
     /// Waits (bounded) for the reply to `ticket`; returns the bytes the device wrote.
     pub fn wait(&self, ticket: Ticket) -> Result<Vec<u8>, FrontendError> {
         let deadline = std::time::Instant::now() + self.timeout;
         loop {
-            let written = self.state().returned.remove(&ticket.head);
+            let written = self.state().returned.remove(&ticket.seq);
             if let Some(len) = written {
                 let bytes = self.frontend().ram().read(ticket.slot.reply, len as usize);
                 self.state().free.push(ticket.slot);
@@ -132,16 +154,13 @@ impl FuseQueue {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return Err(FrontendError::Timeout(format!(
-                    "no reply on queue {} for chain {} after {:?}",
-                    self.queue, ticket.head, self.timeout
+                    "no reply on queue {} for request {} (chain {}) after {:?}",
+                    self.queue, ticket.seq, ticket.head, self.timeout
                 )));
             }
-            let used = {
-                let mut frontend = self.frontend();
-                frontend.wait_used(self.queue, 1, left.min(Duration::from_millis(50)))
-            };
-            match used {
-                Ok(chains) => self.record(chains),
+            let mut frontend = self.frontend();
+            match frontend.wait_used(self.queue, 1, left.min(Duration::from_millis(50))) {
+                Ok(chains) => self.record(&frontend, chains),
                 Err(FrontendError::Timeout(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -155,15 +174,28 @@ impl FuseQueue {
     }
 
     fn collect(&self) -> Result<(), FrontendError> {
-        let chains = self.frontend().collect_used(self.queue)?;
-        self.record(chains);
+        let mut frontend = self.frontend();
+        let chains = frontend.collect_used(self.queue)?;
+        self.record(&frontend, chains);
         Ok(())
     }
 
-    fn record(&self, chains: Vec<super::UsedChain>) {
+    /// Files returned chains under the tickets they were offered for. Takes the frontend
+    /// guard the chains were collected under: until they are recorded, their heads must not
+    /// be offered again.
+    fn record(&self, _frontend: &MutexGuard<'_, Frontend>, chains: Vec<super::UsedChain>) {
         let mut state = self.state();
         for chain in chains {
-            state.returned.insert(chain.head, chain.len);
+            match state.in_flight.remove(&chain.head) {
+                Some(seq) => {
+                    state.returned.insert(seq, chain.len);
+                }
+                None => log::warn!(
+                    "frontend: queue {}: chain {} returned, offered by no ticket",
+                    self.queue,
+                    chain.head
+                ),
+            }
         }
     }
 }

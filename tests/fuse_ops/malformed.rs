@@ -473,3 +473,27 @@ fn many_requests_in_flight_on_one_queue() {
     }
     still_works(&f.c);
 }
+
+#[test]
+fn a_reply_left_uncollected_keeps_its_ticket() {
+    let f = start("fuse-uncollected", &[]);
+    let getattr = |unique: u64| {
+        let body = abi::GetattrIn::default().to_bytes();
+        encode_request(op::GETATTR, unique, ROOT, 0, 0, &body)
+    };
+    let wait = |ticket| Reply::parse(&f.c.transport.wait(ticket).unwrap()).header;
+    // A comes back while a later call is waited on, and is left uncollected: its chain's
+    // descriptors are free again, its reply is not.
+    let a = f.c.transport.submit(&getattr(2000), 4096).unwrap();
+    still_works(&f.c);
+    let x = f.c.transport.submit(&getattr(2001), 4096).unwrap();
+    let y = f.c.transport.submit(&getattr(2002), 4096).unwrap();
+    assert_eq!((wait(x).unique, wait(y).unique), (2001, 2002));
+    // The next request gets A's descriptors back; its wait must not take A's reply.
+    let z = f.c.transport.submit(&getattr(2003), 4096).unwrap();
+    let z = wait(z);
+    assert_eq!((z.unique, z.error), (2003, 0));
+    let a = wait(a);
+    assert_eq!((a.unique, a.error), (2000, 0));
+    still_works(&f.c);
+}
