@@ -172,27 +172,6 @@ impl Reservation {
         }
         Ok(())
     }
-
-    /// Copies bytes out of the reservation. The range must be mapped readable and backed
-    /// by file pages (a page past EOF would raise SIGBUS, so callers check the file size).
-    pub fn read(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let start = self.check_range(offset, buf.len() as u64)?;
-        // SAFETY: the range is inside the reservation (checked) and the caller guarantees it is
-        // mapped readable; volatile-free copying is fine because we only need a snapshot.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.base().add(start), buf.as_mut_ptr(), buf.len())
-        };
-        Ok(())
-    }
-
-    /// Copies bytes into the reservation; the range must be mapped writable.
-    pub fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let start = self.check_range(offset, data.len() as u64)?;
-        // SAFETY: the range is inside the reservation (checked) and the caller guarantees it is
-        // mapped writable.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base().add(start), data.len()) };
-        Ok(())
-    }
 }
 
 impl Drop for Reservation {

@@ -103,9 +103,9 @@ fn region_is_mapped_and_window_writes_reach_the_host_file() {
     );
     assert!(live[0].writable);
 
-    let window = frontend.windows().region(0).unwrap();
-    window.write(0x1234, b"through the window").unwrap();
-    window.write(SIZE - 4, b"tail").unwrap();
+    let window = frontend.windows();
+    window.write(0, 0x1234, b"through the window").unwrap();
+    window.write(0, SIZE - 4, b"tail").unwrap();
     let host = std::fs::read(setup.file()).unwrap();
     assert_eq!(host.len() as u64, SIZE);
     assert_eq!(&host[0x1234..0x1234 + 18], b"through the window");
@@ -119,7 +119,7 @@ fn region_is_mapped_and_window_writes_reach_the_host_file() {
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(4096)).unwrap();
     file.write_all(b"from the host").unwrap();
     let mut seen = [0u8; 13];
-    window.read(4096, &mut seen).unwrap();
+    window.read(0, 4096, &mut seen).unwrap();
     assert_eq!(&seen, b"from the host");
 }
 
@@ -359,9 +359,7 @@ fn sigterm_unmaps_the_region_syncs_and_removes_the_socket() {
     wait_mapped(&frontend);
     frontend
         .windows()
-        .region(0)
-        .unwrap()
-        .write(0, b"durable before exit")
+        .write(0, 0, b"durable before exit")
         .unwrap();
     setup.daemon.signal(libc::SIGTERM).unwrap();
     let status = setup.daemon.wait(WAIT).unwrap();
@@ -383,23 +381,13 @@ fn reconnect_serves_a_second_frontend() {
     let mut setup = start("reconnect", &["--reconnect"]);
     let first = connect(&setup.socket());
     wait_mapped(&first);
-    first
-        .windows()
-        .region(0)
-        .unwrap()
-        .write(0, b"first")
-        .unwrap();
+    first.windows().write(0, 0, b"first").unwrap();
     drop(first);
 
     let mut second = connect(&setup.socket());
     wait_mapped(&second);
     let mut seen = [0u8; 5];
-    second
-        .windows()
-        .region(0)
-        .unwrap()
-        .read(0, &mut seen)
-        .unwrap();
+    second.windows().read(0, 0, &mut seen).unwrap();
     assert_eq!(&seen, b"first");
     let (buffers, status) = flush_request(&second);
     second.submit(0, &buffers).unwrap();
@@ -449,12 +437,7 @@ fn readonly_device_maps_read_only_and_flushes_without_error() {
     wait_mapped(&frontend);
     assert!(!frontend.windows().live()[0].writable);
     let mut seen = [0u8; 4];
-    frontend
-        .windows()
-        .region(0)
-        .unwrap()
-        .read(100, &mut seen)
-        .unwrap();
+    frontend.windows().read(0, 100, &mut seen).unwrap();
     assert_eq!(seen, [0xab; 4]);
     let (buffers, status) = flush_request(&frontend);
     frontend.submit(0, &buffers).unwrap();
