@@ -246,6 +246,22 @@ impl FsBackend {
             return Ok(());
         };
         let event_idx = self.event_idx.load(Ordering::SeqCst);
+        // This queue thread's request buffer, kept across kicks so a large WRITE is
+        // neither allocated nor zeroed per request.
+        let mut scratch = REQUEST_BUFFER.take();
+        let result = self.drain_queue(queue, vring, &memory, event_idx, &mut scratch);
+        REQUEST_BUFFER.set(scratch);
+        result
+    }
+
+    fn drain_queue(
+        &self,
+        queue: usize,
+        vring: &VringRwLock,
+        memory: &Memory,
+        event_idx: bool,
+        scratch: &mut Vec<u8>,
+    ) -> io::Result<()> {
         loop {
             if event_idx {
                 vring.disable_notification().map_err(io::Error::other)?;
@@ -264,18 +280,20 @@ impl FsBackend {
                     .pop_descriptor_chain(mem.clone());
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
-                let Some(request) = read_request(queue, &chain, &mem) else {
+                let Some((len, reply_capacity)) = read_request(queue, &chain, &mem, scratch) else {
                     complete(vring, head, 0, event_idx)?;
                     continue;
                 };
-                if self.device.dax.is_some() && parking::may_wait(&request.bytes) {
+                let bytes = &scratch[..len];
+                if self.device.dax.is_some() && parking::may_wait(bytes) {
+                    let request = bytes.to_vec();
                     // Served on a worker so this queue keeps going while it waits.
                     let device = self.device.clone();
                     let vring = vring.clone();
                     let generation = self.generation.clone();
                     let parked_in = generation.load(Ordering::SeqCst);
                     self.device.parking.park(move || {
-                        let used = device.serve(queue, &request, &chain, &mem);
+                        let used = device.serve(queue, &request, reply_capacity, &chain, &mem);
                         if generation.load(Ordering::SeqCst) != parked_in {
                             log::debug!("fs: queue {queue}: parked reply dropped: device reset");
                         } else if let Err(e) = complete(&vring, head, used, event_idx) {
@@ -285,7 +303,9 @@ impl FsBackend {
                     });
                     continue;
                 }
-                let used = self.device.serve(queue, &request, &chain, &mem);
+                let used = self
+                    .device
+                    .serve(queue, bytes, reply_capacity, &chain, &mem);
                 complete(vring, head, used, event_idx)?;
             }
             if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
@@ -297,14 +317,19 @@ impl FsBackend {
 
 type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
 
-/// A request read out of its chain, and the room its chain has for the reply.
-struct Request {
-    bytes: Vec<u8>,
-    reply_capacity: usize,
+thread_local! {
+    static REQUEST_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Reads the device-readable part of `chain`; `None` (logged) if the chain is unusable.
-fn read_request(queue: usize, chain: &Chain, mem: &GuestMemoryMmap) -> Option<Request> {
+/// Reads the device-readable part of `chain` into the start of `bytes` (grown if
+/// needed, never shrunk); returns the request's length and the room the chain has for
+/// the reply, or `None` (logged) if the chain is unusable.
+fn read_request(
+    queue: usize,
+    chain: &Chain,
+    mem: &GuestMemoryMmap,
+    bytes: &mut Vec<u8>,
+) -> Option<(usize, usize)> {
     let head = chain.head_index();
     let readers = chain
         .clone()
@@ -320,15 +345,15 @@ fn read_request(queue: usize, chain: &Chain, mem: &GuestMemoryMmap) -> Option<Re
     // One byte past the limit, so a chain longer than any request we take fails the
     // server's length check instead of being cut to a plausible request.
     let len = reader.available_bytes().min(MAX_REQUEST + 1);
-    let mut bytes = vec![0u8; len];
-    if let Err(e) = reader.read_exact(&mut bytes) {
+    // Only growth is zeroed: the buffer keeps its largest size between requests.
+    if bytes.len() < len {
+        bytes.resize(len, 0);
+    }
+    if let Err(e) = reader.read_exact(&mut bytes[..len]) {
         log::warn!("fs: queue {queue} request {head} unreadable: {e}");
         return None;
     }
-    Some(Request {
-        bytes,
-        reply_capacity: writer.available_bytes(),
-    })
+    Some((len, writer.available_bytes()))
 }
 
 /// Returns chain `head` to the driver with `used` bytes written, notifying if needed.
@@ -342,9 +367,16 @@ fn complete(vring: &VringRwLock, head: u16, used: u32, event_idx: bool) -> io::R
 
 impl FsDevice {
     /// Serves one request; returns the number of bytes written into its chain.
-    fn serve(&self, queue: usize, request: &Request, chain: &Chain, mem: &GuestMemoryMmap) -> u32 {
+    fn serve(
+        &self,
+        queue: usize,
+        request: &[u8],
+        reply_capacity: usize,
+        chain: &Chain,
+        mem: &GuestMemoryMmap,
+    ) -> u32 {
         let head = chain.head_index();
-        let reply = self.server.handle(&request.bytes, request.reply_capacity);
+        let reply = self.server.handle_parts(request, reply_capacity);
         if reply.is_empty() {
             return 0;
         }
@@ -355,7 +387,10 @@ impl FsDevice {
                 return 0;
             }
         };
-        match writer.write_all(&reply) {
+        let written = writer
+            .write_all(&reply.header)
+            .and_then(|()| writer.write_all(&reply.body));
+        match written {
             Ok(()) => u32::try_from(reply.len()).unwrap_or(0),
             Err(e) => {
                 log::warn!("fs: queue {queue} request {head}: reply not written: {e}");

@@ -173,18 +173,18 @@ pub(super) fn read(
     size: u32,
 ) -> FsResult<Vec<u8>> {
     let h = fs.handles.get(fh, node)?;
-    let mut buf = vec![0u8; size as usize];
-    let mut done = 0;
-    while done < buf.len() {
-        let pos = offset.checked_add(done as u64).ok_or(Errno::EINVAL)?;
-        match h.file.read_at(&mut buf[done..], pos) {
+    offset.checked_add(u64::from(size)).ok_or(Errno::EINVAL)?;
+    // Read into spare capacity: a 1 MiB READ is not zero-filled first.
+    let mut buf = Vec::with_capacity(size as usize);
+    while buf.len() < size as usize {
+        let pos = offset + buf.len() as u64;
+        match sys::pread_append(h.file.as_fd(), &mut buf, size as usize, pos) {
             Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+            Err(e) if e == Errno::new(libc::EINTR) => {}
+            Err(e) => return Err(e),
         }
     }
-    buf.truncate(done);
     Ok(buf)
 }
 

@@ -361,6 +361,33 @@ pub fn fstatvfs(fd: BorrowedFd<'_>) -> FsResult<StatVfs> {
     })
 }
 
+/// `pread(2)` of up to `limit - buf.len()` bytes at `offset`, appended to `buf` without
+/// initialising its spare capacity first; returns the bytes read (0 at end of file).
+pub fn pread_append(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    offset: u64,
+) -> FsResult<usize> {
+    let want = limit.saturating_sub(buf.len());
+    buf.reserve(want);
+    let off = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: the destination is the vector's spare capacity, at least `want` bytes after
+    // its initialised length (reserved above); the kernel writes at most `want` bytes there.
+    let n = unsafe {
+        libc::pread64(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().add(buf.len()).cast(),
+            want,
+            off,
+        )
+    };
+    let n = usize::try_from(n).map_err(|_| Errno::last())?;
+    // SAFETY: pread succeeded and initialised exactly `n <= want` bytes past the old length.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 /// `getdents64(2)` into `buf`; returns bytes filled (0 at end of directory).
 pub fn getdents64(fd: BorrowedFd<'_>, buf: &mut [u8]) -> FsResult<usize> {
     // SAFETY: `buf` is writable for `buf.len()` bytes; open directory fd.

@@ -37,4 +37,4 @@ pub mod testing;
 pub use error::{Errno, FsResult, RequestError};
 pub use filesystem::{Context, Entry, Filesystem, Handle, NodeId, Opened};
 pub use reply::{DirEntry, DirentBuf};
-pub use server::Server;
+pub use server::{ReplyParts, Server};

@@ -7,7 +7,18 @@ use super::abi::{self, Attr, Dirent, EntryOut, OutHeader, Wire};
 use super::error::Errno;
 use super::filesystem::Entry;
 
-/// Builds a reply: `fuse_out_header` (length patched in) followed by `body`.
+/// The out header of a successful reply with a `body_len`-byte body.
+pub fn header(unique: u64, body_len: usize) -> Vec<u8> {
+    let len = OutHeader::SIZE + body_len;
+    OutHeader {
+        len: u32::try_from(len).unwrap_or(u32::MAX),
+        error: 0,
+        unique,
+    }
+    .to_bytes()
+}
+
+/// Builds a successful reply: out header then `body`.
 pub fn ok(unique: u64, body: &[u8]) -> Vec<u8> {
     let len = OutHeader::SIZE + body.len();
     let mut out = Vec::with_capacity(len);

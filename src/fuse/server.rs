@@ -98,10 +98,20 @@ impl<F: Filesystem> Server<F> {
     /// Malformed requests get an error reply (the unique echoed when the
     /// header could be read); nothing here panics on guest input.
     pub fn handle(&self, request: &[u8], reply_capacity: usize) -> Vec<u8> {
+        let ReplyParts { mut header, body } = self.handle_parts(request, reply_capacity);
+        header.extend_from_slice(&body);
+        header
+    }
+
+    /// As [`Server::handle`], with the reply in two parts that go into the chain one after
+    /// the other: the out header (empty when there is no reply) and the body. A large
+    /// READ body then reaches guest memory in one copy, not two.
+    pub fn handle_parts(&self, request: &[u8], reply_capacity: usize) -> ReplyParts {
         let Some(h) = InHeader::read(request) else {
             let e = RequestError::ShortHeader { got: request.len() };
             log::warn!("{e}");
-            return fit(reply::error(0, e.errno()), 0, reply_capacity);
+            let reply = reply::error(0, e.errno());
+            return ReplyParts::whole(fit(reply, OutHeader::SIZE, 0, reply_capacity));
         };
         let out = match self.check_and_decode(&h, request) {
             Ok(req) => self.dispatch(&h, req, reply_capacity),
@@ -115,9 +125,23 @@ impl<F: Filesystem> Server<F> {
             }
         };
         match out {
-            Outcome::Reply(body) => fit(reply::ok(h.unique, &body), h.unique, reply_capacity),
-            Outcome::Error(errno) => fit(reply::error(h.unique, errno), h.unique, reply_capacity),
-            Outcome::None => Vec::new(),
+            Outcome::Reply(body) if OutHeader::SIZE + body.len() <= reply_capacity => ReplyParts {
+                header: reply::header(h.unique, body.len()),
+                body,
+            },
+            Outcome::Reply(body) => ReplyParts::whole(fit(
+                reply::header(h.unique, body.len()),
+                OutHeader::SIZE + body.len(),
+                h.unique,
+                reply_capacity,
+            )),
+            Outcome::Error(errno) => ReplyParts::whole(fit(
+                reply::error(h.unique, errno),
+                OutHeader::SIZE,
+                h.unique,
+                reply_capacity,
+            )),
+            Outcome::None => ReplyParts::whole(Vec::new()),
         }
     }
 
@@ -421,14 +445,41 @@ impl<F: Filesystem> Server<F> {
 
 /// Replaces a reply that would overflow the writable descriptors with an
 /// `ERANGE` error; returns nothing if not even a header fits.
-fn fit(reply: Vec<u8>, unique: u64, cap: usize) -> Vec<u8> {
-    if reply.len() <= cap {
+/// A reply as header and body (see [`Server::handle_parts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyParts {
+    /// The out header, or the whole reply; empty when there is none.
+    pub header: Vec<u8>,
+    /// What follows the header (empty for header-only replies).
+    pub body: Vec<u8>,
+}
+
+impl ReplyParts {
+    fn whole(reply: Vec<u8>) -> Self {
+        ReplyParts {
+            header: reply,
+            body: Vec::new(),
+        }
+    }
+
+    /// Bytes in all.
+    pub fn len(&self) -> usize {
+        self.header.len() + self.body.len()
+    }
+
+    /// True when there is no reply at all.
+    pub fn is_empty(&self) -> bool {
+        self.header.is_empty() && self.body.is_empty()
+    }
+}
+
+/// `reply` (whose full length is `len`) if it fits in `cap` bytes; else ERANGE, or
+/// nothing when not even a header fits.
+fn fit(reply: Vec<u8>, len: usize, unique: u64, cap: usize) -> Vec<u8> {
+    if len <= cap {
         reply
     } else if cap >= OutHeader::SIZE {
-        log::warn!(
-            "reply of {} bytes to {unique} exceeds the {cap}-byte buffer",
-            reply.len()
-        );
+        log::warn!("reply of {len} bytes to {unique} exceeds the {cap}-byte buffer");
         reply::error(unique, Errno::ERANGE)
     } else {
         log::warn!("request {unique}: {cap}-byte reply buffer cannot hold a header");
