@@ -469,9 +469,19 @@ fn device_reset_releases_every_mapping() {
     init(&d);
     let a = d.file("a", &pattern(4096, 1));
     d.c.setupmapping(a, None, 0, MIB2, READ, MIB2).unwrap();
+    d.c.forget(a, 1);
     d.frontend.lock().unwrap().reset_device().unwrap();
     wait_until("the reset to unmap the window", || d.live().is_empty());
     assert_eq!(d.windows.stats().unmaps, 1);
+    // Every count back to zero, and the file the mapping kept open is closed.
+    let mut c = d.control();
+    wait_until("the ledger to hold nothing", || {
+        let stats = c.stats();
+        stats["live_mappings"] == 0 && stats["backings_with_mappings"] == 0
+    });
+    wait_until("the daemon to close the file", || {
+        d.daemon_fds_on(&d.share("a")) == 0
+    });
 }
 
 #[test]
