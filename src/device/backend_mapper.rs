@@ -91,22 +91,20 @@ impl BackendMapper {
                     let _ = job.reply.send(result);
                 }
             })?;
-        self.new_connection();
+        // A second channel of the same connection keeps what its frontend has mapped; a
+        // new connection follows a detach, which forgot it.
         *self.lock() = Channel::Attached(tx);
         Ok(())
     }
 
-    /// The connection is gone: later unmaps succeed trivially, maps fail.
+    /// The connection is gone: later unmaps succeed trivially, maps fail, and what the
+    /// frontend had mapped is forgotten (it went with its address space).
     pub fn detach(&self) {
-        self.new_connection();
-        *self.lock() = Channel::Detached;
-    }
-
-    /// Forgets what the previous frontend had mapped.
-    fn new_connection(&self) {
+        let mut channel = self.lock();
         let mut live = self.maps();
         live.generation += 1;
         live.ranges.clear();
+        *channel = Channel::Detached;
     }
 
     fn maps(&self) -> std::sync::MutexGuard<'_, ConnectionMaps> {
@@ -122,12 +120,18 @@ impl BackendMapper {
         self.channel.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn call(&self, request: Request) -> Result<(), MapperError> {
-        let sender = match &*self.lock() {
-            Channel::Attached(tx) => tx.clone(),
-            Channel::Absent => return Err(MapperError::Disconnected),
-            Channel::Detached => return Err(MapperError::Disconnected),
-            Channel::Wedged => return Err(MapperError::Timeout),
+    /// Sends `request` and waits for its acknowledgement; returns the connection
+    /// generation it was sent on.
+    fn call(&self, request: Request) -> Result<u64, MapperError> {
+        let (sender, generation) = {
+            let channel = self.lock();
+            let sender = match &*channel {
+                Channel::Attached(tx) => tx.clone(),
+                Channel::Absent => return Err(MapperError::Disconnected),
+                Channel::Detached => return Err(MapperError::Disconnected),
+                Channel::Wedged => return Err(MapperError::Timeout),
+            };
+            (sender, self.maps().generation)
         };
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
         sender
@@ -137,7 +141,7 @@ impl BackendMapper {
             })
             .map_err(|_| MapperError::Disconnected)?;
         match reply_rx.recv_timeout(self.ack_timeout) {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => Ok(generation),
             Ok(Err(e)) => Err(classify(e)),
             Err(RecvTimeoutError::Timeout) => {
                 log::error!(
@@ -221,8 +225,7 @@ impl Mapper for BackendMapper {
         writable: bool,
     ) -> Result<(), MapperError> {
         let fd = file.try_clone_to_owned().map_err(MapperError::Io)?;
-        let generation = self.maps().generation;
-        self.call(Request::Map {
+        let generation = self.call(Request::Map {
             fd,
             window_offset,
             len,

@@ -59,6 +59,8 @@ pub struct FsDevice {
     config: FsConfig,
     server: Server<PassthroughFs>,
     dax: Option<FsDax>,
+    /// A gone frontend's pinned mappings are being released in the background.
+    retrying: AtomicBool,
     control: Mutex<Option<ControlServer>>,
     parking: Parking,
     stopping: AtomicBool,
@@ -75,6 +77,7 @@ impl FsDevice {
             config,
             server: Server::new(fs),
             dax,
+            retrying: AtomicBool::new(false),
             control: Mutex::new(None),
             parking: Parking::default(),
             stopping: AtomicBool::new(false),
@@ -132,7 +135,10 @@ impl FsDevice {
         let Some(window) = self.server.filesystem().dax() else {
             return;
         };
-        window.hold_off(true);
+        if self.retrying.swap(true, Ordering::SeqCst) {
+            return; // an earlier disconnect's retry is still at it, and holds maps off
+        }
+        window.hold_off();
         let device = self.clone();
         let spawned = std::thread::Builder::new()
             .name("fs-release".into())
@@ -140,11 +146,12 @@ impl FsDevice {
                 while !device.stopping.load(Ordering::SeqCst) {
                     std::thread::sleep(RELEASE_RETRY);
                     if device.release_window("disconnect (retry)") {
-                        if let Some(window) = device.server.filesystem().dax() {
-                            window.hold_off(false);
-                        }
-                        return;
+                        break;
                     }
+                }
+                device.retrying.store(false, Ordering::SeqCst);
+                if let Some(window) = device.server.filesystem().dax() {
+                    window.resume();
                 }
             });
         if let Err(e) = spawned {
@@ -439,7 +446,10 @@ impl VhostUserBackend for FsBackend {
     fn reset_device(&self) {
         log::info!("fs: device reset");
         self.generation.fetch_add(1, Ordering::SeqCst);
-        if self.device.dax.is_some() {
+        if let Some(window) = self.device.server.filesystem().dax() {
+            // No map of the next session may be taken before the release, which would
+            // undo it behind the guest's back.
+            window.hold_off();
             // Unmapping talks to the frontend, which is waiting for our reply to this
             // message: release the window from a thread of its own, once the requests
             // still being served (parked ones too) are done with it.
@@ -448,10 +458,14 @@ impl VhostUserBackend for FsBackend {
                 .name("fs-reset".into())
                 .spawn(move || {
                     device.wait_idle("device reset");
-                    device.release_window("device reset")
+                    device.release_window("device reset");
+                    if let Some(window) = device.server.filesystem().dax() {
+                        window.resume();
+                    }
                 });
             if let Err(e) = spawned {
                 log::error!("fs: cannot start the reset thread; window kept: {e}");
+                window.resume();
             }
         }
     }
@@ -524,6 +538,16 @@ impl VhostUserBackend for FsBackend {
 
     fn queues_per_thread(&self) -> Vec<u64> {
         (0..self.num_queues()).map(|q| 1u64 << q).collect()
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        // GET_VRING_BASE: the ring is the frontend's again. A request still parked on the
+        // ledger finishes, but its reply must not land in a ring that may be set up anew;
+        // blocking here instead could deadlock a frontend that serves SHMEM_MAP from the
+        // loop now waiting for our answer.
+        log::debug!("fs: queue {queue_index} stopped");
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {

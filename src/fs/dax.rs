@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::PassthroughFs;
@@ -52,9 +52,10 @@ pub struct DaxWindow {
     backings: Mutex<Backings>,
     /// The frontend's first refusal to map was logged plainly.
     told_refused: AtomicBool,
-    /// Mappings of a frontend that has gone are still pinned: new maps are refused until
-    /// they are released, so no map is taken for one the new frontend never made.
-    held_off: AtomicBool,
+    /// Reasons new maps are refused right now (a reset releasing the window, a gone
+    /// frontend's mappings still pinned): a map must not be taken for, or undone with, a
+    /// mapping the current guest never made.
+    held_off: AtomicUsize,
 }
 
 /// The file data a backing maps: the inode, whichever mount it was reached through (the
@@ -76,20 +77,56 @@ impl From<&InodeKey> for FileKey {
 
 #[derive(Debug, Default)]
 struct Backings {
-    /// Every file ever mapped or cut keeps its id (a few words per file), so a fence taken
-    /// while the file has no live backing still holds off a map through one opened later.
-    ids: HashMap<FileKey, BackingId>,
+    /// A file keeps its id while it has a live backing or a fence, so a fence taken while
+    /// the file has no live backing still holds off a map through one opened meanwhile.
+    /// Ids are never reused.
+    ids: HashMap<FileKey, FileId>,
     live: HashMap<FileKey, Weak<InodeBacking>>,
     next_id: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FileId {
+    id: BackingId,
+    fences: usize,
 }
 
 impl Backings {
     fn id_of(&mut self, key: FileKey) -> BackingId {
         let next = &mut self.next_id;
-        *self.ids.entry(key).or_insert_with(|| {
-            *next += 1;
-            BackingId(*next)
-        })
+        self.ids
+            .entry(key)
+            .or_insert_with(|| {
+                *next += 1;
+                FileId {
+                    id: BackingId(*next),
+                    fences: 0,
+                }
+            })
+            .id
+    }
+
+    /// Drops the ids of files with neither a live backing nor a fence.
+    fn prune(&mut self) {
+        self.live.retain(|_, w| w.strong_count() > 0);
+        let live = &self.live;
+        self.ids.retain(|k, f| f.fences > 0 || live.contains_key(k));
+    }
+}
+
+/// A fence over bytes of a file (see [`DaxWindow::fence`]): the ledger's guard, and the
+/// count that keeps the file's id while it lives. Dropping it reopens the chunks.
+#[derive(Debug)]
+pub struct CutFence<'a> {
+    guard: Option<FileRangeGuard>,
+    window: &'a DaxWindow,
+    key: FileKey,
+}
+
+impl Drop for CutFence<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        self.window.unfence(self.key);
     }
 }
 
@@ -136,7 +173,7 @@ impl DaxWindow {
             policy,
             backings: Mutex::new(Backings::default()),
             told_refused: AtomicBool::new(false),
-            held_off: AtomicBool::new(false),
+            held_off: AtomicUsize::new(0),
         }
     }
 
@@ -195,7 +232,7 @@ impl DaxWindow {
             inode: inode.clone(),
         });
         table.live.insert(key, Arc::downgrade(&backing));
-        table.live.retain(|_, w| w.strong_count() > 0);
+        table.prune();
         Ok(backing)
     }
 
@@ -206,8 +243,8 @@ impl DaxWindow {
         if !args.flags.read && !args.flags.write {
             return Err(Errno::EINVAL);
         }
-        if self.held_off.load(Ordering::SeqCst) {
-            log::debug!("dax: SETUPMAPPING refused while an earlier frontend's pins drain");
+        if self.held_off.load(Ordering::SeqCst) > 0 {
+            log::debug!("dax: SETUPMAPPING refused while the window is being released");
             return Err(Errno::new(libc::EBUSY));
         }
         let inode = fs.inodes.get(node)?;
@@ -260,20 +297,52 @@ impl DaxWindow {
     /// Holds still the bytes `from..from+len` (`None`: to the end and beyond) of the file
     /// `key` while the caller cuts them: pins on the chunks mapping them are waited out
     /// first, and maps of them wait until the guard drops.
-    pub fn fence(&self, key: &InodeKey, from: u64, len: Option<u64>) -> FsResult<FileRangeGuard> {
-        // By the file's lasting id, live backing or not, so a SETUPMAPPING racing with
-        // this cut (it takes the same id) waits for it.
-        let id = self.lock().id_of(FileKey::from(key));
-        self.ledger
-            .release_file_range(id, from, len)
-            .map_err(|e| ledger_errno("file range release", &e))
+    pub fn fence(&self, key: &InodeKey, from: u64, len: Option<u64>) -> FsResult<CutFence<'_>> {
+        // By the file's id, live backing or not, so a SETUPMAPPING racing with this cut
+        // (it takes the same id) waits for it.
+        let key = FileKey::from(key);
+        let id = {
+            let mut table = self.lock();
+            let id = table.id_of(key);
+            if let Some(f) = table.ids.get_mut(&key) {
+                f.fences += 1;
+            }
+            id
+        };
+        let mut fence = CutFence {
+            guard: None,
+            window: self,
+            key,
+        };
+        fence.guard = Some(
+            self.ledger
+                .release_file_range(id, from, len)
+                .map_err(|e| ledger_errno("file range release", &e))?,
+        );
+        Ok(fence)
     }
 
-    /// Refuses (EBUSY) or allows new maps again: while mappings of a frontend that has gone
-    /// are still pinned, the ledger still holds them, and a map of the same range would
-    /// find it "already mapped" in a window the new frontend never mapped.
-    pub fn hold_off(&self, held: bool) {
-        self.held_off.store(held, Ordering::SeqCst);
+    fn unfence(&self, key: FileKey) {
+        let mut table = self.lock();
+        if let Some(f) = table.ids.get_mut(&key) {
+            f.fences = f.fences.saturating_sub(1);
+        }
+        table.prune();
+    }
+
+    /// Refuses new maps (EBUSY) until the matching [`DaxWindow::resume`]: while a reset
+    /// releases the window, or mappings of a frontend that has gone are still pinned, a map
+    /// could be undone behind the guest's back, or find a range "already mapped" in a
+    /// window the new frontend never mapped. Holds nest.
+    pub fn hold_off(&self) {
+        self.held_off.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Ends one [`DaxWindow::hold_off`].
+    pub fn resume(&self) {
+        let _ = self
+            .held_off
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
     /// Releases every mapping (FUSE_DESTROY: unmount sends no REMOVEMAPPING).

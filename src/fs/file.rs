@@ -9,6 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 
 use super::attr::kill_suidgid;
+use super::inode::{InodeData, InodeKey};
 use super::{PassthroughFs, check_new_name, stat_fd, sys};
 use crate::fuse::filesystem::{CopyRange, WriteArgs};
 use crate::fuse::{Context, Entry, Errno, FsResult, Handle, NodeId, Opened};
@@ -113,20 +114,53 @@ pub(super) fn create(
     let excl = flags as i32 & libc::O_EXCL;
     // O_NONBLOCK keeps an existing fifo at `name` from hanging the open.
     let f = host_flags(fs, flags) | excl | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK;
-    // With a DAX window, an existing file is truncated only once the ledger has fenced it
-    // (its identity is known only after the open).
-    let trunc_after = fs.dax().is_some() && f & libc::O_TRUNC != 0;
-    let open_flags = if trunc_after { f & !libc::O_TRUNC } else { f };
-    let file = {
+    let file = if fs.dax().is_some() && f & libc::O_TRUNC != 0 && excl == 0 {
+        create_fenced(fs, ctx, &p, name, f, mode)?
+    } else {
         let _creds = fs.creds(ctx)?;
-        File::from(sys::openat(p.fd(), name, open_flags, mode & 0o7777)?)
+        File::from(sys::openat(p.fd(), name, f, mode & 0o7777)?)
     };
-    if trunc_after {
+    register_new(fs, file, kill, f & libc::O_TRUNC != 0)
+}
+
+/// CREATE with O_TRUNC (and no O_EXCL) under a DAX window: an existing file is truncated
+/// only once the ledger has fenced it, and its identity is known only once it is open.
+/// A file the open creates is new (nothing to cut, nothing mapped); an existing one is
+/// opened without truncating, fenced, then truncated by the truncating open the guest asked
+/// for, with its credentials, so Linux's permission checks apply (`O_RDONLY|O_TRUNC` of a
+/// file the caller may not write is EACCES; a new file of mode 0444 is fine).
+fn create_fenced(
+    fs: &PassthroughFs,
+    ctx: Context,
+    parent: &InodeData,
+    name: &CStr,
+    flags: i32,
+    mode: u32,
+) -> FsResult<File> {
+    let untruncated = flags & !libc::O_TRUNC;
+    for _ in 0..CREATE_RACE_RETRIES {
+        let created = {
+            let _creds = fs.creds(ctx)?;
+            sys::openat(parent.fd(), name, untruncated | libc::O_EXCL, mode & 0o7777)
+        };
+        match created {
+            Ok(fd) => return Ok(File::from(fd)),
+            Err(e) if e == Errno::EEXIST => {}
+            Err(e) => return Err(e),
+        }
+        let existing = {
+            let _creds = fs.creds(ctx)?;
+            sys::openat(parent.fd(), name, untruncated & !libc::O_CREAT, 0)
+        };
+        let file = match existing {
+            Ok(fd) => File::from(fd),
+            // Removed between the two opens: try creating it again.
+            Err(e) if e == Errno::ENOENT => continue,
+            Err(e) => return Err(e),
+        };
         let st = stat_fd(&file)?;
         if st.mode & libc::S_IFMT == libc::S_IFREG {
-            let _fence = fs.fence_cut(&super::inode::InodeKey::from(&st), 0, None)?;
-            // The truncating open the guest asked for, with its credentials (so its
-            // permission checks, whatever the access mode of `file`).
+            let _fence = fs.fence_cut(&InodeKey::from(&st), 0, None)?;
             let _creds = fs.creds(ctx)?;
             sys::openat(
                 fs.proc_fd(),
@@ -135,9 +169,13 @@ pub(super) fn create(
                 0,
             )?;
         }
+        return Ok(file);
     }
-    register_new(fs, file, kill, f & libc::O_TRUNC != 0)
+    Err(Errno::new(libc::EAGAIN))
 }
+
+/// How often CREATE retries when the name keeps appearing and vanishing under it.
+const CREATE_RACE_RETRIES: usize = 8;
 
 /// TMPFILE: an unnamed file in `parent` (O_TMPFILE), where the host allows it.
 pub(super) fn tmpfile(

@@ -148,7 +148,7 @@ impl PassthroughFs {
         key: &inode::InodeKey,
         from: u64,
         len: Option<u64>,
-    ) -> FsResult<Option<crate::dax::FileRangeGuard>> {
+    ) -> FsResult<Option<dax::CutFence<'_>>> {
         match &self.dax {
             Some(window) => window.fence(key, from, len).map(Some),
             None => Ok(None),
