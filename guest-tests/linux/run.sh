@@ -439,7 +439,7 @@ if [ "$DAX" = 1 ]; then
 		echo "SKIP dax stage: $(qemu-system-x86_64 --version | head -n 1) has no DAX window for" \
 			"vhost-user-fs (its vhost-user-fs-pci has no cache-size property), so no Linux guest" \
 			"here can mount with -o dax. The DAX window is proven through our own frontend" \
-			"instead (tests/dax_window.rs: SHMEM_MAP/UNMAP into a PROT_NONE window)."
+			"instead (tests/dax_window/: SHMEM_MAP/UNMAP into a PROT_NONE window)."
 		exit 0
 	fi
 	[ "$BACKEND" = vhost-dax ] || die "--dax needs --backend vhost-dax (virtiofsd 1.14 has no DAX)"
