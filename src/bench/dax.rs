@@ -8,13 +8,13 @@
 //!   on each mapping makes it wait — timed from the moment the last pin drops to its
 //!   reply, which is what the deferred release costs.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::wire::{DATA_AREA, FuseWire};
-use super::{BenchError, Samples, Scratch, WAIT, path_str};
+use super::{BenchError, Samples, Scratch, WAIT, path_str, percentiles};
+use crate::control::ControlClient;
 use crate::frontend::DaemonProcess;
 
 /// The keys this section reports (README, "Benchmarks").
@@ -65,7 +65,7 @@ impl Sizes {
 /// Our daemon with a DAX window and a control socket, on a share of its own.
 struct DaxSession {
     wire: FuseWire,
-    control: Control,
+    control: ControlClient,
     share: PathBuf,
     _daemon: DaemonProcess,
 }
@@ -102,7 +102,7 @@ impl DaxSession {
         }
         Ok(DaxSession {
             wire,
-            control: Control::connect(&control)?,
+            control: ControlClient::connect(&control, WAIT)?,
             share,
             _daemon: daemon,
         })
@@ -220,19 +220,19 @@ fn truncate(s: &mut DaxSession, sizes: &Sizes, samples: &mut Samples) -> Result<
         s.wire.truncate(node, 0)?;
         unpinned.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    samples.push("dax_truncate_unpinned_us", median(unpinned));
+    samples.push("dax_truncate_unpinned_us", percentiles(&mut unpinned).0);
 
     let mut after_unpin = Vec::with_capacity(sizes.truncates);
     for _ in 0..sizes.truncates {
         regrow()?;
         let pins = (0..n)
-            .map(|chunk| s.control.pin(chunk * CHUNK, 4096))
+            .map(|chunk| s.control.pin(chunk * CHUNK, 4096, "bench"))
             .collect::<Result<Vec<u64>, _>>()?;
         // The truncate parks on the pinned chunks; this thread frees them once it waits.
         let control = &mut s.control;
         let released = std::thread::scope(|scope| -> Result<Instant, BenchError> {
             let releaser = scope.spawn(move || -> Result<Instant, BenchError> {
-                control.wait_draining(n)?;
+                wait_draining(control, n)?;
                 let (last, rest) = pins.split_last().expect("at least one pin");
                 for &id in rest {
                     control.unpin(id)?;
@@ -249,72 +249,26 @@ fn truncate(s: &mut DaxSession, sizes: &Sizes, samples: &mut Samples) -> Result<
         })?;
         after_unpin.push(released.elapsed().as_secs_f64() * 1e6);
     }
-    samples.push("dax_truncate_after_unpin_us", median(after_unpin));
+    samples.push(
+        "dax_truncate_after_unpin_us",
+        percentiles(&mut after_unpin).0,
+    );
     for chunk in 0..n {
         s.wire.removemapping(chunk * CHUNK, CHUNK)?;
     }
     Ok(())
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// The daemon's control socket, one JSON line each way.
-struct Control {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl Control {
-    fn connect(path: &Path) -> Result<Self, BenchError> {
-        let writer = UnixStream::connect(path)?;
-        writer.set_read_timeout(Some(WAIT))?;
-        Ok(Control {
-            reader: BufReader::new(writer.try_clone()?),
-            writer,
-        })
-    }
-
-    fn call(&mut self, request: &str) -> Result<serde_json::Value, BenchError> {
-        writeln!(self.writer, "{request}")?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        let answer: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
-            BenchError::Unexpected(format!("control socket answered {line:?}: {e}"))
-        })?;
-        match answer.get("error") {
-            Some(e) => Err(BenchError::Unexpected(format!("control socket: {e}"))),
-            None => Ok(answer),
+/// Waits (bounded) until `n` chunks are draining: the truncate is waiting on its pins.
+fn wait_draining(control: &mut ControlClient, n: u64) -> Result<(), BenchError> {
+    let deadline = Instant::now() + WAIT;
+    while control.stats()?["draining_chunks"].as_u64() != Some(n) {
+        if Instant::now() > deadline {
+            return Err(BenchError::Unexpected(
+                "the truncate never waited on its pins".into(),
+            ));
         }
+        std::thread::yield_now();
     }
-
-    fn pin(&mut self, offset: u64, len: u64) -> Result<u64, BenchError> {
-        let answer = self.call(&format!(
-            r#"{{"op":"pin","offset":{offset},"len":{len},"holder":"bench"}}"#
-        ))?;
-        answer["pin"]
-            .as_u64()
-            .ok_or_else(|| BenchError::Unexpected(format!("pin answer {answer}")))
-    }
-
-    fn unpin(&mut self, id: u64) -> Result<(), BenchError> {
-        self.call(&format!(r#"{{"op":"unpin","pin":{id}}}"#))
-            .map(|_| ())
-    }
-
-    /// Waits (bounded) until `n` chunks are draining: the truncate is waiting on its pins.
-    fn wait_draining(&mut self, n: u64) -> Result<(), BenchError> {
-        let deadline = Instant::now() + WAIT;
-        while self.call(r#"{"op":"stats"}"#)?["stats"]["draining_chunks"].as_u64() != Some(n) {
-            if Instant::now() > deadline {
-                return Err(BenchError::Unexpected(
-                    "the truncate never waited on its pins".into(),
-                ));
-            }
-            std::thread::yield_now();
-        }
-        Ok(())
-    }
+    Ok(())
 }

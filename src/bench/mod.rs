@@ -124,6 +124,9 @@ pub enum BenchError {
         /// Positive errno.
         errno: i32,
     },
+    /// The DAX control socket failed or refused.
+    #[error("{0}")]
+    Control(#[from] crate::control::ClientError),
     /// The requested peer cannot be used.
     #[error("peer: {0}")]
     Peer(String),

@@ -68,8 +68,11 @@
 //! The socket is created with the process's umask, like the vhost-user socket: whoever may
 //! connect may pin window chunks (and so delay unmaps up to the ledger's budget).
 
+pub mod client;
 mod conn;
 mod protocol;
+
+pub use client::{ClientError, ControlClient};
 
 use std::collections::HashMap;
 use std::fmt;

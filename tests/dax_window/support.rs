@@ -1,12 +1,11 @@
 //! The daemon with a DAX window, our frontend, a FUSE client on its first request queue,
 //! and a client of the control socket.
 
-pub use std::io::{BufRead, BufReader, Write};
-pub use std::os::unix::net::UnixStream;
 pub use std::path::Path;
 pub use std::sync::{Arc, Mutex};
 
 pub use serde_json::Value;
+pub use vhost_dax::control::ControlClient;
 
 pub use crate::common::*;
 pub use vhost_dax::frontend::{
@@ -66,44 +65,33 @@ impl Dax {
     }
 }
 
-/// A client of the daemon's control socket (one JSON object per line each way).
-pub struct Control {
-    pub reader: BufReader<UnixStream>,
-    pub writer: UnixStream,
-}
+/// The daemon's control socket, as the tests use it: failures of the socket panic,
+/// refusals come back as their errno.
+pub struct Control(ControlClient);
 
 impl Control {
     pub fn connect(path: &Path) -> Self {
-        let writer = UnixStream::connect(path).unwrap();
-        let reader = BufReader::new(writer.try_clone().unwrap());
-        Control { reader, writer }
+        Control(ControlClient::connect(path, WAIT).unwrap())
     }
 
+    /// The answer to `request` as it came, refusals included.
     pub fn call(&mut self, request: &str) -> Value {
-        writeln!(self.writer, "{request}").unwrap();
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap()
+        self.0.request(request).unwrap()
     }
 
     /// Pins `offset..+len`; `Err(errno)` when refused.
     pub fn pin(&mut self, offset: u64, len: u64) -> Result<u64, i64> {
-        let v = self.call(&format!(
-            r#"{{"op":"pin","offset":{offset},"len":{len},"holder":"test-dma"}}"#
-        ));
-        match v.get("pin") {
-            Some(id) => Ok(id.as_u64().unwrap()),
-            None => Err(v["errno"].as_i64().unwrap()),
-        }
+        self.0
+            .pin(offset, len, "test-dma")
+            .map_err(|e| i64::from(e.errno().unwrap_or_else(|| panic!("{e}"))))
     }
 
     pub fn unpin(&mut self, id: u64) {
-        let v = self.call(&format!(r#"{{"op":"unpin","pin":{id}}}"#));
-        assert_eq!(v["ok"], Value::Bool(true), "{v}");
+        self.0.unpin(id).unwrap();
     }
 
     pub fn stats(&mut self) -> Value {
-        self.call(r#"{"op":"stats"}"#)["stats"].clone()
+        self.0.stats().unwrap()
     }
 }
 
