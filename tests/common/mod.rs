@@ -70,6 +70,16 @@ pub fn spawn_daemon_with(mut command: Command, args: &[&str], socket: &Path) -> 
 
 /// Starts `vhost-dax fs` unsandboxed, sharing `share` on `socket`, with `extra` arguments.
 pub fn spawn_fs_daemon(share: &Path, socket: &Path, extra: &[&str]) -> DaemonProcess {
+    spawn_fs_daemon_with(Command::new(binary()), share, socket, extra)
+}
+
+/// Same, with a prepared command (environment, umask).
+pub fn spawn_fs_daemon_with(
+    command: Command,
+    share: &Path,
+    socket: &Path,
+    extra: &[&str],
+) -> DaemonProcess {
     let mut args = vec![
         "fs",
         "--socket",
@@ -80,7 +90,7 @@ pub fn spawn_fs_daemon(share: &Path, socket: &Path, extra: &[&str]) -> DaemonPro
         "none",
     ];
     args.extend_from_slice(extra);
-    spawn_daemon(&args, socket)
+    spawn_daemon_with(command, &args, socket)
 }
 
 /// Connects our frontend with default options.

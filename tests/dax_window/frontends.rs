@@ -40,19 +40,7 @@ fn without_a_window_dax_requests_are_unsupported() {
     std::fs::create_dir(dir.join("share")).unwrap();
     std::fs::write(dir.join("share/f"), b"x").unwrap();
     let socket = dir.join("fs.sock");
-    let share = dir.join("share");
-    let _daemon = spawn_daemon(
-        &[
-            "fs",
-            "--socket",
-            socket.to_str().unwrap(),
-            "--shared-dir",
-            share.to_str().unwrap(),
-            "--sandbox",
-            "none",
-        ],
-        &socket,
-    );
+    let _daemon = spawn_fs_daemon(&dir.join("share"), &socket, &[]);
     let frontend = Frontend::connect(&socket, &FrontendOptions::default()).unwrap();
     assert!(
         frontend.windows().region(0).is_none(),

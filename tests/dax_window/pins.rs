@@ -8,22 +8,15 @@ fn the_control_socket_answers_before_any_frontend() {
     std::fs::create_dir(dir.join("share")).unwrap();
     let socket = dir.join("fs.sock");
     let control = dir.join("control.sock");
-    let share = dir.join("share");
-    let mut daemon = spawn_daemon(
+    let mut daemon = spawn_fs_daemon(
+        &dir.join("share"),
+        &socket,
         &[
-            "fs",
-            "--socket",
-            socket.to_str().unwrap(),
-            "--shared-dir",
-            share.to_str().unwrap(),
-            "--sandbox",
-            "none",
             "--dax-window",
             "8M",
             "--control-socket",
             control.to_str().unwrap(),
         ],
-        &socket,
     );
     let mut c = Control::connect(&control);
     let stats = c.stats();
@@ -410,23 +403,16 @@ fn the_control_socket_takes_the_operators_umask() {
             Ok(())
         });
     }
-    let share = dir.join("share");
-    let _daemon = spawn_daemon_with(
+    let _daemon = spawn_fs_daemon_with(
         command,
+        &dir.join("share"),
+        &socket,
         &[
-            "fs",
-            "--socket",
-            socket.to_str().unwrap(),
-            "--shared-dir",
-            share.to_str().unwrap(),
-            "--sandbox",
-            "none",
             "--dax-window",
             "8M",
             "--control-socket",
             control.to_str().unwrap(),
         ],
-        &socket,
     );
     for path in [&socket, &control] {
         let mode = std::fs::metadata(path).unwrap().permissions().mode();
