@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
-    ConfigError, Origin, format_size, get_bool, get_path, get_size, parse_size, reject_unknown,
-    validate_socket_path,
+    ConfigError, Origin, format_size, get_bool, get_duration, get_path, get_size, parse_size,
+    reject_unknown, validate_socket_path,
 };
 use crate::dax::{DEFAULT_CHUNK_SIZE, DEFAULT_WAIT_BUDGET, MAX_CHUNKS};
 use crate::fs::{CachePolicy, DaxPolicy};
@@ -382,17 +382,7 @@ pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest,
         reconnect: get_bool(table, "reconnect", origin)?,
         dax_window: get_size(table, "dax_window", origin)?,
         dax: string("dax")?,
-        pin_wait_budget: match table.get("pin_wait_budget") {
-            None => None,
-            Some(toml::Value::String(s)) => Some(s.clone()),
-            Some(toml::Value::Integer(n)) if *n >= 0 => Some(n.to_string()),
-            Some(_) => {
-                return Err(ConfigError::new(
-                    origin.field("pin_wait_budget"),
-                    "must be a duration such as \"500ms\" or \"10s\"",
-                ));
-            }
-        },
+        pin_wait_budget: get_duration(table, "pin_wait_budget", origin)?,
         control_socket: get_path(table, "control_socket", origin)?,
         shmem_bit21: get_bool(table, "shmem_bit21", origin)?,
     })

@@ -329,14 +329,41 @@ pub(crate) fn get_size(
     key: &str,
     origin: Origin,
 ) -> Result<Option<String>, ConfigError> {
+    get_quantity(
+        table,
+        key,
+        origin,
+        "must be a size such as \"512M\" or a number of bytes",
+    )
+}
+
+/// A duration may be written as a string with a unit (`"500ms"`) or a plain integer of
+/// seconds.
+pub(crate) fn get_duration(
+    table: &toml::Table,
+    key: &str,
+    origin: Origin,
+) -> Result<Option<String>, ConfigError> {
+    get_quantity(
+        table,
+        key,
+        origin,
+        "must be a duration such as \"500ms\" or \"10s\"",
+    )
+}
+
+/// A string, or a non-negative integer as its text; anything else is `expected`.
+fn get_quantity(
+    table: &toml::Table,
+    key: &str,
+    origin: Origin,
+    expected: &str,
+) -> Result<Option<String>, ConfigError> {
     match table.get(key) {
         None => Ok(None),
         Some(toml::Value::String(s)) => Ok(Some(s.clone())),
         Some(toml::Value::Integer(n)) if *n >= 0 => Ok(Some(n.to_string())),
-        Some(_) => Err(ConfigError::new(
-            origin.field(key),
-            "must be a size such as \"512M\" or a number of bytes",
-        )),
+        Some(_) => Err(ConfigError::new(origin.field(key), expected)),
     }
 }
 
