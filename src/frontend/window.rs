@@ -97,18 +97,8 @@ impl ShmemWindows {
 
     /// Whether `[offset, offset+len)` of region `shmid` is fully covered by live mappings.
     pub fn is_mapped(&self, shmid: u8, offset: u64, len: u64) -> bool {
-        let state = self.lock();
-        let mut cursor = offset;
-        let end = offset.saturating_add(len);
-        for m in state.live.values().filter(|m| m.shmid == shmid) {
-            if m.offset <= cursor && cursor < m.offset + m.len {
-                cursor = m.offset + m.len;
-            }
-            if cursor >= end {
-                return true;
-            }
-        }
-        cursor >= end
+        self.covered(&self.lock(), shmid, offset, len, false)
+            .is_ok()
     }
 
     /// Copies bytes out of region `shmid` at `offset`, as a guest load through the window
@@ -121,7 +111,7 @@ impl ShmemWindows {
     /// the copy may show old or new, in any mix, as they would to a guest.
     pub fn read(&self, shmid: u8, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let state = self.lock();
-        let region = self.covered(&state, shmid, offset, buf.len(), false)?;
+        let region = self.covered(&state, shmid, offset, buf.len() as u64, false)?;
         let at = usize::try_from(offset).map_err(|_| einval())?;
         // SAFETY: `covered` checked that `at..at+buf.len()` lies inside the reservation and
         // inside live mappings (PROT_READ at least); the state lock we hold keeps `map` and
@@ -139,7 +129,7 @@ impl ShmemWindows {
     /// [`ShmemWindows::read`] apply.
     pub fn write(&self, shmid: u8, offset: u64, data: &[u8]) -> io::Result<()> {
         let state = self.lock();
-        let region = self.covered(&state, shmid, offset, data.len(), true)?;
+        let region = self.covered(&state, shmid, offset, data.len() as u64, true)?;
         let at = usize::try_from(offset).map_err(|_| einval())?;
         // SAFETY: as in `read`: the range is inside the reservation and inside live
         // mappings, here PROT_READ|PROT_WRITE ones, which the state lock keeps in place;
@@ -155,12 +145,12 @@ impl ShmemWindows {
         state: &WindowState,
         shmid: u8,
         offset: u64,
-        len: usize,
+        len: u64,
         write: bool,
     ) -> io::Result<&Reservation> {
         let region = self.region(shmid).ok_or_else(einval)?;
         let end = offset
-            .checked_add(len as u64)
+            .checked_add(len)
             .filter(|&end| end <= region.len() as u64)
             .ok_or_else(einval)?;
         let mut cursor = offset;
