@@ -2,13 +2,17 @@
 # /init of the vhost-dax Linux test guest (busybox ash, PID 1).
 #
 # Loads the modules listed in /etc/modules.load (in order), mounts the virtio-fs
-# share, runs the workload stages, prints `N passed, M failed` and powers off.
+# share, runs the workload stages, prints `N passed, M failed` and powers off (or
+# reboots, when a stage sets FINISH=reboot).
 # Parameters come from the kernel command line (the kernel hands unknown
 # key=value words to init as environment variables):
-#   vd_tag=TAG            virtio-fs tag to mount (required)
+#   vd_tag=TAG            virtio-fs tag to mount (none: no share, e.g. the pmem stage)
 #   vd_stages=fs[,..]     workload stages to run, files /workload/<stage>.sh
 #   vd_mount_opts=OPTS    extra mount options, comma separated (e.g. dax=never)
 #   vd_check_timeout=S    per-check timeout in seconds
+#   vd_pmem_marker=TEXT   /dev/pmem0 and /dev/pmem1 start with TEXT: a reader started
+#                         just before virtio_pmem is loaded times how long after the
+#                         device appears its first 4 KiB show TEXT (/tmp/first-read.*)
 
 export PATH=/bin
 mount -t proc proc /proc
@@ -25,11 +29,17 @@ CHECK_TIMEOUT=${vd_check_timeout:-90}
 
 echo "INFO guest kernel $(uname -r), $(nproc) cpu(s), $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)"
 
+FINISH=poweroff
 finish() {
 	echo "INFO guest workload took $(($(date +%s) - T0)) s"
 	echo "$PASSED passed, $FAILED failed"
 	sync
-	poweroff -f
+	if [ "$FINISH" = reboot ]; then
+		echo "INFO rebooting"
+		reboot -f
+	else
+		poweroff -f
+	fi
 	sleep 10
 }
 
@@ -38,6 +48,12 @@ mod_fail=0
 loaded=
 while read -r m; do
 	[ -n "$m" ] || continue
+	if [ "${m##*/}" = virtio_pmem.ko ] && [ -n "$vd_pmem_marker" ]; then
+		# The readers wait for the device node and read it the moment it exists.
+		for d in 0 1; do
+			probe first-read /dev/pmem$d "$vd_pmem_marker" 20000 >/tmp/first-read.$d 2>&1 &
+		done
+	fi
 	if out=$(insmod "/lib/modules/$m" 2>&1); then
 		loaded="$loaded ${m##*/}"
 	else
@@ -59,7 +75,7 @@ guest_check() {
 
 t_modules() {
 	[ "$mod_fail" = 0 ] || die "a module failed to load (see INFO lines)"
-	grep -qw virtiofs /proc/filesystems || die "no virtiofs in /proc/filesystems"
+	[ "${vd_tag:-none}" = none ] || grep -qw virtiofs /proc/filesystems || die "no virtiofs in /proc/filesystems"
 }
 guest_check modules t_modules
 
@@ -69,10 +85,9 @@ t_mount() {
 	line=$(grep " $MNT virtiofs " /proc/mounts) || die "not in /proc/mounts: $(cat /proc/mounts)"
 	echo "INFO $line" >/dev/console
 }
-guest_check mount t_mount
-
-if ! grep -q " $MNT virtiofs " /proc/mounts; then
-	finish
+if [ "${vd_tag:-none}" != none ]; then
+	guest_check mount t_mount
+	grep -q " $MNT virtiofs " /proc/mounts || finish
 fi
 
 for stage in $(echo "${vd_stages:-fs}" | tr ',' ' '); do
@@ -91,6 +106,6 @@ t_unmount() {
 	umount "$MNT"
 	! grep -q " $MNT " /proc/mounts || die "still mounted"
 }
-guest_check unmount t_unmount
+[ "${vd_tag:-none}" = none ] || guest_check unmount t_unmount
 
 finish
