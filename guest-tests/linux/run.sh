@@ -5,7 +5,8 @@
 # daemon behind vhost-user-fs-pci, mounts the share in the guest and runs the workload
 # in workload/<stage>.sh. Prints the guest's PASS/FAIL lines, checks a few of the
 # guest's files again on the host, and exits non-zero if a check failed, the guest did
-# not finish, or the daemon crashed. See README.md in this directory.
+# not finish, or the daemon crashed. --dax and --pmem run QEMU 11.1's generic
+# vhost-user device instead (host side in stages11.sh). See README.md in this directory.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -24,11 +25,9 @@ SMP=2
 MEM=512M
 REQUEST_QUEUES=1
 MOUNT_OPTS=
-DAX=0
-DAX_WINDOW=1G
-QEMU_FS_OPTS=
 INSTALL=1
 BUILD=1
+MODE=fs # fs (QEMU 10, vhost-user-fs-pci), dax or pmem (QEMU 11.1, stages11.sh)
 
 usage() {
 	cat <<EOF
@@ -48,9 +47,12 @@ usage: $0 [options]
                                   daemon must serve as many, e.g. --backend-args "--queues N")
   --no-install                    fail instead of installing missing host packages
   --no-build                      do not (re)build the vhost-dax daemon
-  --dax                           DAX stage: a $DAX_WINDOW window, the guest mounts with -o dax;
-                                  skipped (exit 0, with the reason) when QEMU's
-                                  vhost-user-fs-pci has no DAX window
+  --dax                           DAX stage (workload/dax.sh) on QEMU 11.1: a 64M window,
+                                  --dax-maps-within-file, the guest mounts -o dax=inode, then
+                                  -o dax; host requests, control-socket and file checks
+  --pmem                          pmem stage (workload/pmem.sh) on QEMU 11.1, Linux 6.12: two
+                                  virtio-pmem devices (ext4 images, one --readonly), fsdax,
+                                  a reboot, host checks of the images
 Cache: $CACHE (override with VHOST_DAX_CACHE).
 EOF
 }
@@ -69,7 +71,8 @@ while [ $# -gt 0 ]; do
 	--smp) SMP=$2; shift 2 ;;
 	--mem) MEM=$2; shift 2 ;;
 	--request-queues) REQUEST_QUEUES=$2; shift 2 ;;
-	--dax) DAX=1; shift ;;
+	--dax) MODE=dax; shift ;;
+	--pmem) MODE=pmem; shift ;;
 	--no-install) INSTALL=0; shift ;;
 	--no-build) BUILD=0; shift ;;
 	-h | --help) usage; exit 0 ;;
@@ -132,12 +135,23 @@ ensure_host_tools() {
 	command -v depmod >/dev/null || [ -x /sbin/depmod ] || missing+=(kmod)
 	command -v xz >/dev/null || missing+=(xz-utils)
 	command -v zstd >/dev/null || missing+=(zstd)
+	[ "$MODE" != pmem ] || command -v mkfs.ext4 >/dev/null || [ -x /sbin/mkfs.ext4 ] || missing+=(e2fsprogs)
 	[ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
-	if [ "$(qemu_major || true)" = "" ] || [ "$(qemu_major)" -lt 10 ]; then
-		apt_install -t bookworm-backports qemu-system-x86
+	if [ "$MODE" = fs ]; then
+		if [ "$(qemu_major || true)" = "" ] || [ "$(qemu_major)" -lt 10 ]; then
+			apt_install -t bookworm-backports qemu-system-x86
+		fi
+		qemu-system-x86_64 -device help 2>/dev/null | grep -q '"vhost-user-fs-pci"' ||
+			die "qemu-system-x86_64 has no vhost-user-fs-pci"
+		QEMU=qemu-system-x86_64
+	else
+		# QEMU 11.1 from a debootstrapped trixie tree (cached; about 40 s the first time).
+		local opt=()
+		[ "$INSTALL" = 1 ] || opt=(--no-install)
+		QEMU=$("$HERE/qemu11.sh" "${opt[@]}") || die "qemu11.sh could not provide QEMU 11.1"
+		"$QEMU" -device help 2>/dev/null | grep -q '"vhost-user-test-device-pci"' ||
+			die "$QEMU has no vhost-user-test-device-pci"
 	fi
-	qemu-system-x86_64 -device help 2>/dev/null | grep -q '"vhost-user-fs-pci"' ||
-		die "qemu-system-x86_64 has no vhost-user-fs-pci"
 	command -v cargo >/dev/null || [ -x "$HOME/.cargo/bin/cargo" ] || die "cargo not found (install Rust)"
 	command -v cargo >/dev/null || PATH=$HOME/.cargo/bin:$PATH
 }
@@ -208,8 +222,9 @@ setup_kernel() {
 
 # Modules the guest loads, in this order, with their dependencies first. Built-in ones
 # (Linux 6.12's cloud kernel has virtio, fuse and virtiofs built in) are skipped.
+# ext4 (and the crc32c it asks the crypto API for) is for the pmem stage's -o dax mount.
 WANTED_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
-fuse virtiofs libnvdimm nd_btt nd_pmem nd_virtio virtio_pmem"
+fuse virtiofs libnvdimm nd_btt nd_pmem nd_virtio virtio_pmem crc32c_generic ext4"
 
 # Prints module paths (relative to lib/modules/KREL) in load order.
 resolve_modules() {
@@ -320,6 +335,39 @@ make_host_tree() {
 	(cd "$tree" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum) >"$SHARED/host-tree.sha256"
 }
 
+# What the fs stage wrote into host-view/ (workload/fs.sh, t_host_view), seen on the
+# host after the run.
+fs_host_checks() {
+	local c
+	hv=$SHARED/host-view
+	if [ ! -d "$hv" ]; then
+		hv_missing() { echo "the guest did not create host-view/"; return 1; }
+		host_check view-present hv_missing
+		return 0
+	fi
+	for c in text mode-owner mtime hardlink symlink pattern sparse mmap dir user-owner tree-copy xattr; do
+		host_check "view-$c" "hv_${c//-/_}"
+	done
+}
+hv_text() { want "$(cat "$hv/text")" "written by the guest" content; }
+hv_mode_owner() { want "$(stat -c '%a %u:%g' "$hv/text")" "640 1234:5678" "mode owner"; }
+hv_mtime() { want "$(stat -c %Y "$hv/text")" "$(TZ=UTC date -d "2001-02-03 04:05:06" +%s)" mtime; }
+hv_hardlink() { want "$(stat -c '%h %i' "$hv/text-link")" "2 $(stat -c %i "$hv/text")" "links inode"; }
+hv_symlink() { want "$(readlink "$hv/text-sym")" text readlink; }
+hv_xattr() { want "$("$PROBE" xattr-get "$hv/text" user.from-guest)" yes user.from-guest; }
+hv_pattern() { "$PROBE" pattern-check "$hv/pattern" 0 1048576 42; }
+hv_sparse() {
+	want "$(stat -c %s "$hv/sparse")" 16777219 size
+	want "$(tail -c 3 "$hv/sparse")" end "last bytes"
+	local blocks
+	blocks=$(stat -c %b "$hv/sparse")
+	[ "$blocks" -lt 1024 ] || { echo "$blocks blocks allocated"; return 1; }
+}
+hv_mmap() { want "$("$PROBE" pread "$hv/mm" 100 13 | tr -c '[:print:]' .)" mmap-was-here "mmap-written bytes"; }
+hv_dir() { want "$(cat "$hv/dir/sub/file")" deep content; }
+hv_user_owner() { want "$(stat -c %u:%g "$hv/dir/userfile") $(cat "$hv/dir/userfile")" "1000:1000 user" "owner content"; }
+hv_tree_copy() { cd "$hv/tree-copy" && sha256sum -c --quiet "$SHARED/host-tree.sha256"; }
+
 # ---------------------------------------------------------------- backend
 
 backend_command() {
@@ -398,56 +446,52 @@ wait_gone() {
 	! running "$1"
 }
 QEMU_PID=
-DAEMON_PID=
 TAIL_PID=
+MONITOR_PID=
+# The daemons: pids and names (the fs daemon is "backend", its log backend.log).
+DAEMON_PIDS=()
+DAEMON_NAMES=()
 cleanup() {
 	local p
-	for p in $TAIL_PID $QEMU_PID $DAEMON_PID; do
+	for p in $MONITOR_PID $TAIL_PID $QEMU_PID "${DAEMON_PIDS[@]}"; do
 		kill "$p" 2>/dev/null || true
 	done
 }
 trap 'cleanup; rm -rf "${SOCKDIR:-}"' EXIT
 trap 'exit 130' INT TERM
 
-start_backend() {
-	export VD_SOCKET=$SOCK VD_SHARED_DIR=$SHARED VD_TAG=$TAG
-	log "backend: ${DAEMON[*]}"
-	"${DAEMON[@]}" >"$RUN/backend.log" 2>&1 </dev/null &
-	DAEMON_PID=$!
-	local i
+# start_daemon NAME SOCKET CMD...: runs CMD with its output in $RUN/NAME.log and waits
+# for it to create SOCKET.
+start_daemon() {
+	local name=$1 sock=$2 pid i
+	shift 2
+	log "$name: $*"
+	"$@" >"$RUN/$name.log" 2>&1 </dev/null &
+	pid=$!
+	DAEMON_PIDS+=("$pid")
+	DAEMON_NAMES+=("$name")
 	for i in $(seq 1 300); do
-		[ -S "$SOCK" ] && return 0
-		if ! running "$DAEMON_PID"; then
+		[ -S "$sock" ] && return 0
+		if ! running "$pid"; then
 			local rc=0
-			wait "$DAEMON_PID" || rc=$?
-			DAEMON_PID=
-			tail -n 20 "$RUN/backend.log" | sed 's/^/  backend| /' >&2
-			die "the backend exited (status $rc) before creating its socket $SOCK: ${DAEMON[*]}"
+			wait "$pid" || rc=$?
+			tail -n 20 "$RUN/$name.log" | sed 's/^/  backend| /' >&2
+			die "the $name daemon exited (status $rc) before creating its socket $sock: $*"
 		fi
 		sleep 0.1
 	done
-	die "the backend did not create $SOCK within 30 s"
+	die "the $name daemon did not create $sock within 30 s"
+}
+
+start_backend() {
+	export VD_SOCKET=$SOCK VD_SHARED_DIR=$SHARED VD_TAG=$TAG
+	start_daemon backend "$SOCK" "${DAEMON[@]}"
 }
 
 # ---------------------------------------------------------------- run
 
 ensure_host_tools
-if [ "$DAX" = 1 ]; then
-	# A guest DAX window needs the frontend to expose one: QEMU's vhost-user-fs-pci did
-	# so through `cache-size` (virtio-fs-dev tree, never merged upstream).
-	if ! qemu-system-x86_64 -device vhost-user-fs-pci,help 2>/dev/null | grep -q 'cache-size'; then
-		echo "SKIP dax stage: $(qemu-system-x86_64 --version | head -n 1) has no DAX window for" \
-			"vhost-user-fs (its vhost-user-fs-pci has no cache-size property), so no Linux guest" \
-			"here can mount with -o dax. The DAX window is proven through our own frontend" \
-			"instead (tests/dax_window/: SHMEM_MAP/UNMAP into a PROT_NONE window)."
-		exit 0
-	fi
-	[ "$BACKEND" = vhost-dax ] || die "--dax needs --backend vhost-dax (virtiofsd 1.14 has no DAX)"
-	BACKEND_ARGS="${BACKEND_ARGS:+$BACKEND_ARGS }--dax-window $DAX_WINDOW"
-	QEMU_FS_OPTS=",cache-size=$DAX_WINDOW"
-	MOUNT_OPTS=${MOUNT_OPTS:-dax}
-	log "dax stage: $DAX_WINDOW window, guest mount -o $MOUNT_OPTS"
-fi
+[ "$MODE" = fs ] || . "$HERE/stages11.sh"
 # Several runs may share the cache (other users of the machine): each run gets its own
 # directory, runs/latest points at the newest, and the cache is filled under a lock.
 mkdir -p "$CACHE/runs" "$CACHE/initramfs"
@@ -462,7 +506,15 @@ find "$CACHE/runs" -mindepth 1 -maxdepth 1 -type d -name '2*.*' -printf '%T@ %p\
 SOCKDIR=$(mktemp -d "${TMPDIR:-/tmp}/vhost-dax-guest.XXXXXX")
 SOCK=$SOCKDIR/fs.sock
 BACKEND_VERSION=
-backend_command # first: a backend that cannot run ends the run before the downloads
+EXPECTED_BOOTS=1
+STAGE_APPEND=
+STAGE_QEMU_ARGS=()
+# First: a backend that cannot run ends the run before the downloads.
+case "$MODE" in
+fs) backend_command ;;
+dax) backend_command; dax_configure ;;
+pmem) pmem_configure ;;
+esac
 exec 9>"$CACHE/.setup.lock"
 flock 9
 setup_kernel
@@ -470,83 +522,114 @@ build_base_initramfs
 build_probe
 flock -u 9
 build_overlay
-make_host_tree
+case "$MODE" in
+fs) make_host_tree ;;
+dax) dax_prepare ;;
+pmem) pmem_prepare ;;
+esac
 T_SETUP=$(($(date +%s) - T_START))
-start_backend
+case "$MODE" in
+fs | dax) start_backend ;;
+pmem) pmem_start_daemons ;;
+esac
 
-log "kernel $KREL ($KPKG $KVER_PKG, $KERNEL_SUITE), QEMU $(qemu-system-x86_64 --version | head -n 1 | awk '{print $4}'), TCG, $SMP vCPU(s), timeout ${TIMEOUT}s"
-APPEND="console=ttyS0 quiet panic=-1 rdinit=/init vd_tag=$TAG vd_stages=$STAGES vd_check_timeout=$CHECK_TIMEOUT"
+log "kernel $KREL ($KPKG $KVER_PKG, $KERNEL_SUITE), QEMU $("$QEMU" --version | head -n 1 | awk '{print $4}'), TCG, $SMP vCPU(s), timeout ${TIMEOUT}s"
+APPEND="console=ttyS0 quiet panic=-1 rdinit=/init vd_tag=${GUEST_TAG-$TAG} vd_stages=$STAGES vd_check_timeout=$CHECK_TIMEOUT"
 [ -z "$MOUNT_OPTS" ] || APPEND+=" vd_mount_opts=$MOUNT_OPTS"
+[ -z "$STAGE_APPEND" ] || APPEND+=" $STAGE_APPEND"
+QEMU_ARGS=(
+	-nodefaults -no-user-config -display none
+	-machine q35 -accel tcg -cpu max -smp "$SMP" -m "$MEM"
+	-object memory-backend-memfd,id=mem,size="$MEM",share=on -numa node,memdev=mem
+	-kernel "$VMLINUZ" -initrd "$RUN/initrd.img" -append "$APPEND"
+	-chardev file,id=con,path="$RUN/console.log" -serial chardev:con
+)
+# A guest that reboots on purpose (the pmem stage) needs QEMU to reset, not exit.
+[ "$EXPECTED_BOOTS" -gt 1 ] || QEMU_ARGS+=(-no-reboot)
+if [ "$MODE" = fs ]; then
+	QEMU_ARGS+=(-chardev socket,id=char0,path="$SOCK"
+		-device vhost-user-fs-pci,chardev=char0,tag="$TAG",num-request-queues="$REQUEST_QUEUES")
+else
+	QEMU_ARGS+=("${STAGE_QEMU_ARGS[@]}")
+fi
 : >"$RUN/console.log"
 T_GUEST=$(date +%s)
-timeout -k 5 "$TIMEOUT" qemu-system-x86_64 \
-	-nodefaults -no-user-config -display none -no-reboot \
-	-machine q35 -accel tcg -cpu max -smp "$SMP" -m "$MEM" \
-	-object memory-backend-memfd,id=mem,size="$MEM",share=on -numa node,memdev=mem \
-	-kernel "$VMLINUZ" -initrd "$RUN/initrd.img" -append "$APPEND" \
-	-chardev file,id=con,path="$RUN/console.log" -serial chardev:con \
-	-chardev socket,id=char0,path="$SOCK" \
-	-device vhost-user-fs-pci,chardev=char0,tag="$TAG",num-request-queues="$REQUEST_QUEUES""$QEMU_FS_OPTS" \
-	>"$RUN/qemu.log" 2>&1 </dev/null &
+timeout -k 5 "$TIMEOUT" "$QEMU" "${QEMU_ARGS[@]}" >"$RUN/qemu.log" 2>&1 </dev/null &
 QEMU_PID=$!
 tail -n +1 -f --pid="$QEMU_PID" "$RUN/console.log" | tr -d '\r' &
 TAIL_PID=$!
+if [ "$MODE" != fs ]; then
+	stage_monitor &
+	MONITOR_PID=$!
+fi
 
-# Whichever ends first: the guest (normal) or the daemon. virtiofsd ends by itself
+# Whichever ends first: the guest (normal) or a daemon. virtiofsd ends by itself
 # when QEMU closes the socket at power-off, which can be noticed a moment before QEMU
 # has exited; a daemon that ends while QEMU goes on running has crashed or given up.
 status_text() { # exit status, and the signal if it was one
 	if [ "$1" -gt 128 ]; then echo "status $1 (signal $(kill -l "$1" 2>/dev/null || echo $(($1 - 128))))"; else echo "status $1"; fi
 }
+DAEMON_NOTES=()
+DAEMON_DONE=() # per daemon: 1 once reaped
 FIRST=
-wait -n -p FIRST "$QEMU_PID" "$DAEMON_PID" || true
-DAEMON_RC=
-DAEMON_NOTE=
-if [ "$FIRST" = "$DAEMON_PID" ]; then
-	wait "$DAEMON_PID" && DAEMON_RC=0 || DAEMON_RC=$?
-	DAEMON_PID=
+wait -n -p FIRST "$QEMU_PID" "${DAEMON_PIDS[@]}" || true
+for i in "${!DAEMON_PIDS[@]}"; do
+	[ "$FIRST" = "${DAEMON_PIDS[$i]}" ] || continue
+	rc=0
+	wait "$FIRST" || rc=$?
+	DAEMON_DONE[i]=1
 	if ! wait_gone "$QEMU_PID" 100; then
-		DAEMON_NOTE="the backend exited ($(status_text "$DAEMON_RC")) while the guest was still running"
+		DAEMON_NOTES+=("${DAEMON_NAMES[$i]}: the daemon exited ($(status_text "$rc")) while the guest was still running")
 		kill "$QEMU_PID" 2>/dev/null || true
-	elif [ "$DAEMON_RC" != 0 ]; then
-		DAEMON_NOTE="the backend exited with $(status_text "$DAEMON_RC")"
+	elif [ "$rc" != 0 ]; then
+		DAEMON_NOTES+=("${DAEMON_NAMES[$i]}: the daemon exited with $(status_text "$rc")")
 	fi
-fi
+done
 QEMU_RC=0
 wait "$QEMU_PID" || QEMU_RC=$?
 QEMU_PID=
 wait "$TAIL_PID" 2>/dev/null || true
 TAIL_PID=
+if [ -n "$MONITOR_PID" ]; then
+	kill "$MONITOR_PID" 2>/dev/null || true
+	wait "$MONITOR_PID" 2>/dev/null || true
+	MONITOR_PID=
+fi
 T_GUEST=$(($(date +%s) - T_GUEST))
 
-# The daemon should end by itself once QEMU has gone (virtiofsd does); otherwise it
-# gets SIGTERM, which must be enough.
-if [ -n "$DAEMON_PID" ]; then
-	if wait_gone "$DAEMON_PID" 50; then
-		wait "$DAEMON_PID" && DAEMON_RC=0 || DAEMON_RC=$?
-		[ "$DAEMON_RC" = 0 ] || DAEMON_NOTE="the backend exited with $(status_text "$DAEMON_RC")"
+# A daemon should end by itself once QEMU has gone (virtiofsd does); otherwise it gets
+# SIGTERM, which must be enough.
+for i in "${!DAEMON_PIDS[@]}"; do
+	[ -z "${DAEMON_DONE[$i]:-}" ] || continue
+	pid=${DAEMON_PIDS[$i]}
+	name=${DAEMON_NAMES[$i]}
+	rc=0
+	if wait_gone "$pid" 50; then
+		wait "$pid" || rc=$?
+		[ "$rc" = 0 ] || DAEMON_NOTES+=("$name: the daemon exited with $(status_text "$rc")")
 	else
-		kill -TERM "$DAEMON_PID" 2>/dev/null || true
-		if wait_gone "$DAEMON_PID" 100; then
-			wait "$DAEMON_PID" && DAEMON_RC=0 || DAEMON_RC=$?
-			case "$DAEMON_RC" in
+		kill -TERM "$pid" 2>/dev/null || true
+		if wait_gone "$pid" 100; then
+			wait "$pid" || rc=$?
+			case "$rc" in
 			0 | 143) ;;
-			*) DAEMON_NOTE="the backend, stopped with SIGTERM after the guest ended, exited with $(status_text "$DAEMON_RC")" ;;
+			*) DAEMON_NOTES+=("$name: the daemon, stopped with SIGTERM after the guest ended, exited with $(status_text "$rc")") ;;
 			esac
 		else
-			kill -KILL "$DAEMON_PID" 2>/dev/null || true
-			wait "$DAEMON_PID" || true
-			DAEMON_NOTE="the backend did not stop within 10 s of SIGTERM"
+			kill -KILL "$pid" 2>/dev/null || true
+			wait "$pid" || true
+			DAEMON_NOTES+=("$name: the daemon did not stop within 10 s of SIGTERM")
 		fi
 	fi
-	DAEMON_PID=
-fi
+	DAEMON_DONE[i]=1
+done
+DAEMON_PIDS=()
 
 # ---------------------------------------------------------------- verdict
 
 HOST_PASSED=0
 HOST_FAILED=0
-host_check() { # host_check NAME FUNCTION: FUNCTION runs in a subshell with set -e
+host_check() { # host_check NAME FUNCTION [ARGS]: FUNCTION runs in a subshell with set -e
 	local name=host-$1 out
 	shift
 	if out=$(set -e; "$@" 2>&1); then
@@ -561,18 +644,24 @@ want() { # want ACTUAL EXPECTED WHAT
 	[ "$1" = "$2" ] || { echo "$3: got '$1', want '$2'"; return 1; }
 }
 
+# Every boot ends with its own `N passed, M failed` line (the pmem stage boots twice).
 CONSOLE=$(tr -d '\r' <"$RUN/console.log")
-SUMMARY=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' <<<"$CONSOLE" | tail -n 1 || true)
+SUMMARIES=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' <<<"$CONSOLE" || true)
+N_SUMMARIES=$(grep -c . <<<"$SUMMARIES" || true)
 LISTED_PASS=$(grep -c '^PASS ' <<<"$CONSOLE" || true)
 LISTED_FAIL=$(grep -c '^FAIL ' <<<"$CONSOLE" || true)
 GUEST_PASSED=$LISTED_PASS
 GUEST_FAILED=$LISTED_FAIL
-if [ -n "$SUMMARY" ]; then
-	GUEST_PASSED=${SUMMARY%% passed*}
-	GUEST_FAILED=${SUMMARY#*, }
-	GUEST_FAILED=${GUEST_FAILED%% failed}
+N_BOOTS=$(grep -c '^INFO guest kernel ' <<<"$CONSOLE" || true)
+if [ "$N_SUMMARIES" -ge "$EXPECTED_BOOTS" ]; then
+	GUEST_PASSED=$(awk '{p += $1} END {print p + 0}' <<<"$SUMMARIES")
+	GUEST_FAILED=$(awk '{f += $3} END {print f + 0}' <<<"$SUMMARIES")
 	[ "$LISTED_PASS $LISTED_FAIL" = "$GUEST_PASSED $GUEST_FAILED" ] ||
-		{ echo "FAIL guest-summary: $LISTED_PASS PASS and $LISTED_FAIL FAIL lines, but the summary says $SUMMARY"; HOST_FAILED=$((HOST_FAILED + 1)); }
+		{ echo "FAIL guest-summary: $LISTED_PASS PASS and $LISTED_FAIL FAIL lines, but the summaries add up to $GUEST_PASSED passed, $GUEST_FAILED failed"; HOST_FAILED=$((HOST_FAILED + 1)); }
+	if [ "$N_BOOTS" != "$EXPECTED_BOOTS" ]; then
+		echo "FAIL guest-boots: the guest booted $N_BOOTS times, want $EXPECTED_BOOTS"
+		HOST_FAILED=$((HOST_FAILED + 1))
+	fi
 else
 	HOST_FAILED=$((HOST_FAILED + 1))
 	last=$(grep -E '^(PASS|FAIL) ' <<<"$CONSOLE" | tail -n 1 | awk '{print $2}' | tr -d :)
@@ -581,45 +670,25 @@ else
 	else
 		why="QEMU exited with status $QEMU_RC"
 	fi
-	echo "FAIL guest-finished: no summary line; $why; last check reported: ${last:-none} (the next one did not finish)"
+	boot=
+	[ "$EXPECTED_BOOTS" = 1 ] || boot=" in boot $N_BOOTS of $EXPECTED_BOOTS"
+	echo "FAIL guest-finished: no summary line$boot; $why; last check reported: ${last:-none} (the next one did not finish)"
 	tail -n 5 "$RUN/qemu.log" | sed 's/^/  qemu| /'
 fi
 
-# What the guest wrote into host-view/ (workload/fs.sh, t_host_view), seen on the host.
-hv=$SHARED/host-view
-hv_text() { want "$(cat "$hv/text")" "written by the guest" content; }
-hv_mode_owner() { want "$(stat -c '%a %u:%g' "$hv/text")" "640 1234:5678" "mode owner"; }
-hv_mtime() { want "$(stat -c %Y "$hv/text")" "$(TZ=UTC date -d "2001-02-03 04:05:06" +%s)" mtime; }
-hv_hardlink() { want "$(stat -c '%h %i' "$hv/text-link")" "2 $(stat -c %i "$hv/text")" "links inode"; }
-hv_symlink() { want "$(readlink "$hv/text-sym")" text readlink; }
-hv_xattr() { want "$("$PROBE" xattr-get "$hv/text" user.from-guest)" yes user.from-guest; }
-hv_pattern() { "$PROBE" pattern-check "$hv/pattern" 0 1048576 42; }
-hv_sparse() {
-	want "$(stat -c %s "$hv/sparse")" 16777219 size
-	want "$(tail -c 3 "$hv/sparse")" end "last bytes"
-	local blocks
-	blocks=$(stat -c %b "$hv/sparse")
-	[ "$blocks" -lt 1024 ] || { echo "$blocks blocks allocated"; return 1; }
-}
-hv_mmap() { want "$("$PROBE" pread "$hv/mm" 100 13 | tr -c '[:print:]' .)" mmap-was-here "mmap-written bytes"; }
-hv_dir() { want "$(cat "$hv/dir/sub/file")" deep content; }
-hv_user_owner() { want "$(stat -c %u:%g "$hv/dir/userfile") $(cat "$hv/dir/userfile")" "1000:1000 user" "owner content"; }
-hv_tree_copy() { cd "$hv/tree-copy" && sha256sum -c --quiet "$SHARED/host-tree.sha256"; }
-if [ -d "$hv" ]; then
-	for c in text mode-owner mtime hardlink symlink pattern sparse mmap dir user-owner tree-copy xattr; do
-		host_check "view-$c" "hv_${c//-/_}"
-	done
-else
-	hv_missing() { echo "the guest did not create host-view/"; return 1; }
-	host_check view-present hv_missing
-fi
-if [ -n "$DAEMON_NOTE" ]; then
+case "$MODE" in
+fs) fs_host_checks ;;
+dax) dax_host_checks ;;
+pmem) pmem_host_checks ;;
+esac
+for note in "${DAEMON_NOTES[@]}"; do
 	HOST_FAILED=$((HOST_FAILED + 1))
-	echo "FAIL backend: $DAEMON_NOTE"
-	tail -n 20 "$RUN/backend.log" | sed 's/^/  backend| /'
-fi
+	name=${note%%:*}
+	echo "FAIL $name: ${note#*: }"
+	tail -n 20 "$RUN/$name.log" | sed 's/^/  backend| /'
+done
 
-echo "INFO backend $BACKEND${BACKEND_VERSION:+ ($BACKEND_VERSION)}, kernel $KREL, setup ${T_SETUP}s, guest run ${T_GUEST}s, total $(($(date +%s) - T_START))s; logs in $RUN"
+echo "INFO backend $BACKEND${BACKEND_VERSION:+ ($BACKEND_VERSION)}, kernel $KREL, QEMU $("$QEMU" --version | head -n 1 | awk '{print $4}'), stage $MODE, setup ${T_SETUP}s, guest run ${T_GUEST}s, total $(($(date +%s) - T_START))s; logs in $RUN"
 PASSED=$((GUEST_PASSED + HOST_PASSED))
 FAILED=$((GUEST_FAILED + HOST_FAILED))
 echo "total: $PASSED passed, $FAILED failed"
