@@ -82,11 +82,12 @@ impl BackendMapper {
     /// Starts serving requests over a new connection's backend channel.
     pub fn attach(&self, backend: Backend) -> io::Result<()> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let shmid = self.shmid;
         std::thread::Builder::new()
             .name("backend-channel".into())
             .spawn(move || {
                 for job in rx {
-                    let result = send(&backend, job.request);
+                    let result = send(&backend, shmid, job.request);
                     // The caller may have given up waiting; that is its business.
                     let _ = job.reply.send(result);
                 }
@@ -105,6 +106,21 @@ impl BackendMapper {
         live.generation += 1;
         live.ranges.clear();
         *channel = Channel::Detached;
+    }
+
+    /// The frontend dropped every mapping of the region itself (QEMU does on device
+    /// reset): they are forgotten, so no unmap of them is sent, and the channel stays.
+    pub fn frontend_dropped_all(&self) {
+        let mut live = self.maps();
+        if !live.ranges.is_empty() {
+            log::debug!(
+                "region {}: {} mapping(s) dropped by the frontend",
+                self.shmid,
+                live.ranges.len()
+            );
+        }
+        live.generation += 1;
+        live.ranges.clear();
     }
 
     fn maps(&self) -> std::sync::MutexGuard<'_, ConnectionMaps> {
@@ -157,7 +173,7 @@ impl BackendMapper {
     }
 }
 
-fn send(backend: &Backend, request: Request) -> io::Result<u64> {
+fn send(backend: &Backend, shmid: u8, request: Request) -> io::Result<u64> {
     match request {
         Request::Map {
             fd,
@@ -172,7 +188,7 @@ fn send(backend: &Backend, request: Request) -> io::Result<u64> {
                 VhostUserMMapFlags::empty()
             };
             let msg = VhostUserMMap {
-                shmid: 0,
+                shmid,
                 padding: [0; 7],
                 fd_offset: file_offset,
                 shm_offset: window_offset,
@@ -183,6 +199,7 @@ fn send(backend: &Backend, request: Request) -> io::Result<u64> {
         }
         Request::Unmap { window_offset, len } => {
             let msg = VhostUserMMap {
+                shmid,
                 shm_offset: window_offset,
                 len,
                 ..Default::default()

@@ -25,7 +25,7 @@ use super::parking::{self, Parking};
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{FsConfig, MAX_TAG_LEN};
 use crate::control::ControlServer;
-use crate::dax::Ledger;
+use crate::dax::{ExtentMapper, Ledger};
 use crate::fs::PassthroughFs;
 use crate::fuse::Server;
 
@@ -52,6 +52,8 @@ pub struct FsDax {
     pub ledger: Arc<Ledger>,
     /// SHMEM_MAP / SHMEM_UNMAP over the backend channel, region [`SHMCAP_ID_CACHE`].
     pub mapper: Arc<BackendMapper>,
+    /// What the ledger maps through: `mapper`, kept within what the frontend will map.
+    pub extent: Arc<ExtentMapper>,
 }
 
 /// One fs device for the daemon's whole life.

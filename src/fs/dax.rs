@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::PassthroughFs;
 use super::inode::{InodeData, InodeKey};
-use crate::dax::{Backing, BackingId, FileRangeGuard, Ledger, LedgerError, MapperError};
+use crate::dax::{Backing, BackingId, FileRangeGuard, Ledger, LedgerError, MapperError, PAGE_SIZE};
 use crate::fuse::filesystem::{RemoveMapping, SetupMapping};
 use crate::fuse::{Errno, FsResult, Handle, NodeId};
 
@@ -266,12 +266,26 @@ impl DaxWindow {
             .ledger
             .map(args.moffset, args.len, backing, args.foffset, writable);
         if let Err(LedgerError::Mapper { source, .. }) = &mapped
-            && matches!(source, MapperError::Refused { .. })
-            && !self.told_refused.swap(true, Ordering::Relaxed)
+            && matches!(
+                source,
+                MapperError::Refused { .. } | MapperError::Unmappable { .. }
+            )
         {
-            log::warn!(
-                "dax: the frontend refused a SHMEM_MAP ({source}); without the SHMEM \
-                 protocol feature DAX is off for this frontend (see the README's DAX section)"
+            // The guest gets EIO for it (a failed read, or SIGBUS for a mapped access) and
+            // may ask again and again: said plainly once, then at debug.
+            let level = if self.told_refused.swap(true, Ordering::Relaxed) {
+                log::Level::Debug
+            } else {
+                log::Level::Warn
+            };
+            log::log!(
+                level,
+                "dax: SETUPMAPPING of node {} ({:#x}+{:#x} of the file at window offset \
+                 {:#x}) answered EIO: {source}",
+                node.0,
+                args.foffset,
+                args.len,
+                args.moffset
             );
         }
         mapped
@@ -353,14 +367,54 @@ impl DaxWindow {
         }
     }
 
-    /// Whether files like `st` are DAX under the policy.
-    pub fn attr_flags(&self, is_reg: bool, host_dax: bool) -> u32 {
+    /// Whether files like `st` are DAX under the policy. When the frontend maps only
+    /// whole pages inside a file, a file whose size is not a non-zero multiple of the page
+    /// size cannot be shown whole through the window: a guest that lets us choose
+    /// (`-o dax=inode`) reads it over FUSE instead.
+    pub fn attr_flags(&self, is_reg: bool, host_dax: bool, size: u64) -> u32 {
         let dax = is_reg
             && match self.policy {
                 DaxPolicy::Always => true,
                 DaxPolicy::Inode => host_dax,
-            };
+            }
+            && (!self.ledger.maps_within_file() || (size > 0 && size.is_multiple_of(PAGE_SIZE)));
         if dax { FUSE_ATTR_DAX } else { 0 }
+    }
+
+    /// Before the file `key` is resized to `new_size` through this daemon: EIO (nothing
+    /// changed) if a live mapping of it could not show the file's bytes afterwards.
+    pub fn check_resize(&self, key: &InodeKey, new_size: u64) -> FsResult<()> {
+        match self.live(FileKey::from(key)) {
+            Some(backing) => self.check_backing_resize(&backing, new_size),
+            None => Ok(()),
+        }
+    }
+
+    /// Before a write or allocation through this daemon that reaches `end`: as
+    /// [`DaxWindow::check_resize`] when it would grow the file.
+    pub fn check_extend(&self, key: &InodeKey, end: u64) -> FsResult<()> {
+        let Some(backing) = self.live(FileKey::from(key)) else {
+            return Ok(());
+        };
+        if end <= backing.size()? {
+            return Ok(());
+        }
+        self.check_backing_resize(&backing, end)
+    }
+
+    fn check_backing_resize(&self, backing: &InodeBacking, new_size: u64) -> FsResult<()> {
+        self.ledger.check_resize(backing.id, new_size).map_err(|e| {
+            log::warn!("dax: {e}; the size change is refused with EIO");
+            Errno::new(e.errno())
+        })
+    }
+
+    /// After the file `key` may have grown through this daemon: its live mappings take in
+    /// the pages now inside it.
+    pub fn file_grew(&self, key: &InodeKey) {
+        if let Some(backing) = self.live(FileKey::from(key)) {
+            self.ledger.file_grew(backing.id);
+        }
     }
 }
 

@@ -155,6 +155,28 @@ impl PassthroughFs {
         }
     }
 
+    /// EIO, before anything changes, if the DAX window could not follow the file `key`
+    /// to `new_size` bytes (see [`DaxWindow::check_resize`]).
+    fn check_resize(&self, key: &inode::InodeKey, new_size: u64) -> FsResult<()> {
+        self.dax
+            .as_ref()
+            .map_or(Ok(()), |w| w.check_resize(key, new_size))
+    }
+
+    /// As [`PassthroughFs::check_resize`] for a write or allocation reaching `end`.
+    fn check_extend(&self, key: &inode::InodeKey, end: u64) -> FsResult<()> {
+        self.dax
+            .as_ref()
+            .map_or(Ok(()), |w| w.check_extend(key, end))
+    }
+
+    /// The file `key` may have grown: live window mappings take in its new pages.
+    fn file_grew(&self, key: &inode::InodeKey) {
+        if let Some(window) = &self.dax {
+            window.file_grew(key);
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &PassthroughConfig {
         &self.cfg
@@ -206,7 +228,8 @@ impl PassthroughFs {
     fn attr_of(&self, st: &Stat) -> Attr {
         let mut attr = attr_of(st);
         if let Some(window) = &self.dax {
-            attr.flags |= window.attr_flags(st.mode & libc::S_IFMT == libc::S_IFREG, st.dax);
+            attr.flags |=
+                window.attr_flags(st.mode & libc::S_IFMT == libc::S_IFREG, st.dax, st.size);
         }
         attr
     }
