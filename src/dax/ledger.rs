@@ -293,16 +293,18 @@ impl Ledger {
                 Inner::bump(&inner.stats.mapper_errors);
                 if matches!(
                     source,
-                    MapperError::Refused { .. } | MapperError::Unmappable { .. }
+                    MapperError::Refused { .. }
+                        | MapperError::Unsupported { .. }
+                        | MapperError::Unmappable { .. }
                 ) {
                     Inner::bump(&inner.stats.map_refusals);
                 }
                 // A refusal is the frontend's answer, which the caller reports (a guest
                 // can ask again and again); a broken channel is ours to shout about.
                 let level = match source {
-                    MapperError::Refused { .. } | MapperError::Unmappable { .. } => {
-                        log::Level::Debug
-                    }
+                    MapperError::Refused { .. }
+                    | MapperError::Unsupported { .. }
+                    | MapperError::Unmappable { .. } => log::Level::Debug,
                     _ => log::Level::Error,
                 };
                 log::log!(

@@ -70,6 +70,13 @@ pub enum MapperError {
         /// What the frontend, or our side of the channel, said.
         reason: String,
     },
+    /// The frontend cannot map at all (it did not negotiate the protocol feature that
+    /// carries maps); nothing was sent.
+    #[error("the frontend cannot map: {reason}")]
+    Unsupported {
+        /// Why.
+        reason: String,
+    },
     /// The range cannot be mapped so that the guest sees the file's bytes and nothing else
     /// (an empty file, a partial last page a frontend will not map); nothing was sent.
     #[error("the range cannot be mapped: {reason}")]
@@ -94,7 +101,9 @@ impl MapperError {
         match self {
             // Not ENOMEM: Linux turns ENOMEM from a DAX fault into an endless retry of the
             // fault (a hung guest); EIO ends in SIGBUS or a failed read, a clean failure.
-            MapperError::Refused { .. } | MapperError::Unmappable { .. } => libc::EIO,
+            MapperError::Refused { .. }
+            | MapperError::Unsupported { .. }
+            | MapperError::Unmappable { .. } => libc::EIO,
             MapperError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             MapperError::Timeout => libc::EIO,
             MapperError::Disconnected => libc::EIO,
@@ -110,6 +119,7 @@ impl MapperError {
         match self {
             MapperError::Disconnected => true,
             MapperError::Refused { .. }
+            | MapperError::Unsupported { .. }
             | MapperError::Unmappable { .. }
             | MapperError::Io(_)
             | MapperError::Timeout => false,

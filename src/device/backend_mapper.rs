@@ -8,7 +8,7 @@
 //! thread and the caller waits on it with a deadline. A frontend that does not answer in
 //! time wedges the channel; later requests fail at once instead of piling up.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -65,7 +65,10 @@ pub struct BackendMapper {
 #[derive(Default)]
 struct ConnectionMaps {
     generation: u64,
-    ranges: HashSet<(u64, u64)>,
+    /// Device starts (SET_FEATURES) on this connection so far.
+    starts: u64,
+    /// What the frontend holds, with the start it was mapped in.
+    ranges: HashMap<(u64, u64), u64>,
 }
 
 impl BackendMapper {
@@ -106,6 +109,13 @@ impl BackendMapper {
         live.generation += 1;
         live.ranges.clear();
         *channel = Channel::Detached;
+    }
+
+    /// The frontend (re)started the device. A frontend may drop every mapping of a device
+    /// it resets (QEMU 11.1 does, without telling us): an unmap of a range mapped before
+    /// this start that the frontend refuses is taken as already done.
+    pub fn device_started(&self) {
+        self.maps().starts += 1;
     }
 
     /// The frontend dropped every mapping of the region itself (QEMU does on device
@@ -225,7 +235,7 @@ fn classify(error: io::Error) -> MapperError {
             | vhost::vhost_user::Error::SocketError(_),
         ) => MapperError::Disconnected,
         // vhost refuses before sending when SHMEM was not negotiated; it says so in text only.
-        _ if error.to_string().contains("not negotiated") => MapperError::Refused {
+        _ if error.to_string().contains("not negotiated") => MapperError::Unsupported {
             reason: "the frontend did not negotiate the SHMEM protocol feature".into(),
         },
         _ => MapperError::Io(error),
@@ -251,7 +261,8 @@ impl Mapper for BackendMapper {
         })?;
         let mut live = self.maps();
         if live.generation == generation {
-            live.ranges.insert((window_offset, len));
+            let start = live.starts;
+            live.ranges.insert((window_offset, len), start);
         }
         Ok(())
     }
@@ -264,15 +275,26 @@ impl Mapper for BackendMapper {
             );
             return Ok(());
         }
-        if !self.maps().ranges.contains(&(window_offset, len)) {
+        let mapped_in = self.maps().ranges.get(&(window_offset, len)).copied();
+        let Some(mapped_in) = mapped_in else {
             log::debug!(
                 "region {}: [{window_offset:#x}+{len:#x}] was mapped by an earlier frontend; \
                  it ended with that connection",
                 self.shmid
             );
             return Ok(());
+        };
+        match self.call(Request::Unmap { window_offset, len }) {
+            Ok(_) => {}
+            Err(MapperError::Refused { reason }) if mapped_in < self.maps().starts => {
+                log::debug!(
+                    "region {}: [{window_offset:#x}+{len:#x}] was mapped before the device \
+                     restarted and the frontend no longer has it ({reason})",
+                    self.shmid
+                );
+            }
+            Err(e) => return Err(e),
         }
-        self.call(Request::Unmap { window_offset, len })?;
         self.maps().ranges.remove(&(window_offset, len));
         Ok(())
     }

@@ -249,7 +249,16 @@ impl PmemDevice {
 
     fn map_region(&self, told_no_shmem: &mut bool) {
         if self.ledger.has_mappings(self.backing.id()) {
-            return;
+            // A mapping from before the device restarted: the frontend may have dropped
+            // it with the reset (QEMU 11.1 does). Release it (an unmap the frontend
+            // refuses counts as done) and map afresh, so the region is surely there.
+            match self.ledger.reset() {
+                Ok(n) => log::debug!("pmem: {n} mapping(s) of the previous start released"),
+                Err(e) => {
+                    log::error!("pmem: the previous start's mapping could not be released: {e}");
+                    return;
+                }
+            }
         }
         let writable = !self.config.readonly;
         match self
@@ -554,9 +563,12 @@ impl VhostUserBackend for PmemBackend {
     fn acked_features(&self, _features: u64) {
         // SET_FEATURES is the first message of the frontend's device start (QEMU sends it
         // from vhost_dev_start, after the state SHMEM_MAP needs exists), at the first
-        // start and after every reset.
-        self.device.started.store(true, Ordering::SeqCst);
-        self.device.map_when_started();
+        // start and after every stop or reset. A SET_FEATURES while running (QEMU's dirty
+        // log switch) changes nothing here.
+        if !self.device.started.swap(true, Ordering::SeqCst) {
+            self.device.mapper.device_started();
+            self.device.map_when_started();
+        }
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
@@ -675,6 +687,8 @@ impl VhostUserBackend for PmemBackend {
         if let Some(flusher) = &self.device.flusher {
             flusher.drain();
         }
+        // The device stopped; the next SET_FEATURES starts it again.
+        self.device.started.store(false, Ordering::SeqCst);
         Ok(())
     }
 

@@ -265,32 +265,43 @@ impl DaxWindow {
         let mapped = self
             .ledger
             .map(args.moffset, args.len, backing, args.foffset, writable);
-        if let Err(LedgerError::Mapper { source, .. }) = &mapped
-            && matches!(
-                source,
-                MapperError::Refused { .. } | MapperError::Unmappable { .. }
-            )
-        {
-            // The guest gets EIO for it (a failed read, or SIGBUS for a mapped access) and
-            // may ask again and again: said plainly once, then at debug.
-            let level = if self.told_refused.swap(true, Ordering::Relaxed) {
-                log::Level::Debug
-            } else {
-                log::Level::Warn
-            };
-            log::log!(
-                level,
-                "dax: SETUPMAPPING of node {} ({:#x}+{:#x} of the file at window offset \
-                 {:#x}) answered EIO: {source}",
-                node.0,
-                args.foffset,
-                args.len,
-                args.moffset
-            );
+        if let Err(LedgerError::Mapper { source, .. }) = &mapped {
+            self.log_refusal(node, &args, source);
         }
         mapped
             .map(|_| ())
             .map_err(|e| ledger_errno("SETUPMAPPING", &e))
+    }
+
+    /// Says why a SETUPMAPPING got EIO: plainly the first time, then at debug (the guest
+    /// may ask again and again).
+    fn log_refusal(&self, node: NodeId, args: &SetupMapping, source: &MapperError) {
+        if !matches!(
+            source,
+            MapperError::Refused { .. }
+                | MapperError::Unsupported { .. }
+                | MapperError::Unmappable { .. }
+        ) {
+            return; // a broken channel: the ledger logged it as an error
+        }
+        let level = if self.told_refused.swap(true, Ordering::Relaxed) {
+            log::Level::Debug
+        } else {
+            log::Level::Warn
+        };
+        if let MapperError::Unsupported { reason } = source {
+            log::log!(level, "dax: DAX is off for this frontend: {reason}");
+            return;
+        }
+        log::log!(
+            level,
+            "dax: SETUPMAPPING of node {} ({:#x}+{:#x} of the file at window offset {:#x}) \
+             answered EIO: {source}",
+            node.0,
+            args.foffset,
+            args.len,
+            args.moffset
+        );
     }
 
     /// REMOVEMAPPING: releases every range (the first kind of release). All ranges are
@@ -359,11 +370,14 @@ impl DaxWindow {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
-    /// Releases every mapping (FUSE_DESTROY: unmount sends no REMOVEMAPPING).
-    pub fn release_all(&self) {
+    /// Releases every mapping: at FUSE_DESTROY (unmount sends no REMOVEMAPPING), and at
+    /// FUSE_INIT, where mappings left over belong to a guest driver that is gone (a guest
+    /// reset or reboot; the frontend may have dropped them already).
+    pub fn release_all(&self, why: &str) {
         match self.ledger.reset() {
-            Ok(n) => log::info!("dax: released {n} mapping(s) at FUSE_DESTROY"),
-            Err(e) => log::error!("dax: FUSE_DESTROY could not release every mapping: {e}"),
+            Ok(0) => {}
+            Ok(n) => log::info!("dax: released {n} mapping(s) at {why}"),
+            Err(e) => log::error!("dax: {why} could not release every mapping: {e}"),
         }
     }
 

@@ -358,7 +358,8 @@ impl Filesystem for PassthroughFs {
             want |= fl::AUTO_INVAL_DATA;
         }
         let mut map_alignment = 0;
-        if self.dax.is_some() {
+        if let Some(window) = &self.dax {
+            window.release_all("FUSE_INIT");
             want |= fl::MAP_ALIGNMENT | fl::HAS_INODE_DAX;
             map_alignment = crate::dax::PAGE_SIZE.trailing_zeros() as u16;
         }
@@ -373,7 +374,7 @@ impl Filesystem for PassthroughFs {
     }
     fn destroy(&self) {
         if let Some(window) = &self.dax {
-            window.release_all();
+            window.release_all("FUSE_DESTROY");
         }
         self.handles.clear();
         self.inodes.clear();
