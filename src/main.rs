@@ -242,9 +242,10 @@ fn main() -> ExitCode {
     }
     if let Command::CheckConfig { file } = &cli.command {
         println!(
-            "{}: ok ({} pmem device(s))",
+            "{}: ok ({} pmem and {} fs device(s))",
             file.display(),
-            config.pmem.len()
+            config.pmem.len(),
+            config.fs.len()
         );
         return ExitCode::SUCCESS;
     }
