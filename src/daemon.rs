@@ -15,7 +15,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::config::{DaemonConfig, DaxConfig, FsConfig, Sandbox};
 use crate::control::ControlServer;
-use crate::dax::{Ledger, LedgerConfig};
+use crate::dax::{ExtentMapper, Ledger, LedgerConfig};
 use crate::device::backend_mapper::BackendMapper;
 use crate::device::flush::SyncObserver;
 use crate::device::fs::{FsBackend, FsDax, FsDevice, SHMCAP_ID_CACHE};
@@ -310,13 +310,21 @@ fn listen(socket: &Path, umask: u32) -> Result<(Listener, Arc<SocketFile>), Daem
 /// The ledger of a DAX window, mapping through the frontend's SHMEM_MAP / SHMEM_UNMAP.
 fn dax_window(dax: &DaxConfig) -> std::io::Result<(DaxWindow, FsDax)> {
     let mapper = BackendMapper::new(SHMCAP_ID_CACHE, ACK_TIMEOUT);
+    let extent = Arc::new(ExtentMapper::new(mapper.clone(), dax.map_extent));
     let config = LedgerConfig::new(dax.window_size).with_wait_budget(dax.pin_wait_budget);
     let ledger = Arc::new(
-        Ledger::new(config, mapper.clone())
+        Ledger::new(config, extent.clone())
             .map_err(|e| std::io::Error::other(format!("DAX ledger: {e}")))?,
     );
     let window = DaxWindow::new(ledger.clone(), dax.policy);
-    Ok((window, FsDax { ledger, mapper }))
+    Ok((
+        window,
+        FsDax {
+            ledger,
+            mapper,
+            extent,
+        },
+    ))
 }
 
 /// Binds the DAX control socket, replacing a stale one (validation refused a live one).

@@ -128,6 +128,11 @@ struct FsArgs {
     /// Also advertise SHMEM as protocol bit 21 (alioth before mid-2026); needs a window.
     #[arg(long)]
     shmem_bit21: bool,
+    /// The frontend maps only whole pages inside a file (QEMU 11.1): files whose size is
+    /// not a multiple of 4 KiB are served without DAX. Learnt from the first refused map
+    /// when absent; needs a window.
+    #[arg(long)]
+    dax_maps_within_file: bool,
 }
 
 impl FsArgs {
@@ -149,6 +154,7 @@ impl FsArgs {
             pin_wait_budget: self.pin_wait_budget.clone(),
             control_socket: self.control_socket.clone(),
             shmem_bit21: self.shmem_bit21,
+            dax_maps_within_file: self.dax_maps_within_file,
         }
     }
 }
@@ -236,9 +242,10 @@ fn main() -> ExitCode {
     }
     if let Command::CheckConfig { file } = &cli.command {
         println!(
-            "{}: ok ({} pmem device(s))",
+            "{}: ok ({} pmem and {} fs device(s))",
             file.display(),
-            config.pmem.len()
+            config.pmem.len(),
+            config.fs.len()
         );
         return ExitCode::SUCCESS;
     }

@@ -495,3 +495,52 @@ fn a_sandboxed_fs_device_must_be_the_only_device() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("fs[0].sandbox:"), "{stderr}");
 }
+
+#[test]
+fn check_config_counts_every_kind_of_device() {
+    let dir = TempDir::new("check-count");
+    std::fs::create_dir(dir.join("share")).unwrap();
+    let config = dir.join("fs-only.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[fs]]\nsocket = \"{}\"\nshared_dir = \"{}\"\ndax_window = \"8M\"\n\
+             dax_maps_within_file = true\n",
+            dir.join("fs.sock").display(),
+            dir.join("share").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["check-config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ok (0 pmem and 1 fs device(s))"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn dax_maps_within_file_needs_a_window() {
+    let dir = TempDir::new("within-nowindow");
+    std::fs::create_dir(dir.join("share")).unwrap();
+    let (code, stderr) = run(&[
+        "fs",
+        "--socket",
+        dir.join("fs.sock").to_str().unwrap(),
+        "--shared-dir",
+        dir.join("share").to_str().unwrap(),
+        "--dax-maps-within-file",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("dax-maps-within-file"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

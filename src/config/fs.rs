@@ -8,7 +8,7 @@ use super::{
     ConfigError, Origin, format_size, get_bool, get_duration, get_path, get_size, parse_size,
     reject_unknown, validate_socket_path,
 };
-use crate::dax::{DEFAULT_CHUNK_SIZE, DEFAULT_WAIT_BUDGET, MAX_CHUNKS};
+use crate::dax::{DEFAULT_CHUNK_SIZE, DEFAULT_WAIT_BUDGET, MAX_CHUNKS, MapExtent};
 use crate::fs::{CachePolicy, DaxPolicy};
 
 /// Longest tag the config space holds.
@@ -82,6 +82,8 @@ pub struct FsRequest {
     pub control_socket: Option<PathBuf>,
     /// Also offer protocol bit 21 as SHMEM (alioth before its renumbering).
     pub shmem_bit21: bool,
+    /// The frontend maps only whole pages inside a file (QEMU 11.1).
+    pub dax_maps_within_file: bool,
 }
 
 /// The DAX window of a validated fs device.
@@ -95,6 +97,8 @@ pub struct DaxConfig {
     pub pin_wait_budget: Duration,
     /// Control socket, if any.
     pub control_socket: Option<PathBuf>,
+    /// How far the frontend maps into a file.
+    pub map_extent: MapExtent,
 }
 
 /// A validated fs device.
@@ -274,6 +278,9 @@ impl FsRequest {
             if self.shmem_bit21 {
                 return Err(needs_window("shmem_bit21"));
             }
+            if self.dax_maps_within_file {
+                return Err(needs_window("dax_maps_within_file"));
+            }
             return Ok(None);
         }
         let Some(policy) = policy else {
@@ -297,6 +304,11 @@ impl FsRequest {
             policy,
             pin_wait_budget,
             control_socket: self.control_socket.clone(),
+            map_extent: if self.dax_maps_within_file {
+                MapExtent::WithinFile
+            } else {
+                MapExtent::Learn
+            },
         }))
     }
 }
@@ -345,6 +357,7 @@ pub(crate) const FS_KEYS: &[&str] = &[
     "pin_wait_budget",
     "control_socket",
     "shmem_bit21",
+    "dax_maps_within_file",
 ];
 
 pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest, ConfigError> {
@@ -385,5 +398,6 @@ pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest,
         pin_wait_budget: get_duration(table, "pin_wait_budget", origin)?,
         control_socket: get_path(table, "control_socket", origin)?,
         shmem_bit21: get_bool(table, "shmem_bit21", origin)?,
+        dax_maps_within_file: get_bool(table, "dax_maps_within_file", origin)?,
     })
 }

@@ -229,6 +229,20 @@ pub enum LedgerError {
         /// Length of that mapping.
         mapping_len: u64,
     },
+    /// A resize of a mapped file that its mapping in the frontend could not follow.
+    #[error(
+        "backing {backing} cannot become {new_size} bytes long: its mapping at \
+         {window_offset:#x} would leave the guest a partial last page the frontend \
+         cannot map"
+    )]
+    Unfollowable {
+        /// The file's backing.
+        backing: BackingId,
+        /// The size asked for.
+        new_size: u64,
+        /// The live mapping that could not follow.
+        window_offset: u64,
+    },
     /// A pin on a chunk that is not mapped.
     #[error("window offset {offset:#x} is not mapped")]
     NotMapped {
@@ -304,6 +318,7 @@ impl LedgerError {
             | LedgerError::OutOfWindow { .. }
             | LedgerError::PartialMapping { .. } => libc::EINVAL,
             LedgerError::ReadOnlyBacking { .. } => libc::EACCES,
+            LedgerError::Unfollowable { .. } => libc::EIO,
             LedgerError::NotMapped { .. } | LedgerError::BeyondEof { .. } => libc::EFAULT,
             LedgerError::Draining { .. } | LedgerError::Timeout { .. } => libc::EBUSY,
             LedgerError::BackingSize { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),

@@ -26,6 +26,8 @@ pub(super) struct Counters {
     pub(super) wait_nanos: AtomicU64,
     pub(super) timeouts: AtomicU64,
     pub(super) mapper_errors: AtomicU64,
+    pub(super) map_refusals: AtomicU64,
+    pub(super) resize_refusals: AtomicU64,
 }
 
 /// A snapshot of the ledger's counters and live state.
@@ -55,6 +57,11 @@ pub struct LedgerStats {
     pub timeouts: u64,
     /// Mapper calls that failed.
     pub mapper_errors: u64,
+    /// Of those, maps the frontend refused or that could not be sent as asked (a range
+    /// it will not map, see [`super::extent`]); the guest got EIO.
+    pub map_refusals: u64,
+    /// File size changes refused because a live mapping could not have followed them.
+    pub resize_refusals: u64,
     /// Live mappings now.
     pub live_mappings: usize,
     /// Chunks mapped now.
@@ -125,6 +132,8 @@ impl Ledger {
             wait_time: Duration::from_nanos(load(&c.wait_nanos)),
             timeouts: load(&c.timeouts),
             mapper_errors: load(&c.mapper_errors),
+            map_refusals: load(&c.map_refusals),
+            resize_refusals: load(&c.resize_refusals),
             live_mappings: table.mappings.len(),
             mapped_chunks: table.chunks.iter().filter(|c| c.mapping.is_some()).count(),
             live_pins: table.pins.len(),

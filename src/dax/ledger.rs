@@ -291,10 +291,20 @@ impl Ledger {
             }
             Err(source) => {
                 Inner::bump(&inner.stats.mapper_errors);
+                if matches!(
+                    source,
+                    MapperError::Refused { .. }
+                        | MapperError::Unsupported { .. }
+                        | MapperError::Unmappable { .. }
+                ) {
+                    Inner::bump(&inner.stats.map_refusals);
+                }
                 // A refusal is the frontend's answer, which the caller reports (a guest
                 // can ask again and again); a broken channel is ours to shout about.
                 let level = match source {
-                    MapperError::Refused { .. } => log::Level::Debug,
+                    MapperError::Refused { .. }
+                    | MapperError::Unsupported { .. }
+                    | MapperError::Unmappable { .. } => log::Level::Debug,
                     _ => log::Level::Error,
                 };
                 log::log!(
@@ -529,6 +539,66 @@ impl Ledger {
         drop(table);
         guard.claim = Some(claim);
         Ok(guard)
+    }
+
+    /// Whether the mapper maps only whole pages inside a file (see [`super::extent`]).
+    pub fn maps_within_file(&self) -> bool {
+        self.inner.mapper.maps_within_file()
+    }
+
+    /// Before the file of `backing` is resized to `new_size` through us: fails with
+    /// [`LedgerError::Unfollowable`] (nothing changed) if a live mapping of it could not
+    /// show every byte of the file afterwards (see [`super::extent`]).
+    pub fn check_resize(&self, backing: BackingId, new_size: u64) -> Result<(), LedgerError> {
+        for (window_offset, _, file_offset, _) in self.live_of(backing) {
+            if !self
+                .inner
+                .mapper
+                .follows_resize(window_offset, file_offset, new_size)
+            {
+                Inner::bump(&self.inner.stats.resize_refusals);
+                return Err(LedgerError::Unfollowable {
+                    backing,
+                    new_size,
+                    window_offset,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// After the file of `backing` grew: lets the mapper add what it can now map to the
+    /// live mappings of it. Failures are logged; the mappings stay as they were.
+    pub fn file_grew(&self, backing: BackingId) {
+        for (window_offset, len, file_offset, file) in self.live_of(backing) {
+            if let Err(e) = self
+                .inner
+                .mapper
+                .extend(window_offset, len, file.fd(), file_offset)
+            {
+                log::warn!(
+                    "dax ledger: could not extend {window_offset:#x}+{len:#x} of backing \
+                     {backing} after its file grew: {e}"
+                );
+            }
+        }
+    }
+
+    /// `(window_offset, len, file_offset, backing)` of every live mapping of `backing`.
+    fn live_of(&self, backing: BackingId) -> Vec<(u64, u64, u64, Arc<dyn Backing>)> {
+        let table = self.inner.lock();
+        if !table.backings.contains_key(&backing) {
+            return Vec::new();
+        }
+        table
+            .mappings
+            .values()
+            .filter(|m| m.backing_id == backing)
+            .map(|m| {
+                let v = table.victim(m);
+                (v.window_offset, v.len, m.file_offset, m.backing.clone())
+            })
+            .collect()
     }
 
     /// Releases every mapping of `backing` the first way (inode eviction). Returns how many

@@ -35,6 +35,30 @@ pub trait Mapper: Send + Sync {
 
     /// Unmap exactly one earlier `map` range; returns once acknowledged.
     fn unmap(&self, window_offset: u64, len: u64) -> Result<(), MapperError>;
+
+    /// The file behind the live mapping at `window_offset` (`len` bytes of `file` from
+    /// `file_offset`) may have grown: map whatever of the range the frontend could not
+    /// map before. A frontend that maps past the end of a file has nothing to do.
+    fn extend(
+        &self,
+        _window_offset: u64,
+        _len: u64,
+        _file: BorrowedFd<'_>,
+        _file_offset: u64,
+    ) -> Result<(), MapperError> {
+        Ok(())
+    }
+
+    /// Whether the live mapping at `window_offset` (of the file from `file_offset`) would
+    /// still show every byte of the file it covers once the file is `new_size` bytes long.
+    fn follows_resize(&self, _window_offset: u64, _file_offset: u64, _new_size: u64) -> bool {
+        true
+    }
+
+    /// Whether the frontend maps only whole pages inside a file (see [`super::extent`]).
+    fn maps_within_file(&self) -> bool {
+        false
+    }
 }
 
 /// Why a [`Mapper`] call failed.
@@ -44,6 +68,20 @@ pub enum MapperError {
     #[error("the frontend refused: {reason}")]
     Refused {
         /// What the frontend, or our side of the channel, said.
+        reason: String,
+    },
+    /// The frontend cannot map at all (it did not negotiate the protocol feature that
+    /// carries maps); nothing was sent.
+    #[error("the frontend cannot map: {reason}")]
+    Unsupported {
+        /// Why.
+        reason: String,
+    },
+    /// The range cannot be mapped so that the guest sees the file's bytes and nothing else
+    /// (an empty file, a partial last page a frontend will not map); nothing was sent.
+    #[error("the range cannot be mapped: {reason}")]
+    Unmappable {
+        /// Why.
         reason: String,
     },
     /// The request could not be sent or its answer not read.
@@ -61,7 +99,11 @@ impl MapperError {
     /// The errno a request that failed for this reason reports to the guest.
     pub fn errno(&self) -> i32 {
         match self {
-            MapperError::Refused { .. } => libc::ENOMEM,
+            // Not ENOMEM: Linux turns ENOMEM from a DAX fault into an endless retry of the
+            // fault (a hung guest); EIO ends in SIGBUS or a failed read, a clean failure.
+            MapperError::Refused { .. }
+            | MapperError::Unsupported { .. }
+            | MapperError::Unmappable { .. } => libc::EIO,
             MapperError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
             MapperError::Timeout => libc::EIO,
             MapperError::Disconnected => libc::EIO,
@@ -76,7 +118,11 @@ impl MapperError {
     pub fn frontend_gone(&self) -> bool {
         match self {
             MapperError::Disconnected => true,
-            MapperError::Refused { .. } | MapperError::Io(_) | MapperError::Timeout => false,
+            MapperError::Refused { .. }
+            | MapperError::Unsupported { .. }
+            | MapperError::Unmappable { .. }
+            | MapperError::Io(_)
+            | MapperError::Timeout => false,
         }
     }
 }

@@ -149,6 +149,7 @@
 pub mod backing;
 mod config;
 mod error;
+pub mod extent;
 mod guard;
 mod info;
 mod ledger;
@@ -162,6 +163,7 @@ pub use config::{
     DEFAULT_CHUNK_SIZE, DEFAULT_WAIT_BUDGET, LedgerConfig, MAX_CHUNKS, MIN_CHUNK_SIZE, PAGE_SIZE,
 };
 pub use error::{Field, LedgerError, MapperCall, Op, PinHolder, Stuck};
+pub use extent::{ExtentMapper, MapExtent};
 pub use guard::{FileRangeGuard, PinGuard, PinId};
 pub use info::{LedgerStats, MappingInfo, PinInfo};
 pub use ledger::{Ledger, MapOutcome, PinWait, UnmapOutcome};

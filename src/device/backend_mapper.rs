@@ -8,7 +8,7 @@
 //! thread and the caller waits on it with a deadline. A frontend that does not answer in
 //! time wedges the channel; later requests fail at once instead of piling up.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -65,7 +65,10 @@ pub struct BackendMapper {
 #[derive(Default)]
 struct ConnectionMaps {
     generation: u64,
-    ranges: HashSet<(u64, u64)>,
+    /// Device starts (SET_FEATURES) on this connection so far.
+    starts: u64,
+    /// What the frontend holds, with the start it was mapped in.
+    ranges: HashMap<(u64, u64), u64>,
 }
 
 impl BackendMapper {
@@ -82,11 +85,12 @@ impl BackendMapper {
     /// Starts serving requests over a new connection's backend channel.
     pub fn attach(&self, backend: Backend) -> io::Result<()> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let shmid = self.shmid;
         std::thread::Builder::new()
             .name("backend-channel".into())
             .spawn(move || {
                 for job in rx {
-                    let result = send(&backend, job.request);
+                    let result = send(&backend, shmid, job.request);
                     // The caller may have given up waiting; that is its business.
                     let _ = job.reply.send(result);
                 }
@@ -105,6 +109,28 @@ impl BackendMapper {
         live.generation += 1;
         live.ranges.clear();
         *channel = Channel::Detached;
+    }
+
+    /// The frontend (re)started the device. A frontend may drop every mapping of a device
+    /// it resets (QEMU 11.1 does, without telling us): an unmap of a range mapped before
+    /// this start that the frontend refuses is taken as already done.
+    pub fn device_started(&self) {
+        self.maps().starts += 1;
+    }
+
+    /// The frontend dropped every mapping of the region itself (QEMU does on device
+    /// reset): they are forgotten, so no unmap of them is sent, and the channel stays.
+    pub fn frontend_dropped_all(&self) {
+        let mut live = self.maps();
+        if !live.ranges.is_empty() {
+            log::debug!(
+                "region {}: {} mapping(s) dropped by the frontend",
+                self.shmid,
+                live.ranges.len()
+            );
+        }
+        live.generation += 1;
+        live.ranges.clear();
     }
 
     fn maps(&self) -> std::sync::MutexGuard<'_, ConnectionMaps> {
@@ -157,7 +183,7 @@ impl BackendMapper {
     }
 }
 
-fn send(backend: &Backend, request: Request) -> io::Result<u64> {
+fn send(backend: &Backend, shmid: u8, request: Request) -> io::Result<u64> {
     match request {
         Request::Map {
             fd,
@@ -172,7 +198,7 @@ fn send(backend: &Backend, request: Request) -> io::Result<u64> {
                 VhostUserMMapFlags::empty()
             };
             let msg = VhostUserMMap {
-                shmid: 0,
+                shmid,
                 padding: [0; 7],
                 fd_offset: file_offset,
                 shm_offset: window_offset,
@@ -183,6 +209,7 @@ fn send(backend: &Backend, request: Request) -> io::Result<u64> {
         }
         Request::Unmap { window_offset, len } => {
             let msg = VhostUserMMap {
+                shmid,
                 shm_offset: window_offset,
                 len,
                 ..Default::default()
@@ -208,7 +235,7 @@ fn classify(error: io::Error) -> MapperError {
             | vhost::vhost_user::Error::SocketError(_),
         ) => MapperError::Disconnected,
         // vhost refuses before sending when SHMEM was not negotiated; it says so in text only.
-        _ if error.to_string().contains("not negotiated") => MapperError::Refused {
+        _ if error.to_string().contains("not negotiated") => MapperError::Unsupported {
             reason: "the frontend did not negotiate the SHMEM protocol feature".into(),
         },
         _ => MapperError::Io(error),
@@ -234,7 +261,8 @@ impl Mapper for BackendMapper {
         })?;
         let mut live = self.maps();
         if live.generation == generation {
-            live.ranges.insert((window_offset, len));
+            let start = live.starts;
+            live.ranges.insert((window_offset, len), start);
         }
         Ok(())
     }
@@ -247,15 +275,26 @@ impl Mapper for BackendMapper {
             );
             return Ok(());
         }
-        if !self.maps().ranges.contains(&(window_offset, len)) {
+        let mapped_in = self.maps().ranges.get(&(window_offset, len)).copied();
+        let Some(mapped_in) = mapped_in else {
             log::debug!(
                 "region {}: [{window_offset:#x}+{len:#x}] was mapped by an earlier frontend; \
                  it ended with that connection",
                 self.shmid
             );
             return Ok(());
+        };
+        match self.call(Request::Unmap { window_offset, len }) {
+            Ok(_) => {}
+            Err(MapperError::Refused { reason }) if mapped_in < self.maps().starts => {
+                log::debug!(
+                    "region {}: [{window_offset:#x}+{len:#x}] was mapped before the device \
+                     restarted and the frontend no longer has it ({reason})",
+                    self.shmid
+                );
+            }
+            Err(e) => return Err(e),
         }
-        self.call(Request::Unmap { window_offset, len })?;
         self.maps().ranges.remove(&(window_offset, len));
         Ok(())
     }

@@ -25,7 +25,7 @@ use super::parking::{self, Parking};
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{FsConfig, MAX_TAG_LEN};
 use crate::control::ControlServer;
-use crate::dax::Ledger;
+use crate::dax::{ExtentMapper, Ledger};
 use crate::fs::PassthroughFs;
 use crate::fuse::Server;
 
@@ -52,6 +52,8 @@ pub struct FsDax {
     pub ledger: Arc<Ledger>,
     /// SHMEM_MAP / SHMEM_UNMAP over the backend channel, region [`SHMCAP_ID_CACHE`].
     pub mapper: Arc<BackendMapper>,
+    /// What the ledger maps through: `mapper`, kept within what the frontend will map.
+    pub extent: Arc<ExtentMapper>,
 }
 
 /// One fs device for the daemon's whole life.
@@ -219,6 +221,8 @@ pub struct FsBackend {
     /// Bumped by each device reset: a parked request of an earlier generation does not
     /// put its reply in the rings the reset took away.
     generation: Arc<AtomicU64>,
+    /// Started by SET_FEATURES, stopped by a ring stop or reset.
+    running: Arc<AtomicBool>,
 }
 
 impl FsBackend {
@@ -230,6 +234,7 @@ impl FsBackend {
             event_idx: Arc::new(AtomicBool::new(false)),
             told_no_channel: Arc::new(AtomicBool::new(false)),
             generation: Arc::new(AtomicU64::new(0)),
+            running: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -426,6 +431,15 @@ impl VhostUserBackend for FsBackend {
             | vhost::vhost_user::message::VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 
+    fn acked_features(&self, _features: u64) {
+        // The device (re)starts; a SET_FEATURES while running changes nothing here.
+        if let Some(dax) = &self.device.dax
+            && !self.running.swap(true, Ordering::SeqCst)
+        {
+            dax.mapper.device_started();
+        }
+    }
+
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
         let mut features = VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
@@ -446,6 +460,12 @@ impl VhostUserBackend for FsBackend {
     fn reset_device(&self) {
         log::info!("fs: device reset");
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.running.store(false, Ordering::SeqCst);
+        if let Some(dax) = &self.device.dax {
+            // A frontend drops every mapping of a device it resets (the spec says so, and
+            // QEMU 11.1 does): the release below sends no unmap it would refuse.
+            dax.mapper.frontend_dropped_all();
+        }
         if let Some(window) = self.device.server.filesystem().dax() {
             // No map of the next session may be taken before the release, which would
             // undo it behind the guest's back.
@@ -547,6 +567,7 @@ impl VhostUserBackend for FsBackend {
         // loop now waiting for our answer.
         log::debug!("fs: queue {queue_index} stopped");
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.running.store(false, Ordering::SeqCst);
         Ok(())
     }
 

@@ -33,7 +33,7 @@ use super::backend_mapper::BackendMapper;
 use super::flush::{FlushStats, GroupCommit, SyncObserver};
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{BackingKind, PmemConfig, format_size, open_backing};
-use crate::dax::{Backing, BackingId, Ledger, LedgerConfig, PinWait};
+use crate::dax::{Backing, BackingId, Ledger, LedgerConfig, LedgerError, PinWait};
 use crate::sys;
 
 /// virtio device id of pmem.
@@ -124,6 +124,10 @@ pub struct PmemDevice {
     flusher: Option<GroupCommit>,
     region: Mutex<mpsc::Sender<RegionCommand>>,
     stopping: AtomicBool,
+    /// The frontend has started the device (SET_FEATURES) since it was last reset. QEMU
+    /// 11.1 handles SHMEM_MAP through state it sets up only then: a map sent earlier
+    /// crashed it.
+    started: AtomicBool,
 }
 
 impl PmemDevice {
@@ -150,9 +154,17 @@ impl PmemDevice {
             Some(GroupCommit::new(
                 "pmem-sync",
                 Box::new(move || {
-                    // A flush pins the whole region so a release waits for it. Without a
-                    // mapping (no SHMEM) there is nothing to pin and the sync runs anyway.
-                    let _pin = ledger.pin(0, size, "pmem flush", PinWait::Fail).ok();
+                    // A flush pins the whole region so a release waits for it. The sync
+                    // runs in any case: durability does not depend on the mapping.
+                    let _pin = match ledger.pin(0, size, "pmem flush", PinWait::Fail) {
+                        Ok(pin) => Some(pin),
+                        Err(LedgerError::NotMapped { .. }) => None, // no SHMEM, or not yet
+                        Err(e) => {
+                            // A reset is releasing the region: nothing to hold it for.
+                            log::debug!("pmem: flush runs without a pin: {e}");
+                            None
+                        }
+                    };
                     backing.sync()
                 }),
                 observer,
@@ -167,6 +179,7 @@ impl PmemDevice {
             flusher,
             region: Mutex::new(tx),
             stopping: AtomicBool::new(false),
+            started: AtomicBool::new(false),
         });
         let worker = device.clone();
         std::thread::Builder::new()
@@ -200,6 +213,14 @@ impl PmemDevice {
         }
     }
 
+    /// Maps the region once the frontend has started the device and given us a channel,
+    /// whichever comes last.
+    fn map_when_started(&self) {
+        if self.started.load(Ordering::SeqCst) && self.mapper.is_attached() {
+            self.command(RegionCommand::Map);
+        }
+    }
+
     /// Releases the region mapping and waits until it is done.
     fn release_region(&self) {
         let (tx, rx) = mpsc::channel();
@@ -228,7 +249,16 @@ impl PmemDevice {
 
     fn map_region(&self, told_no_shmem: &mut bool) {
         if self.ledger.has_mappings(self.backing.id()) {
-            return;
+            // A mapping from before the device restarted: the frontend may have dropped
+            // it with the reset (QEMU 11.1 does). Release it (an unmap the frontend
+            // refuses counts as done) and map afresh, so the region is surely there.
+            match self.ledger.reset() {
+                Ok(n) => log::debug!("pmem: {n} mapping(s) of the previous start released"),
+                Err(e) => {
+                    log::error!("pmem: the previous start's mapping could not be released: {e}");
+                    return;
+                }
+            }
         }
         let writable = !self.config.readonly;
         match self
@@ -267,6 +297,7 @@ impl PmemDevice {
 
     /// The frontend went away: end its mappings, finish flushes, make data durable.
     pub fn disconnected(&self) {
+        self.started.store(false, Ordering::SeqCst);
         self.mapper.detach();
         self.quiesce();
     }
@@ -530,9 +561,13 @@ impl VhostUserBackend for PmemBackend {
     }
 
     fn acked_features(&self, _features: u64) {
-        // (Re)activation after a reset: map again if the channel is there.
-        if self.device.mapper.is_attached() {
-            self.device.command(RegionCommand::Map);
+        // SET_FEATURES is the first message of the frontend's device start (QEMU sends it
+        // from vhost_dev_start, after the state SHMEM_MAP needs exists), at the first
+        // start and after every stop or reset. A SET_FEATURES while running (QEMU's dirty
+        // log switch) changes nothing here.
+        if !self.device.started.swap(true, Ordering::SeqCst) {
+            self.device.mapper.device_started();
+            self.device.map_when_started();
         }
     }
 
@@ -553,9 +588,14 @@ impl VhostUserBackend for PmemBackend {
 
     fn reset_device(&self) {
         log::info!("pmem: device reset");
+        self.device.started.store(false, Ordering::SeqCst);
         if let Some(flusher) = &self.device.flusher {
             flusher.drain();
         }
+        // A frontend drops every shared-memory mapping of a device it resets (the spec
+        // says so, and QEMU 11.1 does): the release below drops our references and sends
+        // no unmap the frontend would refuse.
+        self.device.mapper.frontend_dropped_all();
         // Unmapping talks to the frontend, which is busy waiting for our reply to this
         // message: hand it to the region thread.
         self.device.command(RegionCommand::Release(None));
@@ -621,7 +661,7 @@ impl VhostUserBackend for PmemBackend {
             log::error!("pmem: cannot start the backend channel thread: {e}");
             return;
         }
-        self.device.command(RegionCommand::Map);
+        self.device.map_when_started();
     }
 
     fn get_shmem_config(&self) -> io::Result<VhostUserShMemConfig> {
@@ -647,6 +687,8 @@ impl VhostUserBackend for PmemBackend {
         if let Some(flusher) = &self.device.flusher {
             flusher.drain();
         }
+        // The device stopped; the next SET_FEATURES starts it again.
+        self.device.started.store(false, Ordering::SeqCst);
         Ok(())
     }
 

@@ -29,7 +29,7 @@ pub use fuse::{FuseQueue, SharedFrontend, Ticket};
 pub use memory::GuestRam;
 pub use process::DaemonProcess;
 pub use virtqueue::{Buffer, DriverQueue, QueueLayout, UsedChain};
-pub use window::{LiveMapping, ShmemWindows, WindowStats};
+pub use window::{LiveMapping, MapRule, ShmemWindows, WindowStats};
 
 /// `VIRTIO_F_VERSION_1`.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
@@ -74,6 +74,8 @@ pub struct FrontendOptions {
     /// Shared-memory region sizes (index = shmid) the frontend sets up on its own, as
     /// alioth does with its `dax_window`, instead of asking GET_SHMEM_CONFIG.
     pub shmem_sizes: Option<Vec<u64>>,
+    /// What the frontend will map (QEMU 11.1: only within the file).
+    pub map_rule: MapRule,
 }
 
 impl Default for FrontendOptions {
@@ -92,6 +94,7 @@ impl Default for FrontendOptions {
                 | VhostUserProtocolFeatures::RESET_DEVICE
                 | VhostUserProtocolFeatures::SHMEM,
             shmem_sizes: None,
+            map_rule: MapRule::PastEof,
         }
     }
 }
@@ -165,7 +168,7 @@ impl Frontend {
         } else {
             Vec::new()
         };
-        let windows = Arc::new(ShmemWindows::new(&shmem_sizes)?);
+        let windows = Arc::new(ShmemWindows::new(&shmem_sizes)?.with_rule(options.map_rule));
         let backend_channel = if acked_protocol.contains(VhostUserProtocolFeatures::BACKEND_REQ) {
             Some(start_backend_channel(
                 &mut vhost,
@@ -316,9 +319,11 @@ impl Frontend {
         }
     }
 
-    /// Sends RESET_DEVICE (when negotiated).
+    /// Sends RESET_DEVICE (when negotiated), then drops every shared-memory mapping of
+    /// the device, as the spec has a frontend do (and QEMU 11.1 does).
     pub fn reset_device(&mut self) -> Result<(), FrontendError> {
         self.vhost.reset_device()?;
+        self.windows.drop_all()?;
         Ok(())
     }
 

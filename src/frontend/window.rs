@@ -8,6 +8,7 @@
 //! `copy_out`), never with a plain `memcpy` the compiler may assume nobody else sees.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Mutex;
@@ -16,6 +17,9 @@ use vhost::vhost_user::message::{VhostUserMMap, VhostUserMMapFlags};
 use vhost::vhost_user::{HandlerResult, VhostUserFrontendReqHandler};
 
 use crate::sys::Reservation;
+
+/// The host page size the within-file rule rounds map lengths up to.
+const PAGE: u64 = 4096;
 
 /// A mapping the backend asked for, as the frontend recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,13 +43,29 @@ pub struct WindowStats {
     pub maps: u64,
     /// SHMEM_UNMAP requests honoured.
     pub unmaps: u64,
-    /// Requests refused (bad region, out of bounds, overlap, no such mapping).
+    /// Requests refused (bad region, out of bounds, overlap, no such mapping, past the
+    /// end of the file under [`MapRule::WithinFile`]).
     pub refused: u64,
+    /// Mappings dropped by the frontend itself at a device reset.
+    pub dropped_at_reset: u64,
+}
+
+/// What the frontend will map, as real VMMs differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MapRule {
+    /// mmap semantics: any page-aligned range of the file, past its end too (alioth).
+    #[default]
+    PastEof,
+    /// As QEMU 11.1, which builds each map as RAM from the descriptor: a map that ends
+    /// past the end of a non-empty file (its length rounded up to the page) is refused.
+    /// QEMU grows an empty file instead; here that is refused too, and counted.
+    WithinFile,
 }
 
 /// All shared-memory regions of one device, indexed by shmid.
 pub struct ShmemWindows {
     regions: Vec<Option<Reservation>>,
+    rule: MapRule,
     state: Mutex<WindowState>,
 }
 
@@ -74,8 +94,29 @@ impl ShmemWindows {
             .collect::<io::Result<_>>()?;
         Ok(ShmemWindows {
             regions,
+            rule: MapRule::PastEof,
             state: Mutex::new(WindowState::default()),
         })
+    }
+
+    /// The same windows, mapping under `rule`.
+    pub fn with_rule(mut self, rule: MapRule) -> Self {
+        self.rule = rule;
+        self
+    }
+
+    /// Drops every live mapping, as a frontend does when it resets the device.
+    pub fn drop_all(&self) -> io::Result<()> {
+        let mut state = self.lock();
+        let live: Vec<_> = state.live.values().copied().collect();
+        for m in live {
+            if let Some(region) = self.region(m.shmid) {
+                region.clear(m.offset, m.len)?;
+            }
+            state.live.remove(&(m.shmid, m.offset));
+            state.stats.dropped_at_reset += 1;
+        }
+        Ok(())
     }
 
     /// The reservation of region `shmid`, if the device has that region.
@@ -209,6 +250,14 @@ impl ShmemWindows {
         if overlaps {
             drop(state);
             return Err(self.refuse("overlaps a live mapping", req));
+        }
+        if self.rule == MapRule::WithinFile {
+            let size = File::from(fd.try_clone_to_owned()?).metadata()?.len();
+            let end = req.fd_offset.checked_add(len.next_multiple_of(PAGE));
+            if size == 0 || end.is_none_or(|end| end > size) {
+                drop(state);
+                return Err(self.refuse("ends past the end of the file", req));
+            }
         }
         region.map_file(offset, len, fd, req.fd_offset, writable)?;
         state.live.insert(

@@ -52,6 +52,22 @@ pub(super) fn setattr(fs: &PassthroughFs, node: NodeId, a: SetAttr) -> FsResult<
     let inode = fs.inodes.get(node)?;
     let handle = a.fh.map(|fh| fs.handles.get(fh, node)).transpose()?;
     let procname = sys::fd_name(inode.fd.as_raw_fd());
+    // A change of size may have to wait for pins (EBUSY) or be refused by the window
+    // (EIO): both are decided before anything changes, so a failed SETATTR changed nothing.
+    let _fence = match a.size {
+        Some(size) => {
+            if inode.is_dir() {
+                return Err(Errno::EISDIR);
+            }
+            if handle.is_none() && !inode.is_reg() {
+                return Err(Errno::EINVAL);
+            }
+            let fence = fs.fence_cut(&inode.key, size, None)?;
+            fs.check_resize(&inode.key, size)?;
+            fence
+        }
+        None => None,
+    };
 
     if let Some(mode) = a.mode {
         match &handle {
@@ -69,19 +85,17 @@ pub(super) fn setattr(fs: &PassthroughFs, node: NodeId, a: SetAttr) -> FsResult<
         )?;
     }
     if let Some(size) = a.size {
-        // Pins on mapped chunks past the new end are waited out before the file shrinks;
-        // the guest's mappings stay.
-        let _fence = fs.fence_cut(&inode.key, size, None)?;
+        // Pins on mapped chunks past the new end were waited out above (the fence); the
+        // guest's mappings stay.
         match &handle {
             Some(h) => sys::ftruncate(h.file.as_fd(), size)?,
-            None if inode.is_dir() => return Err(Errno::EISDIR),
-            None if !inode.is_reg() => return Err(Errno::EINVAL),
             None => sys::ftruncate(
                 fs.reopen(&inode, libc::O_WRONLY | libc::O_NONBLOCK)?
                     .as_fd(),
                 size,
             )?,
         }
+        fs.file_grew(&inode.key);
         if a.kill_suidgid {
             kill_suidgid(fs, &inode)?;
         }

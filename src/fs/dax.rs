@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::PassthroughFs;
 use super::inode::{InodeData, InodeKey};
-use crate::dax::{Backing, BackingId, FileRangeGuard, Ledger, LedgerError, MapperError};
+use crate::dax::{Backing, BackingId, FileRangeGuard, Ledger, LedgerError, MapperError, PAGE_SIZE};
 use crate::fuse::filesystem::{RemoveMapping, SetupMapping};
 use crate::fuse::{Errno, FsResult, Handle, NodeId};
 
@@ -265,18 +265,43 @@ impl DaxWindow {
         let mapped = self
             .ledger
             .map(args.moffset, args.len, backing, args.foffset, writable);
-        if let Err(LedgerError::Mapper { source, .. }) = &mapped
-            && matches!(source, MapperError::Refused { .. })
-            && !self.told_refused.swap(true, Ordering::Relaxed)
-        {
-            log::warn!(
-                "dax: the frontend refused a SHMEM_MAP ({source}); without the SHMEM \
-                 protocol feature DAX is off for this frontend (see the README's DAX section)"
-            );
+        if let Err(LedgerError::Mapper { source, .. }) = &mapped {
+            self.log_refusal(node, &args, source);
         }
         mapped
             .map(|_| ())
             .map_err(|e| ledger_errno("SETUPMAPPING", &e))
+    }
+
+    /// Says why a SETUPMAPPING got EIO: plainly the first time, then at debug (the guest
+    /// may ask again and again).
+    fn log_refusal(&self, node: NodeId, args: &SetupMapping, source: &MapperError) {
+        if !matches!(
+            source,
+            MapperError::Refused { .. }
+                | MapperError::Unsupported { .. }
+                | MapperError::Unmappable { .. }
+        ) {
+            return; // a broken channel: the ledger logged it as an error
+        }
+        let level = if self.told_refused.swap(true, Ordering::Relaxed) {
+            log::Level::Debug
+        } else {
+            log::Level::Warn
+        };
+        if let MapperError::Unsupported { reason } = source {
+            log::log!(level, "dax: DAX is off for this frontend: {reason}");
+            return;
+        }
+        log::log!(
+            level,
+            "dax: SETUPMAPPING of node {} ({:#x}+{:#x} of the file at window offset {:#x}) \
+             answered EIO: {source}",
+            node.0,
+            args.foffset,
+            args.len,
+            args.moffset
+        );
     }
 
     /// REMOVEMAPPING: releases every range (the first kind of release). All ranges are
@@ -345,22 +370,65 @@ impl DaxWindow {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
     }
 
-    /// Releases every mapping (FUSE_DESTROY: unmount sends no REMOVEMAPPING).
-    pub fn release_all(&self) {
+    /// Releases every mapping: at FUSE_DESTROY (unmount sends no REMOVEMAPPING), and at
+    /// FUSE_INIT, where mappings left over belong to a guest driver that is gone (a guest
+    /// reset or reboot; the frontend may have dropped them already).
+    pub fn release_all(&self, why: &str) {
         match self.ledger.reset() {
-            Ok(n) => log::info!("dax: released {n} mapping(s) at FUSE_DESTROY"),
-            Err(e) => log::error!("dax: FUSE_DESTROY could not release every mapping: {e}"),
+            Ok(0) => {}
+            Ok(n) => log::info!("dax: released {n} mapping(s) at {why}"),
+            Err(e) => log::error!("dax: {why} could not release every mapping: {e}"),
         }
     }
 
-    /// Whether files like `st` are DAX under the policy.
-    pub fn attr_flags(&self, is_reg: bool, host_dax: bool) -> u32 {
+    /// Whether files like `st` are DAX under the policy. When the frontend maps only
+    /// whole pages inside a file, a file whose size is not a non-zero multiple of the page
+    /// size cannot be shown whole through the window: a guest that lets us choose
+    /// (`-o dax=inode`) reads it over FUSE instead.
+    pub fn attr_flags(&self, is_reg: bool, host_dax: bool, size: u64) -> u32 {
         let dax = is_reg
             && match self.policy {
                 DaxPolicy::Always => true,
                 DaxPolicy::Inode => host_dax,
-            };
+            }
+            && (!self.ledger.maps_within_file() || (size > 0 && size.is_multiple_of(PAGE_SIZE)));
         if dax { FUSE_ATTR_DAX } else { 0 }
+    }
+
+    /// Before the file `key` is resized to `new_size` through this daemon: EIO (nothing
+    /// changed) if a live mapping of it could not show the file's bytes afterwards.
+    pub fn check_resize(&self, key: &InodeKey, new_size: u64) -> FsResult<()> {
+        match self.live(FileKey::from(key)) {
+            Some(backing) => self.check_backing_resize(&backing, new_size),
+            None => Ok(()),
+        }
+    }
+
+    /// Before a write or allocation through this daemon that reaches `end`: as
+    /// [`DaxWindow::check_resize`] when it would grow the file.
+    pub fn check_extend(&self, key: &InodeKey, end: u64) -> FsResult<()> {
+        let Some(backing) = self.live(FileKey::from(key)) else {
+            return Ok(());
+        };
+        if end <= backing.size()? {
+            return Ok(());
+        }
+        self.check_backing_resize(&backing, end)
+    }
+
+    fn check_backing_resize(&self, backing: &InodeBacking, new_size: u64) -> FsResult<()> {
+        self.ledger.check_resize(backing.id, new_size).map_err(|e| {
+            log::warn!("dax: {e}; the size change is refused with EIO");
+            Errno::new(e.errno())
+        })
+    }
+
+    /// After the file `key` may have grown through this daemon: its live mappings take in
+    /// the pages now inside it.
+    pub fn file_grew(&self, key: &InodeKey) {
+        if let Some(backing) = self.live(FileKey::from(key)) {
+            self.ledger.file_grew(backing.id);
+        }
     }
 }
 

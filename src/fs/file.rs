@@ -237,14 +237,18 @@ pub(super) fn write(
 ) -> FsResult<u32> {
     fs.check_writable()?;
     let h = fs.handles.get(fh, node)?;
+    let inode = fs.inodes.get(node)?;
+    let end = offset.saturating_add(data.len() as u64);
+    fs.check_extend(&inode.key, end)?;
     let n = loop {
         match h.file.write_at(data, offset) {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             r => break r?,
         }
     };
+    fs.file_grew(&inode.key);
     if args.kill_suidgid {
-        kill_suidgid(fs, &*fs.inodes.get(node)?)?;
+        kill_suidgid(fs, &inode)?;
     }
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
@@ -287,11 +291,20 @@ pub(super) fn fallocate(
     } else {
         None
     };
+    let key = fs.inodes.get(node)?.key;
     let _fence = match cut {
-        Some((from, len)) => fs.fence_cut(&fs.inodes.get(node)?.key, from, len)?,
+        Some((from, len)) => fs.fence_cut(&key, from, len)?,
         None => None,
     };
-    sys::fallocate(h.file.as_fd(), mode, offset, length)
+    let grows = mode & (libc::FALLOC_FL_KEEP_SIZE | libc::FALLOC_FL_PUNCH_HOLE) == 0;
+    if grows {
+        fs.check_extend(&key, offset.saturating_add(length))?;
+    }
+    sys::fallocate(h.file.as_fd(), mode, offset, length)?;
+    if grows {
+        fs.file_grew(&key);
+    }
+    Ok(())
 }
 
 /// LSEEK (SEEK_DATA / SEEK_HOLE are what the guest sends).
@@ -315,15 +328,19 @@ pub(super) fn copy_file_range(fs: &PassthroughFs, node_in: NodeId, a: CopyRange)
     let flags = u32::try_from(a.flags).map_err(|_| Errno::EINVAL)?;
     // A reflinking host file system replaces the destination's blocks under its page
     // cache: as a punch-hole would, it waits out pins on the chunks mapping them.
-    let _fence = fs.fence_cut(&fs.inodes.get(a.node_out)?.key, a.off_out, Some(a.len))?;
-    sys::copy_file_range(
+    let key = fs.inodes.get(a.node_out)?.key;
+    let _fence = fs.fence_cut(&key, a.off_out, Some(a.len))?;
+    fs.check_extend(&key, a.off_out.saturating_add(a.len))?;
+    let copied = sys::copy_file_range(
         hin.file.as_fd(),
         a.off_in,
         hout.file.as_fd(),
         a.off_out,
         a.len,
         flags,
-    )
+    )?;
+    fs.file_grew(&key);
+    Ok(copied)
 }
 
 /// SYNCFS of the host filesystem holding `node` (the root's for nodes that

@@ -155,6 +155,28 @@ impl PassthroughFs {
         }
     }
 
+    /// EIO, before anything changes, if the DAX window could not follow the file `key`
+    /// to `new_size` bytes (see [`DaxWindow::check_resize`]).
+    fn check_resize(&self, key: &inode::InodeKey, new_size: u64) -> FsResult<()> {
+        self.dax
+            .as_ref()
+            .map_or(Ok(()), |w| w.check_resize(key, new_size))
+    }
+
+    /// As [`PassthroughFs::check_resize`] for a write or allocation reaching `end`.
+    fn check_extend(&self, key: &inode::InodeKey, end: u64) -> FsResult<()> {
+        self.dax
+            .as_ref()
+            .map_or(Ok(()), |w| w.check_extend(key, end))
+    }
+
+    /// The file `key` may have grown: live window mappings take in its new pages.
+    fn file_grew(&self, key: &inode::InodeKey) {
+        if let Some(window) = &self.dax {
+            window.file_grew(key);
+        }
+    }
+
     /// The configuration.
     pub fn config(&self) -> &PassthroughConfig {
         &self.cfg
@@ -206,7 +228,8 @@ impl PassthroughFs {
     fn attr_of(&self, st: &Stat) -> Attr {
         let mut attr = attr_of(st);
         if let Some(window) = &self.dax {
-            attr.flags |= window.attr_flags(st.mode & libc::S_IFMT == libc::S_IFREG, st.dax);
+            attr.flags |=
+                window.attr_flags(st.mode & libc::S_IFMT == libc::S_IFREG, st.dax, st.size);
         }
         attr
     }
@@ -335,7 +358,8 @@ impl Filesystem for PassthroughFs {
             want |= fl::AUTO_INVAL_DATA;
         }
         let mut map_alignment = 0;
-        if self.dax.is_some() {
+        if let Some(window) = &self.dax {
+            window.release_all("FUSE_INIT");
             want |= fl::MAP_ALIGNMENT | fl::HAS_INODE_DAX;
             map_alignment = crate::dax::PAGE_SIZE.trailing_zeros() as u16;
         }
@@ -350,7 +374,7 @@ impl Filesystem for PassthroughFs {
     }
     fn destroy(&self) {
         if let Some(window) = &self.dax {
-            window.release_all();
+            window.release_all("FUSE_DESTROY");
         }
         self.handles.clear();
         self.inodes.clear();

@@ -9,3 +9,4 @@ mod frontends;
 mod mapping;
 mod pins;
 mod release;
+mod within_file;

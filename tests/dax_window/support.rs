@@ -9,7 +9,7 @@ pub use vhost_dax::control::ControlClient;
 
 pub use crate::common::*;
 pub use vhost_dax::frontend::{
-    DaemonProcess, Frontend, FrontendOptions, FuseQueue, LiveMapping, ShmemWindows,
+    DaemonProcess, Frontend, FrontendOptions, FuseQueue, LiveMapping, MapRule, ShmemWindows,
 };
 pub use vhost_dax::fuse::abi::{self, Wire, init_flags};
 pub use vhost_dax::fuse::testing::{Client, Reply, encode_request};

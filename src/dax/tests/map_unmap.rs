@@ -236,7 +236,7 @@ fn a_refused_map_leaves_its_chunks_free() {
         ),
         "{err:?}"
     );
-    assert_eq!(err.errno(), libc::ENOMEM);
+    assert_eq!(err.errno(), libc::EIO);
     // The old mapping was released before the new map was tried; nothing half-done.
     assert!(ledger.mappings().is_empty());
     assert!(mapper.live().is_empty());

@@ -109,9 +109,22 @@ fn every_error_has_its_errno() {
             },
             libc::EIO,
         ),
+        // Never ENOMEM: Linux retries a DAX fault that gets ENOMEM for ever.
         (
             mapper_err(MapperError::Refused { reason: "x".into() }),
-            libc::ENOMEM,
+            libc::EIO,
+        ),
+        (
+            mapper_err(MapperError::Unmappable { reason: "x".into() }),
+            libc::EIO,
+        ),
+        (
+            LedgerError::Unfollowable {
+                backing: BackingId(1),
+                new_size: 10,
+                window_offset: 0,
+            },
+            libc::EIO,
         ),
         (mapper_err(MapperError::Io(io(libc::EPIPE))), libc::EPIPE),
         (mapper_err(MapperError::Timeout), libc::EIO),
