@@ -103,7 +103,7 @@ done
 
 cd /
 t_unmount() {
-	umount "$MNT"
+	umount_share
 	! grep -q " $MNT " /proc/mounts || die "still mounted"
 }
 [ "${vd_tag:-none}" = none ] || guest_check unmount t_unmount

@@ -630,9 +630,14 @@ DAEMON_PIDS=()
 HOST_PASSED=0
 HOST_FAILED=0
 host_check() { # host_check NAME FUNCTION [ARGS]: FUNCTION runs in a subshell with set -e
-	local name=host-$1 out
+	local name=host-$1 out rc
 	shift
-	if out=$(set -e; "$@" 2>&1); then
+	# Not inside an `if`: bash ignores set -e in everything a condition runs.
+	set +e
+	out=$(set -e; "$@" 2>&1)
+	rc=$?
+	set -e
+	if [ "$rc" = 0 ]; then
 		HOST_PASSED=$((HOST_PASSED + 1))
 		echo "PASS $name"
 	else

@@ -91,7 +91,33 @@ drop_caches() {
 	echo 3 >/proc/sys/vm/drop_caches
 }
 
-# count_nonzero FILE OFFSET LEN: how many bytes in the range are not zero.
+# mnt_users DIR: the processes whose working directory, open files or mappings are
+# under DIR (what keeps an unmount busy).
+mnt_users() {
+	for _p in /proc/[0-9]*; do
+		if ls -l "$_p/cwd" "$_p/fd" 2>/dev/null | grep -q -- "-> $1" || grep -q " $1" "$_p/maps" 2>/dev/null; then
+			echo "${_p#/proc/}:$(tr '\000' ' ' <"$_p/cmdline" 2>/dev/null)"
+		fi
+	done
+}
+
+# umount_share: unmounts $MNT, trying again for 5 s while it is busy (a helper process
+# such as busybox timeout's watcher may linger a moment on the share).
+umount_share() {
+	_i=0
+	until _err=$(umount "$MNT" 2>&1); do
+		_i=$((_i + 1))
+		if [ $_i -ge 50 ]; then
+			echo "$_err; users: $(mnt_users "$MNT" | tr '\n' ' ')"
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+# count_nonzero FILE OFFSET LEN: how many bytes in the range are not zero (no output,
+# and a failure, when the read fails).
 count_nonzero() {
-	probe pread "$1" "$2" "$3" | tr -d '\000' | wc -c
+	probe pread "$1" "$2" "$3" >/tmp/count_nonzero.bytes || return 1
+	tr -d '\000' </tmp/count_nonzero.bytes | wc -c
 }
