@@ -54,18 +54,24 @@ SRC
 		$SUDO chroot "$TREE" apt-get clean
 		# A user that is not root must be able to read the tree it runs from.
 		[ -z "$SUDO" ] || $SUDO chown -R "$(id -u):$(id -g)" "$CACHE/qemu-trixie"
-		cat >"$WRAPPER" <<WRAP
-#!/bin/sh
-# QEMU from the trixie tree next to this script, through the tree's own loader.
-T=$TREE
-exec "\$T/lib64/ld-linux-x86-64.so.2" --library-path "\$T/lib/x86_64-linux-gnu:\$T/usr/lib/x86_64-linux-gnu" \\
-	"\$T/usr/bin/qemu-system-x86_64" -L "\$T/usr/share/qemu" -L "\$T/usr/share/seabios" "\$@"
-WRAP
-		chmod 755 "$WRAPPER"
 		touch "$CACHE/qemu-trixie/.ready"
 	fi
 	flock -u 8
 fi
+# The wrapper is written every time (atomically), so a fix to it reaches an existing tree.
+# QEMU_MODULE_DIR: QEMU otherwise loads its modules from the host's
+# /usr/lib/x86_64-linux-gnu/qemu, where QEMU 10 (the fs stages) keeps its own, and aborts
+# ("Only modules from the same build can be loaded").
+cat >"$WRAPPER.tmp.$$" <<WRAP
+#!/bin/sh
+# QEMU from the trixie tree next to this script, through the tree's own loader and modules.
+T=$TREE
+export QEMU_MODULE_DIR="\$T/usr/lib/x86_64-linux-gnu/qemu"
+exec "\$T/lib64/ld-linux-x86-64.so.2" --library-path "\$T/lib/x86_64-linux-gnu:\$T/usr/lib/x86_64-linux-gnu" \\
+	"\$T/usr/bin/qemu-system-x86_64" -L "\$T/usr/share/qemu" -L "\$T/usr/share/seabios" "\$@"
+WRAP
+chmod 755 "$WRAPPER.tmp.$$"
+mv "$WRAPPER.tmp.$$" "$WRAPPER"
 "$WRAPPER" --version | head -n 1 | grep -qE 'version (1[1-9]|[2-9][0-9])\.' ||
 	die "$WRAPPER is not QEMU >= 11: $("$WRAPPER" --version 2>&1 | head -n 1)"
 echo "$WRAPPER"
