@@ -149,6 +149,8 @@ ensure_host_tools() {
 		local opt=()
 		[ "$INSTALL" = 1 ] || opt=(--no-install)
 		QEMU=$("$HERE/qemu11.sh" "${opt[@]}") || die "qemu11.sh could not provide QEMU 11.1"
+		# VD_QEMU11: another QEMU >= 11.1 (or a debugging wrapper of it).
+		QEMU=${VD_QEMU11:-$QEMU}
 		"$QEMU" -device help 2>/dev/null | grep -q '"vhost-user-test-device-pci"' ||
 			die "$QEMU has no vhost-user-test-device-pci"
 	fi
@@ -546,6 +548,8 @@ QEMU_ARGS=(
 )
 # A guest that reboots on purpose (the pmem stage) needs QEMU to reset, not exit.
 [ "$EXPECTED_BOOTS" -gt 1 ] || QEMU_ARGS+=(-no-reboot)
+# VD_QEMU_ARGS: extra QEMU arguments for debugging (e.g. "-trace vhost_dev_start*").
+[ -z "${VD_QEMU_ARGS:-}" ] || { read -r -a extra <<<"$VD_QEMU_ARGS"; QEMU_ARGS+=("${extra[@]}"); }
 if [ "$MODE" = fs ]; then
 	QEMU_ARGS+=(-chardev socket,id=char0,path="$SOCK"
 		-device vhost-user-fs-pci,chardev=char0,tag="$TAG",num-request-queues="$REQUEST_QUEUES")

@@ -301,7 +301,7 @@ pmem_configure() {
 	GUEST_TAG=none
 	EXPECTED_BOOTS=2
 	PMEM_TOKEN=$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
-	STAGE_APPEND="vd_pmem_marker=VDPMEM-$PMEM_TOKEN vd_pmem_token=$PMEM_TOKEN"
+	STAGE_APPEND="vd_pmem_marker=VDPMEM-$PMEM_TOKEN vd_pmem_token=$PMEM_TOKEN vd_pmem_rw_size=$PMEM_RW_SIZE vd_pmem_ro_size=$PMEM_RO_SIZE"
 	vhost_user_device charP0 "$SOCKDIR/pmem-rw.sock" 27 1 16
 	vhost_user_device charP1 "$SOCKDIR/pmem-ro.sock" 27 1 16
 	log "pmem stage: a ${PMEM_RW_SIZE}-byte read-write and a ${PMEM_RO_SIZE}-byte read-only device, QEMU $QEMU"
@@ -362,7 +362,7 @@ pmem_guest_files() {
 	want "$(stat -c %s "$tmp/boot1-pattern")" 3145733 "size of /guest/boot1-pattern"
 	"$PROBE" pattern-check "$tmp/boot1-pattern" 0 3145733 510
 	debugfs_cat "$PMEM_RW" /guest/mmap-file >"$tmp/mmap-file"
-	want "$("$PROBE" pread "$tmp/mmap-file" 8192 19)" "written through mmap" "bytes of /guest/mmap-file at 8192"
+	want "$("$PROBE" pread "$tmp/mmap-file" 8192 20)" "written through mmap" "bytes of /guest/mmap-file at 8192"
 	want "$(debugfs_cat "$PMEM_RW" /guest/boot2-text)" "boot 2 wrote this $PMEM_TOKEN" "/guest/boot2-text"
 	want "$(debugfs_cat "$PMEM_RW" /boot-marker)" "boot 1 done $PMEM_TOKEN" "/boot-marker"
 }
