@@ -54,8 +54,11 @@ while read -r m; do
 			probe first-read /dev/pmem$d "$vd_pmem_marker" 20000 >/tmp/first-read.$d 2>&1 &
 		done
 	fi
+	t_ins=$(cut -d' ' -f1 /proc/uptime)
 	if out=$(insmod "/lib/modules/$m" 2>&1); then
 		loaded="$loaded ${m##*/}"
+		[ "${m##*/}" != virtio_pmem.ko ] || [ -z "$vd_pmem_marker" ] ||
+			echo "INFO insmod virtio_pmem: uptime $t_ins -> $(cut -d' ' -f1 /proc/uptime) s"
 	else
 		echo "INFO insmod $m: $out"
 		mod_fail=1

@@ -296,7 +296,11 @@ build_base_initramfs() {
 # ---------------------------------------------------------------- probe, overlay
 
 build_probe() {
-	local target=$CACHE/probe-target
+	# Keyed by the probe's sources: work trees with different probes share the cache
+	# without overwriting each other's binary (cargo would not notice and rebuild).
+	local key target
+	key=$(cat "$HERE/probe/Cargo.toml" "$HERE/probe/Cargo.lock" "$HERE"/probe/src/*.rs | sha256sum | cut -c1-12)
+	target=$CACHE/probe-target/$key
 	log "building the guest probe (cargo, cached in $target)"
 	(cd "$HERE/probe" && RUSTFLAGS="-C target-feature=+crt-static" \
 		cargo build --quiet --locked --release --target x86_64-unknown-linux-gnu --target-dir "$target") ||
