@@ -29,7 +29,7 @@ pub use fuse::{FuseQueue, SharedFrontend, Ticket};
 pub use memory::GuestRam;
 pub use process::DaemonProcess;
 pub use virtqueue::{Buffer, DriverQueue, QueueLayout, UsedChain};
-pub use window::{LiveMapping, ShmemWindows, WindowStats};
+pub use window::{LiveMapping, ShmemWindows, WindowError, WindowStats};
 
 /// `VIRTIO_F_VERSION_1`.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
