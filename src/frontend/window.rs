@@ -201,8 +201,8 @@ impl ShmemWindows {
 
     /// Host virtual address of the first byte of region `shmid`, if the device has that
     /// region: for reading `/proc/self/maps`, or for handing the region to a hypervisor
-    /// (which must then keep the windows alive as long as it may touch them). An address,
-    /// not a pointer: using it is on the caller.
+    /// (see [`KvmSlot`](super::KvmSlot), which also keeps the region alive as long as
+    /// the hypervisor may touch it). An address, not a pointer: using it is on the caller.
     pub fn host_address(&self, shmid: u8) -> Option<usize> {
         self.region(shmid).map(|r| r.base() as usize)
     }
