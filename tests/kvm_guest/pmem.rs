@@ -30,6 +30,9 @@ fn the_guest_reads_a_host_marker_in_the_pmem_region_and_its_flushed_write_reache
         ],
         &socket,
     );
+    let mut frontend = connect(&socket);
+    // The daemon creates the image after it starts listening, but before it serves a
+    // frontend: once connected, the file is there.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -38,7 +41,6 @@ fn the_guest_reads_a_host_marker_in_the_pmem_region_and_its_flushed_write_reache
     file.write_all_at(b"marker written by the host", 0x1000)
         .unwrap();
 
-    let mut frontend = connect(&socket);
     // The slot is registered over the whole region before or after the daemon maps it;
     // when the map lands depends on the daemon (at the backend channel, or once the device
     // has started), so wait for it rather than assume.
