@@ -15,7 +15,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::config::{DaemonConfig, DaxConfig, FsConfig, Sandbox};
 use crate::control::ControlServer;
-use crate::dax::{ExtentMapper, Ledger, LedgerConfig};
+use crate::dax::{ExtentMapper, Ledger, LedgerConfig, WindowSession};
 use crate::device::backend_mapper::BackendMapper;
 use crate::device::flush::SyncObserver;
 use crate::device::fs::{FsBackend, FsDax, FsDevice, SHMCAP_ID_CACHE};
@@ -191,7 +191,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         if let Some(config) = &fs.dax {
             let (window, parts) = dax_window(config).map_err(|e| device_error(&fs.socket, e))?;
             if let Some(path) = &config.control_socket {
-                control = Some(bind_control(path, parts.ledger.clone(), umask)?);
+                control = Some(bind_control(path, parts.session.ledger().clone(), umask)?);
                 extra_sockets.push(Arc::new(
                     SocketFile::new(path).map_err(|e| device_error(path, e))?,
                 ));
@@ -316,15 +316,9 @@ fn dax_window(dax: &DaxConfig) -> std::io::Result<(DaxWindow, FsDax)> {
         Ledger::new(config, extent.clone())
             .map_err(|e| std::io::Error::other(format!("DAX ledger: {e}")))?,
     );
-    let window = DaxWindow::new(ledger.clone(), dax.policy);
-    Ok((
-        window,
-        FsDax {
-            ledger,
-            mapper,
-            extent,
-        },
-    ))
+    let session = WindowSession::new(ledger, mapper.clone());
+    let window = DaxWindow::new(session.clone(), dax.policy);
+    Ok((window, FsDax { session, mapper }))
 }
 
 /// Binds the DAX control socket, replacing a stale one (validation refused a live one).

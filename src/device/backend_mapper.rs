@@ -18,7 +18,7 @@ use std::time::Duration;
 use vhost::vhost_user::message::{VhostUserMMap, VhostUserMMapFlags};
 use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
 
-use crate::dax::{Mapper, MapperError};
+use crate::dax::{FrontendLink, Mapper, MapperError};
 
 enum Request {
     Map {
@@ -297,5 +297,19 @@ impl Mapper for BackendMapper {
         }
         self.maps().ranges.remove(&(window_offset, len));
         Ok(())
+    }
+}
+
+impl FrontendLink for BackendMapper {
+    fn device_started(&self) {
+        BackendMapper::device_started(self);
+    }
+
+    fn frontend_dropped_all(&self) {
+        BackendMapper::frontend_dropped_all(self);
+    }
+
+    fn detach(&self) {
+        BackendMapper::detach(self);
     }
 }

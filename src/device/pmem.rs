@@ -33,7 +33,10 @@ use super::backend_mapper::BackendMapper;
 use super::flush::{FlushStats, GroupCommit, SyncObserver};
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{BackingKind, PmemConfig, format_size, open_backing};
-use crate::dax::{Backing, BackingId, Ledger, LedgerConfig, LedgerError, PinWait};
+use crate::dax::{
+    Backing, BackingId, HeldOff, Ledger, LedgerConfig, LedgerError, PendingRelease, PinWait,
+    WindowSession,
+};
 use crate::sys;
 
 /// virtio device id of pmem.
@@ -89,6 +92,14 @@ impl PmemBacking {
     }
 }
 
+fn log_release(why: &str, result: Result<usize, LedgerError>) {
+    match result {
+        Ok(0) => {}
+        Ok(n) => log::info!("pmem: {why}: region released ({n} mapping)"),
+        Err(e) => log::error!("pmem: {why}: releasing the region failed: {e}"),
+    }
+}
+
 impl Backing for PmemBacking {
     fn id(&self) -> BackingId {
         self.id
@@ -112,7 +123,12 @@ impl Backing for PmemBacking {
 
 enum RegionCommand {
     Map,
-    Release(Option<mpsc::Sender<()>>),
+    /// A reset's release (the frontend dropped the mapping itself).
+    Reset(PendingRelease),
+    /// The frontend is gone; signal when done.
+    Disconnect(mpsc::Sender<()>),
+    /// Shutdown: unmap for good; signal when done.
+    Shutdown(mpsc::Sender<()>),
 }
 
 /// One pmem device for the daemon's whole life; each connection gets a [`PmemBackend`].
@@ -124,10 +140,10 @@ pub struct PmemDevice {
     flusher: Option<GroupCommit>,
     region: Mutex<mpsc::Sender<RegionCommand>>,
     stopping: AtomicBool,
-    /// The frontend has started the device (SET_FEATURES) since it was last reset. QEMU
-    /// 11.1 handles SHMEM_MAP through state it sets up only then: a map sent earlier
-    /// crashed it.
-    started: AtomicBool,
+    /// The region's life: whether the frontend has started the device (QEMU 11.1 handles
+    /// SHMEM_MAP through state it sets up only then: a map sent earlier crashed it), resets,
+    /// the gone frontend's pinned mapping.
+    session: Arc<WindowSession>,
 }
 
 impl PmemDevice {
@@ -171,6 +187,7 @@ impl PmemDevice {
             )?)
         };
         let (tx, rx) = mpsc::channel();
+        let session = WindowSession::new(ledger.clone(), mapper.clone());
         let device = Arc::new(PmemDevice {
             config,
             backing,
@@ -179,7 +196,7 @@ impl PmemDevice {
             flusher,
             region: Mutex::new(tx),
             stopping: AtomicBool::new(false),
-            started: AtomicBool::new(false),
+            session,
         });
         let worker = device.clone();
         std::thread::Builder::new()
@@ -216,15 +233,15 @@ impl PmemDevice {
     /// Maps the region once the frontend has started the device and given us a channel,
     /// whichever comes last.
     fn map_when_started(&self) {
-        if self.started.load(Ordering::SeqCst) && self.mapper.is_attached() {
+        if self.session.is_running() && self.mapper.is_attached() {
             self.command(RegionCommand::Map);
         }
     }
 
-    /// Releases the region mapping and waits until it is done.
-    fn release_region(&self) {
+    /// Sends `command` to the region thread and waits until it is done.
+    fn command_and_wait(&self, command: impl FnOnce(mpsc::Sender<()>) -> RegionCommand) {
         let (tx, rx) = mpsc::channel();
-        self.command(RegionCommand::Release(Some(tx)));
+        self.command(command(tx));
         let _ = rx.recv();
     }
 
@@ -233,21 +250,31 @@ impl PmemDevice {
         for command in commands {
             match command {
                 RegionCommand::Map => self.map_region(&mut told_no_shmem),
-                RegionCommand::Release(done) => {
-                    match self.ledger.reset() {
-                        Ok(0) => {}
-                        Ok(n) => log::info!("pmem: region released ({n} mapping)"),
-                        Err(e) => log::error!("pmem: releasing the region failed: {e}"),
+                RegionCommand::Reset(release) => log_release("reset", release.run()),
+                RegionCommand::Disconnect(done) => {
+                    if !self.session.disconnect() {
+                        log::warn!("pmem: the region stays held until its pins drop");
                     }
-                    if let Some(done) = done {
-                        let _ = done.send(());
-                    }
+                    let _ = done.send(());
+                }
+                RegionCommand::Shutdown(done) => {
+                    log_release("shutdown", self.session.shutdown());
+                    let _ = done.send(());
                 }
             }
         }
     }
 
     fn map_region(&self, told_no_shmem: &mut bool) {
+        match self.session.check_map() {
+            Ok(()) => {}
+            // A gone frontend's mapping was still pinned by a flush: try again now.
+            Err(HeldOff::Disconnected) if self.session.retry_release() => {}
+            Err(why) => {
+                log::warn!("pmem: region not mapped: {why}");
+                return;
+            }
+        }
         if self.ledger.has_mappings(self.backing.id()) {
             // A mapping from before the device restarted: the frontend may have dropped
             // it with the reset (QEMU 11.1 does). Release it (an unmap the frontend
@@ -297,19 +324,19 @@ impl PmemDevice {
 
     /// The frontend went away: end its mappings, finish flushes, make data durable.
     pub fn disconnected(&self) {
-        self.started.store(false, Ordering::SeqCst);
-        self.mapper.detach();
-        self.quiesce();
+        self.sync_and_count();
+        self.command_and_wait(RegionCommand::Disconnect);
     }
 
     /// SIGTERM/SIGINT: stop taking requests, finish in-flight ones, make the data durable,
     /// ask the frontend to unmap the region.
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        self.quiesce();
+        self.sync_and_count();
+        self.command_and_wait(RegionCommand::Shutdown);
     }
 
-    fn quiesce(&self) {
+    fn sync_and_count(&self) {
         if let Some(flusher) = &self.flusher
             && let Err(e) = flusher.sync_now()
         {
@@ -318,7 +345,6 @@ impl PmemDevice {
                 self.config.file.display()
             );
         }
-        self.release_region();
         let stats = self.flush_stats();
         log::info!(
             "pmem: {} flush requests served with {} syncs ({} failed)",
@@ -565,8 +591,7 @@ impl VhostUserBackend for PmemBackend {
         // from vhost_dev_start, after the state SHMEM_MAP needs exists), at the first
         // start and after every stop or reset. A SET_FEATURES while running (QEMU's dirty
         // log switch) changes nothing here.
-        if !self.device.started.swap(true, Ordering::SeqCst) {
-            self.device.mapper.device_started();
+        if self.device.session.start() {
             self.device.map_when_started();
         }
     }
@@ -588,17 +613,15 @@ impl VhostUserBackend for PmemBackend {
 
     fn reset_device(&self) {
         log::info!("pmem: device reset");
-        self.device.started.store(false, Ordering::SeqCst);
         if let Some(flusher) = &self.device.flusher {
             flusher.drain();
         }
         // A frontend drops every shared-memory mapping of a device it resets (the spec
-        // says so, and QEMU 11.1 does): the release below drops our references and sends
-        // no unmap the frontend would refuse.
-        self.device.mapper.frontend_dropped_all();
-        // Unmapping talks to the frontend, which is busy waiting for our reply to this
-        // message: hand it to the region thread.
-        self.device.command(RegionCommand::Release(None));
+        // says so, and QEMU 11.1 does): the session sends no unmap the frontend would
+        // refuse; the release of our references goes to the region thread (the frontend
+        // is busy waiting for our reply to this message).
+        let release = self.device.session.reset();
+        self.device.command(RegionCommand::Reset(release));
     }
 
     fn set_event_idx(&self, enabled: bool) {
@@ -661,6 +684,7 @@ impl VhostUserBackend for PmemBackend {
             log::error!("pmem: cannot start the backend channel thread: {e}");
             return;
         }
+        self.device.session.attach();
         self.device.map_when_started();
     }
 
@@ -688,7 +712,7 @@ impl VhostUserBackend for PmemBackend {
             flusher.drain();
         }
         // The device stopped; the next SET_FEATURES starts it again.
-        self.device.started.store(false, Ordering::SeqCst);
+        self.device.session.stop_rings();
         Ok(())
     }
 

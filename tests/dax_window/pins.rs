@@ -392,7 +392,7 @@ fn a_gone_frontends_pinned_mappings_hold_off_the_next_one_until_released() {
     wait_until("the release to run out of budget", || {
         daemon
             .log()
-            .contains("disconnect: DAX window not fully released")
+            .contains("disconnected frontend's mappings are not released yet")
     });
     let second = Arc::new(Mutex::new(
         Frontend::connect(&socket, &FrontendOptions::default()).unwrap(),
