@@ -346,7 +346,12 @@ fn disconnect_exits_cleanly_and_removes_the_socket() {
     let status = setup.daemon.wait(WAIT).unwrap();
     assert!(status.success(), "exit status {status}");
     assert!(!setup.socket().exists(), "socket file left behind");
-    assert!(setup.daemon.log().contains("region released"));
+    assert!(
+        setup
+            .daemon
+            .log()
+            .contains("released 1 mapping(s) of a disconnected frontend")
+    );
 }
 
 #[test]
