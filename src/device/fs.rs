@@ -21,7 +21,7 @@ use vmm_sys_util::event::{
 };
 
 use super::backend_mapper::BackendMapper;
-use super::parking::{self, Parking};
+use super::parking::Parking;
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{FsConfig, MAX_TAG_LEN};
 use crate::control::ControlServer;
@@ -306,7 +306,7 @@ impl FsBackend {
                 };
                 let bytes = &scratch[..len];
                 if let Some(dax) = &self.device.dax
-                    && parking::may_wait(bytes)
+                    && self.device.server.may_wait(bytes)
                 {
                     let request = bytes.to_vec();
                     // Served on a worker so this queue keeps going while it waits.

@@ -43,6 +43,19 @@ const READ_ONLY_OPEN_ERRORS: [Errno; 4] = [
     Errno::new(libc::ETXTBSY),
 ];
 
+#[cfg(test)]
+thread_local! {
+    /// Calls into the ledger that can wait, made on this thread: the tests hold the
+    /// parking rule (`Filesystem::may_wait`) to it.
+    pub(crate) static LEDGER_WAITS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts a call into the ledger that can wait (tests only).
+fn may_wait_here() {
+    #[cfg(test)]
+    LEDGER_WAITS.with(|c| c.set(c.get() + 1));
+}
+
 /// `FUSE_ATTR_DAX` in `fuse_attr.flags`.
 pub const FUSE_ATTR_DAX: u32 = 1 << 1;
 
@@ -263,6 +276,7 @@ impl DaxWindow {
             return Err(Errno::EACCES);
         }
         let writable = backing.writable;
+        may_wait_here();
         let mapped = self
             .ledger
             .map(args.moffset, args.len, backing, args.foffset, writable);
@@ -308,6 +322,7 @@ impl DaxWindow {
     /// REMOVEMAPPING: releases every range (the first kind of release). All ranges are
     /// tried; the first failure is returned.
     pub fn remove(&self, ranges: &[RemoveMapping]) -> FsResult<()> {
+        may_wait_here();
         let mut first = Ok(());
         for r in ranges {
             if let Err(e) = self.ledger.unmap(r.moffset, r.len) {
@@ -335,6 +350,7 @@ impl DaxWindow {
             }
             id
         };
+        may_wait_here();
         let mut fence = CutFence {
             guard: None,
             window: self,
@@ -360,6 +376,7 @@ impl DaxWindow {
     /// FUSE_INIT, where mappings left over belong to a guest driver that is gone (a guest
     /// reset or reboot; the frontend may have dropped them already).
     pub fn release_all(&self, why: &str) {
+        may_wait_here();
         match self.ledger.reset() {
             Ok(0) => {}
             Ok(n) => log::info!("dax: released {n} mapping(s) at {why}"),
