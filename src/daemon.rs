@@ -46,6 +46,33 @@ pub enum DaemonError {
         /// The vhost-user-backend error, rendered.
         message: String,
     },
+    /// The shared directory could not be opened.
+    #[error("{device}: {source}")]
+    Filesystem {
+        /// The shared directory.
+        device: String,
+        /// Why.
+        #[source]
+        source: crate::fs::FsError,
+    },
+    /// The DAX window's ledger could not be built.
+    #[error("{device}: DAX ledger: {source}")]
+    Ledger {
+        /// Which device.
+        device: String,
+        /// Why.
+        #[source]
+        source: crate::dax::LedgerError,
+    },
+    /// The control socket could not be bound.
+    #[error("{device}: {source}")]
+    Control {
+        /// The control socket.
+        device: String,
+        /// Why.
+        #[source]
+        source: crate::control::ControlError,
+    },
     /// Confining the process failed.
     #[error("sandbox: {0}")]
     Sandbox(std::io::Error),
@@ -189,7 +216,10 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         let mut control = None;
         let mut extra_sockets = Vec::new();
         if let Some(config) = &fs.dax {
-            let (window, parts) = dax_window(config).map_err(|e| device_error(&fs.socket, e))?;
+            let (window, parts) = dax_window(config).map_err(|source| DaemonError::Ledger {
+                device: fs.socket.display().to_string(),
+                source,
+            })?;
             if let Some(path) = &config.control_socket {
                 control = Some(bind_control(path, parts.session.ledger().clone(), umask)?);
                 extra_sockets.push(Arc::new(
@@ -207,7 +237,10 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         }
         let (listener, socket) = listen(&fs.socket, umask)?;
         let filesystem = PassthroughFs::new(passthrough_config(&fs))
-            .map_err(|e| device_error(&fs.shared_dir, std::io::Error::other(e.to_string())))?;
+            .map_err(|source| DaemonError::Filesystem {
+                device: fs.shared_dir.display().to_string(),
+                source,
+            })?;
         let (filesystem, parts) = match dax {
             Some((window, parts)) => (filesystem.with_dax(window), Some(parts)),
             None => (filesystem, None),
@@ -308,14 +341,11 @@ fn listen(socket: &Path, umask: u32) -> Result<(Listener, Arc<SocketFile>), Daem
 }
 
 /// The ledger of a DAX window, mapping through the frontend's SHMEM_MAP / SHMEM_UNMAP.
-fn dax_window(dax: &DaxConfig) -> std::io::Result<(DaxWindow, FsDax)> {
+fn dax_window(dax: &DaxConfig) -> Result<(DaxWindow, FsDax), crate::dax::LedgerError> {
     let mapper = BackendMapper::new(SHMCAP_ID_CACHE, ACK_TIMEOUT);
     let extent = Arc::new(ExtentMapper::new(mapper.clone(), dax.map_extent));
     let config = LedgerConfig::new(dax.window_size).with_wait_budget(dax.pin_wait_budget);
-    let ledger = Arc::new(
-        Ledger::new(config, extent.clone())
-            .map_err(|e| std::io::Error::other(format!("DAX ledger: {e}")))?,
-    );
+    let ledger = Arc::new(Ledger::new(config, extent.clone())?);
     let session = WindowSession::new(ledger, mapper.clone());
     let window = DaxWindow::new(session.clone(), dax.policy);
     Ok((window, FsDax { session, mapper }))
@@ -334,7 +364,10 @@ fn bind_control(
         std::fs::remove_file(path).map_err(|e| device_error(path, e))?;
     }
     with_umask(umask, || ControlServer::bind(path, ledger))
-        .map_err(|e| device_error(path, std::io::Error::other(e.to_string())))
+        .map_err(|source| DaemonError::Control {
+            device: path.display().to_string(),
+            source,
+        })
 }
 
 fn passthrough_config(fs: &FsConfig) -> PassthroughConfig {
