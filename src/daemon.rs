@@ -236,11 +236,12 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             dax = Some((window, parts));
         }
         let (listener, socket) = listen(&fs.socket, umask)?;
-        let filesystem = PassthroughFs::new(passthrough_config(&fs))
-            .map_err(|source| DaemonError::Filesystem {
+        let filesystem = PassthroughFs::new(passthrough_config(&fs)).map_err(|source| {
+            DaemonError::Filesystem {
                 device: fs.shared_dir.display().to_string(),
                 source,
-            })?;
+            }
+        })?;
         let (filesystem, parts) = match dax {
             Some((window, parts)) => (filesystem.with_dax(window), Some(parts)),
             None => (filesystem, None),
@@ -363,11 +364,10 @@ fn bind_control(
     {
         std::fs::remove_file(path).map_err(|e| device_error(path, e))?;
     }
-    with_umask(umask, || ControlServer::bind(path, ledger))
-        .map_err(|source| DaemonError::Control {
-            device: path.display().to_string(),
-            source,
-        })
+    with_umask(umask, || ControlServer::bind(path, ledger)).map_err(|source| DaemonError::Control {
+        device: path.display().to_string(),
+        source,
+    })
 }
 
 fn passthrough_config(fs: &FsConfig) -> PassthroughConfig {
