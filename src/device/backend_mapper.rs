@@ -340,14 +340,11 @@ mod tests {
         let tx = unsafe { BorrowedFd::borrow_raw(handler.get_tx_raw_fd()) }
             .try_clone_to_owned()
             .unwrap();
+        // A refused request was answered; the channel goes on until it closes.
         std::thread::spawn(move || {
-            loop {
-                match handler.handle_request() {
-                    // A refused request was answered; the channel goes on.
-                    Ok(_) | Err(vhost::vhost_user::Error::ReqHandlerError(_)) => {}
-                    Err(_) => break,
-                }
-            }
+            while let Ok(_) | Err(vhost::vhost_user::Error::ReqHandlerError(_)) =
+                handler.handle_request()
+            {}
         });
         let backend = Backend::from_stream(UnixStream::from(tx));
         backend.set_reply_ack_flag(true);
