@@ -15,7 +15,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::config::{DaemonConfig, DaxConfig, FsConfig, Sandbox};
 use crate::control::ControlServer;
-use crate::dax::{ExtentMapper, Ledger, LedgerConfig};
+use crate::dax::{ExtentMapper, Ledger, LedgerConfig, WindowSession};
 use crate::device::backend_mapper::BackendMapper;
 use crate::device::flush::SyncObserver;
 use crate::device::fs::{FsBackend, FsDax, FsDevice, SHMCAP_ID_CACHE};
@@ -45,6 +45,33 @@ pub enum DaemonError {
         device: String,
         /// The vhost-user-backend error, rendered.
         message: String,
+    },
+    /// The shared directory could not be opened.
+    #[error("{device}: {source}")]
+    Filesystem {
+        /// The shared directory.
+        device: String,
+        /// Why.
+        #[source]
+        source: crate::fs::FsError,
+    },
+    /// The DAX window's ledger could not be built.
+    #[error("{device}: DAX ledger: {source}")]
+    Ledger {
+        /// Which device.
+        device: String,
+        /// Why.
+        #[source]
+        source: crate::dax::LedgerError,
+    },
+    /// The control socket could not be bound.
+    #[error("{device}: {source}")]
+    Control {
+        /// The control socket.
+        device: String,
+        /// Why.
+        #[source]
+        source: crate::control::ControlError,
     },
     /// Confining the process failed.
     #[error("sandbox: {0}")]
@@ -189,9 +216,12 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         let mut control = None;
         let mut extra_sockets = Vec::new();
         if let Some(config) = &fs.dax {
-            let (window, parts) = dax_window(config).map_err(|e| device_error(&fs.socket, e))?;
+            let (window, parts) = dax_window(config).map_err(|source| DaemonError::Ledger {
+                device: fs.socket.display().to_string(),
+                source,
+            })?;
             if let Some(path) = &config.control_socket {
-                control = Some(bind_control(path, parts.ledger.clone(), umask)?);
+                control = Some(bind_control(path, parts.session.ledger().clone(), umask)?);
                 extra_sockets.push(Arc::new(
                     SocketFile::new(path).map_err(|e| device_error(path, e))?,
                 ));
@@ -206,8 +236,12 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             dax = Some((window, parts));
         }
         let (listener, socket) = listen(&fs.socket, umask)?;
-        let filesystem = PassthroughFs::new(passthrough_config(&fs))
-            .map_err(|e| device_error(&fs.shared_dir, std::io::Error::other(e.to_string())))?;
+        let filesystem = PassthroughFs::new(passthrough_config(&fs)).map_err(|source| {
+            DaemonError::Filesystem {
+                device: fs.shared_dir.display().to_string(),
+                source,
+            }
+        })?;
         let (filesystem, parts) = match dax {
             Some((window, parts)) => (filesystem.with_dax(window), Some(parts)),
             None => (filesystem, None),
@@ -308,23 +342,14 @@ fn listen(socket: &Path, umask: u32) -> Result<(Listener, Arc<SocketFile>), Daem
 }
 
 /// The ledger of a DAX window, mapping through the frontend's SHMEM_MAP / SHMEM_UNMAP.
-fn dax_window(dax: &DaxConfig) -> std::io::Result<(DaxWindow, FsDax)> {
+fn dax_window(dax: &DaxConfig) -> Result<(DaxWindow, FsDax), crate::dax::LedgerError> {
     let mapper = BackendMapper::new(SHMCAP_ID_CACHE, ACK_TIMEOUT);
     let extent = Arc::new(ExtentMapper::new(mapper.clone(), dax.map_extent));
     let config = LedgerConfig::new(dax.window_size).with_wait_budget(dax.pin_wait_budget);
-    let ledger = Arc::new(
-        Ledger::new(config, extent.clone())
-            .map_err(|e| std::io::Error::other(format!("DAX ledger: {e}")))?,
-    );
-    let window = DaxWindow::new(ledger.clone(), dax.policy);
-    Ok((
-        window,
-        FsDax {
-            ledger,
-            mapper,
-            extent,
-        },
-    ))
+    let ledger = Arc::new(Ledger::new(config, extent.clone())?);
+    let session = WindowSession::new(ledger, mapper.clone());
+    let window = DaxWindow::new(session.clone(), dax.policy);
+    Ok((window, FsDax { session, mapper }))
 }
 
 /// Binds the DAX control socket, replacing a stale one (validation refused a live one).
@@ -339,8 +364,10 @@ fn bind_control(
     {
         std::fs::remove_file(path).map_err(|e| device_error(path, e))?;
     }
-    with_umask(umask, || ControlServer::bind(path, ledger))
-        .map_err(|e| device_error(path, std::io::Error::other(e.to_string())))
+    with_umask(umask, || ControlServer::bind(path, ledger)).map_err(|source| DaemonError::Control {
+        device: path.display().to_string(),
+        source,
+    })
 }
 
 fn passthrough_config(fs: &FsConfig) -> PassthroughConfig {

@@ -151,6 +151,59 @@ impl Reservation {
         Ok(())
     }
 
+    /// Copies bytes of the range at `offset` into `buf` through the kernel
+    /// (`process_vm_readv` on our own process), so that a page that cannot be read — still
+    /// `PROT_NONE`, or a file page beyond the file's end — ends the copy with a short count
+    /// or `EFAULT` instead of raising SIGSEGV or SIGBUS. Returns the bytes copied: fewer
+    /// than asked when the copy stopped at such a page (at page granularity).
+    pub fn copy_out(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let start = self.check_range(offset, buf.len() as u64)?;
+        let local = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let remote = libc::iovec {
+            // SAFETY: check_range proved `start + buf.len()` lies inside the reservation; the
+            // pointer is only computed here, the kernel does the access.
+            iov_base: unsafe { self.base().add(start) }.cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: both iovecs describe ranges of our own process: `local` is `buf`, which we
+        // borrow mutably for the call; `remote` is inside the reservation, which the kernel
+        // reads with its own fault handling (an unreadable page is an error, not a signal).
+        // No reference into the reservation exists for the write into `buf` to alias.
+        let ret = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+        copied(ret)
+    }
+
+    /// Copies `data` into the range at `offset` through the kernel
+    /// (`process_vm_writev` on our own process): a page that cannot be written — `PROT_NONE`,
+    /// mapped read-only, or a file page beyond the file's end — ends the copy with a short
+    /// count or `EFAULT` instead of a signal. Returns the bytes copied.
+    pub fn copy_in(&self, offset: u64, data: &[u8]) -> io::Result<usize> {
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let start = self.check_range(offset, data.len() as u64)?;
+        let local = libc::iovec {
+            iov_base: data.as_ptr().cast_mut().cast(),
+            iov_len: data.len(),
+        };
+        let remote = libc::iovec {
+            // SAFETY: as in `copy_out`, the address is inside the reservation.
+            iov_base: unsafe { self.base().add(start) }.cast(),
+            iov_len: data.len(),
+        };
+        // SAFETY: `local` is `data`, which the kernel only reads; `remote` lies inside the
+        // reservation, into which no method hands out references, so the kernel's stores
+        // alias no Rust reference; pages it cannot write make the call fail, never signal.
+        let ret = unsafe { libc::process_vm_writev(libc::getpid(), &local, 1, &remote, 1, 0) };
+        copied(ret)
+    }
+
     /// Returns `[offset, offset+len)` to `PROT_NONE` anonymous memory, dropping whatever
     /// file mapping was there.
     pub fn clear(&self, offset: u64, len: u64) -> io::Result<()> {
@@ -171,6 +224,22 @@ impl Reservation {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+}
+
+/// The byte count of a `process_vm_readv`/`writev`: `EFAULT` (nothing could be copied)
+/// is a count of zero, like a short copy.
+fn copied(ret: isize) -> io::Result<usize> {
+    match usize::try_from(ret) {
+        Ok(n) => Ok(n),
+        Err(_) => {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EFAULT) {
+                Ok(0)
+            } else {
+                Err(err)
+            }
+        }
     }
 }
 

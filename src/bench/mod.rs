@@ -114,6 +114,9 @@ pub enum BenchError {
     /// Local I/O failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// An access through the frontend's DAX window was refused.
+    #[error("window: {0}")]
+    Window(#[from] crate::frontend::WindowError),
     /// A FUSE request was refused.
     #[error("{daemon}: FUSE {op} failed with errno {errno}")]
     Fuse {

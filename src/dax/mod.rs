@@ -154,6 +154,7 @@ mod guard;
 mod info;
 mod ledger;
 pub mod mapper;
+pub mod session;
 mod sync;
 mod table;
 mod wait;
@@ -168,6 +169,7 @@ pub use guard::{FileRangeGuard, PinGuard, PinId};
 pub use info::{LedgerStats, MappingInfo, PinInfo};
 pub use ledger::{Ledger, MapOutcome, PinWait, UnmapOutcome};
 pub use mapper::{Failure, LiveMapping, Mapper, MapperError, MemoryMapper};
+pub use session::{FrontendLink, HeldOff, PendingRelease, ReplyEpoch, WindowSession};
 
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ use std::time::Duration;
 use vhost::vhost_user::message::{VhostUserMMap, VhostUserMMapFlags};
 use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
 
-use crate::dax::{Mapper, MapperError};
+use crate::dax::{FrontendLink, Mapper, MapperError};
 
 enum Request {
     Map {
@@ -297,5 +297,165 @@ impl Mapper for BackendMapper {
         }
         self.maps().ranges.remove(&(window_offset, len));
         Ok(())
+    }
+}
+
+impl FrontendLink for BackendMapper {
+    fn device_started(&self) {
+        BackendMapper::device_started(self);
+    }
+
+    fn frontend_dropped_all(&self) {
+        BackendMapper::frontend_dropped_all(self);
+    }
+
+    fn detach(&self) {
+        BackendMapper::detach(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::io::Write;
+    use std::os::fd::{AsFd, BorrowedFd};
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use vhost::vhost_user::{Backend, FrontendReqHandler};
+
+    use super::*;
+    use crate::frontend::ShmemWindows;
+
+    const MIB2: u64 = 2 << 20;
+
+    /// Our frontend's windows behind a real backend channel, served on a thread.
+    fn channel(sizes: &[u64]) -> (Arc<ShmemWindows>, Backend) {
+        let windows = Arc::new(ShmemWindows::new(sizes).unwrap());
+        let mut handler = FrontendReqHandler::new(windows.clone()).unwrap();
+        handler.set_reply_ack_flag(true);
+        // SAFETY: the handler keeps the peer socket open for as long as this borrow
+        // lasts; we only duplicate it.
+        let tx = unsafe { BorrowedFd::borrow_raw(handler.get_tx_raw_fd()) }
+            .try_clone_to_owned()
+            .unwrap();
+        // A refused request was answered; the channel goes on until it closes.
+        std::thread::spawn(move || {
+            while let Ok(_) | Err(vhost::vhost_user::Error::ReqHandlerError(_)) =
+                handler.handle_request()
+            {}
+        });
+        let backend = Backend::from_stream(UnixStream::from(tx));
+        backend.set_reply_ack_flag(true);
+        backend.set_shmem_flag(true);
+        (windows, backend)
+    }
+
+    fn file(len: usize) -> File {
+        let path = std::env::temp_dir().join(format!(
+            "vhost-dax-backend-mapper-{}-{len}",
+            std::process::id()
+        ));
+        let mut f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.write_all(&vec![0x5a; len]).unwrap();
+        f
+    }
+
+    #[test]
+    fn maps_and_unmaps_carry_the_region_id() {
+        let (windows, backend) = channel(&[MIB2, 2 * MIB2]);
+        let mapper = BackendMapper::new(1, Duration::from_secs(5));
+        mapper.attach(backend).unwrap();
+        let f = file(4096);
+        mapper.map(MIB2, 4096, f.as_fd(), 0, true).unwrap();
+        let live = windows.live();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].shmid, 1, "the region asked for, not region 0");
+        assert_eq!(live[0].offset, MIB2);
+        mapper.unmap(MIB2, 4096).unwrap();
+        assert!(windows.live().is_empty());
+    }
+
+    #[test]
+    fn a_mapping_the_frontend_dropped_is_never_unmapped_again() {
+        let (windows, backend) = channel(&[MIB2]);
+        let mapper = BackendMapper::new(0, Duration::from_secs(5));
+        mapper.attach(backend).unwrap();
+        let f = file(4096);
+
+        // Dropped at a reset the device was told of: no unmap is sent at all.
+        mapper.map(0, 4096, f.as_fd(), 0, false).unwrap();
+        windows.drop_all().unwrap();
+        mapper.frontend_dropped_all();
+        mapper.unmap(0, 4096).unwrap();
+        assert_eq!(windows.stats().refused, 0);
+
+        // Dropped without a word, then the device restarted: the frontend's refusal of
+        // the unmap counts as done.
+        mapper.map(0, 4096, f.as_fd(), 0, false).unwrap();
+        windows.drop_all().unwrap();
+        mapper.device_started();
+        mapper.unmap(0, 4096).unwrap();
+        assert_eq!(windows.stats().refused, 1);
+
+        // With no restart in between, a refused unmap is an error: the mapping may live.
+        mapper.map(0, 4096, f.as_fd(), 0, false).unwrap();
+        windows.drop_all().unwrap();
+        assert!(matches!(
+            mapper.unmap(0, 4096),
+            Err(MapperError::Refused { .. })
+        ));
+    }
+
+    #[test]
+    fn a_frontend_that_never_answers_wedges_the_channel_within_the_timeout() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let backend = Backend::from_stream(ours);
+        backend.set_reply_ack_flag(true);
+        backend.set_shmem_flag(true);
+        let mapper = BackendMapper::new(0, Duration::from_millis(100));
+        mapper.attach(backend).unwrap();
+        let f = file(4096);
+        let start = Instant::now();
+        assert!(matches!(
+            mapper.map(0, 4096, f.as_fd(), 0, false),
+            Err(MapperError::Timeout)
+        ));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        // Later requests fail at once instead of piling up behind the stuck one.
+        assert!(matches!(
+            mapper.map(MIB2, 4096, f.as_fd(), 0, false),
+            Err(MapperError::Timeout)
+        ));
+        assert!(!mapper.is_attached());
+        drop(theirs);
+    }
+
+    #[test]
+    fn without_a_channel_or_after_a_disconnect_maps_fail_and_unmaps_are_done() {
+        let mapper = BackendMapper::new(0, Duration::from_secs(1));
+        let f = file(4096);
+        assert!(matches!(
+            mapper.map(0, 4096, f.as_fd(), 0, false),
+            Err(MapperError::Disconnected)
+        ));
+        let (windows, backend) = channel(&[MIB2]);
+        mapper.attach(backend).unwrap();
+        mapper.map(0, 4096, f.as_fd(), 0, false).unwrap();
+        mapper.detach();
+        mapper.unmap(0, 4096).unwrap();
+        assert_eq!(
+            windows.stats().unmaps,
+            0,
+            "nothing sent after the disconnect"
+        );
     }
 }

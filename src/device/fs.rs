@@ -6,7 +6,7 @@
 //! its device-writable part receives the reply.
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -21,11 +21,11 @@ use vmm_sys_util::event::{
 };
 
 use super::backend_mapper::BackendMapper;
-use super::parking::{self, Parking};
+use super::parking::Parking;
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{FsConfig, MAX_TAG_LEN};
 use crate::control::ControlServer;
-use crate::dax::{ExtentMapper, Ledger};
+use crate::dax::{ReplyEpoch, WindowSession};
 use crate::fs::PassthroughFs;
 use crate::fuse::Server;
 
@@ -46,14 +46,13 @@ type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 /// Region id of the DAX window (`VIRTIO_FS_SHMCAP_ID_CACHE`).
 pub const SHMCAP_ID_CACHE: u8 = 0;
 
-/// The DAX window of a device: the ledger that owns it and the mapper it talks through.
+/// The DAX window of a device: the session that owns its life (and the ledger, shared
+/// with the file system and the control socket) and the backend channel it maps through.
 pub struct FsDax {
-    /// The ledger (shared with the file system and the control socket).
-    pub ledger: Arc<Ledger>,
+    /// The window's one owner.
+    pub session: Arc<WindowSession>,
     /// SHMEM_MAP / SHMEM_UNMAP over the backend channel, region [`SHMCAP_ID_CACHE`].
     pub mapper: Arc<BackendMapper>,
-    /// What the ledger maps through: `mapper`, kept within what the frontend will map.
-    pub extent: Arc<ExtentMapper>,
 }
 
 /// One fs device for the daemon's whole life.
@@ -127,45 +126,42 @@ impl FsDevice {
 
     /// The frontend went away: its address space, and every mapping in it, went with it.
     /// Their references are dropped once their pins drain; until then (in the background)
-    /// the next frontend's maps are refused.
+    /// the session holds the next frontend's maps off.
     pub fn disconnected(self: &Arc<Self>) {
         let Some(dax) = &self.dax else { return };
-        dax.mapper.detach();
-        if self.release_window("disconnect") {
+        if dax.session.disconnect() {
+            self.log_counters("disconnect");
             return;
         }
-        let Some(window) = self.server.filesystem().dax() else {
-            return;
-        };
         if self.retrying.swap(true, Ordering::SeqCst) {
-            return; // an earlier disconnect's retry is still at it, and holds maps off
+            return; // an earlier disconnect's retry is still at it
         }
-        window.hold_off();
         let device = self.clone();
         let spawned = std::thread::Builder::new()
             .name("fs-release".into())
             .spawn(move || {
                 while !device.stopping.load(Ordering::SeqCst) {
                     std::thread::sleep(RELEASE_RETRY);
-                    if device.release_window("disconnect (retry)") {
+                    if device
+                        .dax
+                        .as_ref()
+                        .is_none_or(|dax| dax.session.retry_release())
+                    {
                         break;
                     }
                 }
                 device.retrying.store(false, Ordering::SeqCst);
-                if let Some(window) = device.server.filesystem().dax() {
-                    window.resume();
-                }
             });
         if let Err(e) = spawned {
             log::error!("fs: cannot start the release thread; DAX stays off: {e}");
         }
     }
 
-    /// Releases every mapping of the window through the ledger and logs its counters;
-    /// false if some could not be (pins that did not drain within the budget).
+    /// Releases every mapping of the window for shutdown and logs its counters; false if
+    /// some could not be (pins that did not drain within the budget).
     fn release_window(&self, why: &str) -> bool {
         let Some(dax) = &self.dax else { return true };
-        let released = match dax.ledger.reset() {
+        let released = match dax.session.shutdown() {
             Ok(n) => {
                 log::info!("fs: {why}: released {n} DAX mapping(s)");
                 true
@@ -175,8 +171,27 @@ impl FsDevice {
                 false
             }
         };
-        log::info!("fs: DAX ledger counters: {:?}", dax.ledger.stats());
+        self.log_counters(why);
         released
+    }
+
+    fn log_counters(&self, why: &str) {
+        if let Some(dax) = &self.dax {
+            let s = dax.session.ledger().stats();
+            log::info!(
+                "fs: {why}: DAX ledger: {} maps ({} refused), {} unmaps, {} pins ({} refused), \
+                 {} waits ({} timed out), {} mapper errors, {} live mappings",
+                s.maps,
+                s.map_refusals,
+                s.unmaps,
+                s.pins,
+                s.pin_refusals,
+                s.waits,
+                s.timeouts,
+                s.mapper_errors,
+                s.live_mappings
+            );
+        }
     }
 
     /// Waits (bounded) until no request is being served, parked ones included.
@@ -218,11 +233,6 @@ pub struct FsBackend {
     memory: Arc<Mutex<Option<Memory>>>,
     event_idx: Arc<AtomicBool>,
     told_no_channel: Arc<AtomicBool>,
-    /// Bumped by each device reset: a parked request of an earlier generation does not
-    /// put its reply in the rings the reset took away.
-    generation: Arc<AtomicU64>,
-    /// Started by SET_FEATURES, stopped by a ring stop or reset.
-    running: Arc<AtomicBool>,
 }
 
 impl FsBackend {
@@ -233,8 +243,6 @@ impl FsBackend {
             memory: Arc::new(Mutex::new(None)),
             event_idx: Arc::new(AtomicBool::new(false)),
             told_no_channel: Arc::new(AtomicBool::new(false)),
-            generation: Arc::new(AtomicU64::new(0)),
-            running: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -297,19 +305,26 @@ impl FsBackend {
                     continue;
                 };
                 let bytes = &scratch[..len];
-                if self.device.dax.is_some() && parking::may_wait(bytes) {
+                if let Some(dax) = &self.device.dax
+                    && self.device.server.may_wait(bytes)
+                {
                     let request = bytes.to_vec();
                     // Served on a worker so this queue keeps going while it waits.
                     let device = self.device.clone();
                     let vring = vring.clone();
-                    let generation = self.generation.clone();
-                    let parked_in = generation.load(Ordering::SeqCst);
+                    let session = dax.session.clone();
+                    let taken: ReplyEpoch = session.reply_epoch();
                     self.device.parking.park(move || {
                         let used = device.serve(queue, &request, reply_capacity, &chain, &mem);
-                        if generation.load(Ordering::SeqCst) != parked_in {
-                            log::debug!("fs: queue {queue}: parked reply dropped: device reset");
-                        } else if let Err(e) = complete(&vring, head, used, event_idx) {
-                            log::warn!("fs: queue {queue}: parked reply not returned: {e}");
+                        let landed = session.complete_if_current(taken, || {
+                            if let Err(e) = complete(&vring, head, used, event_idx) {
+                                log::warn!("fs: queue {queue}: parked reply not returned: {e}");
+                            }
+                        });
+                        if !landed {
+                            log::debug!(
+                                "fs: queue {queue}: parked reply dropped: the ring was taken back"
+                            );
                         }
                         drop(in_flight);
                     });
@@ -433,10 +448,8 @@ impl VhostUserBackend for FsBackend {
 
     fn acked_features(&self, _features: u64) {
         // The device (re)starts; a SET_FEATURES while running changes nothing here.
-        if let Some(dax) = &self.device.dax
-            && !self.running.swap(true, Ordering::SeqCst)
-        {
-            dax.mapper.device_started();
+        if let Some(dax) = &self.device.dax {
+            dax.session.start();
         }
     }
 
@@ -459,34 +472,20 @@ impl VhostUserBackend for FsBackend {
 
     fn reset_device(&self) {
         log::info!("fs: device reset");
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.running.store(false, Ordering::SeqCst);
-        if let Some(dax) = &self.device.dax {
-            // A frontend drops every mapping of a device it resets (the spec says so, and
-            // QEMU 11.1 does): the release below sends no unmap it would refuse.
-            dax.mapper.frontend_dropped_all();
-        }
-        if let Some(window) = self.device.server.filesystem().dax() {
-            // No map of the next session may be taken before the release, which would
-            // undo it behind the guest's back.
-            window.hold_off();
-            // Unmapping talks to the frontend, which is waiting for our reply to this
-            // message: release the window from a thread of its own, once the requests
-            // still being served (parked ones too) are done with it.
-            let device = self.device.clone();
-            let spawned = std::thread::Builder::new()
-                .name("fs-reset".into())
-                .spawn(move || {
-                    device.wait_idle("device reset");
-                    device.release_window("device reset");
-                    if let Some(window) = device.server.filesystem().dax() {
-                        window.resume();
-                    }
-                });
-            if let Err(e) = spawned {
-                log::error!("fs: cannot start the reset thread; window kept: {e}");
-                window.resume();
-            }
+        let Some(dax) = &self.device.dax else { return };
+        // The frontend drops every mapping of a device it resets (the spec says so, and
+        // QEMU 11.1 does): the session sends no unmap for them, holds the next session's
+        // maps off, and hands the release of the references to a thread of our own (the
+        // frontend is waiting for our reply to this message).
+        let release = dax.session.reset();
+        let spawned = std::thread::Builder::new()
+            .name("fs-reset".into())
+            .spawn(move || match release.run() {
+                Ok(n) => log::info!("fs: device reset: released {n} DAX mapping(s)"),
+                Err(e) => log::error!("fs: device reset: DAX window not fully released: {e}"),
+            });
+        if let Err(e) = spawned {
+            log::error!("fs: cannot start the reset thread; window kept: {e}");
         }
     }
 
@@ -497,10 +496,11 @@ impl VhostUserBackend for FsBackend {
             // bit 21 (the operator said so) needs them enabled by hand.
             backend.set_shmem_flag(true);
         }
+        dax.session.attach();
         match dax.mapper.attach(backend) {
             Ok(()) => log::info!(
                 "fs: DAX window of {} bytes served through the frontend's SHMEM_MAP",
-                dax.ledger.window_size()
+                dax.session.ledger().window_size()
             ),
             Err(e) => log::error!("fs: cannot start the backend channel thread: {e}"),
         }
@@ -508,7 +508,10 @@ impl VhostUserBackend for FsBackend {
 
     fn get_shmem_config(&self) -> io::Result<VhostUserShMemConfig> {
         match &self.device.dax {
-            Some(dax) => Ok(VhostUserShMemConfig::new(1, &[dax.ledger.window_size()])),
+            Some(dax) => Ok(VhostUserShMemConfig::new(
+                1,
+                &[dax.session.ledger().window_size()],
+            )),
             None => Err(io::Error::from_raw_os_error(libc::EOPNOTSUPP)),
         }
     }
@@ -566,8 +569,9 @@ impl VhostUserBackend for FsBackend {
         // blocking here instead could deadlock a frontend that serves SHMEM_MAP from the
         // loop now waiting for our answer.
         log::debug!("fs: queue {queue_index} stopped");
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.running.store(false, Ordering::SeqCst);
+        if let Some(dax) = &self.device.dax {
+            dax.session.stop_rings();
+        }
         Ok(())
     }
 

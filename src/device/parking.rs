@@ -3,14 +3,12 @@
 //! the queue they came from keeps serving the requests behind them — including, through
 //! the control socket or the queue itself, the ones that end the wait.
 //!
-//! Which requests park is decided by peeking at the request bytes: the opcode, and for
-//! SETATTR, OPEN, CREATE and FALLOCATE whether they would cut file bytes at all.
+//! Which requests park is the file system's call, made on the decoded request
+//! (`Filesystem::may_wait`, asked through `Server::may_wait`).
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-
-use crate::fuse::abi::{InHeader, Wire, fattr, opcode as op};
 
 /// Most worker threads; past that a parked request waits for a free worker (the queue
 /// itself still never waits).
@@ -143,63 +141,11 @@ impl Parking {
     }
 }
 
-/// Whether the request in `bytes` may wait on the ledger: DESTROY, SETUPMAPPING (a remap
-/// drains the old mapping), REMOVEMAPPING, and the requests that cut or replace file bytes
-/// — SETATTR of the size, OPEN and CREATE with O_TRUNC, FALLOCATE that punches, zeroes,
-/// collapses or inserts, COPY_FILE_RANGE. Requests too short to say never park (they are
-/// refused at once).
-pub fn may_wait(bytes: &[u8]) -> bool {
-    let Some(header) = InHeader::read(bytes) else {
-        return false;
-    };
-    let body = &bytes[InHeader::SIZE..];
-    let word = |at: usize| -> Option<u32> {
-        body.get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    match header.opcode {
-        op::DESTROY | op::SETUPMAPPING | op::REMOVEMAPPING | op::COPY_FILE_RANGE => true,
-        op::SETATTR => word(0).is_some_and(|valid| valid & fattr::SIZE != 0),
-        op::OPEN | op::CREATE => word(0).is_some_and(|flags| flags & libc::O_TRUNC as u32 != 0),
-        op::FALLOCATE => word(24).is_some_and(|mode| {
-            let cutting = libc::FALLOC_FL_PUNCH_HOLE
-                | libc::FALLOC_FL_ZERO_RANGE
-                | libc::FALLOC_FL_COLLAPSE_RANGE
-                | libc::FALLOC_FL_INSERT_RANGE;
-            mode & cutting as u32 != 0
-        }),
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fuse::testing::encode_request;
     use std::sync::mpsc;
     use std::time::Duration;
-
-    #[test]
-    fn only_requests_that_may_wait_on_the_ledger_park() {
-        let req = |opcode, body: &[u8]| encode_request(opcode, 1, 2, 0, 0, body);
-        let mut setattr = vec![0u8; 88];
-        assert!(!may_wait(&req(op::SETATTR, &setattr)));
-        setattr[0] = fattr::SIZE as u8;
-        assert!(may_wait(&req(op::SETATTR, &setattr)));
-        let trunc = (libc::O_RDWR | libc::O_TRUNC) as u32;
-        assert!(may_wait(&req(
-            op::OPEN,
-            &[&trunc.to_le_bytes()[..], &[0; 4]].concat()
-        )));
-        assert!(!may_wait(&req(op::OPEN, &[0u8; 8])));
-        let mut falloc = vec![0u8; 32];
-        assert!(!may_wait(&req(op::FALLOCATE, &falloc)));
-        falloc[24] = libc::FALLOC_FL_PUNCH_HOLE as u8;
-        assert!(may_wait(&req(op::FALLOCATE, &falloc)));
-        assert!(may_wait(&req(op::REMOVEMAPPING, &[0u8; 4])));
-        assert!(!may_wait(&req(op::GETATTR, &[0u8; 16])));
-        assert!(!may_wait(&[0u8; 10]), "a short header never parks");
-    }
 
     #[test]
     fn parked_jobs_run_while_the_caller_goes_on() {

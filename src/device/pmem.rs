@@ -33,7 +33,10 @@ use super::backend_mapper::BackendMapper;
 use super::flush::{FlushStats, GroupCommit, SyncObserver};
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{BackingKind, PmemConfig, format_size, open_backing};
-use crate::dax::{Backing, BackingId, Ledger, LedgerConfig, LedgerError, PinWait};
+use crate::dax::{
+    Backing, BackingId, HeldOff, Ledger, LedgerConfig, LedgerError, PendingRelease, PinWait,
+    WindowSession,
+};
 use crate::sys;
 
 /// virtio device id of pmem.
@@ -89,6 +92,14 @@ impl PmemBacking {
     }
 }
 
+fn log_release(why: &str, result: Result<usize, LedgerError>) {
+    match result {
+        Ok(0) => {}
+        Ok(n) => log::info!("pmem: {why}: region released ({n} mapping)"),
+        Err(e) => log::error!("pmem: {why}: releasing the region failed: {e}"),
+    }
+}
+
 impl Backing for PmemBacking {
     fn id(&self) -> BackingId {
         self.id
@@ -112,7 +123,12 @@ impl Backing for PmemBacking {
 
 enum RegionCommand {
     Map,
-    Release(Option<mpsc::Sender<()>>),
+    /// A reset's release (the frontend dropped the mapping itself).
+    Reset(PendingRelease),
+    /// The frontend is gone; signal when done.
+    Disconnect(mpsc::Sender<()>),
+    /// Shutdown: unmap for good; signal when done.
+    Shutdown(mpsc::Sender<()>),
 }
 
 /// One pmem device for the daemon's whole life; each connection gets a [`PmemBackend`].
@@ -124,10 +140,10 @@ pub struct PmemDevice {
     flusher: Option<GroupCommit>,
     region: Mutex<mpsc::Sender<RegionCommand>>,
     stopping: AtomicBool,
-    /// The frontend has started the device (SET_FEATURES) since it was last reset. QEMU
-    /// 11.1 handles SHMEM_MAP through state it sets up only then: a map sent earlier
-    /// crashed it.
-    started: AtomicBool,
+    /// The region's life: whether the frontend has started the device (QEMU 11.1 handles
+    /// SHMEM_MAP through state it sets up only then: a map sent earlier crashed it), resets,
+    /// the gone frontend's pinned mapping.
+    session: Arc<WindowSession>,
 }
 
 impl PmemDevice {
@@ -171,6 +187,7 @@ impl PmemDevice {
             )?)
         };
         let (tx, rx) = mpsc::channel();
+        let session = WindowSession::new(ledger.clone(), mapper.clone());
         let device = Arc::new(PmemDevice {
             config,
             backing,
@@ -179,7 +196,7 @@ impl PmemDevice {
             flusher,
             region: Mutex::new(tx),
             stopping: AtomicBool::new(false),
-            started: AtomicBool::new(false),
+            session,
         });
         let worker = device.clone();
         std::thread::Builder::new()
@@ -216,15 +233,15 @@ impl PmemDevice {
     /// Maps the region once the frontend has started the device and given us a channel,
     /// whichever comes last.
     fn map_when_started(&self) {
-        if self.started.load(Ordering::SeqCst) && self.mapper.is_attached() {
+        if self.session.is_running() && self.mapper.is_attached() {
             self.command(RegionCommand::Map);
         }
     }
 
-    /// Releases the region mapping and waits until it is done.
-    fn release_region(&self) {
+    /// Sends `command` to the region thread and waits until it is done.
+    fn command_and_wait(&self, command: impl FnOnce(mpsc::Sender<()>) -> RegionCommand) {
         let (tx, rx) = mpsc::channel();
-        self.command(RegionCommand::Release(Some(tx)));
+        self.command(command(tx));
         let _ = rx.recv();
     }
 
@@ -233,21 +250,31 @@ impl PmemDevice {
         for command in commands {
             match command {
                 RegionCommand::Map => self.map_region(&mut told_no_shmem),
-                RegionCommand::Release(done) => {
-                    match self.ledger.reset() {
-                        Ok(0) => {}
-                        Ok(n) => log::info!("pmem: region released ({n} mapping)"),
-                        Err(e) => log::error!("pmem: releasing the region failed: {e}"),
+                RegionCommand::Reset(release) => log_release("reset", release.run()),
+                RegionCommand::Disconnect(done) => {
+                    if !self.session.disconnect() {
+                        log::warn!("pmem: the region stays held until its pins drop");
                     }
-                    if let Some(done) = done {
-                        let _ = done.send(());
-                    }
+                    let _ = done.send(());
+                }
+                RegionCommand::Shutdown(done) => {
+                    log_release("shutdown", self.session.shutdown());
+                    let _ = done.send(());
                 }
             }
         }
     }
 
     fn map_region(&self, told_no_shmem: &mut bool) {
+        match self.session.check_map() {
+            Ok(()) => {}
+            // A gone frontend's mapping was still pinned by a flush: try again now.
+            Err(HeldOff::Disconnected) if self.session.retry_release() => {}
+            Err(why) => {
+                log::warn!("pmem: region not mapped: {why}");
+                return;
+            }
+        }
         if self.ledger.has_mappings(self.backing.id()) {
             // A mapping from before the device restarted: the frontend may have dropped
             // it with the reset (QEMU 11.1 does). Release it (an unmap the frontend
@@ -297,19 +324,19 @@ impl PmemDevice {
 
     /// The frontend went away: end its mappings, finish flushes, make data durable.
     pub fn disconnected(&self) {
-        self.started.store(false, Ordering::SeqCst);
-        self.mapper.detach();
-        self.quiesce();
+        self.sync_and_count();
+        self.command_and_wait(RegionCommand::Disconnect);
     }
 
     /// SIGTERM/SIGINT: stop taking requests, finish in-flight ones, make the data durable,
     /// ask the frontend to unmap the region.
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        self.quiesce();
+        self.sync_and_count();
+        self.command_and_wait(RegionCommand::Shutdown);
     }
 
-    fn quiesce(&self) {
+    fn sync_and_count(&self) {
         if let Some(flusher) = &self.flusher
             && let Err(e) = flusher.sync_now()
         {
@@ -318,7 +345,6 @@ impl PmemDevice {
                 self.config.file.display()
             );
         }
-        self.release_region();
         let stats = self.flush_stats();
         log::info!(
             "pmem: {} flush requests served with {} syncs ({} failed)",
@@ -494,22 +520,45 @@ where
     M: std::ops::Deref<Target = GuestMemoryMmap> + Clone,
 {
     let mem = chain.memory().clone();
+    let descs: Vec<Desc> = chain
+        .map(|d| Desc {
+            addr: d.addr(),
+            len: d.len(),
+            writable: d.is_write_only(),
+        })
+        .collect();
+    parse_descs(&mem, &descs)
+}
+
+/// One descriptor of a chain.
+#[derive(Clone, Copy, Debug)]
+struct Desc {
+    addr: GuestAddress,
+    len: u32,
+    writable: bool,
+}
+
+/// [`parse_request`] on the descriptors of a chain, in order.
+fn parse_descs(mem: &GuestMemoryMmap, descs: &[Desc]) -> Request {
     let mut request_type: Option<u32> = None;
     let mut readable = Vec::new();
     let mut status = None;
     let mut misordered = false;
-    for desc in chain {
-        if desc.is_write_only() {
+    let mut unreadable = false;
+    for desc in descs {
+        if desc.writable {
             if status.is_none() {
-                status = Some((desc.addr(), desc.len()));
+                status = Some((desc.addr, desc.len));
             }
         } else if status.is_some() {
             misordered = true;
-        } else if readable.len() < 4 {
-            let want = (4 - readable.len()).min(desc.len() as usize);
+        } else if readable.len() < 4 && !unreadable {
+            let want = (4 - readable.len()).min(desc.len as usize);
             let mut buf = vec![0u8; want];
-            if mem.read_slice(&mut buf, desc.addr()).is_ok() {
-                readable.extend_from_slice(&buf);
+            // Bytes after one that cannot be read are not the request's next bytes.
+            match mem.read_slice(&mut buf, desc.addr) {
+                Ok(()) => readable.extend_from_slice(&buf),
+                Err(_) => unreadable = true,
             }
         }
     }
@@ -534,6 +583,7 @@ where
                 None => "no writable descriptor of at least 4 bytes".to_string(),
             },
             Some(other) => format!("unknown request type {other}"),
+            None if unreadable => "request outside guest memory".to_string(),
             None => "request shorter than 4 readable bytes".to_string(),
         }
     };
@@ -565,8 +615,7 @@ impl VhostUserBackend for PmemBackend {
         // from vhost_dev_start, after the state SHMEM_MAP needs exists), at the first
         // start and after every stop or reset. A SET_FEATURES while running (QEMU's dirty
         // log switch) changes nothing here.
-        if !self.device.started.swap(true, Ordering::SeqCst) {
-            self.device.mapper.device_started();
+        if self.device.session.start() {
             self.device.map_when_started();
         }
     }
@@ -588,17 +637,15 @@ impl VhostUserBackend for PmemBackend {
 
     fn reset_device(&self) {
         log::info!("pmem: device reset");
-        self.device.started.store(false, Ordering::SeqCst);
         if let Some(flusher) = &self.device.flusher {
             flusher.drain();
         }
         // A frontend drops every shared-memory mapping of a device it resets (the spec
-        // says so, and QEMU 11.1 does): the release below drops our references and sends
-        // no unmap the frontend would refuse.
-        self.device.mapper.frontend_dropped_all();
-        // Unmapping talks to the frontend, which is busy waiting for our reply to this
-        // message: hand it to the region thread.
-        self.device.command(RegionCommand::Release(None));
+        // says so, and QEMU 11.1 does): the session sends no unmap the frontend would
+        // refuse; the release of our references goes to the region thread (the frontend
+        // is busy waiting for our reply to this message).
+        let release = self.device.session.reset();
+        self.device.command(RegionCommand::Reset(release));
     }
 
     fn set_event_idx(&self, enabled: bool) {
@@ -661,6 +708,7 @@ impl VhostUserBackend for PmemBackend {
             log::error!("pmem: cannot start the backend channel thread: {e}");
             return;
         }
+        self.device.session.attach();
         self.device.map_when_started();
     }
 
@@ -688,7 +736,7 @@ impl VhostUserBackend for PmemBackend {
             flusher.drain();
         }
         // The device stopped; the next SET_FEATURES starts it again.
-        self.device.started.store(false, Ordering::SeqCst);
+        self.device.session.stop_rings();
         Ok(())
     }
 
@@ -709,6 +757,177 @@ impl VhostUserBackend for PmemBackend {
             _ => Err(io::Error::other(format!(
                 "pmem: unknown event {device_event}"
             ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    use super::*;
+
+    const MEM: u64 = 0x1000;
+
+    fn memory(type_word: u32) -> GuestMemoryMmap {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
+        mem.write_obj(type_word.to_le(), GuestAddress(0x100))
+            .unwrap();
+        mem
+    }
+
+    fn r(addr: u64, len: u32) -> Desc {
+        Desc {
+            addr: GuestAddress(addr),
+            len,
+            writable: false,
+        }
+    }
+
+    fn w(addr: u64, len: u32) -> Desc {
+        Desc {
+            addr: GuestAddress(addr),
+            len,
+            writable: true,
+        }
+    }
+
+    fn reason(req: Request) -> String {
+        match req {
+            Request::Invalid { reason, .. } => reason,
+            Request::Flush { .. } => "flush".into(),
+        }
+    }
+
+    #[test]
+    fn each_chain_shape_gets_its_answer() {
+        let flush = memory(VIRTIO_PMEM_REQ_TYPE_FLUSH);
+        let status = GuestAddress(0x200);
+        let cases: Vec<(&str, &GuestMemoryMmap, Vec<Desc>, Request)> = vec![
+            (
+                "a flush",
+                &flush,
+                vec![r(0x100, 4), w(0x200, 4)],
+                Request::Flush { status },
+            ),
+            (
+                "the type split over two descriptors",
+                &flush,
+                vec![r(0x100, 2), r(0x102, 2), w(0x200, 4)],
+                Request::Flush { status },
+            ),
+            (
+                "a larger status buffer",
+                &flush,
+                vec![r(0x100, 8), w(0x200, 64)],
+                Request::Flush { status },
+            ),
+        ];
+        for (what, mem, descs, want) in cases {
+            assert_eq!(parse_descs(mem, &descs), want, "{what}");
+        }
+        let invalid: Vec<(&str, Vec<Desc>, Option<GuestAddress>, &str)> = vec![
+            ("no descriptors", vec![], None, "shorter than 4"),
+            (
+                "short type",
+                vec![r(0x100, 3), w(0x200, 4)],
+                Some(status),
+                "shorter than 4",
+            ),
+            (
+                "no status",
+                vec![r(0x100, 4)],
+                None,
+                "no writable descriptor",
+            ),
+            (
+                "status too small",
+                vec![r(0x100, 4), w(0x200, 3)],
+                None,
+                "no writable",
+            ),
+            (
+                "status outside memory",
+                vec![r(0x100, 4), w(MEM - 2, 4)],
+                None,
+                "no writable",
+            ),
+            (
+                "readable after writable",
+                vec![w(0x200, 4), r(0x100, 4)],
+                Some(status),
+                "follows a writable",
+            ),
+            (
+                "type outside memory",
+                vec![r(MEM + 0x10, 4), w(0x200, 4)],
+                Some(status),
+                "outside guest memory",
+            ),
+            (
+                "unreadable then readable bytes are not a type",
+                vec![r(MEM, 2), r(0x100, 4), w(0x200, 4)],
+                Some(status),
+                "outside guest memory",
+            ),
+        ];
+        for (what, descs, want_status, want_reason) in invalid {
+            match parse_descs(&flush, &descs) {
+                Request::Invalid { status, reason } => {
+                    assert_eq!(status, want_status, "{what}");
+                    assert!(reason.contains(want_reason), "{what}: {reason}");
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        assert!(reason(parse_descs(&memory(7), &[r(0x100, 4), w(0x200, 4)])).contains("type 7"));
+    }
+
+    fn desc() -> impl Strategy<Value = Desc> {
+        (0..MEM + 0x40, 0u32..12, any::<bool>()).prop_map(|(addr, len, writable)| Desc {
+            addr: GuestAddress(addr),
+            len,
+            writable,
+        })
+    }
+
+    proptest! {
+        /// Whatever the chain: a status is only ever written where the chain's first
+        /// writable descriptor has 4 bytes inside guest memory, and a FLUSH is only
+        /// answered as one when the request's first 4 bytes say FLUSH.
+        #[test]
+        fn any_chain_is_parsed_safely(
+            type_word in prop_oneof![Just(0u32), any::<u32>()],
+            descs in prop::collection::vec(desc(), 0..6),
+        ) {
+            let mem = memory(type_word);
+            let req = parse_descs(&mem, &descs);
+            let first_writable = descs.iter().find(|d| d.writable);
+            let status = match &req {
+                Request::Flush { status } => Some(*status),
+                Request::Invalid { status, .. } => *status,
+            };
+            if let Some(status) = status {
+                let d = first_writable.expect("a status needs a writable descriptor");
+                prop_assert_eq!(status, d.addr);
+                prop_assert!(d.len >= 4);
+                prop_assert!(d.addr.0 + 4 <= MEM);
+            }
+            if let Request::Flush { .. } = req {
+                let mut bytes = Vec::new();
+                for d in descs.iter().take_while(|d| !d.writable) {
+                    let want = (4 - bytes.len()).min(d.len as usize);
+                    let mut buf = vec![0u8; want];
+                    mem.read_slice(&mut buf, d.addr).unwrap();
+                    bytes.extend_from_slice(&buf);
+                    if bytes.len() == 4 {
+                        break;
+                    }
+                }
+                prop_assert_eq!(bytes, VIRTIO_PMEM_REQ_TYPE_FLUSH.to_le_bytes().to_vec());
+                prop_assert!(!descs.iter().skip_while(|d| !d.writable).any(|d| !d.writable));
+            }
         }
     }
 }

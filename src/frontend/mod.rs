@@ -3,10 +3,12 @@
 //! It negotiates features, shares guest RAM from a memfd (SET_MEM_TABLE), drives split
 //! virtqueues from the driver side, and serves the backend channel: SHMEM_MAP/UNMAP map
 //! and unmap files in `PROT_NONE` reservations (one per shared-memory region) and are
-//! acknowledged with REPLY_ACK. The tests, the KVM guest-tests and `vhost-dax bench` all
-//! use it; it can drive any vhost-user backend, not only ours.
+//! acknowledged with REPLY_ACK. [`KvmSlot`] registers guest RAM and those regions with a
+//! KVM virtual machine, as a KVM-based VMM would. The tests, the KVM guest-tests and
+//! `vhost-dax bench` all use it; it can drive any vhost-user backend, not only ours.
 
 mod fuse;
+mod kvm;
 mod memory;
 mod process;
 mod virtqueue;
@@ -26,10 +28,11 @@ use vhost::vhost_user::{Frontend as VhostFrontend, FrontendReqHandler, VhostUser
 use vhost::{VhostBackend, VringConfigData};
 
 pub use fuse::{FuseQueue, SharedFrontend, Ticket};
+pub use kvm::{KvmSlot, KvmSlotError};
 pub use memory::GuestRam;
 pub use process::DaemonProcess;
 pub use virtqueue::{Buffer, DriverQueue, QueueLayout, UsedChain};
-pub use window::{LiveMapping, MapRule, ShmemWindows, WindowStats};
+pub use window::{LiveMapping, MapRule, ShmemWindows, WindowError, WindowStats};
 
 /// `VIRTIO_F_VERSION_1`.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;

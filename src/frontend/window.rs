@@ -2,10 +2,23 @@
 //! the backend's SHMEM_MAP requests map files (MAP_FIXED) and from which SHMEM_UNMAP
 //! removes them again.
 //!
+//! The reservations never leave [`ShmemWindows`]: only the backend channel's handlers
+//! (`shmem_map`/`shmem_unmap`), under the state lock, map into them or clear them, so the
+//! record of live mappings is always what is really mapped.
+//!
 //! The mapped pages are shared file pages: the daemon and the host write them while we
-//! read them, as they would while a guest did. [`ShmemWindows::read`] and
-//! [`ShmemWindows::write`] therefore touch them only with volatile loads and stores (see
-//! `copy_out`), never with a plain `memcpy` the compiler may assume nobody else sees.
+//! read them, and the file under a mapping may shrink at any time (a guest truncate the
+//! daemon carries out, or any host process). A load from a page beyond the file's end
+//! raises SIGBUS. Hence two ways in:
+//!
+//! - [`ShmemWindows::read`] and [`ShmemWindows::write`] are safe and cannot crash the
+//!   process: they check the range against the live mappings and copy through the kernel
+//!   (`process_vm_readv`/`writev` on our own process), which turns a page beyond the
+//!   file's end into [`WindowError::Fault`].
+//! - [`ShmemWindows::read_volatile`] and [`ShmemWindows::write_volatile`] copy with the
+//!   CPU's own loads and stores, as a guest would, only volatile ones (see `copy_out`),
+//!   never a plain `memcpy` the compiler may assume nobody else sees. They are `unsafe`:
+//!   the caller promises that the file stays long enough for the whole copy.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,6 +33,64 @@ use crate::sys::Reservation;
 
 /// The host page size the within-file rule rounds map lengths up to.
 const PAGE: u64 = 4096;
+
+/// Why an access to a shared-memory region was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WindowError {
+    /// The device has no region with that id.
+    #[error("no shared-memory region {shmid}")]
+    NoSuchRegion {
+        /// Region id asked for.
+        shmid: u8,
+    },
+    /// The range does not lie inside the region.
+    #[error("[{offset:#x}+{len:#x}] lies outside region {shmid} of {size:#x} bytes")]
+    OutOfBounds {
+        /// Region id.
+        shmid: u8,
+        /// Start of the range.
+        offset: u64,
+        /// Length of the range.
+        len: u64,
+        /// Size of the region.
+        size: u64,
+    },
+    /// A byte of the range lies in no live mapping.
+    #[error("region {shmid} has no live mapping at {offset:#x}")]
+    NotMapped {
+        /// Region id.
+        shmid: u8,
+        /// First byte not mapped.
+        offset: u64,
+    },
+    /// A write reaches a mapping the backend made read-only.
+    #[error("region {shmid} is mapped read-only at {offset:#x}")]
+    ReadOnly {
+        /// Region id.
+        shmid: u8,
+        /// First byte mapped read-only.
+        offset: u64,
+    },
+    /// The copy stopped at a page that faults: beyond the end of the mapped file (it
+    /// shrank under the mapping), or one the file system could not read. A guest's access
+    /// there would fault the same way.
+    #[error("region {shmid} faults at {offset:#x} (beyond the end of the mapped file?)")]
+    Fault {
+        /// Region id.
+        shmid: u8,
+        /// Offset in the region where the copy stopped (page granular).
+        offset: u64,
+    },
+    /// The kernel refused the copy for another reason.
+    #[error("copy through region {shmid}: {source}")]
+    Io {
+        /// Region id.
+        shmid: u8,
+        /// What the kernel said.
+        #[source]
+        source: io::Error,
+    },
+}
 
 /// A mapping the backend asked for, as the frontend recorded it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +134,29 @@ pub enum MapRule {
 }
 
 /// All shared-memory regions of one device, indexed by shmid.
+///
+/// What is mapped changes only through the backend channel (`shmem_map`/`shmem_unmap`
+/// of [`VhostUserFrontendReqHandler`]), so the record of live mappings that every access
+/// is checked against is always the truth:
+///
+/// ```
+/// # use vhost_dax::frontend::ShmemWindows;
+/// let windows = ShmemWindows::new(&[2 << 20]).unwrap();
+/// assert_eq!(windows.region_len(0), Some(2 << 20));
+/// assert!(!windows.is_mapped(0, 0, 4096));
+/// assert!(windows.read(0, 0, &mut [0u8; 4]).is_err());
+/// ```
+///
+/// Nothing hands out the reservation itself, whose pages a caller could otherwise clear
+/// under a live mapping (a later read then died of SIGSEGV while `is_mapped` said true):
+///
+/// ```compile_fail
+/// # use vhost_dax::frontend::ShmemWindows;
+/// let windows = ShmemWindows::new(&[2 << 20]).unwrap();
+/// windows.region(0).unwrap().clear(0, 4096).unwrap();
+/// ```
 pub struct ShmemWindows {
+    /// Never handed out: mapped and cleared only by `map`/`unmap`, under `state`'s lock.
     regions: Vec<Option<Reservation>>,
     rule: MapRule,
     state: Mutex<WindowState>,
@@ -77,6 +170,23 @@ struct WindowState {
 
 fn einval() -> io::Error {
     io::Error::from_raw_os_error(libc::EINVAL)
+}
+
+/// `Ok` when the kernel copied all `want` bytes, else the fault where it stopped.
+fn fault_unless_complete(
+    shmid: u8,
+    offset: u64,
+    done: usize,
+    want: usize,
+) -> Result<(), WindowError> {
+    if done == want {
+        Ok(())
+    } else {
+        Err(WindowError::Fault {
+            shmid,
+            offset: offset + done as u64,
+        })
+    }
 }
 
 impl ShmemWindows {
@@ -119,11 +229,23 @@ impl ShmemWindows {
         Ok(())
     }
 
-    /// The reservation of region `shmid`, if the device has that region.
-    pub fn region(&self, shmid: u8) -> Option<&Reservation> {
+    fn region(&self, shmid: u8) -> Option<&Reservation> {
         self.regions
             .get(usize::from(shmid))
             .and_then(Option::as_ref)
+    }
+
+    /// Size in bytes of region `shmid`, if the device has that region.
+    pub fn region_len(&self, shmid: u8) -> Option<u64> {
+        self.region(shmid).map(|r| r.len() as u64)
+    }
+
+    /// Host virtual address of the first byte of region `shmid`, if the device has that
+    /// region: for reading `/proc/self/maps`, or for handing the region to a hypervisor
+    /// (see [`KvmSlot`](super::KvmSlot), which also keeps the region alive as long as
+    /// the hypervisor may touch it). An address, not a pointer: using it is on the caller.
+    pub fn host_address(&self, shmid: u8) -> Option<usize> {
+        self.region(shmid).map(|r| r.base() as usize)
     }
 
     /// Mappings currently in place, in region/offset order.
@@ -142,39 +264,86 @@ impl ShmemWindows {
             .is_ok()
     }
 
-    /// Copies bytes out of region `shmid` at `offset`, as a guest load through the window
-    /// would, with volatile loads. Every byte must lie in a live mapping (else `EFAULT`).
+    /// Copies bytes out of region `shmid` at `offset` into `buf`. Every byte must lie in a
+    /// live mapping ([`WindowError::NotMapped`] otherwise); a page beyond the end of the
+    /// mapped file ends the copy with [`WindowError::Fault`], where a guest's load would
+    /// fault. Never raises a signal: the kernel does the copy (see the module doc).
     ///
     /// The state lock, held for the copy, keeps the backend channel from replacing or
-    /// unmapping those mappings meanwhile; it does not keep the mapped file from shrinking.
-    /// A byte past the file's end raises SIGBUS, exactly as a guest access would fault, so
-    /// callers (tests, bench) must stay below EOF. Bytes the daemon or the host write during
-    /// the copy may show old or new, in any mix, as they would to a guest.
-    pub fn read(&self, shmid: u8, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    /// unmapping those mappings meanwhile. Bytes the daemon or the host write during the
+    /// copy may show old or new, in any mix, as they would to a guest.
+    pub fn read(&self, shmid: u8, offset: u64, buf: &mut [u8]) -> Result<(), WindowError> {
         let state = self.lock();
         let region = self.covered(&state, shmid, offset, buf.len() as u64, false)?;
-        let at = usize::try_from(offset).map_err(|_| einval())?;
+        let done = region
+            .copy_out(offset, buf)
+            .map_err(|source| WindowError::Io { shmid, source })?;
+        fault_unless_complete(shmid, offset, done, buf.len())
+    }
+
+    /// Copies `data` into region `shmid` at `offset`. Every byte must lie in a live,
+    /// writable mapping ([`WindowError::NotMapped`] / [`WindowError::ReadOnly`]); a page
+    /// beyond the end of the mapped file ends the copy with [`WindowError::Fault`] (the
+    /// bytes before it are written). Never raises a signal; the same lock as
+    /// [`ShmemWindows::read`] applies.
+    pub fn write(&self, shmid: u8, offset: u64, data: &[u8]) -> Result<(), WindowError> {
+        let state = self.lock();
+        let region = self.covered(&state, shmid, offset, data.len() as u64, true)?;
+        let done = region
+            .copy_in(offset, data)
+            .map_err(|source| WindowError::Io { shmid, source })?;
+        fault_unless_complete(shmid, offset, done, data.len())
+    }
+
+    /// Copies bytes out of region `shmid` at `offset` with the CPU's own volatile loads, as
+    /// a guest load through the window would: the way to measure the window. The same
+    /// checks as [`ShmemWindows::read`] apply, under the same lock.
+    ///
+    /// # Safety
+    ///
+    /// Every page of `offset..offset + buf.len()` must stay readable for the whole call:
+    /// the files mapped there must not shrink below the range (no truncate by the guest,
+    /// the daemon or any host process) and their storage must not fail, or the load raises
+    /// SIGBUS and the process dies.
+    pub unsafe fn read_volatile(
+        &self,
+        shmid: u8,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), WindowError> {
+        let state = self.lock();
+        let region = self.covered(&state, shmid, offset, buf.len() as u64, false)?;
+        // No truncation: `covered` checked `offset` against the region's length, a usize.
+        let at = offset as usize;
         // SAFETY: `covered` checked that `at..at+buf.len()` lies inside the reservation and
         // inside live mappings (PROT_READ at least); the state lock we hold keeps `map` and
-        // `unmap`, the only code in the crate that maps or clears the reservation, from
-        // replacing them before we return. `buf` cannot overlap the range: no reference
-        // into a reservation is ever handed out. The pages stay readable only while the
-        // file covers them: the caller's duty, as documented above.
+        // `unmap`, the only code that maps or clears the reservation, from replacing them
+        // before we return. `buf` cannot overlap the range: no reference into a reservation
+        // is ever handed out. The file stays long enough: our caller's promise.
         unsafe { copy_out(region.base().add(at), buf) };
         Ok(())
     }
 
-    /// Copies `data` into region `shmid` at `offset`, as a guest store through the window
-    /// would, with volatile stores. Every byte must lie in a live writable mapping (else
-    /// `EFAULT` / `EACCES`); the same lock and end-of-file caveats as
-    /// [`ShmemWindows::read`] apply.
-    pub fn write(&self, shmid: u8, offset: u64, data: &[u8]) -> io::Result<()> {
+    /// Copies `data` into region `shmid` at `offset` with the CPU's own volatile stores, as a
+    /// guest store through the window would. The same checks as [`ShmemWindows::write`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`ShmemWindows::read_volatile`]: every page of the range must stay backed by
+    /// its file for the whole call, or the store raises SIGBUS.
+    pub unsafe fn write_volatile(
+        &self,
+        shmid: u8,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), WindowError> {
         let state = self.lock();
         let region = self.covered(&state, shmid, offset, data.len() as u64, true)?;
-        let at = usize::try_from(offset).map_err(|_| einval())?;
-        // SAFETY: as in `read`: the range is inside the reservation and inside live
+        // No truncation, as in `read_volatile`.
+        let at = offset as usize;
+        // SAFETY: as in `read_volatile`: the range is inside the reservation and inside live
         // mappings, here PROT_READ|PROT_WRITE ones, which the state lock keeps in place;
-        // `data` cannot overlap the range; the caller stays below the file's end.
+        // `data` cannot overlap the range; the file stays long enough (caller's promise).
         unsafe { copy_in(region.base().add(at), data) };
         Ok(())
     }
@@ -188,12 +357,21 @@ impl ShmemWindows {
         offset: u64,
         len: u64,
         write: bool,
-    ) -> io::Result<&Reservation> {
-        let region = self.region(shmid).ok_or_else(einval)?;
-        let end = offset
-            .checked_add(len)
-            .filter(|&end| end <= region.len() as u64)
-            .ok_or_else(einval)?;
+    ) -> Result<&Reservation, WindowError> {
+        let region = self
+            .region(shmid)
+            .ok_or(WindowError::NoSuchRegion { shmid })?;
+        let size = region.len() as u64;
+        let end =
+            offset
+                .checked_add(len)
+                .filter(|&end| end <= size)
+                .ok_or(WindowError::OutOfBounds {
+                    shmid,
+                    offset,
+                    len,
+                    size,
+                })?;
         let mut cursor = offset;
         for m in state.live.values().filter(|m| m.shmid == shmid) {
             if cursor >= end {
@@ -201,13 +379,19 @@ impl ShmemWindows {
             }
             if m.offset <= cursor && cursor < m.offset + m.len {
                 if write && !m.writable {
-                    return Err(io::Error::from_raw_os_error(libc::EACCES));
+                    return Err(WindowError::ReadOnly {
+                        shmid,
+                        offset: cursor,
+                    });
                 }
                 cursor = m.offset + m.len;
             }
         }
         if cursor < end {
-            return Err(io::Error::from_raw_os_error(libc::EFAULT));
+            return Err(WindowError::NotMapped {
+                shmid,
+                offset: cursor,
+            });
         }
         Ok(region)
     }
@@ -409,6 +593,104 @@ impl VhostUserFrontendReqHandler for ShmemWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MIB2: u64 = 2 << 20;
+
+    /// A window of one 2 MiB region with `file` mapped over all of it, as the daemon maps a
+    /// small file: the mapping reaches past the file's end.
+    fn mapped(file: &std::fs::File, writable: bool) -> ShmemWindows {
+        let windows = ShmemWindows::new(&[MIB2]).unwrap();
+        let req = VhostUserMMap {
+            len: MIB2,
+            flags: if writable {
+                VhostUserMMapFlags::WRITABLE.bits()
+            } else {
+                0
+            },
+            ..Default::default()
+        };
+        windows.shmem_map(&req, file).unwrap();
+        assert!(windows.is_mapped(0, 0, MIB2));
+        windows
+    }
+
+    /// Before the checked copies, each of these accesses killed the process with SIGBUS
+    /// (the page lies beyond the file's end); now each is an error naming where it stopped.
+    #[test]
+    fn accesses_beyond_the_end_of_the_mapped_file_are_errors_not_sigbus() {
+        let file = crate::sys::memfd("window-test", 8192).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, b"file bytes", 4000).unwrap();
+        let windows = mapped(&file, true);
+        let mut buf = [0u8; 10];
+        windows.read(0, 4000, &mut buf).unwrap();
+        assert_eq!(&buf, b"file bytes");
+
+        let mut page = vec![0u8; 4096];
+        assert!(matches!(
+            windows.read(0, 8192, &mut page),
+            Err(WindowError::Fault {
+                shmid: 0,
+                offset: 8192
+            })
+        ));
+        // A copy that starts below the end stops at the first page past it.
+        let mut across = vec![0u8; 8192];
+        assert!(matches!(
+            windows.read(0, 4096, &mut across),
+            Err(WindowError::Fault { offset: 8192, .. })
+        ));
+        assert!(matches!(
+            windows.write(0, MIB2 - 4, b"tail"),
+            Err(WindowError::Fault { offset, .. }) if offset == MIB2 - 4
+        ));
+
+        // The file shrinks under the live mapping (any process may do that).
+        file.set_len(100).unwrap();
+        assert!(windows.is_mapped(0, 4000, 10), "still mapped");
+        assert!(matches!(
+            windows.read(0, 4090, &mut buf),
+            Err(WindowError::Fault { offset: 4096, .. })
+        ));
+        // Below the new end, and in the rest of its page, the mapping still works.
+        windows.write(0, 50, b"short").unwrap();
+        windows.read(0, 50, &mut buf[..5]).unwrap();
+        assert_eq!(&buf[..5], b"short");
+        // Grown again, the same mapping shows the bytes, zero past the old end.
+        file.set_len(8192).unwrap();
+        windows.read(0, 4000, &mut buf).unwrap();
+        assert_eq!(buf, [0u8; 10]);
+    }
+
+    #[test]
+    fn accesses_outside_live_mappings_are_refused_with_what_is_wrong() {
+        let file = crate::sys::memfd("window-test", MIB2).unwrap();
+        let windows = mapped(&file, false);
+        let mut buf = [0u8; 4];
+        assert!(matches!(
+            windows.read(1, 0, &mut buf),
+            Err(WindowError::NoSuchRegion { shmid: 1 })
+        ));
+        assert!(matches!(
+            windows.read(0, MIB2 - 2, &mut buf),
+            Err(WindowError::OutOfBounds { size, .. }) if size == MIB2
+        ));
+        assert!(matches!(
+            windows.write(0, 16, b"no"),
+            Err(WindowError::ReadOnly { offset: 16, .. })
+        ));
+        let unmap = VhostUserMMap {
+            len: MIB2,
+            ..Default::default()
+        };
+        windows.shmem_unmap(&unmap).unwrap();
+        assert!(matches!(
+            windows.read(0, 0, &mut buf),
+            Err(WindowError::NotMapped { offset: 0, .. })
+        ));
+        // SAFETY: the range is not mapped, so the call refuses before any load.
+        let refused = unsafe { windows.read_volatile(0, 0, &mut buf) };
+        assert!(matches!(refused, Err(WindowError::NotMapped { .. })));
+    }
 
     /// Every start alignment and every length up to a few unrolled steps (and some long
     /// ones), in both directions: exactly the bytes asked for move, nothing around them.

@@ -12,12 +12,14 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::PassthroughFs;
 use super::inode::{InodeData, InodeKey};
-use crate::dax::{Backing, BackingId, FileRangeGuard, Ledger, LedgerError, MapperError, PAGE_SIZE};
+use crate::dax::{
+    Backing, BackingId, FileRangeGuard, Ledger, LedgerError, MapperError, PAGE_SIZE, WindowSession,
+};
 use crate::fuse::filesystem::{RemoveMapping, SetupMapping};
 use crate::fuse::{Errno, FsResult, Handle, NodeId};
 
@@ -41,21 +43,31 @@ const READ_ONLY_OPEN_ERRORS: [Errno; 4] = [
     Errno::new(libc::ETXTBSY),
 ];
 
+#[cfg(test)]
+thread_local! {
+    /// Calls into the ledger that can wait, made on this thread: the tests hold the
+    /// parking rule (`Filesystem::may_wait`) to it.
+    pub(crate) static LEDGER_WAITS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts a call into the ledger that can wait (tests only).
+fn may_wait_here() {
+    #[cfg(test)]
+    LEDGER_WAITS.with(|c| c.set(c.get() + 1));
+}
+
 /// `FUSE_ATTR_DAX` in `fuse_attr.flags`.
 pub const FUSE_ATTR_DAX: u32 = 1 << 1;
 
 /// The DAX window of one file system: the ledger and the descriptors it maps.
 #[derive(Debug)]
 pub struct DaxWindow {
+    session: Arc<WindowSession>,
     ledger: Arc<Ledger>,
     policy: DaxPolicy,
     backings: Mutex<Backings>,
     /// The frontend's first refusal to map was logged plainly.
     told_refused: AtomicBool,
-    /// Reasons new maps are refused right now (a reset releasing the window, a gone
-    /// frontend's mappings still pinned): a map must not be taken for, or undone with, a
-    /// mapping the current guest never made.
-    held_off: AtomicUsize,
 }
 
 /// The file data a backing maps: the inode, whichever mount it was reached through (the
@@ -166,14 +178,14 @@ impl Backing for InodeBacking {
 }
 
 impl DaxWindow {
-    /// A window owned by `ledger`.
-    pub fn new(ledger: Arc<Ledger>, policy: DaxPolicy) -> Self {
+    /// The file system's side of the window `session` owns.
+    pub fn new(session: Arc<WindowSession>, policy: DaxPolicy) -> Self {
         DaxWindow {
-            ledger,
+            ledger: session.ledger().clone(),
+            session,
             policy,
             backings: Mutex::new(Backings::default()),
             told_refused: AtomicBool::new(false),
-            held_off: AtomicUsize::new(0),
         }
     }
 
@@ -243,8 +255,10 @@ impl DaxWindow {
         if !args.flags.read && !args.flags.write {
             return Err(Errno::EINVAL);
         }
-        if self.held_off.load(Ordering::SeqCst) > 0 {
-            log::debug!("dax: SETUPMAPPING refused while the window is being released");
+        if let Err(why) = self.session.check_map() {
+            // A map now could be undone behind the guest's back by the release under way,
+            // or find a range "already mapped" in a window this frontend never mapped.
+            log::debug!("dax: SETUPMAPPING refused with EBUSY: {why}");
             return Err(Errno::new(libc::EBUSY));
         }
         let inode = fs.inodes.get(node)?;
@@ -262,6 +276,7 @@ impl DaxWindow {
             return Err(Errno::EACCES);
         }
         let writable = backing.writable;
+        may_wait_here();
         let mapped = self
             .ledger
             .map(args.moffset, args.len, backing, args.foffset, writable);
@@ -307,6 +322,7 @@ impl DaxWindow {
     /// REMOVEMAPPING: releases every range (the first kind of release). All ranges are
     /// tried; the first failure is returned.
     pub fn remove(&self, ranges: &[RemoveMapping]) -> FsResult<()> {
+        may_wait_here();
         let mut first = Ok(());
         for r in ranges {
             if let Err(e) = self.ledger.unmap(r.moffset, r.len) {
@@ -334,6 +350,7 @@ impl DaxWindow {
             }
             id
         };
+        may_wait_here();
         let mut fence = CutFence {
             guard: None,
             window: self,
@@ -355,25 +372,11 @@ impl DaxWindow {
         table.prune();
     }
 
-    /// Refuses new maps (EBUSY) until the matching [`DaxWindow::resume`]: while a reset
-    /// releases the window, or mappings of a frontend that has gone are still pinned, a map
-    /// could be undone behind the guest's back, or find a range "already mapped" in a
-    /// window the new frontend never mapped. Holds nest.
-    pub fn hold_off(&self) {
-        self.held_off.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Ends one [`DaxWindow::hold_off`].
-    pub fn resume(&self) {
-        let _ = self
-            .held_off
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-    }
-
     /// Releases every mapping: at FUSE_DESTROY (unmount sends no REMOVEMAPPING), and at
     /// FUSE_INIT, where mappings left over belong to a guest driver that is gone (a guest
     /// reset or reboot; the frontend may have dropped them already).
     pub fn release_all(&self, why: &str) {
+        may_wait_here();
         match self.ledger.reset() {
             Ok(0) => {}
             Ok(n) => log::info!("dax: released {n} mapping(s) at {why}"),

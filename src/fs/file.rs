@@ -271,6 +271,15 @@ pub(super) fn fsync(fs: &PassthroughFs, node: NodeId, datasync: bool, fh: Handle
     }?)
 }
 
+/// Whether a FALLOCATE of `mode` cuts or moves file bytes (and so waits out pins).
+pub(super) fn fallocate_cuts(mode: u32) -> bool {
+    let cutting = libc::FALLOC_FL_PUNCH_HOLE
+        | libc::FALLOC_FL_ZERO_RANGE
+        | libc::FALLOC_FL_COLLAPSE_RANGE
+        | libc::FALLOC_FL_INSERT_RANGE;
+    mode & cutting as u32 != 0
+}
+
 /// FALLOCATE (any fallocate(2) mode the host accepts: KEEP_SIZE, PUNCH_HOLE, ...).
 pub(super) fn fallocate(
     fs: &PassthroughFs,
@@ -283,7 +292,8 @@ pub(super) fn fallocate(
     fs.check_writable()?;
     let h = fs.handles.get(fh, node)?;
     let mode = i32::try_from(mode).map_err(|_| Errno::EINVAL)?;
-    // Modes that cut or move file bytes wait out pins on the chunks mapping them.
+    // Modes that cut or move file bytes wait out pins on the chunks mapping them (the
+    // same modes `fallocate_cuts` names for parking).
     let cut = if mode & (libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE) != 0 {
         Some((offset, None))
     } else if mode & (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_ZERO_RANGE) != 0 {

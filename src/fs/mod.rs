@@ -42,6 +42,7 @@ pub use config::{CachePolicy, PassthroughConfig};
 pub use dax::{DaxPolicy, DaxWindow};
 
 use crate::fuse::abi::{Attr, Kstatfs, init_flags as fl};
+use crate::fuse::decode::Request;
 use crate::fuse::filesystem::{
     CopyRange, Filesystem, InitReply, InitRequest, RemoveMapping, SetAttr, SetupMapping, WriteArgs,
     XattrReply,
@@ -343,6 +344,29 @@ fn check_old_name(name: &CStr) -> FsResult<()> {
 }
 
 impl Filesystem for PassthroughFs {
+    /// With a DAX window: the requests that go through the ledger in a way that can wait —
+    /// INIT and DESTROY (release every mapping), SETUPMAPPING (a remap drains the old
+    /// mapping), REMOVEMAPPING, and the ones that cut or replace file bytes under the
+    /// fence: SETATTR of the size, OPEN and CREATE with O_TRUNC, FALLOCATE that punches,
+    /// zeroes, collapses or inserts, COPY_FILE_RANGE.
+    fn may_wait(&self, req: &Request<'_>) -> bool {
+        if self.dax.is_none() {
+            return false;
+        }
+        let truncates = |flags: u32| flags & libc::O_TRUNC as u32 != 0;
+        match req {
+            Request::Init { .. }
+            | Request::Destroy
+            | Request::Setupmapping(_)
+            | Request::Removemapping(_)
+            | Request::CopyFileRange(_) => true,
+            Request::Setattr(a) => a.size.is_some(),
+            Request::Open { flags, .. } | Request::Create { flags, .. } => truncates(*flags),
+            Request::Fallocate { mode, .. } => file::fallocate_cuts(*mode),
+            _ => false,
+        }
+    }
+
     fn init(&self, req: InitRequest) -> FsResult<InitReply> {
         let mut want = fl::ATOMIC_O_TRUNC;
         if self.cfg.readdirplus {

@@ -25,6 +25,7 @@ use std::ffi::CStr;
 use std::time::Duration;
 
 use super::abi::{Attr, Kstatfs};
+use super::decode::Request;
 use super::error::{Errno, FsResult};
 use super::reply::DirentBuf;
 
@@ -228,6 +229,14 @@ pub struct CopyRange {
 /// them concurrently from several queue threads.
 #[allow(unused_variables)]
 pub trait Filesystem: Send + Sync {
+    /// Whether serving `req` may wait (for pins to drain, for a release): such requests
+    /// are served off the queue's thread so the queue keeps going. Must be true for every
+    /// request whose handling can wait; the default, for a filesystem that never waits,
+    /// is false.
+    fn may_wait(&self, req: &Request<'_>) -> bool {
+        let _ = req;
+        false
+    }
     /// INIT: return the subset of `req.offered` the filesystem implements
     /// (anything else is masked off). The server adds the flags it handles itself.
     fn init(&self, req: InitRequest) -> FsResult<InitReply> {

@@ -103,6 +103,17 @@ impl<F: Filesystem> Server<F> {
         header
     }
 
+    /// Whether the request in `request` may wait if served (see [`Filesystem::may_wait`]),
+    /// decided from its decoded form. A request that does not decode is answered at once,
+    /// so it never waits.
+    pub fn may_wait(&self, request: &[u8]) -> bool {
+        let Some(h) = InHeader::read(request) else {
+            return false;
+        };
+        self.check_and_decode(&h, request)
+            .is_ok_and(|req| self.fs.may_wait(&req))
+    }
+
     /// As [`Server::handle`], with the reply in two parts that go into the chain one after
     /// the other: the out header (empty when there is no reply) and the body. A large
     /// READ body then reaches guest memory in one copy, not two.

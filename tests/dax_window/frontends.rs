@@ -43,7 +43,7 @@ fn without_a_window_dax_requests_are_unsupported() {
     let _daemon = spawn_fs_daemon(&dir.join("share"), &socket, &[]);
     let frontend = Frontend::connect(&socket, &FrontendOptions::default()).unwrap();
     assert!(
-        frontend.windows().region(0).is_none(),
+        frontend.windows().region_len(0).is_none(),
         "no shared memory offered"
     );
     let c = Client::over(FuseQueue::new(Arc::new(Mutex::new(frontend)), 1, WAIT));

@@ -8,7 +8,7 @@ fn init_grants_dax_and_the_window_is_region_0() {
     let out = init(&d);
     assert_ne!(u64::from(out.flags) & init_flags::MAP_ALIGNMENT, 0);
     assert_eq!(out.map_alignment, 12, "host page size, as log2");
-    assert_eq!(d.windows.region(0).unwrap().len() as u64, WINDOW);
+    assert_eq!(d.windows.region_len(0), Some(WINDOW));
     assert_eq!(window_page_perms(&d, 0), "---p");
     // Every regular file is DAX under the default policy.
     let node = d.file("f", b"x");
@@ -54,7 +54,45 @@ fn a_mapping_shows_the_file_and_writes_reach_it() {
     assert!(d.live().is_empty());
     assert_eq!(window_page_perms(&d, 2 * MIB2), "---p", "PROT_NONE again");
     let mut buf = [0u8; 4];
-    assert!(d.windows.read(0, 2 * MIB2, &mut buf).is_err());
+    assert!(matches!(
+        d.windows.read(0, 2 * MIB2, &mut buf),
+        Err(WindowError::NotMapped { .. })
+    ));
+}
+
+/// The daemon maps 2 MiB of a 4 KiB file, as for a Linux guest. Reading or writing the
+/// window past the file's end through the frontend is an error naming where it stopped;
+/// before the checked copies it killed the test process with SIGBUS.
+#[test]
+fn window_access_beyond_the_files_end_is_an_error_not_a_crash() {
+    let d = start("dax-eof", &[]);
+    init(&d);
+    let node = d.file("small", &pattern(4096, 2));
+    d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
+        .unwrap();
+    assert_eq!(d.read_window(0, 4096), pattern(4096, 2));
+    let mut buf = [0u8; 16];
+    assert!(matches!(
+        d.windows.read(0, 4096, &mut buf),
+        Err(WindowError::Fault { offset: 4096, .. })
+    ));
+    assert!(matches!(
+        d.windows.write(0, MIB2 - 16, &buf),
+        Err(WindowError::Fault { offset, .. }) if offset == MIB2 - 16
+    ));
+
+    // A host process truncates the file under the live mapping.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(d.share("small"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    assert!(matches!(
+        d.windows.read(0, 0, &mut buf),
+        Err(WindowError::Fault { offset: 0, .. })
+    ));
+    assert_eq!(d.live().len(), 1, "the mapping itself stays");
 }
 
 #[test]

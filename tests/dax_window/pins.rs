@@ -163,6 +163,27 @@ fn a_pin_that_never_drops_fails_the_truncate_with_ebusy_and_changes_nothing() {
     assert_eq!(d.host_size("s"), 1 << 20);
     assert_eq!(d.live().len(), 1);
     assert_eq!(c.stats()["timeouts"], 1);
+    // EBUSY means nothing changed: a mode asked for with the size is not applied either.
+    use std::os::unix::fs::PermissionsExt;
+    let mode_before = std::fs::metadata(d.share("s"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    let mode_and_size = abi::SetattrIn {
+        valid: abi::fattr::SIZE | abi::fattr::MODE,
+        size: 0,
+        mode: 0o600,
+        ..Default::default()
+    };
+    assert_eq!(d.c.setattr(node, mode_and_size).unwrap_err(), libc::EBUSY);
+    let mode_after = std::fs::metadata(d.share("s"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode_after, mode_before, "the mode changed under an EBUSY");
+    assert_ne!(mode_before, 0o600);
     wait_until("the log to name the pin holder", || {
         d.daemon.log().contains("test-dma")
     });
@@ -371,7 +392,7 @@ fn a_gone_frontends_pinned_mappings_hold_off_the_next_one_until_released() {
     wait_until("the release to run out of budget", || {
         daemon
             .log()
-            .contains("disconnect: DAX window not fully released")
+            .contains("disconnected frontend's mappings are not released yet")
     });
     let second = Arc::new(Mutex::new(
         Frontend::connect(&socket, &FrontendOptions::default()).unwrap(),

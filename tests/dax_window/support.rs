@@ -10,6 +10,7 @@ pub use vhost_dax::control::ControlClient;
 pub use crate::common::*;
 pub use vhost_dax::frontend::{
     DaemonProcess, Frontend, FrontendOptions, FuseQueue, LiveMapping, MapRule, ShmemWindows,
+    WindowError,
 };
 pub use vhost_dax::fuse::abi::{self, Wire, init_flags};
 pub use vhost_dax::fuse::testing::{Client, Reply, encode_request};
@@ -165,7 +166,7 @@ pub fn page_perms(addr: usize) -> String {
 }
 
 pub fn window_page_perms(d: &Dax, offset: u64) -> String {
-    let base = d.windows.region(0).unwrap().base() as usize;
+    let base = d.windows.host_address(0).unwrap();
     page_perms(base + offset as usize)
 }
 

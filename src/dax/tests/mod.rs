@@ -14,4 +14,4 @@ mod pin_release;
 #[cfg(not(loom))]
 mod prop;
 #[cfg(not(loom))]
-mod support;
+pub(crate) mod support;

@@ -4,7 +4,8 @@
 
 use proptest::prelude::*;
 
-use super::{ROOT, setup};
+use super::{ROOT, setup, setup_dax};
+use crate::fs::dax::LEDGER_WAITS;
 use crate::fuse::abi::{InHeader, OutHeader, Wire, opcode as op};
 use crate::fuse::testing::encode_request;
 
@@ -97,9 +98,11 @@ proptest! {
 
     #[test]
     fn arbitrary_requests_are_answered_safely(
+        dax in any::<bool>(),
         reqs in proptest::collection::vec((proptest::sample::select(OPCODES), 0u64..6, body_strategy(), 0u8..8, 0u16..3), 1..12)
     ) {
-        let f = setup();
+        // With a DAX window, fuzzed bytes reach the ledger too.
+        let f = if dax { setup_dax() } else { setup() };
         for (i, (opcode, nodeid, body, lie, extlen)) in reqs.into_iter().enumerate() {
             let unique = 1000 + i as u64;
             let mut req = encode_request(opcode, unique, nodeid, 0, 0, &body);
@@ -109,7 +112,13 @@ proptest! {
                 2 => req[36..38].copy_from_slice(&extlen.to_ne_bytes()),
                 _ => {}
             }
+            let waits = LEDGER_WAITS.with(|c| c.get());
             let reply = f.c.raw(&req);
+            // A request that went into the ledger where it can wait must be one the
+            // device parks: otherwise it would stall its queue.
+            if LEDGER_WAITS.with(|c| c.get()) != waits {
+                prop_assert!(f.c.server().may_wait(&req), "opcode {} waited unparked", opcode);
+            }
             if reply.is_empty() {
                 prop_assert!(matches!(opcode, op::FORGET | op::BATCH_FORGET | op::INTERRUPT));
                 continue;

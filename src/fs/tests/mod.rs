@@ -5,6 +5,7 @@ mod dir;
 mod entry;
 mod file;
 mod fuzz;
+mod parking;
 mod protocol;
 mod xattr;
 
@@ -70,6 +71,40 @@ pub fn setup_with(f: impl FnOnce(&mut PassthroughConfig)) -> Fixture {
 
 pub fn setup() -> Fixture {
     setup_with(|_| {})
+}
+
+/// A frontend link for tests: nothing to tell.
+struct NoLink;
+
+impl crate::dax::FrontendLink for NoLink {
+    fn device_started(&self) {}
+    fn frontend_dropped_all(&self) {}
+    fn detach(&self) {}
+}
+
+/// As [`setup`], with an 8 MiB DAX window over the in-memory frontend (pins waited out
+/// for at most 50 ms), so requests reach the ledger.
+pub fn setup_dax() -> Fixture {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::dax::{Ledger, LedgerConfig, MemoryMapper, WindowSession};
+    let dir = TempDir::new();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(dir.path().join("outside"), b"secret").unwrap();
+    let window = 8 << 20;
+    let mapper = Arc::new(MemoryMapper::with_window(window));
+    let config = LedgerConfig::new(window).with_wait_budget(Duration::from_millis(50));
+    let ledger = Arc::new(Ledger::new(config, mapper).unwrap());
+    let session = WindowSession::new(ledger, Arc::new(NoLink));
+    let dax = super::dax::DaxWindow::new(session, super::dax::DaxPolicy::Always);
+    let fs = PassthroughFs::new(PassthroughConfig::new(&shared))
+        .unwrap()
+        .with_dax(dax);
+    let c = Client::new(fs);
+    c.init();
+    Fixture { dir, c }
 }
 
 pub fn is_root() -> bool {
