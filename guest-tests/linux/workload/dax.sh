@@ -19,7 +19,7 @@ REQDIR=$MNT/host-req
 EXPECT=/tmp/dax-expect
 begin_stage dax "$STAGE_DIR"
 : >"$EXPECT"
-cp "$HOSTDIR/manifest" /tmp/dax-manifest
+cp "$HOSTDIR/manifest" /tmp/dax-manifest 2>/tmp/dax-manifest.err || true
 
 # expect_file NAME SIZE SEGMENT...: the host checks dax-work/NAME after the run.
 # Segments: p:OFF:LEN:SEED (pattern), z:OFF:LEN (zeros), t:OFF:TEXT (bytes).
@@ -86,6 +86,16 @@ REMOUNT_ERR=
 t_mount_inode() { mounted_with dax=inode; }
 check mount-dax-inode t_mount_inode
 
+# The manifest (a FUSE file under the within-file rule) was read, and lists every file
+# of dax-host/sizes and dax-host/ws: the checks below go through it.
+t_manifest() {
+	[ ! -s /tmp/dax-manifest.err ] || die "copying dax-host/manifest: $(cat /tmp/dax-manifest.err)"
+	expect_eq "$(grep -c '^sizes/' /tmp/dax-manifest)" "$(ls "$HOSTDIR/sizes" | wc -l)" "sizes listed"
+	expect_eq "$(grep -c '^ws/' /tmp/dax-manifest)" "$(ls "$HOSTDIR/ws" | wc -l)" "working-set files listed"
+	[ "$(grep -c '^sizes/' /tmp/dax-manifest)" -ge 8 ] || die "fewer than 8 sizes"
+}
+check host-manifest-read t_manifest
+
 # Which host files are DAX: exactly the non-empty whole-page ones.
 t_host_sizes_statx() {
 	bad=
@@ -97,6 +107,7 @@ t_host_sizes_statx() {
 		[ "$got" = "$want" ] || bad="$bad $path:'$got'(want '$want')"
 		seen="$seen ${got% *}:$size"
 	done </tmp/dax-manifest
+	[ "$(echo $seen | wc -w)" -ge 8 ] || die "only $(echo $seen | wc -w) sizes checked"
 	echo "INFO -o dax=inode, statx of the host files (state:size):$seen" >/dev/console
 	[ -z "$bad" ] || die "statx:$bad"
 }
@@ -104,26 +115,32 @@ check host-sizes-statx t_host_sizes_statx
 
 # read(2) of every size, DAX or not, before and after dropping the caches.
 t_host_sizes_read() {
+	n=0
 	for pass in 1 2; do
 		while read -r path size seed; do
 			case "$path" in sizes/*) ;; *) continue ;; esac
 			probe pattern-check "$HOSTDIR/$path" 0 "$size" "$seed"
 			expect_eq "$(wc -c <"$HOSTDIR/$path")" "$size" "bytes read from $path"
+			n=$((n + 1))
 		done </tmp/dax-manifest
 		drop_caches
 	done
+	[ $n -ge 16 ] || die "only $n reads"
 }
 check host-sizes-read t_host_sizes_read
 
 # mmap of every non-empty size: through the window for the DAX ones, the page cache for
 # the others; the bytes past the end of the last page's data read as zero.
 t_host_sizes_mmap() {
+	n=0
 	while read -r path size seed; do
 		case "$path" in sizes/*) ;; *) continue ;; esac
 		[ "$size" -gt 0 ] || continue
 		end=$((((size + 4095) / 4096) * 4096))
 		probe map "$HOSTDIR/$path" "$end" ro "check:0:$size:$seed" "zero:$size:$((end - size))"
+		n=$((n + 1))
 	done </tmp/dax-manifest
+	[ $n -ge 7 ] || die "only $n files mapped"
 }
 check host-sizes-mmap t_host_sizes_mmap
 
@@ -150,6 +167,7 @@ t_write_sizes() {
 		expect_file "w$size" "$size" "p:0:$size:$seed"
 		i=$((i + 1))
 	done
+	[ $i -ge 8 ] || die "only $i sizes written"
 	[ -z "$bad" ] || die "DAX state after a fresh lookup:$bad"
 }
 DAX_SIZES=$(awk '$1 ~ /^sizes\// {print $2}' /tmp/dax-manifest | tr '\n' ' ')
@@ -451,12 +469,15 @@ t_mount_always() { mounted_with dax=always; }
 check mount-dax-always t_mount_always
 
 t_always_statx() {
+	n=0
 	bad=
 	while read -r path size seed; do
 		case "$path" in sizes/*) ;; *) continue ;; esac
 		got=$(dax_state "$HOSTDIR/$path")
 		[ "$got" = dax ] || bad="$bad $path:$got"
+		n=$((n + 1))
 	done </tmp/dax-manifest
+	[ $n -ge 8 ] || die "only $n files"
 	[ -z "$bad" ] || die "not DAX under -o dax:$bad"
 }
 check always-every-file-dax t_always_statx
