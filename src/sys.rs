@@ -319,6 +319,33 @@ pub fn poll_readable(fd: &impl AsRawFd, timeout_ms: i32) -> io::Result<bool> {
 }
 
 /// The effective user id of the daemon.
+/// Most open files the daemon asks for: one descriptor per inode the guest knows, as
+/// virtiofsd (which raises its limit to the same bound by default).
+pub const WANTED_OPEN_FILES: u64 = 1_000_000;
+
+/// Raises the soft limit on open files towards [`WANTED_OPEN_FILES`], as far as the hard
+/// limit allows (and never lowers it); returns the soft limit now in force.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let want = WANTED_OPEN_FILES.min(limit.rlim_max);
+    if limit.rlim_cur >= want {
+        return Ok(limit.rlim_cur);
+    }
+    limit.rlim_cur = want;
+    // SAFETY: setrlimit only reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(want)
+}
+
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }

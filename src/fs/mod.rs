@@ -381,6 +381,10 @@ impl Filesystem for PassthroughFs {
         if self.cfg.cache != CachePolicy::Never {
             want |= fl::AUTO_INVAL_DATA;
         }
+        // A new session (a guest reboot, the next frontend's guest) sees only what it
+        // opens itself: nothing of an earlier session's nodes and handles.
+        self.handles.clear();
+        self.inodes.clear();
         let mut map_alignment = 0;
         if let Some(window) = &self.dax {
             window.release_all("FUSE_INIT");

@@ -87,6 +87,8 @@ fn writeback_widens_wronly_and_drops_append() {
     // Writeback not offered by the kernel: not granted, plain behaviour.
     let out = f.c.init_with(7, 38, abi::init_flags::ASYNC_READ).unwrap();
     assert_eq!(u64::from(out.flags) & abi::init_flags::WRITEBACK_CACHE, 0);
+    // A new INIT is a new session: the node is looked up again.
+    let e = f.c.lookup(ROOT, b"f").unwrap();
     let fh = f.c.open(e.nodeid, WRONLY).unwrap().fh;
     assert_eq!(f.c.read(e.nodeid, fh, 0, 1).unwrap_err(), libc::EBADF);
 }
