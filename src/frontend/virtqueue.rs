@@ -147,7 +147,7 @@ impl DriverQueue {
         let ids: Vec<u16> = (0..buffers.len())
             .map(|_| self.free.pop().unwrap_or(0))
             .collect();
-        let mem = ram.memory();
+
         for (i, (buffer, &id)) in buffers.iter().zip(&ids).enumerate() {
             let mut flags = if buffer.write { VIRTQ_DESC_F_WRITE } else { 0 };
             let next = match ids.get(i + 1) {
@@ -169,6 +169,20 @@ impl DriverQueue {
         }
         let head = ids[0];
         self.chain_len.insert(head, ids.len());
+        self.publish(ram, head)?;
+        Ok(head)
+    }
+
+    /// Offers `head` in the avail ring as it is, with no descriptor behind it: what a
+    /// buggy or hostile driver does (an index past the table, a chain it never built).
+    /// For testing a device; the device's answer, if any, is not collected.
+    pub fn add_raw_head(&mut self, ram: &GuestRam, head: u16) -> Result<(), FrontendError> {
+        self.publish(ram, head)
+    }
+
+    /// Puts `head` in the next avail slot and publishes it.
+    fn publish(&mut self, ram: &GuestRam, head: u16) -> Result<(), FrontendError> {
+        let mem = ram.memory();
         let slot = u64::from(self.avail_idx % self.layout.size);
         mem.write_obj(head.to_le(), self.layout.avail.unchecked_add(4 + 2 * slot))
             .map_err(|e| FrontendError::Setup(format!("avail ring write: {e}")))?;
@@ -181,7 +195,7 @@ impl DriverQueue {
             Ordering::Release,
         )
         .map_err(|e| FrontendError::Setup(format!("avail idx write: {e}")))?;
-        Ok(head)
+        Ok(())
     }
 
     /// Notifies the device that chains are available.

@@ -497,3 +497,15 @@ fn a_reply_left_uncollected_keeps_its_ticket() {
     assert_eq!((a.unique, a.error), (2000, 0));
     still_works(&f.c);
 }
+
+#[test]
+fn a_head_past_the_descriptor_table_does_not_end_the_queue() {
+    let f = start("fuse-bad-head", &[]);
+    // Queue size 256 (our frontend's default): heads 256 and up name no descriptor.
+    for head in [256u16, 1000, u16::MAX] {
+        f.frontend.lock().unwrap().submit_raw_head(1, head).unwrap();
+    }
+    // The queue goes on serving the requests behind them.
+    still_works(&f.c);
+    assert_eq!(f.c.lookup(ROOT, b"missing").unwrap_err(), libc::ENOENT);
+}
