@@ -61,20 +61,33 @@ pub struct Time {
 /// What `statx(2)` told us about a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stat {
+    /// Device the file lives on (`makedev` of `stx_dev_major`/`stx_dev_minor`).
     pub dev: u64,
+    /// Inode number.
     pub ino: u64,
     /// Mount id, or 0 when the kernel did not report one.
     pub mnt_id: u64,
+    /// File type and permission bits.
     pub mode: u32,
+    /// Number of hard links.
     pub nlink: u32,
+    /// Owner's uid.
     pub uid: u32,
+    /// Owner's gid.
     pub gid: u32,
+    /// Device a device node stands for (`makedev` of `stx_rdev_major`/`stx_rdev_minor`).
     pub rdev: u64,
+    /// Size in bytes.
     pub size: u64,
+    /// Allocated 512-byte blocks.
     pub blocks: u64,
+    /// Preferred I/O block size.
     pub blksize: u32,
+    /// Last access.
     pub atime: Time,
+    /// Last modification of the contents.
     pub mtime: Time,
+    /// Last status change.
     pub ctime: Time,
     /// The host file is in the DAX state (`STATX_ATTR_DAX`).
     pub dax: bool,
@@ -332,13 +345,21 @@ pub fn syncfs(fd: BorrowedFd<'_>) -> FsResult<()> {
 /// What `fstatvfs(3)` reports, in FUSE's terms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatVfs {
+    /// Size of the file system in `frsize` units.
     pub blocks: u64,
+    /// Free blocks.
     pub bfree: u64,
+    /// Free blocks available to unprivileged users.
     pub bavail: u64,
+    /// Number of inodes.
     pub files: u64,
+    /// Free inodes.
     pub ffree: u64,
+    /// File system block size (`f_bsize`).
     pub bsize: u64,
+    /// Fragment size, the unit of `blocks`.
     pub frsize: u64,
+    /// Longest file name.
     pub namemax: u64,
 }
 

@@ -73,10 +73,16 @@ impl<const N: usize> Wire for [u8; N] {
     }
 }
 
+// Every struct must open with a doc line (the `#[doc]` the pattern asks for) naming its C
+// struct. Its fields are left undocumented on purpose: they mirror that struct of
+// `include/uapi/linux/fuse.h` field for field, same names, widths and order (the size
+// assertion below checks the total), so the header is their documentation.
 macro_rules! wire {
-    ($(#[$m:meta])* pub struct $name:ident { $( $(#[$fm:meta])* pub $f:ident : $t:ty ),* $(,)? } = $size:expr;) => {
+    (#[doc = $doc:literal] $(#[$m:meta])* pub struct $name:ident { $( $(#[$fm:meta])* pub $f:ident : $t:ty ),* $(,)? } = $size:expr;) => {
+        #[doc = $doc]
         $(#[$m])*
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        #[allow(missing_docs)]
         pub struct $name { $( $(#[$fm])* pub $f: $t ),* }
         impl Wire for $name {
             const SIZE: usize = 0 $( + <$t as Wire>::SIZE )*;
