@@ -14,12 +14,9 @@ fn check(ret: libc::c_int) -> FsResult<libc::c_int> {
     if ret < 0 { Err(Errno::last()) } else { Ok(ret) }
 }
 
+/// A byte count, or the errno of a failure (a negative return).
 fn check_size(ret: isize) -> FsResult<usize> {
-    if ret < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(ret as usize)
-    }
+    usize::try_from(ret).map_err(|_| Errno::last())
 }
 
 fn check_fd(ret: libc::c_int) -> FsResult<OwnedFd> {
@@ -303,11 +300,8 @@ pub fn lseek(fd: BorrowedFd<'_>, offset: u64, whence: i32) -> FsResult<u64> {
     let offset = off(offset)?;
     // SAFETY: open fd; the kernel validates whence.
     let r = unsafe { libc::lseek(fd.as_raw_fd(), offset, whence) };
-    if r < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(r as u64)
-    }
+    // Negative only on failure.
+    u64::try_from(r).map_err(|_| Errno::last())
 }
 
 /// `copy_file_range(2)` with explicit offsets; returns bytes copied.
@@ -420,11 +414,8 @@ pub fn getdents64(fd: BorrowedFd<'_>, buf: &mut [u8]) -> FsResult<usize> {
             buf.len(),
         )
     };
-    if r < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(r as usize)
-    }
+    // Negative only on failure; otherwise at most `buf.len()`.
+    usize::try_from(r).map_err(|_| Errno::last())
 }
 
 /// Which object an xattr call addresses.
@@ -528,13 +519,20 @@ pub fn umask(mask: u32) -> u32 {
 /// broadcast); returns the previous fsuid. `u32::MAX` only queries.
 pub fn setfsuid(uid: u32) -> u32 {
     // SAFETY: setfsuid takes a plain integer and affects only this thread.
-    unsafe { libc::syscall(libc::SYS_setfsuid, uid) as u32 }
+    id_result(unsafe { libc::syscall(libc::SYS_setfsuid, uid) })
 }
 
 /// `setfsgid(2)` for the calling thread only; returns the previous fsgid.
 pub fn setfsgid(gid: u32) -> u32 {
     // SAFETY: setfsgid takes a plain integer and affects only this thread.
-    unsafe { libc::syscall(libc::SYS_setfsgid, gid) as u32 }
+    id_result(unsafe { libc::syscall(libc::SYS_setfsgid, gid) })
+}
+
+/// The previous id setfsuid/setfsgid return: a `uid_t`, zero-extended, so it always fits.
+/// These calls report no errors; were one to return -1, it reads as `u32::MAX` (the
+/// invalid id), as the truncating cast this replaces did.
+fn id_result(ret: libc::c_long) -> u32 {
+    u32::try_from(ret).unwrap_or(u32::MAX)
 }
 
 /// The decimal name of `fd` in /proc/self/fd, NUL-terminated.

@@ -24,6 +24,9 @@ pub const MAX_BATCH_FORGET: usize = MAX_BUFFER_SIZE / ForgetOne::SIZE;
 pub const MAX_PAGES: u16 = 256;
 /// Largest READ/WRITE payload granted in INIT (`max_write`), 1 MiB.
 pub const MAX_BUFFER_SIZE: usize = MAX_PAGES as usize * GUEST_PAGE_SIZE;
+/// [`MAX_BUFFER_SIZE`] as INIT's `u32` `max_write` field carries it.
+pub const MAX_WRITE: u32 = 1 << 20;
+const _: () = assert!(MAX_WRITE as usize == MAX_BUFFER_SIZE);
 
 /// A fixed-size value that appears on the FUSE wire (native endian).
 pub trait Wire: Sized {
