@@ -430,7 +430,7 @@ fn reset_releases_the_region_and_reactivation_maps_it_again() {
 fn readonly_device_maps_read_only_and_flushes_without_error() {
     let dir = TempDir::new("readonly");
     let file = dir.join("ro.img");
-    std::fs::write(&file, vec![0xabu8; SIZE as usize]).unwrap();
+    std::fs::write(&file, vec![0xabu8; usize::try_from(SIZE).unwrap()]).unwrap();
     let socket = dir.join("ro.sock");
     let _daemon = spawn_daemon(
         &[

@@ -14,7 +14,7 @@ use crate::sys;
 
 const VIRTQ_DESC_F_NEXT: u16 = 1;
 const VIRTQ_DESC_F_WRITE: u16 = 2;
-const DESC_SIZE: u64 = 16;
+const DESC_SIZE: usize = 16;
 
 /// One buffer of a chain: a guest-physical range the device reads (`write == false`) or
 /// writes. Addresses are not checked, so tests can offer bad ones on purpose.
@@ -89,16 +89,18 @@ impl DriverQueue {
                 "queue size {size} is not a power of two"
             )));
         }
-        let n = u64::from(size);
+        // Ring sizes in bytes (virtio 1.x split queue).
+        let n = usize::from(size);
+        let (desc_len, avail_len, used_len) = (DESC_SIZE * n, 6 + 2 * n, 6 + 8 * n);
         let layout = QueueLayout {
             size,
-            desc: ram.alloc(DESC_SIZE * n, 16)?,
-            avail: ram.alloc(6 + 2 * n, 2)?,
-            used: ram.alloc(6 + 8 * n, 4)?,
+            desc: ram.alloc(desc_len as u64, 16)?,
+            avail: ram.alloc(avail_len as u64, 2)?,
+            used: ram.alloc(used_len as u64, 4)?,
         };
-        ram.write(layout.desc, &vec![0u8; (DESC_SIZE * n) as usize])?;
-        ram.write(layout.avail, &vec![0u8; (6 + 2 * n) as usize])?;
-        ram.write(layout.used, &vec![0u8; (6 + 8 * n) as usize])?;
+        ram.write(layout.desc, &vec![0u8; desc_len])?;
+        ram.write(layout.avail, &vec![0u8; avail_len])?;
+        ram.write(layout.used, &vec![0u8; used_len])?;
         Ok(DriverQueue {
             layout,
             free: (0..size).rev().collect(),
@@ -163,7 +165,9 @@ impl DriverQueue {
             desc[12..14].copy_from_slice(&flags.to_le_bytes());
             desc[14..16].copy_from_slice(&next.to_le_bytes());
             ram.write(
-                self.layout.desc.unchecked_add(u64::from(id) * DESC_SIZE),
+                self.layout
+                    .desc
+                    .unchecked_add(u64::from(id) * DESC_SIZE as u64),
                 &desc,
             )?;
         }
@@ -236,7 +240,9 @@ impl DriverQueue {
         for _ in 0..count {
             self.free.push(id);
             let desc = ram.read(
-                self.layout.desc.unchecked_add(u64::from(id) * DESC_SIZE),
+                self.layout
+                    .desc
+                    .unchecked_add(u64::from(id) * DESC_SIZE as u64),
                 16,
             )?;
             id = u16::from_le_bytes([desc[14], desc[15]]);

@@ -219,9 +219,10 @@ fn set_time(valid: u32, now: u32, set: u32, sec: u64, nsec: u32) -> Option<SetTi
     if valid & now != 0 {
         Some(SetTime::Now)
     } else if valid & set != 0 {
-        // The kernel sends a time64_t in the u64 field; reinterpret it.
+        // The kernel sends a time64_t in the u64 field; reinterpret its bits (a time
+        // before 1970 arrives as a huge u64 and must come out negative, not clamped).
         Some(SetTime::At {
-            sec: sec as i64,
+            sec: sec.cast_signed(),
             nsec,
         })
     } else {

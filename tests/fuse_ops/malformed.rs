@@ -11,6 +11,11 @@ use vhost_dax::fuse::testing::{Reply, cat, cstr, encode_request};
 
 use super::support::*;
 
+/// A test length as the u32 a descriptor or FUSE field carries.
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).expect("test lengths fit u32")
+}
+
 /// (unique, positive errno) of an error reply.
 fn err_of(reply: &[u8]) -> (u64, i32) {
     let r = Reply::parse(reply);
@@ -218,7 +223,7 @@ fn huge_counts_are_bounded() {
     // A WRITE larger than the device takes in one request is refused whole.
     let w = abi::WriteIn {
         fh,
-        size: (abi::MAX_BUFFER_SIZE + 4096) as u32,
+        size: len32(abi::MAX_BUFFER_SIZE + 4096),
         ..Default::default()
     };
     let payload = vec![0xeeu8; w.size as usize];
@@ -229,7 +234,7 @@ fn huge_counts_are_bounded() {
     let size = (1 << 20) + 4096 - 80;
     let w = abi::WriteIn {
         fh,
-        size: size as u32,
+        size: len32(size),
         ..Default::default()
     };
     let mut req = encode_request(
@@ -257,7 +262,7 @@ fn huge_counts_are_bounded() {
         .put(&mut b);
         encode_request(op::BATCH_FORGET, 5, 0, 0, 0, &b)
     };
-    for count in [u32::MAX, 2, (abi::MAX_BATCH_FORGET + 1) as u32] {
+    for count in [u32::MAX, 2, len32(abi::MAX_BATCH_FORGET + 1)] {
         assert!(hiprio.raw(&batch(count)).is_empty(), "count {count}");
         f.c.getattr(id, None).unwrap();
     }
@@ -278,7 +283,7 @@ fn chains_with_little_or_no_room_for_the_reply() {
     let ram = |bytes: &[u8]| f.frontend.lock().unwrap().ram().alloc_bytes(bytes).unwrap();
     let lookup = encode_request(op::LOOKUP, 40, ROOT, 0, 0, &cstr(b"a"));
     let req = ram(&lookup);
-    let readable = Buffer::readable(req, lookup.len() as u32);
+    let readable = Buffer::readable(req, len32(lookup.len()));
     // No writable buffer at all: nothing can be written, the chain comes back empty.
     assert_eq!(f.chain(1, &[readable]), 0);
     still_works(&f.c);
@@ -313,7 +318,7 @@ fn chains_with_little_or_no_room_for_the_reply() {
     );
     let mkdir_req = ram(&mkdir);
     let out = ram(&[0; 256]);
-    let mkdir_readable = Buffer::readable(mkdir_req, mkdir.len() as u32);
+    let mkdir_readable = Buffer::readable(mkdir_req, len32(mkdir.len()));
     assert_eq!(
         f.chain(1, &[mkdir_readable, Buffer::writable(nowhere, 256)]),
         0
@@ -339,7 +344,7 @@ fn requests_and_replies_scattered_over_descriptors() {
     let w = abi::WriteIn {
         fh: o.fh,
         offset: 0,
-        size: payload.len() as u32,
+        size: len32(payload.len()),
         ..Default::default()
     };
     let write = encode_request(
@@ -354,10 +359,10 @@ fn requests_and_replies_scattered_over_descriptors() {
     let mut rest = &write[..];
     for cut in [5, 30, 17, 4096, 1] {
         let (piece, tail) = rest.split_at(cut);
-        buffers.push(Buffer::readable(ram(piece), cut as u32));
+        buffers.push(Buffer::readable(ram(piece), len32(cut)));
         rest = tail;
     }
-    buffers.push(Buffer::readable(ram(rest), rest.len() as u32));
+    buffers.push(Buffer::readable(ram(rest), len32(rest.len())));
     let out = ram(&[0; 64]);
     buffers.push(Buffer::writable(out, 64));
     assert_eq!(f.chain(1, &buffers), 24);
@@ -386,7 +391,7 @@ fn requests_and_replies_scattered_over_descriptors() {
         .iter()
         .map(|&n| ram(&vec![0xaa; n as usize]))
         .collect();
-    let mut buffers = vec![Buffer::readable(ram(&read), read.len() as u32)];
+    let mut buffers = vec![Buffer::readable(ram(&read), len32(read.len()))];
     buffers.extend(outs.iter().zip(sizes).map(|(&a, n)| Buffer::writable(a, n)));
     assert_eq!(f.chain(1, &buffers), 16 + 10000);
     let mut reply = Vec::new();

@@ -491,7 +491,10 @@ fn concurrent_io_on_one_handle_and_many_files() {
     let data = std::fs::read(f.shared().join("shared")).unwrap();
     assert_eq!(data.len(), 128 * 4096);
     for (i, chunk) in data.chunks(4096).enumerate() {
-        assert!(chunk.iter().all(|&b| b == (i % 4) as u8 + 1), "stripe {i}");
+        assert!(
+            chunk.iter().all(|&b| b == u8::try_from(i % 4).unwrap() + 1),
+            "stripe {i}"
+        );
     }
     assert_eq!(f.fs().handles().len(), 1);
 }

@@ -409,7 +409,7 @@ fn init_from_a_pre_7_36_kernel_has_no_flags2() {
         major: 7,
         minor: 31,
         max_readahead: 4096,
-        flags: (fl::ASYNC_READ | fl::MAX_PAGES) as u32,
+        flags: u32::try_from(fl::ASYNC_READ | fl::MAX_PAGES).unwrap(),
     }
     .to_bytes();
     let out = abi::InitOut::read(&c.call(op::INIT, 0, &body).unwrap()).unwrap();
