@@ -322,7 +322,6 @@ pub fn poll_readable(fd: &impl AsRawFd, timeout_ms: i32) -> io::Result<bool> {
     }
 }
 
-/// The effective user id of the daemon.
 /// Most open files the daemon asks for: one descriptor per inode the guest knows, as
 /// virtiofsd (which raises its limit to the same bound by default).
 pub const WANTED_OPEN_FILES: u64 = 1_000_000;
@@ -350,6 +349,7 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     Ok(want)
 }
 
+/// The effective user id of the daemon.
 pub fn effective_uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
