@@ -514,3 +514,47 @@ fn a_head_past_the_descriptor_table_does_not_end_the_queue() {
     still_works(&f.c);
     assert_eq!(f.c.lookup(ROOT, b"missing").unwrap_err(), libc::ENOENT);
 }
+
+#[test]
+fn a_name_with_bytes_after_its_nul_is_not_the_shorter_name() {
+    let f = start("fuse-name-junk", &[]);
+    std::fs::write(f.host("ro.txt"), b"x").unwrap();
+    let c = &f.c;
+    // `ro.txt\0junk` used to be looked up (and unlinked) as `ro.txt`.
+    for (opcode, body) in [
+        (op::LOOKUP, cat(&[b"ro.txt\0junk"])),
+        (op::UNLINK, cat(&[b"ro.txt\0junk"])),
+        (
+            op::MKDIR,
+            cat(&[
+                &abi::MkdirIn {
+                    mode: 0o755,
+                    umask: 0,
+                }
+                .to_bytes(),
+                b"d\0junk",
+            ]),
+        ),
+    ] {
+        let reply = c.raw(&encode_request(opcode, 61, ROOT, 0, 0, &body));
+        assert_eq!(err_of(&reply), (61, libc::EINVAL), "opcode {opcode}");
+    }
+    assert!(f.host("ro.txt").exists(), "nothing was unlinked");
+    assert!(!f.host("d").exists(), "nothing was created");
+    still_works(c);
+}
+
+#[test]
+fn a_write_larger_than_max_write_is_refused() {
+    let f = start("fuse-write-max", &[]);
+    let c = &f.c;
+    let (e, o) = c.create(ROOT, b"w", 0o644, RDWR).unwrap();
+    let max = vhost_dax::fuse::abi::MAX_WRITE as usize;
+    assert!(c.write(e.nodeid, o.fh, 0, &vec![1u8; max]).is_ok());
+    assert_eq!(
+        c.write(e.nodeid, o.fh, 0, &vec![2u8; max + 1]).unwrap_err(),
+        libc::EINVAL
+    );
+    assert_eq!(std::fs::read(f.host("w")).unwrap(), vec![1u8; max]);
+    still_works(c);
+}
