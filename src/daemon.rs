@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -145,6 +145,25 @@ impl Service for FsDevice {
 /// What the exit path quiesces, and the socket files it removes afterwards.
 type Closing = (Arc<dyn Service>, Vec<Arc<SocketFile>>);
 
+/// What the main thread waits for: a termination signal, or the end of a device's loop.
+enum Event {
+    /// SIGINT or SIGTERM (the number) arrived.
+    Signal(i32),
+    /// One device's serving thread ended (returned or panicked).
+    DeviceEnded,
+}
+
+/// Held by a serving thread: tells the main thread when that thread ends, however it
+/// ends (dropped on return and while unwinding from a panic alike).
+struct EndNotice(mpsc::Sender<Event>);
+
+impl Drop for EndNotice {
+    fn drop(&mut self) {
+        // The main thread may have stopped listening (it is shutting down): nothing to tell.
+        let _ = self.0.send(Event::DeviceEnded);
+    }
+}
+
 /// One device's socket, served one frontend at a time.
 struct ServeLoop {
     name: String,
@@ -153,7 +172,8 @@ struct ServeLoop {
     socket: Arc<SocketFile>,
 }
 
-type Starter = Box<dyn FnOnce(ServeLoop) -> std::io::Result<JoinHandle<Result<(), DaemonError>>>>;
+type Starter =
+    Box<dyn FnOnce(ServeLoop, EndNotice) -> std::io::Result<JoinHandle<Result<(), DaemonError>>>>;
 
 /// A device ready to be served: its loop, its shutdown face, and how to start it.
 struct Prepared {
@@ -199,10 +219,11 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             },
             service: device,
             extra_sockets: Vec::new(),
-            start: Box::new(move |serve| {
+            start: Box::new(move |serve, notice| {
                 let on_disconnect = dev.clone();
                 spawn_server(
                     serve,
+                    notice,
                     move || PmemBackend::new(dev.clone()),
                     move || on_disconnect.disconnected(),
                 )
@@ -272,10 +293,11 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             },
             service: device,
             extra_sockets,
-            start: Box::new(move |serve| {
+            start: Box::new(move |serve, notice| {
                 let on_disconnect = dev.clone();
                 spawn_server(
                     serve,
+                    notice,
                     move || FsBackend::new(dev.clone()),
                     move || on_disconnect.disconnected(),
                 )
@@ -294,17 +316,32 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             (d.service.clone(), sockets)
         })
         .collect();
-    let closing = shutdown.clone();
+    let (events, wait) = mpsc::channel();
     let mut handles = Vec::new();
     for Prepared { serve, start, .. } in devices {
         let name = serve.name.clone();
-        handles.push(start(serve).map_err(|source| DaemonError::Device {
+        let notice = EndNotice(events.clone());
+        handles.push(start(serve, notice).map_err(|source| DaemonError::Device {
             device: name,
             source,
         })?);
     }
-    spawn_signal_thread(shutdown)?;
+    spawn_signal_thread(events)?;
 
+    // Wait for every device's loop to end, unless a signal comes first: then quiesce the
+    // devices and return, and the process exits with the serving threads still parked.
+    let mut running = handles.len();
+    while running > 0 {
+        match wait.recv() {
+            Ok(Event::DeviceEnded) => running -= 1,
+            Ok(Event::Signal(signal)) => {
+                shut_down(signal, &shutdown);
+                return Ok(());
+            }
+            // Every sender is gone, so every serving thread has ended.
+            Err(mpsc::RecvError) => break,
+        }
+    }
     let mut first_error = None;
     for handle in handles {
         match handle.join() {
@@ -316,7 +353,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             Err(_) => log::error!("a device thread panicked"),
         }
     }
-    for (service, sockets) in &closing {
+    for (service, sockets) in &shutdown {
         service.close();
         sockets.iter().for_each(|s| s.remove());
     }
@@ -403,6 +440,7 @@ fn sync_observer() -> Result<Option<Arc<dyn SyncObserver>>, DaemonError> {
 
 fn spawn_server<B, F, D>(
     serve: ServeLoop,
+    notice: EndNotice,
     make_backend: F,
     on_disconnect: D,
 ) -> std::io::Result<JoinHandle<Result<(), DaemonError>>>
@@ -413,7 +451,10 @@ where
 {
     std::thread::Builder::new()
         .name("listener".into())
-        .spawn(move || serve_loop(serve, make_backend, on_disconnect))
+        .spawn(move || {
+            let _notice = notice;
+            serve_loop(serve, make_backend, on_disconnect)
+        })
 }
 
 fn serve_loop<B, F, D>(
@@ -451,25 +492,26 @@ where
     }
 }
 
-fn spawn_signal_thread(devices: Vec<Closing>) -> Result<(), DaemonError> {
+/// Waits for SIGINT/SIGTERM on a thread of its own and reports it to the main thread.
+fn spawn_signal_thread(events: mpsc::Sender<Event>) -> Result<(), DaemonError> {
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(move || {
-            let signal = match sys::wait_for_termination() {
-                Ok(signal) => signal,
-                Err(e) => {
-                    log::error!("waiting for signals failed: {e}");
-                    return;
-                }
-            };
-            log::info!("signal {signal}: shutting down");
-            for (service, sockets) in &devices {
-                service.shutdown();
-                sockets.iter().for_each(|s| s.remove());
-            }
-            log::info!("shutdown complete");
-            std::process::exit(0);
+        .spawn(move || match sys::wait_for_termination() {
+            // The main thread stops listening only once every device has ended.
+            Ok(signal) => drop(events.send(Event::Signal(signal))),
+            Err(e) => log::error!("waiting for signals failed: {e}"),
         })
         .map_err(DaemonError::Signals)?;
     Ok(())
+}
+
+/// The orderly shutdown on a termination signal: every device stops taking requests and
+/// finishes what is in flight, and the socket files go.
+fn shut_down(signal: i32, devices: &[Closing]) {
+    log::info!("signal {signal}: shutting down");
+    for (service, sockets) in devices {
+        service.shutdown();
+        sockets.iter().for_each(|s| s.remove());
+    }
+    log::info!("shutdown complete");
 }

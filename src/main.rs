@@ -249,6 +249,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    raise_open_files_limit();
     match daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -259,10 +260,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Every inode the guest knows holds a descriptor: the usual soft limit of 1024 would end
+/// a session after about a thousand LOOKUPs.
+fn raise_open_files_limit() {
+    match vhost_dax::sys::raise_open_files_limit() {
+        Ok(n) if n < 65536 => log::warn!(
+            "open files limited to {n} (the hard limit): a guest that knows more inodes \
+             gets EMFILE; raise it (e.g. LimitNOFILE=) for large shares"
+        ),
+        Ok(n) => log::debug!("open files limit: {n}"),
+        Err(e) => log::warn!("cannot raise the open files limit: {e}"),
+    }
+}
+
 fn bench(options: vhost_dax::bench::BenchOptions, json: bool, log_level: Option<&str>) -> ExitCode {
     if let Err(e) = init_logging(Some(log_level.unwrap_or("warn"))) {
         return config_error(e);
     }
+    // The daemons the bench starts inherit the limit.
+    raise_open_files_limit();
     let report = vhost_dax::bench::run(options, &mut |step| eprintln!("bench: {step}"));
     match report {
         Ok(report) if json => {

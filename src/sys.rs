@@ -107,11 +107,15 @@ impl Reservation {
         false
     }
 
-    fn check_range(&self, offset: u64, len: u64) -> io::Result<usize> {
-        let end = offset.checked_add(len);
-        match end {
-            Some(end) if len > 0 && end <= self.len as u64 => Ok(offset as usize),
-            _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    /// `[offset, offset+len)` as `(start, len)` in `usize`, if it is non-empty and inside
+    /// the reservation; `EINVAL` otherwise.
+    fn check_range(&self, offset: u64, len: u64) -> io::Result<(usize, usize)> {
+        let einval = || io::Error::from_raw_os_error(libc::EINVAL);
+        let start = usize::try_from(offset).map_err(|_| einval())?;
+        let len = usize::try_from(len).map_err(|_| einval())?;
+        match start.checked_add(len) {
+            Some(end) if len > 0 && end <= self.len => Ok((start, len)),
+            _ => Err(einval()),
         }
     }
 
@@ -125,7 +129,7 @@ impl Reservation {
         file_offset: u64,
         writable: bool,
     ) -> io::Result<()> {
-        let start = self.check_range(offset, len)?;
+        let (start, len) = self.check_range(offset, len)?;
         let file_offset = libc::off_t::try_from(file_offset)
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         let prot = if writable {
@@ -138,7 +142,7 @@ impl Reservation {
         let ptr = unsafe {
             libc::mmap(
                 self.base().add(start).cast(),
-                len as usize,
+                len,
                 prot,
                 libc::MAP_SHARED | libc::MAP_FIXED,
                 file.as_raw_fd(),
@@ -160,7 +164,7 @@ impl Reservation {
         if buf.is_empty() {
             return Ok(0);
         }
-        let start = self.check_range(offset, buf.len() as u64)?;
+        let (start, _) = self.check_range(offset, buf.len() as u64)?;
         let local = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
@@ -187,7 +191,7 @@ impl Reservation {
         if data.is_empty() {
             return Ok(0);
         }
-        let start = self.check_range(offset, data.len() as u64)?;
+        let (start, _) = self.check_range(offset, data.len() as u64)?;
         let local = libc::iovec {
             iov_base: data.as_ptr().cast_mut().cast(),
             iov_len: data.len(),
@@ -207,13 +211,13 @@ impl Reservation {
     /// Returns `[offset, offset+len)` to `PROT_NONE` anonymous memory, dropping whatever
     /// file mapping was there.
     pub fn clear(&self, offset: u64, len: u64) -> io::Result<()> {
-        let start = self.check_range(offset, len)?;
+        let (start, len) = self.check_range(offset, len)?;
         // SAFETY: check_range proved the range lies inside our own reservation, so MAP_FIXED
         // only replaces pages this object owns.
         let ptr = unsafe {
             libc::mmap(
                 self.base().add(start).cast(),
-                len as usize,
+                len,
                 libc::PROT_NONE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED | libc::MAP_NORESERVE,
                 -1,
@@ -316,6 +320,33 @@ pub fn poll_readable(fd: &impl AsRawFd, timeout_ms: i32) -> io::Result<bool> {
         }
         return Ok(ret > 0);
     }
+}
+
+/// Most open files the daemon asks for: one descriptor per inode the guest knows, as
+/// virtiofsd (which raises its limit to the same bound by default).
+pub const WANTED_OPEN_FILES: u64 = 1_000_000;
+
+/// Raises the soft limit on open files towards [`WANTED_OPEN_FILES`], as far as the hard
+/// limit allows (and never lowers it); returns the soft limit now in force.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let want = WANTED_OPEN_FILES.min(limit.rlim_max);
+    if limit.rlim_cur >= want {
+        return Ok(limit.rlim_cur);
+    }
+    limit.rlim_cur = want;
+    // SAFETY: setrlimit only reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(want)
 }
 
 /// The effective user id of the daemon.

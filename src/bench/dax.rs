@@ -115,7 +115,8 @@ impl DaxSession {
         let mut f = std::fs::File::create(&path)?;
         let mut left = len;
         while left > 0 {
-            let n = left.min(block.len() as u64) as usize;
+            // Whatever `left` is, at most one block.
+            let n = usize::try_from(left).map_or(block.len(), |left| left.min(block.len()));
             f.write_all(&block[..n])?;
             left -= n as u64;
         }

@@ -131,20 +131,24 @@ impl FuseWire {
             reply,
             data: data_len,
         } = r;
-        let reply_len = reply.map_or(0, |body| (OutHeader::SIZE + body) as u32);
+        let too_large = || BenchError::Unexpected(format!("{name} request too large"));
+        let reply_len = reply.map_or(0, |body| OutHeader::SIZE + body);
         self.unique += 1;
         let unique = self.unique;
         let args_len: usize = args.iter().map(|a| a.len()).sum();
         let header_len = InHeader::SIZE + args_len;
+        // Lengths checked against the areas in usize, before any becomes a u32.
         if header_len > REQUEST_AREA as usize
-            || reply_len > REPLY_AREA
+            || reply_len > REPLY_AREA as usize
             || payload.max(data_len) > DATA_AREA
         {
-            return Err(BenchError::Unexpected(format!("{name} request too large")));
+            return Err(too_large());
         }
+        let reply_len = u32::try_from(reply_len).map_err(|_| too_large())?;
+        let header_len = u32::try_from(header_len).map_err(|_| too_large())?;
         self.encoded.clear();
         InHeader {
-            len: (header_len + payload as usize) as u32,
+            len: header_len + payload,
             opcode,
             unique,
             nodeid,
@@ -160,7 +164,7 @@ impl FuseWire {
         }
         self.frontend.ram().write(self.request, &self.encoded)?;
         let mut chain = Vec::with_capacity(4);
-        chain.push(Buffer::readable(self.request, header_len as u32));
+        chain.push(Buffer::readable(self.request, header_len));
         if payload > 0 {
             chain.push(Buffer::readable(self.data, payload));
         }
@@ -224,7 +228,7 @@ impl FuseWire {
             major: abi::KERNEL_VERSION,
             minor: abi::KERNEL_MINOR_VERSION,
             max_readahead: 128 << 10,
-            flags: INIT_FLAGS as u32,
+            flags: (INIT_FLAGS & 0xffff_ffff) as u32,
         }
         .to_bytes();
         ((INIT_FLAGS >> 32) as u32).put(&mut body);
@@ -349,7 +353,8 @@ impl FuseWire {
         let per_request = (REQUEST_AREA as usize - InHeader::SIZE - 8) / abi::ForgetOne::SIZE;
         for batch in nodes.chunks(per_request) {
             let mut args = abi::BatchForgetIn {
-                count: batch.len() as u32,
+                // At most `per_request`, a few thousand.
+                count: u32::try_from(batch.len()).unwrap_or(u32::MAX),
                 dummy: 0,
             }
             .to_bytes();

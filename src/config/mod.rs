@@ -46,7 +46,12 @@ pub enum Origin {
     /// A command-line flag (`--name`).
     Cli,
     /// Entry `index` of the `[[kind]]` array of a config file.
-    File { kind: &'static str, index: usize },
+    File {
+        /// The array's name (`pmem` or `fs`).
+        kind: &'static str,
+        /// Position in the array, from 0.
+        index: usize,
+    },
 }
 
 impl Origin {

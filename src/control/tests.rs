@@ -52,7 +52,7 @@ impl Fixture {
     fn new(budget: Duration) -> Fixture {
         let dir = TempDir::new();
         let file_path = dir.0.join("backing");
-        std::fs::write(&file_path, vec![0u8; FILE_SIZE as usize]).unwrap();
+        std::fs::write(&file_path, vec![0u8; usize::try_from(FILE_SIZE).unwrap()]).unwrap();
         let file = Arc::new(FileBacking::open(&file_path, true).unwrap());
         let mapper = Arc::new(MemoryMapper::with_window(CHUNKS * CHUNK));
         let config = LedgerConfig::new(CHUNKS * CHUNK)

@@ -131,15 +131,6 @@ impl ExtentMapper {
         self.lock().extent
     }
 
-    /// Forgets every held range without unmapping it: the frontend has dropped its
-    /// mappings itself (a device reset, as QEMU does) or is gone.
-    pub fn forget_all(&self) -> usize {
-        let mut state = self.lock();
-        let n = state.held.len();
-        state.held.clear();
-        n
-    }
-
     /// Sends one piece and records it.
     fn send_piece(
         &self,

@@ -20,7 +20,9 @@ use super::guard::{FileRangeGuard, PinGuard, PinId};
 use super::info::Counters;
 use super::mapper::{Mapper, MapperError};
 use super::sync::{Condvar, Mutex, MutexGuard};
-use super::table::{Blocked, ChunkIdx, ClaimId, FileDrain, Mapping, PendingMap, Table, Victim};
+use super::table::{
+    Blocked, ChunkIdx, ClaimId, FileDrain, Mapping, PendingMap, Table, Victim, chunk_idx,
+};
 use super::wait::Waiter;
 
 /// What [`Ledger::map`] did.
@@ -186,7 +188,7 @@ impl Ledger {
         }
         let window = self.check_window(offset, len)?;
         // Inside the window, whose chunk count fits in usize.
-        Ok((window.start / cs) as usize..(window.end / cs) as usize)
+        Ok(chunk_idx(window.start / cs)..chunk_idx(window.end / cs))
     }
 
     /// Maps `len` bytes of `backing` from `file_offset` at `window_offset`.

@@ -9,7 +9,9 @@
 //! under one lock, so a ring stop either comes before the reply lands or the reply is
 //! dropped — never the reply in a ring the frontend set up anew.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use super::sync::{Mutex, MutexGuard};
 
 use super::error::LedgerError;
 use super::ledger::Ledger;

@@ -16,6 +16,16 @@ use super::guard::PinId;
 /// Index of a chunk in the window.
 pub(super) type ChunkIdx = usize;
 
+/// The index of chunk number `n` (a window offset divided by the chunk size).
+///
+/// Callers pass offsets inside the window, and `LedgerConfig::validate` checked that the
+/// window's chunk count (at most `MAX_CHUNKS`) fits `usize`, so this cannot fail. Were it
+/// to, the saturated index lies beyond the table and indexing panics, instead of a
+/// truncated index naming some other chunk.
+pub(super) fn chunk_idx(n: u64) -> ChunkIdx {
+    usize::try_from(n).unwrap_or(ChunkIdx::MAX)
+}
+
 /// Identity of a claim: one operation's ownership of a set of chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(super) struct ClaimId(u64);
@@ -150,8 +160,8 @@ impl Table {
     /// The chunks touched by a (validated, non-empty) window byte range.
     pub(super) fn chunks_covering(&self, window: &Range<u64>) -> Range<ChunkIdx> {
         // Both ends are inside the window, whose chunk count fits in usize.
-        let start = (window.start / self.chunk_size) as usize;
-        let end = window.end.div_ceil(self.chunk_size) as usize;
+        let start = chunk_idx(window.start / self.chunk_size);
+        let end = chunk_idx(window.end.div_ceil(self.chunk_size));
         start..end
     }
 

@@ -301,7 +301,7 @@ impl FsBackend {
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
                 let Some((len, reply_capacity)) = read_request(queue, &chain, &mem, scratch) else {
-                    complete(vring, head, 0, event_idx)?;
+                    complete_or_log(queue, vring, head, 0, event_idx);
                     continue;
                 };
                 let bytes = &scratch[..len];
@@ -333,7 +333,7 @@ impl FsBackend {
                 let used = self
                     .device
                     .serve(queue, bytes, reply_capacity, &chain, &mem);
-                complete(vring, head, used, event_idx)?;
+                complete_or_log(queue, vring, head, used, event_idx);
             }
             if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
                 return Ok(());
@@ -381,6 +381,14 @@ fn read_request(
         return None;
     }
     Some((len, writer.available_bytes()))
+}
+
+/// As [`complete`]; a chain that cannot be returned (a head the driver made up) is logged
+/// and the queue goes on: no guest input ends a queue.
+fn complete_or_log(queue: usize, vring: &VringRwLock, head: u16, used: u32, event_idx: bool) {
+    if let Err(e) = complete(vring, head, used, event_idx) {
+        log::warn!("fs: queue {queue}: chain {head} not returned: {e}");
+    }
 }
 
 /// Returns chain `head` to the driver with `used` bytes written, notifying if needed.

@@ -771,7 +771,8 @@ mod tests {
     const MEM: u64 = 0x1000;
 
     fn memory(type_word: u32) -> GuestMemoryMmap {
-        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), usize::try_from(MEM).unwrap())])
+            .unwrap();
         mem.write_obj(type_word.to_le(), GuestAddress(0x100))
             .unwrap();
         mem

@@ -14,13 +14,13 @@ use std::time::Duration;
 use vm_memory::GuestAddress;
 
 use super::{Buffer, Frontend, FrontendError};
-use crate::fuse::abi::MAX_BUFFER_SIZE;
+use crate::fuse::abi::MAX_WRITE;
 use crate::fuse::testing::Transport;
 
 /// Largest request a slot holds: a 1 MiB WRITE and its headers.
-const REQUEST_CAPACITY: u32 = (MAX_BUFFER_SIZE + 8192) as u32;
+const REQUEST_CAPACITY: u32 = MAX_WRITE + 8192;
 /// Largest reply a slot receives: a 1 MiB READ and its header.
-const REPLY_CAPACITY: u32 = (MAX_BUFFER_SIZE + 4096) as u32;
+const REPLY_CAPACITY: u32 = MAX_WRITE + 4096;
 
 /// A frontend shared by the queues that drive it.
 pub type SharedFrontend = Arc<Mutex<Frontend>>;

@@ -288,6 +288,13 @@ impl Frontend {
         self.queues[q].add_chain(&self.ram, buffers)
     }
 
+    /// Offers a raw `head` on queue `queue` and kicks (see [`DriverQueue::add_raw_head`]).
+    pub fn submit_raw_head(&mut self, queue: usize, head: u16) -> Result<(), FrontendError> {
+        let q = self.queue_index(queue)?;
+        self.queues[q].add_raw_head(&self.ram, head)?;
+        self.queues[q].kick()
+    }
+
     /// Notifies the device of queue `queue`.
     pub fn kick(&self, queue: usize) -> Result<(), FrontendError> {
         let q = self.queue_index(queue)?;

@@ -14,7 +14,7 @@ use crate::sys;
 
 const VIRTQ_DESC_F_NEXT: u16 = 1;
 const VIRTQ_DESC_F_WRITE: u16 = 2;
-const DESC_SIZE: u64 = 16;
+const DESC_SIZE: usize = 16;
 
 /// One buffer of a chain: a guest-physical range the device reads (`write == false`) or
 /// writes. Addresses are not checked, so tests can offer bad ones on purpose.
@@ -89,16 +89,18 @@ impl DriverQueue {
                 "queue size {size} is not a power of two"
             )));
         }
-        let n = u64::from(size);
+        // Ring sizes in bytes (virtio 1.x split queue).
+        let n = usize::from(size);
+        let (desc_len, avail_len, used_len) = (DESC_SIZE * n, 6 + 2 * n, 6 + 8 * n);
         let layout = QueueLayout {
             size,
-            desc: ram.alloc(DESC_SIZE * n, 16)?,
-            avail: ram.alloc(6 + 2 * n, 2)?,
-            used: ram.alloc(6 + 8 * n, 4)?,
+            desc: ram.alloc(desc_len as u64, 16)?,
+            avail: ram.alloc(avail_len as u64, 2)?,
+            used: ram.alloc(used_len as u64, 4)?,
         };
-        ram.write(layout.desc, &vec![0u8; (DESC_SIZE * n) as usize])?;
-        ram.write(layout.avail, &vec![0u8; (6 + 2 * n) as usize])?;
-        ram.write(layout.used, &vec![0u8; (6 + 8 * n) as usize])?;
+        ram.write(layout.desc, &vec![0u8; desc_len])?;
+        ram.write(layout.avail, &vec![0u8; avail_len])?;
+        ram.write(layout.used, &vec![0u8; used_len])?;
         Ok(DriverQueue {
             layout,
             free: (0..size).rev().collect(),
@@ -147,7 +149,7 @@ impl DriverQueue {
         let ids: Vec<u16> = (0..buffers.len())
             .map(|_| self.free.pop().unwrap_or(0))
             .collect();
-        let mem = ram.memory();
+
         for (i, (buffer, &id)) in buffers.iter().zip(&ids).enumerate() {
             let mut flags = if buffer.write { VIRTQ_DESC_F_WRITE } else { 0 };
             let next = match ids.get(i + 1) {
@@ -163,12 +165,28 @@ impl DriverQueue {
             desc[12..14].copy_from_slice(&flags.to_le_bytes());
             desc[14..16].copy_from_slice(&next.to_le_bytes());
             ram.write(
-                self.layout.desc.unchecked_add(u64::from(id) * DESC_SIZE),
+                self.layout
+                    .desc
+                    .unchecked_add(u64::from(id) * DESC_SIZE as u64),
                 &desc,
             )?;
         }
         let head = ids[0];
         self.chain_len.insert(head, ids.len());
+        self.publish(ram, head)?;
+        Ok(head)
+    }
+
+    /// Offers `head` in the avail ring as it is, with no descriptor behind it: what a
+    /// buggy or hostile driver does (an index past the table, a chain it never built).
+    /// For testing a device; the device's answer, if any, is not collected.
+    pub fn add_raw_head(&mut self, ram: &GuestRam, head: u16) -> Result<(), FrontendError> {
+        self.publish(ram, head)
+    }
+
+    /// Puts `head` in the next avail slot and publishes it.
+    fn publish(&mut self, ram: &GuestRam, head: u16) -> Result<(), FrontendError> {
+        let mem = ram.memory();
         let slot = u64::from(self.avail_idx % self.layout.size);
         mem.write_obj(head.to_le(), self.layout.avail.unchecked_add(4 + 2 * slot))
             .map_err(|e| FrontendError::Setup(format!("avail ring write: {e}")))?;
@@ -181,7 +199,7 @@ impl DriverQueue {
             Ordering::Release,
         )
         .map_err(|e| FrontendError::Setup(format!("avail idx write: {e}")))?;
-        Ok(head)
+        Ok(())
     }
 
     /// Notifies the device that chains are available.
@@ -222,7 +240,9 @@ impl DriverQueue {
         for _ in 0..count {
             self.free.push(id);
             let desc = ram.read(
-                self.layout.desc.unchecked_add(u64::from(id) * DESC_SIZE),
+                self.layout
+                    .desc
+                    .unchecked_add(u64::from(id) * DESC_SIZE as u64),
                 16,
             )?;
             id = u16::from_le_bytes([desc[14], desc[15]]);

@@ -274,7 +274,7 @@ impl ShmemWindows {
     /// copy may show old or new, in any mix, as they would to a guest.
     pub fn read(&self, shmid: u8, offset: u64, buf: &mut [u8]) -> Result<(), WindowError> {
         let state = self.lock();
-        let region = self.covered(&state, shmid, offset, buf.len() as u64, false)?;
+        let (region, _) = self.covered(&state, shmid, offset, buf.len() as u64, false)?;
         let done = region
             .copy_out(offset, buf)
             .map_err(|source| WindowError::Io { shmid, source })?;
@@ -288,7 +288,7 @@ impl ShmemWindows {
     /// [`ShmemWindows::read`] applies.
     pub fn write(&self, shmid: u8, offset: u64, data: &[u8]) -> Result<(), WindowError> {
         let state = self.lock();
-        let region = self.covered(&state, shmid, offset, data.len() as u64, true)?;
+        let (region, _) = self.covered(&state, shmid, offset, data.len() as u64, true)?;
         let done = region
             .copy_in(offset, data)
             .map_err(|source| WindowError::Io { shmid, source })?;
@@ -312,9 +312,7 @@ impl ShmemWindows {
         buf: &mut [u8],
     ) -> Result<(), WindowError> {
         let state = self.lock();
-        let region = self.covered(&state, shmid, offset, buf.len() as u64, false)?;
-        // No truncation: `covered` checked `offset` against the region's length, a usize.
-        let at = offset as usize;
+        let (region, at) = self.covered(&state, shmid, offset, buf.len() as u64, false)?;
         // SAFETY: `covered` checked that `at..at+buf.len()` lies inside the reservation and
         // inside live mappings (PROT_READ at least); the state lock we hold keeps `map` and
         // `unmap`, the only code that maps or clears the reservation, from replacing them
@@ -338,9 +336,7 @@ impl ShmemWindows {
         data: &[u8],
     ) -> Result<(), WindowError> {
         let state = self.lock();
-        let region = self.covered(&state, shmid, offset, data.len() as u64, true)?;
-        // No truncation, as in `read_volatile`.
-        let at = offset as usize;
+        let (region, at) = self.covered(&state, shmid, offset, data.len() as u64, true)?;
         // SAFETY: as in `read_volatile`: the range is inside the reservation and inside live
         // mappings, here PROT_READ|PROT_WRITE ones, which the state lock keeps in place;
         // `data` cannot overlap the range; the file stays long enough (caller's promise).
@@ -348,8 +344,8 @@ impl ShmemWindows {
         Ok(())
     }
 
-    /// The region, if `offset..offset+len` of it is covered by live mappings (writable
-    /// ones when `write`).
+    /// The region and `offset` as an index into it, if `offset..offset+len` of it is
+    /// covered by live mappings (writable ones when `write`).
     fn covered(
         &self,
         state: &WindowState,
@@ -357,21 +353,23 @@ impl ShmemWindows {
         offset: u64,
         len: u64,
         write: bool,
-    ) -> Result<&Reservation, WindowError> {
+    ) -> Result<(&Reservation, usize), WindowError> {
         let region = self
             .region(shmid)
             .ok_or(WindowError::NoSuchRegion { shmid })?;
         let size = region.len() as u64;
-        let end =
-            offset
-                .checked_add(len)
-                .filter(|&end| end <= size)
-                .ok_or(WindowError::OutOfBounds {
-                    shmid,
-                    offset,
-                    len,
-                    size,
-                })?;
+        let out_of_bounds = || WindowError::OutOfBounds {
+            shmid,
+            offset,
+            len,
+            size,
+        };
+        let end = offset
+            .checked_add(len)
+            .filter(|&end| end <= size)
+            .ok_or_else(out_of_bounds)?;
+        // Cannot fail once `end <= size`, a usize; an error all the same, never a wrap.
+        let at = usize::try_from(offset).map_err(|_| out_of_bounds())?;
         let mut cursor = offset;
         for m in state.live.values().filter(|m| m.shmid == shmid) {
             if cursor >= end {
@@ -393,7 +391,7 @@ impl ShmemWindows {
                 offset: cursor,
             });
         }
-        Ok(region)
+        Ok((region, at))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WindowState> {
@@ -696,7 +694,7 @@ mod tests {
     /// ones), in both directions: exactly the bytes asked for move, nothing around them.
     #[test]
     fn volatile_copies_move_exactly_the_bytes_asked_for() {
-        let shared: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 3) as u8).collect();
+        let shared: Vec<u8> = (0..4096u32).map(|i| ((i * 7 + 3) & 0xff) as u8).collect();
         let lens = (0..=3 * WORD * UNROLL).chain([255, 256, 257, 1000, 2049]);
         for len in lens {
             for start in 0..2 * WORD {

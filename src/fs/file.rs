@@ -19,7 +19,9 @@ use crate::fuse::{Context, Entry, Errno, FsResult, Handle, NodeId, Opened};
 /// writeback caching O_WRONLY becomes O_RDWR (the guest page cache reads to
 /// fill partial pages) and O_APPEND is dropped (the guest orders appends).
 fn host_flags(fs: &PassthroughFs, flags: u32) -> i32 {
-    let mut f = flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_DIRECT);
+    // The guest's `int` open flags travel as a u32: reinterpret the bits.
+    let mut f =
+        flags.cast_signed() & !(libc::O_CREAT | libc::O_EXCL | libc::O_NOCTTY | libc::O_DIRECT);
     if fs.writeback.load(Ordering::Acquire) {
         if f & libc::O_ACCMODE == libc::O_WRONLY {
             f = (f & !libc::O_ACCMODE) | libc::O_RDWR;
@@ -111,7 +113,7 @@ pub(super) fn create(
     fs.check_writable()?;
     check_new_name(name)?;
     let p = fs.inodes.get(parent)?;
-    let excl = flags as i32 & libc::O_EXCL;
+    let excl = flags.cast_signed() & libc::O_EXCL;
     // O_NONBLOCK keeps an existing fifo at `name` from hanging the open.
     let f = host_flags(fs, flags) | excl | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK;
     let file = if fs.dax().is_some() && f & libc::O_TRUNC != 0 && excl == 0 {
@@ -190,7 +192,7 @@ pub(super) fn tmpfile(
     if !p.is_dir() {
         return Err(Errno::ENOTDIR);
     }
-    let excl = flags as i32 & libc::O_EXCL;
+    let excl = flags.cast_signed() & libc::O_EXCL;
     let mut f = host_flags(fs, flags) | excl | libc::O_TMPFILE;
     if f & libc::O_ACCMODE == libc::O_RDONLY {
         f |= libc::O_RDWR;
@@ -277,7 +279,8 @@ pub(super) fn fallocate_cuts(mode: u32) -> bool {
         | libc::FALLOC_FL_ZERO_RANGE
         | libc::FALLOC_FL_COLLAPSE_RANGE
         | libc::FALLOC_FL_INSERT_RANGE;
-    mode & cutting as u32 != 0
+    // The guest's `int` mode travels as a u32: compare bits.
+    mode & cutting.cast_unsigned() != 0
 }
 
 /// FALLOCATE (any fallocate(2) mode the host accepts: KEEP_SIZE, PUNCH_HOLE, ...).

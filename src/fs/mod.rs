@@ -52,6 +52,10 @@ use handle::HandleStore;
 use inode::{InodeData, InodeStore};
 use sys::Stat;
 
+/// INIT's `map_alignment`: log2 of the page size DAX mappings are aligned to.
+const PAGE_SHIFT: u16 = 12;
+const _: () = assert!(1u64 << PAGE_SHIFT == crate::dax::PAGE_SIZE);
+
 /// Why the passthrough could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
@@ -291,9 +295,11 @@ fn attr_of(st: &Stat) -> Attr {
         ino: st.ino,
         size: st.size,
         blocks: st.blocks,
-        atime: st.atime.sec as u64,
-        mtime: st.mtime.sec as u64,
-        ctime: st.ctime.sec as u64,
+        // fuse_attr carries a time64_t in a u64 field (the kernel reads it back as
+        // signed): reinterpret the bits, so a time before 1970 survives the trip.
+        atime: st.atime.sec.cast_unsigned(),
+        mtime: st.mtime.sec.cast_unsigned(),
+        ctime: st.ctime.sec.cast_unsigned(),
         atimensec: st.atime.nsec,
         mtimensec: st.mtime.nsec,
         ctimensec: st.ctime.nsec,
@@ -381,11 +387,15 @@ impl Filesystem for PassthroughFs {
         if self.cfg.cache != CachePolicy::Never {
             want |= fl::AUTO_INVAL_DATA;
         }
+        // A new session (a guest reboot, the next frontend's guest) sees only what it
+        // opens itself: nothing of an earlier session's nodes and handles.
+        self.handles.clear();
+        self.inodes.clear();
         let mut map_alignment = 0;
         if let Some(window) = &self.dax {
             window.release_all("FUSE_INIT");
             want |= fl::MAP_ALIGNMENT | fl::HAS_INODE_DAX;
-            map_alignment = crate::dax::PAGE_SIZE.trailing_zeros() as u16;
+            map_alignment = PAGE_SHIFT;
         }
         self.writeback.store(
             req.offered & want & fl::WRITEBACK_CACHE != 0,

@@ -14,12 +14,9 @@ fn check(ret: libc::c_int) -> FsResult<libc::c_int> {
     if ret < 0 { Err(Errno::last()) } else { Ok(ret) }
 }
 
+/// A byte count, or the errno of a failure (a negative return).
 fn check_size(ret: isize) -> FsResult<usize> {
-    if ret < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(ret as usize)
-    }
+    usize::try_from(ret).map_err(|_| Errno::last())
 }
 
 fn check_fd(ret: libc::c_int) -> FsResult<OwnedFd> {
@@ -61,20 +58,33 @@ pub struct Time {
 /// What `statx(2)` told us about a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stat {
+    /// Device the file lives on (`makedev` of `stx_dev_major`/`stx_dev_minor`).
     pub dev: u64,
+    /// Inode number.
     pub ino: u64,
     /// Mount id, or 0 when the kernel did not report one.
     pub mnt_id: u64,
+    /// File type and permission bits.
     pub mode: u32,
+    /// Number of hard links.
     pub nlink: u32,
+    /// Owner's uid.
     pub uid: u32,
+    /// Owner's gid.
     pub gid: u32,
+    /// Device a device node stands for (`makedev` of `stx_rdev_major`/`stx_rdev_minor`).
     pub rdev: u64,
+    /// Size in bytes.
     pub size: u64,
+    /// Allocated 512-byte blocks.
     pub blocks: u64,
+    /// Preferred I/O block size.
     pub blksize: u32,
+    /// Last access.
     pub atime: Time,
+    /// Last modification of the contents.
     pub mtime: Time,
+    /// Last status change.
     pub ctime: Time,
     /// The host file is in the DAX state (`STATX_ATTR_DAX`).
     pub dax: bool,
@@ -290,11 +300,8 @@ pub fn lseek(fd: BorrowedFd<'_>, offset: u64, whence: i32) -> FsResult<u64> {
     let offset = off(offset)?;
     // SAFETY: open fd; the kernel validates whence.
     let r = unsafe { libc::lseek(fd.as_raw_fd(), offset, whence) };
-    if r < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(r as u64)
-    }
+    // Negative only on failure.
+    u64::try_from(r).map_err(|_| Errno::last())
 }
 
 /// `copy_file_range(2)` with explicit offsets; returns bytes copied.
@@ -332,13 +339,21 @@ pub fn syncfs(fd: BorrowedFd<'_>) -> FsResult<()> {
 /// What `fstatvfs(3)` reports, in FUSE's terms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatVfs {
+    /// Size of the file system in `frsize` units.
     pub blocks: u64,
+    /// Free blocks.
     pub bfree: u64,
+    /// Free blocks available to unprivileged users.
     pub bavail: u64,
+    /// Number of inodes.
     pub files: u64,
+    /// Free inodes.
     pub ffree: u64,
+    /// File system block size (`f_bsize`).
     pub bsize: u64,
+    /// Fragment size, the unit of `blocks`.
     pub frsize: u64,
+    /// Longest file name.
     pub namemax: u64,
 }
 
@@ -399,11 +414,8 @@ pub fn getdents64(fd: BorrowedFd<'_>, buf: &mut [u8]) -> FsResult<usize> {
             buf.len(),
         )
     };
-    if r < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(r as usize)
-    }
+    // Negative only on failure; otherwise at most `buf.len()`.
+    usize::try_from(r).map_err(|_| Errno::last())
 }
 
 /// Which object an xattr call addresses.
@@ -507,13 +519,20 @@ pub fn umask(mask: u32) -> u32 {
 /// broadcast); returns the previous fsuid. `u32::MAX` only queries.
 pub fn setfsuid(uid: u32) -> u32 {
     // SAFETY: setfsuid takes a plain integer and affects only this thread.
-    unsafe { libc::syscall(libc::SYS_setfsuid, uid) as u32 }
+    id_result(unsafe { libc::syscall(libc::SYS_setfsuid, uid) })
 }
 
 /// `setfsgid(2)` for the calling thread only; returns the previous fsgid.
 pub fn setfsgid(gid: u32) -> u32 {
     // SAFETY: setfsgid takes a plain integer and affects only this thread.
-    unsafe { libc::syscall(libc::SYS_setfsgid, gid) as u32 }
+    id_result(unsafe { libc::syscall(libc::SYS_setfsgid, gid) })
+}
+
+/// The previous id setfsuid/setfsgid return: a `uid_t`, zero-extended, so it always fits.
+/// These calls report no errors; were one to return -1, it reads as `u32::MAX` (the
+/// invalid id), as the truncating cast this replaces did.
+fn id_result(ret: libc::c_long) -> u32 {
+    u32::try_from(ret).unwrap_or(u32::MAX)
 }
 
 /// The decimal name of `fd` in /proc/self/fd, NUL-terminated.

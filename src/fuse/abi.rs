@@ -24,6 +24,9 @@ pub const MAX_BATCH_FORGET: usize = MAX_BUFFER_SIZE / ForgetOne::SIZE;
 pub const MAX_PAGES: u16 = 256;
 /// Largest READ/WRITE payload granted in INIT (`max_write`), 1 MiB.
 pub const MAX_BUFFER_SIZE: usize = MAX_PAGES as usize * GUEST_PAGE_SIZE;
+/// [`MAX_BUFFER_SIZE`] as INIT's `u32` `max_write` field carries it.
+pub const MAX_WRITE: u32 = 1 << 20;
+const _: () = assert!(MAX_WRITE as usize == MAX_BUFFER_SIZE);
 
 /// A fixed-size value that appears on the FUSE wire (native endian).
 pub trait Wire: Sized {
@@ -73,10 +76,16 @@ impl<const N: usize> Wire for [u8; N] {
     }
 }
 
+// Every struct must open with a doc line (the `#[doc]` the pattern asks for) naming its C
+// struct. Its fields are left undocumented on purpose: they mirror that struct of
+// `include/uapi/linux/fuse.h` field for field, same names, widths and order (the size
+// assertion below checks the total), so the header is their documentation.
 macro_rules! wire {
-    ($(#[$m:meta])* pub struct $name:ident { $( $(#[$fm:meta])* pub $f:ident : $t:ty ),* $(,)? } = $size:expr;) => {
+    (#[doc = $doc:literal] $(#[$m:meta])* pub struct $name:ident { $( $(#[$fm:meta])* pub $f:ident : $t:ty ),* $(,)? } = $size:expr;) => {
+        #[doc = $doc]
         $(#[$m])*
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        #[allow(missing_docs)]
         pub struct $name { $( $(#[$fm])* pub $f: $t ),* }
         impl Wire for $name {
             const SIZE: usize = 0 $( + <$t as Wire>::SIZE )*;

@@ -200,6 +200,19 @@ impl<'a> Body<'a> {
         Ok(s)
     }
 
+    /// A name that must be the body's last bytes: anything after its NUL is refused
+    /// (`a\0junk` is not the name `a`).
+    fn last_cstr(&mut self) -> Result<&'a CStr, RequestError> {
+        let s = self.cstr()?;
+        if !self.buf.is_empty() {
+            return Err(RequestError::BytesAfterName {
+                opcode: self.opcode,
+                extra: self.buf.len(),
+            });
+        }
+        Ok(s)
+    }
+
     fn bytes(&mut self, n: usize) -> Result<&'a [u8], RequestError> {
         let v = self.buf.get(..n).ok_or(RequestError::ShortBody {
             opcode: self.opcode,
@@ -219,9 +232,10 @@ fn set_time(valid: u32, now: u32, set: u32, sec: u64, nsec: u32) -> Option<SetTi
     if valid & now != 0 {
         Some(SetTime::Now)
     } else if valid & set != 0 {
-        // The kernel sends a time64_t in the u64 field; reinterpret it.
+        // The kernel sends a time64_t in the u64 field; reinterpret its bits (a time
+        // before 1970 arrives as a huge u64 and must come out negative, not clamped).
         Some(SetTime::At {
-            sec: sec as i64,
+            sec: sec.cast_signed(),
             nsec,
         })
     } else {
@@ -349,7 +363,9 @@ pub fn decode(op: u32, body: &[u8], opts: DecodeOptions) -> Result<Request<'_>, 
             }
         }
         opcode::DESTROY => Request::Destroy,
-        opcode::LOOKUP => Request::Lookup { name: b.cstr()? },
+        opcode::LOOKUP => Request::Lookup {
+            name: b.last_cstr()?,
+        },
         opcode::FORGET => Request::Forget {
             nlookup: b.take::<abi::ForgetIn>()?.nlookup,
         },
@@ -380,13 +396,13 @@ pub fn decode(op: u32, body: &[u8], opts: DecodeOptions) -> Result<Request<'_>, 
             let name = b.cstr()?;
             Request::Symlink {
                 name,
-                target: b.cstr()?,
+                target: b.last_cstr()?,
             }
         }
         opcode::MKNOD => {
             let a: abi::MknodIn = b.take()?;
             Request::Mknod {
-                name: b.cstr()?,
+                name: b.last_cstr()?,
                 mode: a.mode,
                 rdev: a.rdev,
                 umask: a.umask,
@@ -395,20 +411,24 @@ pub fn decode(op: u32, body: &[u8], opts: DecodeOptions) -> Result<Request<'_>, 
         opcode::MKDIR => {
             let a: abi::MkdirIn = b.take()?;
             Request::Mkdir {
-                name: b.cstr()?,
+                name: b.last_cstr()?,
                 mode: a.mode,
                 umask: a.umask,
             }
         }
-        opcode::UNLINK => Request::Unlink { name: b.cstr()? },
-        opcode::RMDIR => Request::Rmdir { name: b.cstr()? },
+        opcode::UNLINK => Request::Unlink {
+            name: b.last_cstr()?,
+        },
+        opcode::RMDIR => Request::Rmdir {
+            name: b.last_cstr()?,
+        },
         opcode::RENAME => {
             let a: abi::RenameIn = b.take()?;
             let oldname = b.cstr()?;
             Request::Rename {
                 newdir: NodeId(a.newdir),
                 oldname,
-                newname: b.cstr()?,
+                newname: b.last_cstr()?,
                 flags: 0,
             }
         }
@@ -418,7 +438,7 @@ pub fn decode(op: u32, body: &[u8], opts: DecodeOptions) -> Result<Request<'_>, 
             Request::Rename {
                 newdir: NodeId(a.newdir),
                 oldname,
-                newname: b.cstr()?,
+                newname: b.last_cstr()?,
                 flags: a.flags,
             }
         }
@@ -426,7 +446,7 @@ pub fn decode(op: u32, body: &[u8], opts: DecodeOptions) -> Result<Request<'_>, 
             let a: abi::LinkIn = b.take()?;
             Request::Link {
                 oldnode: NodeId(a.oldnodeid),
-                newname: b.cstr()?,
+                newname: b.last_cstr()?,
             }
         }
         opcode::OPEN => {
@@ -446,6 +466,12 @@ pub fn decode(op: u32, body: &[u8], opts: DecodeOptions) -> Result<Request<'_>, 
         }
         opcode::WRITE => {
             let a: abi::WriteIn = b.take()?;
+            if a.size > abi::MAX_WRITE {
+                return Err(RequestError::WriteTooLarge {
+                    size: a.size,
+                    max: abi::MAX_WRITE,
+                });
+            }
             if b.buf.len() != a.size as usize {
                 return Err(RequestError::WriteSizeMismatch {
                     size: a.size,
@@ -507,14 +533,16 @@ pub fn decode(op: u32, body: &[u8], opts: DecodeOptions) -> Result<Request<'_>, 
         opcode::GETXATTR => {
             let a: abi::GetxattrIn = b.take()?;
             Request::Getxattr {
-                name: b.cstr()?,
+                name: b.last_cstr()?,
                 size: a.size,
             }
         }
         opcode::LISTXATTR => Request::Listxattr {
             size: b.take::<abi::GetxattrIn>()?.size,
         },
-        opcode::REMOVEXATTR => Request::Removexattr { name: b.cstr()? },
+        opcode::REMOVEXATTR => Request::Removexattr {
+            name: b.last_cstr()?,
+        },
         opcode::FLUSH => {
             let a: abi::FlushIn = b.take()?;
             Request::Flush {
@@ -545,7 +573,7 @@ pub fn decode(op: u32, body: &[u8], opts: DecodeOptions) -> Result<Request<'_>, 
         opcode::CREATE => {
             let a: abi::CreateIn = b.take()?;
             Request::Create {
-                name: b.cstr()?,
+                name: b.last_cstr()?,
                 mode: a.mode,
                 flags: a.flags,
                 umask: a.umask,
@@ -591,7 +619,7 @@ pub fn decode(op: u32, body: &[u8], opts: DecodeOptions) -> Result<Request<'_>, 
         opcode::TMPFILE => {
             let a: abi::CreateIn = b.take()?;
             // The kernel names the new dentry "/"; the name carries nothing.
-            let _ = b.cstr()?;
+            let _ = b.last_cstr()?;
             Request::Tmpfile {
                 mode: a.mode,
                 flags: a.flags,

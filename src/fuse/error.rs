@@ -153,6 +153,22 @@ pub enum RequestError {
         /// Opcode of the request.
         opcode: u32,
     },
+    /// A WRITE larger than the `max_write` granted in INIT.
+    #[error("WRITE of {size} bytes exceeds max_write {max}")]
+    WriteTooLarge {
+        /// Bytes the request carries.
+        size: u32,
+        /// What INIT granted.
+        max: u32,
+    },
+    /// A name is followed by bytes that belong to no argument.
+    #[error("opcode {opcode}: {extra} byte(s) after the name's NUL")]
+    BytesAfterName {
+        /// Opcode of the request.
+        opcode: u32,
+        /// How many.
+        extra: usize,
+    },
     /// A count of array entries exceeds what the protocol allows.
     #[error("opcode {opcode}: {count} entries exceed the maximum of {max}")]
     TooManyEntries {
@@ -209,6 +225,8 @@ impl RequestError {
             | Self::BadExtensionLength { .. }
             | Self::ShortBody { .. }
             | Self::MissingNul { .. }
+            | Self::BytesAfterName { .. }
+            | Self::WriteTooLarge { .. }
             | Self::TooManyEntries { .. }
             | Self::WriteSizeMismatch { .. }
             | Self::BadMapping { .. } => Errno::EINVAL,

@@ -7,11 +7,18 @@ use super::abi::{self, Attr, Dirent, EntryOut, OutHeader, Wire};
 use super::error::Errno;
 use super::filesystem::Entry;
 
+/// `fuse_out_header.len` for a `len`-byte reply. Replies are bounded by max_write and the
+/// descriptors offered, far below 4 GiB; a longer one would claim `u32::MAX`, not a wrapped
+/// short length.
+fn wire_len(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
 /// The out header of a successful reply with a `body_len`-byte body.
 pub fn header(unique: u64, body_len: usize) -> Vec<u8> {
     let len = OutHeader::SIZE + body_len;
     OutHeader {
-        len: u32::try_from(len).unwrap_or(u32::MAX),
+        len: wire_len(len),
         error: 0,
         unique,
     }
@@ -23,7 +30,7 @@ pub fn ok(unique: u64, body: &[u8]) -> Vec<u8> {
     let len = OutHeader::SIZE + body.len();
     let mut out = Vec::with_capacity(len);
     OutHeader {
-        len: u32::try_from(len).unwrap_or(u32::MAX),
+        len: wire_len(len),
         error: 0,
         unique,
     }
@@ -35,7 +42,7 @@ pub fn ok(unique: u64, body: &[u8]) -> Vec<u8> {
 /// Builds an error reply carrying `-errno`.
 pub fn error(unique: u64, errno: Errno) -> Vec<u8> {
     OutHeader {
-        len: OutHeader::SIZE as u32,
+        len: wire_len(OutHeader::SIZE),
         error: -errno.get(),
         unique,
     }
@@ -118,12 +125,18 @@ impl DirentBuf {
         self.buf.len() + abi::direntplus_size(namelen) <= self.max
     }
 
-    fn put_dirent(&mut self, d: &DirEntry<'_>) {
+    /// A record's `namelen`, or `None` for a name too long for the field (which would not
+    /// fit any buffer either: host names are at most `NAME_MAX` bytes).
+    fn namelen(d: &DirEntry<'_>) -> Option<u32> {
+        u32::try_from(d.name.len()).ok()
+    }
+
+    fn put_dirent(&mut self, d: &DirEntry<'_>, namelen: u32) {
         let start = self.buf.len();
         Dirent {
             ino: d.ino,
             off: d.offset,
-            namelen: d.name.len() as u32,
+            namelen,
             typ: d.typ,
         }
         .put(&mut self.buf);
@@ -134,16 +147,22 @@ impl DirentBuf {
 
     /// Adds a READDIR record; false (and nothing added) if it does not fit.
     pub fn push(&mut self, d: &DirEntry<'_>) -> bool {
+        let Some(namelen) = Self::namelen(d) else {
+            return false;
+        };
         if self.buf.len() + abi::dirent_size(d.name.len()) > self.max {
             return false;
         }
-        self.put_dirent(d);
+        self.put_dirent(d, namelen);
         true
     }
 
     /// Adds a READDIRPLUS record; `entry` is `None` for `.`/`..` (node id 0,
     /// no lookup count). False (and nothing added) if it does not fit.
     pub fn push_plus(&mut self, d: &DirEntry<'_>, entry: Option<&Entry>) -> bool {
+        let Some(namelen) = Self::namelen(d) else {
+            return false;
+        };
         if !self.fits_plus(d.name.len()) {
             return false;
         }
@@ -151,7 +170,7 @@ impl DirentBuf {
             Some(e) => entry_out(e).put(&mut self.buf),
             None => EntryOut::default().put(&mut self.buf),
         }
-        self.put_dirent(d);
+        self.put_dirent(d, namelen);
         true
     }
 }

@@ -224,10 +224,11 @@ impl<F: Filesystem> Server<F> {
             major: abi::KERNEL_VERSION,
             minor,
             max_readahead,
-            flags: granted as u32,
+            // The low word; the high one goes in `flags2`.
+            flags: (granted & 0xffff_ffff) as u32,
             max_background: 0,
             congestion_threshold: 0,
-            max_write: abi::MAX_BUFFER_SIZE as u32,
+            max_write: abi::MAX_WRITE,
             time_gran: 1,
             max_pages: if granted & fl::MAX_PAGES != 0 {
                 abi::MAX_PAGES
@@ -257,11 +258,13 @@ impl<F: Filesystem> Server<F> {
         };
         let node = NodeId(h.nodeid);
         let fs = &self.fs;
-        // Room for a reply body, bounded by the writable descriptors and max_write.
-        let room = |asked: u32| {
-            (asked as usize)
-                .min(cap.saturating_sub(OutHeader::SIZE))
-                .min(abi::MAX_BUFFER_SIZE)
+        // Room for a reply body, bounded by the writable descriptors and max_write. Never
+        // more than `asked`, so it stays a u32 whatever the descriptors offer.
+        let room = |asked: u32| -> u32 {
+            let bound = cap
+                .saturating_sub(OutHeader::SIZE)
+                .min(abi::MAX_BUFFER_SIZE);
+            u32::try_from(bound).map_or(asked, |bound| asked.min(bound))
         };
         let entry = |r: Result<_, Errno>| r.map(|e| reply::entry_out(&e).to_bytes()).into();
         let empty = |r: Result<(), Errno>| r.map(|()| Vec::new()).into();
@@ -343,9 +346,7 @@ impl<F: Filesystem> Server<F> {
                 flags,
                 kill_suidgid,
             } => opened(fs.open(ctx, node, flags, kill_suidgid)),
-            Request::Read { fh, offset, size } => {
-                fs.read(ctx, node, fh, offset, room(size) as u32).into()
-            }
+            Request::Read { fh, offset, size } => fs.read(ctx, node, fh, offset, room(size)).into(),
             Request::Write {
                 fh,
                 offset,
@@ -372,10 +373,8 @@ impl<F: Filesystem> Server<F> {
             Request::Setxattr { name, value, flags } => {
                 empty(fs.setxattr(ctx, node, name, value, flags))
             }
-            Request::Getxattr { name, size } => {
-                xattr(fs.getxattr(ctx, node, name, room(size) as u32))
-            }
-            Request::Listxattr { size } => xattr(fs.listxattr(ctx, node, room(size) as u32)),
+            Request::Getxattr { name, size } => xattr(fs.getxattr(ctx, node, name, room(size))),
+            Request::Listxattr { size } => xattr(fs.listxattr(ctx, node, room(size))),
             Request::Removexattr { name } => empty(fs.removexattr(ctx, node, name)),
             Request::Flush { fh, lock_owner } => empty(fs.flush(ctx, node, fh, lock_owner)),
             Request::Opendir { flags } => opened(fs.opendir(ctx, node, flags)),
@@ -385,7 +384,7 @@ impl<F: Filesystem> Server<F> {
                 size,
                 plus,
             } => {
-                let mut buf = DirentBuf::new(room(size));
+                let mut buf = DirentBuf::new(room(size) as usize);
                 let r = if plus {
                     fs.readdirplus(ctx, node, fh, offset, &mut buf)
                 } else {

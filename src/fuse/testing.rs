@@ -2,7 +2,7 @@
 //! through a [`Server`], decode the replies. Public (but hidden) so the
 //! integration tests and our frontend can reuse it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::abi::{self, InHeader, OutHeader, Wire, opcode as op};
 use super::filesystem::Filesystem;
@@ -17,7 +17,7 @@ pub fn encode_request(
     gid: u32,
     body: &[u8],
 ) -> Vec<u8> {
-    let len = (InHeader::SIZE + body.len()) as u32;
+    let len = wire_len(InHeader::SIZE + body.len());
     let mut v = InHeader {
         len,
         opcode,
@@ -32,6 +32,12 @@ pub fn encode_request(
     .to_bytes();
     v.extend_from_slice(body);
     v
+}
+
+/// `len` as a u32 length field. The requests built here are small; a test asking for one
+/// of 4 GiB or more is a broken test.
+fn wire_len(len: usize) -> u32 {
+    u32::try_from(len).expect("FUSE length fields are u32")
 }
 
 /// `s` followed by a NUL byte.
@@ -143,9 +149,9 @@ pub struct Client<T: Transport> {
     pub transport: T,
     unique: AtomicU64,
     /// uid put in request headers.
-    pub uid: AtomicU64,
+    pub uid: AtomicU32,
     /// gid put in request headers.
-    pub gid: AtomicU64,
+    pub gid: AtomicU32,
     /// Writable-descriptor capacity offered with each request.
     pub reply_capacity: usize,
 }
@@ -171,16 +177,16 @@ impl<X: Transport> Client<X> {
         Self {
             transport,
             unique: AtomicU64::new(1),
-            uid: AtomicU64::new(0),
-            gid: AtomicU64::new(0),
+            uid: AtomicU32::new(0),
+            gid: AtomicU32::new(0),
             reply_capacity: abi::MAX_BUFFER_SIZE + 4096,
         }
     }
 
     /// Sets the caller uid/gid of later requests.
     pub fn set_caller(&self, uid: u32, gid: u32) {
-        self.uid.store(u64::from(uid), Ordering::Relaxed);
-        self.gid.store(u64::from(gid), Ordering::Relaxed);
+        self.uid.store(uid, Ordering::Relaxed);
+        self.gid.store(gid, Ordering::Relaxed);
     }
 
     /// Sends raw request bytes; returns the raw reply.
@@ -196,8 +202,8 @@ impl<X: Transport> Client<X> {
             opcode,
             unique,
             nodeid,
-            self.uid.load(Ordering::Relaxed) as u32,
-            self.gid.load(Ordering::Relaxed) as u32,
+            self.uid.load(Ordering::Relaxed),
+            self.gid.load(Ordering::Relaxed),
             body,
         );
         let bytes = self.raw(&req);
@@ -232,7 +238,7 @@ impl<X: Transport> Client<X> {
             major,
             minor,
             max_readahead: 131072,
-            flags: flags as u32,
+            flags: (flags & 0xffff_ffff) as u32,
         }
         .to_bytes();
         (flags >> 32)
@@ -265,7 +271,7 @@ impl<X: Transport> Client<X> {
     /// BATCH_FORGET (no reply expected).
     pub fn batch_forget(&self, list: &[(u64, u64)]) {
         let mut b = abi::BatchForgetIn {
-            count: list.len() as u32,
+            count: wire_len(list.len()),
             dummy: 0,
         }
         .to_bytes();
@@ -447,7 +453,7 @@ impl<X: Transport> Client<X> {
         let a = abi::WriteIn {
             fh,
             offset,
-            size: data.len() as u32,
+            size: wire_len(data.len()),
             write_flags,
             ..Default::default()
         };
@@ -550,7 +556,7 @@ impl<X: Transport> Client<X> {
     /// SETXATTR (compat layout).
     pub fn setxattr(&self, node: u64, name: &[u8], value: &[u8], flags: u32) -> R<()> {
         let a = abi::SetxattrInCompat {
-            size: value.len() as u32,
+            size: wire_len(value.len()),
             flags,
         };
         self.empty(

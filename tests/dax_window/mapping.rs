@@ -113,7 +113,7 @@ fn the_read_to_write_upgrade_needs_no_unmap() {
 fn window_copies_at_any_offset_and_length_match_the_file() {
     let d = start("dax-unaligned", &[]);
     init(&d);
-    let data = pattern(MIB2 as usize, 3);
+    let data = pattern(usize::try_from(MIB2).unwrap(), 3);
     let node = d.file("u", &data);
     d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
         .unwrap();
@@ -128,7 +128,7 @@ fn window_copies_at_any_offset_and_length_match_the_file() {
             &data[offset..offset + len],
             "read of {len} at {offset:#x}"
         );
-        let fresh = pattern(len, 100 + i as u8);
+        let fresh = pattern(len, 100 + u8::try_from(i).unwrap());
         let at = offset + 5;
         d.windows.write(0, at as u64, &fresh).unwrap();
         expected[at..at + len].copy_from_slice(&fresh);

@@ -6,7 +6,7 @@ use crate::support::*;
 fn truncate_keeps_the_mapping_and_growth_shows_through_it() {
     let d = start("dax-truncate", &[]);
     init(&d);
-    let data = pattern(MIB2 as usize, 4);
+    let data = pattern(usize::try_from(MIB2).unwrap(), 4);
     let node = d.file("t", &data);
     d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
         .unwrap();

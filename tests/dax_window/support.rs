@@ -167,12 +167,14 @@ pub fn page_perms(addr: usize) -> String {
 
 pub fn window_page_perms(d: &Dax, offset: u64) -> String {
     let base = d.windows.host_address(0).unwrap();
-    page_perms(base + offset as usize)
+    page_perms(base + usize::try_from(offset).unwrap())
 }
 
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+    (0..=u8::MAX)
+        .cycle()
+        .take(len)
+        .map(|i| i.wrapping_mul(31).wrapping_add(seed))
         .collect()
 }
 

@@ -125,7 +125,7 @@ fn attributes_getattr_setattr_statfs_access() {
         v
     };
     assert_eq!(
-        (s.blocks, s.bsize as u64, s.namelen),
+        (s.blocks, u64::from(s.bsize), s.namelen),
         (host.f_blocks, host.f_bsize, 255)
     );
     assert_eq!(f.c.statfs(424242).unwrap_err(), libc::EBADF);

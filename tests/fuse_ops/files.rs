@@ -17,13 +17,16 @@ fn file_io_create_open_read_write_release() {
     assert_eq!(f.c.read(e.nodeid, o.fh, 100, 10).unwrap(), b"");
     assert_eq!(std::fs::read(f.host("hello")).unwrap(), b"over the socket");
     // A full max_write (1 MiB) request and a 1 MiB reply, each in one chain.
-    let big: Vec<u8> = (0..abi::MAX_BUFFER_SIZE).map(|i| (i % 251) as u8).collect();
+    let big: Vec<u8> = (0..abi::MAX_BUFFER_SIZE)
+        .map(|i| u8::try_from(i % 251).unwrap())
+        .collect();
     assert_eq!(
         f.c.write(e.nodeid, o.fh, 4096, &big).unwrap() as usize,
         big.len()
     );
     assert_eq!(
-        f.c.read(e.nodeid, o.fh, 4096, big.len() as u32).unwrap(),
+        f.c.read(e.nodeid, o.fh, 4096, u32::try_from(big.len()).unwrap())
+            .unwrap(),
         big
     );
     assert_eq!(&std::fs::read(f.host("hello")).unwrap()[4096..], &big[..]);

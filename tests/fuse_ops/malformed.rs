@@ -11,6 +11,11 @@ use vhost_dax::fuse::testing::{Reply, cat, cstr, encode_request};
 
 use super::support::*;
 
+/// A test length as the u32 a descriptor or FUSE field carries.
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).expect("test lengths fit u32")
+}
+
 /// (unique, positive errno) of an error reply.
 fn err_of(reply: &[u8]) -> (u64, i32) {
     let r = Reply::parse(reply);
@@ -218,7 +223,7 @@ fn huge_counts_are_bounded() {
     // A WRITE larger than the device takes in one request is refused whole.
     let w = abi::WriteIn {
         fh,
-        size: (abi::MAX_BUFFER_SIZE + 4096) as u32,
+        size: len32(abi::MAX_BUFFER_SIZE + 4096),
         ..Default::default()
     };
     let payload = vec![0xeeu8; w.size as usize];
@@ -229,7 +234,7 @@ fn huge_counts_are_bounded() {
     let size = (1 << 20) + 4096 - 80;
     let w = abi::WriteIn {
         fh,
-        size: size as u32,
+        size: len32(size),
         ..Default::default()
     };
     let mut req = encode_request(
@@ -257,7 +262,7 @@ fn huge_counts_are_bounded() {
         .put(&mut b);
         encode_request(op::BATCH_FORGET, 5, 0, 0, 0, &b)
     };
-    for count in [u32::MAX, 2, (abi::MAX_BATCH_FORGET + 1) as u32] {
+    for count in [u32::MAX, 2, len32(abi::MAX_BATCH_FORGET + 1)] {
         assert!(hiprio.raw(&batch(count)).is_empty(), "count {count}");
         f.c.getattr(id, None).unwrap();
     }
@@ -278,7 +283,7 @@ fn chains_with_little_or_no_room_for_the_reply() {
     let ram = |bytes: &[u8]| f.frontend.lock().unwrap().ram().alloc_bytes(bytes).unwrap();
     let lookup = encode_request(op::LOOKUP, 40, ROOT, 0, 0, &cstr(b"a"));
     let req = ram(&lookup);
-    let readable = Buffer::readable(req, lookup.len() as u32);
+    let readable = Buffer::readable(req, len32(lookup.len()));
     // No writable buffer at all: nothing can be written, the chain comes back empty.
     assert_eq!(f.chain(1, &[readable]), 0);
     still_works(&f.c);
@@ -313,7 +318,7 @@ fn chains_with_little_or_no_room_for_the_reply() {
     );
     let mkdir_req = ram(&mkdir);
     let out = ram(&[0; 256]);
-    let mkdir_readable = Buffer::readable(mkdir_req, mkdir.len() as u32);
+    let mkdir_readable = Buffer::readable(mkdir_req, len32(mkdir.len()));
     assert_eq!(
         f.chain(1, &[mkdir_readable, Buffer::writable(nowhere, 256)]),
         0
@@ -339,7 +344,7 @@ fn requests_and_replies_scattered_over_descriptors() {
     let w = abi::WriteIn {
         fh: o.fh,
         offset: 0,
-        size: payload.len() as u32,
+        size: len32(payload.len()),
         ..Default::default()
     };
     let write = encode_request(
@@ -354,10 +359,10 @@ fn requests_and_replies_scattered_over_descriptors() {
     let mut rest = &write[..];
     for cut in [5, 30, 17, 4096, 1] {
         let (piece, tail) = rest.split_at(cut);
-        buffers.push(Buffer::readable(ram(piece), cut as u32));
+        buffers.push(Buffer::readable(ram(piece), len32(cut)));
         rest = tail;
     }
-    buffers.push(Buffer::readable(ram(rest), rest.len() as u32));
+    buffers.push(Buffer::readable(ram(rest), len32(rest.len())));
     let out = ram(&[0; 64]);
     buffers.push(Buffer::writable(out, 64));
     assert_eq!(f.chain(1, &buffers), 24);
@@ -386,7 +391,7 @@ fn requests_and_replies_scattered_over_descriptors() {
         .iter()
         .map(|&n| ram(&vec![0xaa; n as usize]))
         .collect();
-    let mut buffers = vec![Buffer::readable(ram(&read), read.len() as u32)];
+    let mut buffers = vec![Buffer::readable(ram(&read), len32(read.len()))];
     buffers.extend(outs.iter().zip(sizes).map(|(&a, n)| Buffer::writable(a, n)));
     assert_eq!(f.chain(1, &buffers), 16 + 10000);
     let mut reply = Vec::new();
@@ -496,4 +501,60 @@ fn a_reply_left_uncollected_keeps_its_ticket() {
     let a = wait(a);
     assert_eq!((a.unique, a.error), (2000, 0));
     still_works(&f.c);
+}
+
+#[test]
+fn a_head_past_the_descriptor_table_does_not_end_the_queue() {
+    let f = start("fuse-bad-head", &[]);
+    // Queue size 256 (our frontend's default): heads 256 and up name no descriptor.
+    for head in [256u16, 1000, u16::MAX] {
+        f.frontend.lock().unwrap().submit_raw_head(1, head).unwrap();
+    }
+    // The queue goes on serving the requests behind them.
+    still_works(&f.c);
+    assert_eq!(f.c.lookup(ROOT, b"missing").unwrap_err(), libc::ENOENT);
+}
+
+#[test]
+fn a_name_with_bytes_after_its_nul_is_not_the_shorter_name() {
+    let f = start("fuse-name-junk", &[]);
+    std::fs::write(f.host("ro.txt"), b"x").unwrap();
+    let c = &f.c;
+    // `ro.txt\0junk` used to be looked up (and unlinked) as `ro.txt`.
+    for (opcode, body) in [
+        (op::LOOKUP, cat(&[b"ro.txt\0junk"])),
+        (op::UNLINK, cat(&[b"ro.txt\0junk"])),
+        (
+            op::MKDIR,
+            cat(&[
+                &abi::MkdirIn {
+                    mode: 0o755,
+                    umask: 0,
+                }
+                .to_bytes(),
+                b"d\0junk",
+            ]),
+        ),
+    ] {
+        let reply = c.raw(&encode_request(opcode, 61, ROOT, 0, 0, &body));
+        assert_eq!(err_of(&reply), (61, libc::EINVAL), "opcode {opcode}");
+    }
+    assert!(f.host("ro.txt").exists(), "nothing was unlinked");
+    assert!(!f.host("d").exists(), "nothing was created");
+    still_works(c);
+}
+
+#[test]
+fn a_write_larger_than_max_write_is_refused() {
+    let f = start("fuse-write-max", &[]);
+    let c = &f.c;
+    let (e, o) = c.create(ROOT, b"w", 0o644, RDWR).unwrap();
+    let max = vhost_dax::fuse::abi::MAX_WRITE as usize;
+    assert!(c.write(e.nodeid, o.fh, 0, &vec![1u8; max]).is_ok());
+    assert_eq!(
+        c.write(e.nodeid, o.fh, 0, &vec![2u8; max + 1]).unwrap_err(),
+        libc::EINVAL
+    );
+    assert_eq!(std::fs::read(f.host("w")).unwrap(), vec![1u8; max]);
+    still_works(c);
 }

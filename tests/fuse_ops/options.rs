@@ -169,3 +169,58 @@ fn sandboxed_daemons_serve_the_same_share() {
         assert_eq!(std::fs::read(f.dir.join("outside")).unwrap(), b"secret");
     }
 }
+
+#[test]
+fn a_low_open_files_limit_is_raised_so_thousands_of_lookups_work() {
+    // The usual soft limit is 1024; every inode the guest knows holds a descriptor.
+    let Ok(prlimit) = which("prlimit") else {
+        eprintln!("SKIPPED: no prlimit(1) here to start the daemon under a low soft limit");
+        return;
+    };
+    let dir = crate::common::TempDir::new("fuse-nofile");
+    let share = dir.join("share");
+    std::fs::create_dir(&share).unwrap();
+    for i in 0..1500 {
+        std::fs::write(share.join(format!("f{i}")), b"").unwrap();
+    }
+    let socket = dir.join("fs.sock");
+    let mut command = std::process::Command::new(prlimit);
+    command.arg("--nofile=256:").arg(crate::common::binary());
+    let daemon = crate::common::spawn_fs_daemon_with(command, &share, &socket, &[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    let want = match hard {
+        "unlimited" => 1_000_000,
+        hard => hard.parse::<u64>().unwrap().min(1_000_000),
+    };
+    assert_eq!(soft.parse::<u64>().unwrap(), want, "{line}");
+    assert!(
+        want > 1500,
+        "the hard limit here is too low for this test: {line}"
+    );
+    let frontend = std::sync::Arc::new(std::sync::Mutex::new(crate::common::connect(&socket)));
+    let c = vhost_dax::fuse::testing::Client::over(vhost_dax::frontend::FuseQueue::new(
+        frontend,
+        1,
+        crate::common::WAIT,
+    ));
+    c.init();
+    for i in 0..1500 {
+        let name = format!("f{i}");
+        assert!(c.lookup(ROOT, name.as_bytes()).is_ok(), "LOOKUP {name}");
+    }
+}
+
+fn which(program: &str) -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or(())
+}

@@ -196,7 +196,8 @@ impl Guest {
     /// The guest loads 4 bytes at `gpa` (`mov eax, [esi]`).
     pub fn load(&mut self, gpa: u64) -> Result<Access<u32>, GuestError> {
         let regs = self.regs(LOAD_AT, gpa, 0, 0, 0);
-        Ok(self.run(regs)?.map(|rax| rax as u32))
+        // eax is the low half of rax.
+        Ok(self.run(regs)?.map(|rax| (rax & 0xffff_ffff) as u32))
     }
 
     /// The guest stores `value` at `gpa` (`mov [esi], eax`).

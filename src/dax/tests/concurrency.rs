@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::support::{CHUNK, TestBacking, dynb};
+use super::support::{CHUNK, TestBacking, chunks_of, dynb, idx};
 use crate::dax::{
     BackingId, Ledger, LedgerConfig, LedgerError, Mapper, MapperError, MemoryMapper, Op, PinWait,
 };
@@ -48,8 +48,9 @@ impl Watch {
     }
 
     fn held_in(&self, offset: u64, len: u64) -> u32 {
-        let chunks = (offset / CHUNK) as usize..(offset + len).div_ceil(CHUNK) as usize;
-        chunks.map(|c| self.held[c].load(Ordering::SeqCst)).sum()
+        chunks_of(offset, len)
+            .map(|c| self.held[c].load(Ordering::SeqCst))
+            .sum()
     }
 
     fn broke(&self, what: String) {
@@ -111,7 +112,7 @@ fn reach(ledger: &Ledger, offset: u64, len: u64) -> Vec<(BackingId, u64)> {
 #[test]
 fn pinned_chunks_survive_truncate_unmap_remap_and_reset_traffic() {
     const CHUNKS: u64 = 6;
-    let watch = Watch::new(CHUNKS as usize);
+    let watch = Watch::new(idx(CHUNKS));
     let mapper = Arc::new(WatchMapper {
         inner: MemoryMapper::with_window(CHUNKS * CHUNK),
         watch: Arc::clone(&watch),
@@ -147,7 +148,7 @@ fn pinned_chunks_survive_truncate_unmap_remap_and_reset_traffic() {
                     note(r.as_ref().err());
                     let Ok(guard) = r else { continue };
                     granted.fetch_add(1, Ordering::Relaxed);
-                    let chunks = (offset / CHUNK) as usize..(offset + len).div_ceil(CHUNK) as usize;
+                    let chunks = chunks_of(offset, len);
                     for c in chunks.clone() {
                         watch.held[c].fetch_add(1, Ordering::SeqCst);
                     }
@@ -155,7 +156,7 @@ fn pinned_chunks_survive_truncate_unmap_remap_and_reset_traffic() {
                     let reached = reach(ledger, offset, len);
                     for _ in 0..2 {
                         for &(b, end) in &reached {
-                            let size = backings[b.0 as usize].current_size();
+                            let size = backings[idx(b.0)].current_size();
                             if end > size {
                                 watch.broke(format!("pin reaches {end:#x}, file is {size:#x}"));
                             }
@@ -178,7 +179,7 @@ fn pinned_chunks_survive_truncate_unmap_remap_and_reset_traffic() {
             while Instant::now() < stop {
                 let chunk = rng.below(CHUNKS);
                 let n = 1 + rng.below((CHUNKS - chunk).min(2));
-                let b = &backings[rng.below(2) as usize];
+                let b = &backings[idx(rng.below(2))];
                 match rng.below(10) {
                     0..=5 => {
                         let fo = rng.below(8) * 4096;
@@ -199,7 +200,7 @@ fn pinned_chunks_survive_truncate_unmap_remap_and_reset_traffic() {
         s.spawn(|| {
             let mut rng = Rng(4242);
             while Instant::now() < stop {
-                let b = &backings[rng.below(2) as usize];
+                let b = &backings[idx(rng.below(2))];
                 let from = rng.below(6 * CHUNK);
                 let len = if rng.below(3) == 0 {
                     Some(rng.below(2 * CHUNK))

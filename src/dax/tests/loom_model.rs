@@ -22,7 +22,8 @@ use loom::sync::atomic::{AtomicBool, AtomicU64};
 use loom::thread;
 
 use crate::dax::{
-    Backing, BackingId, Ledger, LedgerConfig, LedgerError, Mapper, MapperError, PinWait,
+    Backing, BackingId, FrontendLink, Ledger, LedgerConfig, LedgerError, Mapper, MapperError,
+    PinWait, WindowSession,
 };
 
 const CHUNK: u64 = 4096;
@@ -216,4 +217,63 @@ fn loom_pin_against_remap() {
         assert_eq!(Arc::strong_count(&a), 1);
         assert_eq!(ledger.mappings_of(b.id), 1);
     });
+}
+
+struct NoLink;
+
+impl FrontendLink for NoLink {
+    fn device_started(&self) {}
+    fn frontend_dropped_all(&self) {}
+    fn detach(&self) {}
+}
+
+/// A parked request (it pins the mapped chunk while it is served, as a request whose
+/// buffers lie in the window does) races a device reset or a disconnect. Whatever the
+/// interleaving: its reply lands only if the reset had not yet ended its epoch (the
+/// completion runs under the session's lock, so "checked current, then the ring was taken
+/// back, then the reply landed" cannot happen), the release waits for its pin, and the
+/// window ends empty with no map let in while the release was pending.
+#[test]
+fn loom_reset_or_disconnect_against_a_parked_request() {
+    for disconnect in [false, true] {
+        loom::model(move || {
+            let (ledger, _mapper) = setup(1);
+            let session = WindowSession::new(ledger.clone(), Arc::new(NoLink));
+            let b = LoomBacking::new(1, CHUNK);
+            ledger.map(0, CHUNK, b.clone(), 0, true).unwrap();
+            let ended = Arc::new(AtomicBool::new(false));
+            let before = session.reply_epoch();
+            let parked = {
+                let (session, ledger, ended) = (session.clone(), ledger.clone(), ended.clone());
+                thread::spawn(move || {
+                    // Taken before or after the reset, as the interleaving has it.
+                    let taken = session.reply_epoch();
+                    let pin = ledger.pin(0, CHUNK, "parked request", PinWait::Fail);
+                    thread::yield_now();
+                    drop(pin);
+                    session.complete_if_current(taken, || {
+                        // `ended` is set once the reset has answered the frontend.
+                        assert!(
+                            taken != before || !ended.load(Ordering::SeqCst),
+                            "a reply of the ended epoch landed after the reset answered"
+                        );
+                    })
+                })
+            };
+            if disconnect {
+                // Releases inline; a pin still held makes it wait (budget: an hour).
+                assert!(session.disconnect());
+                ended.store(true, Ordering::SeqCst);
+            } else {
+                let release = session.reset();
+                ended.store(true, Ordering::SeqCst);
+                assert!(session.check_map().is_err(), "maps wait for the release");
+                assert_eq!(release.run().unwrap(), 1);
+                assert!(session.check_map().is_ok());
+            }
+            parked.join().unwrap();
+            assert_eq!(ledger.stats().live_mappings, 0);
+            assert_eq!(ledger.stats().live_pins, 0);
+        });
+    }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-use super::support::{CHUNK, TestBacking, dynb, ledger};
+use super::support::{CHUNK, TestBacking, chunks_of, dynb, idx, ledger};
 use crate::dax::{Failure, MappingInfo};
 use crate::dax::{
     FileIdentity, Ledger, LedgerError, MapOutcome, MemoryMapper, PAGE_SIZE, PinGuard, PinWait,
@@ -216,7 +216,7 @@ impl Model {
     /// The furthest file byte (exclusive) a pin reaches, per backing it touches.
     fn pin_reach(&self, offset: u64, len: u64) -> Vec<(usize, u64)> {
         let end = offset + len;
-        let chunks = (offset / CHUNK) as usize..end.div_ceil(CHUNK) as usize;
+        let chunks = chunks_of(offset, len);
         let mut reach: Vec<(usize, u64)> = Vec::new();
         for f in self.intersecting(chunks) {
             let m = &self.mappings[&f];
@@ -515,8 +515,7 @@ impl Harness {
     }
 
     fn first_unmapped(&self, offset: u64, len: u64) -> Option<usize> {
-        let chunks = (offset / CHUNK) as usize..(offset + len).div_ceil(CHUNK) as usize;
-        chunks
+        chunks_of(offset, len)
             .into_iter()
             .find(|&c| self.model.mapping_of(c).is_none())
     }
@@ -562,7 +561,7 @@ impl Harness {
                         .pins
                         .iter()
                         .map(|&(s, l)| {
-                            let pc = (s / CHUNK) as usize..(s + l).div_ceil(CHUNK) as usize;
+                            let pc = chunks_of(s, l);
                             chunks.clone().filter(|c| pc.contains(c)).count() as u64
                         })
                         .sum(),
@@ -582,7 +581,7 @@ impl Harness {
         let want_live: Vec<_> = want
             .iter()
             .map(|m| {
-                let b = m.backing.0 as usize;
+                let b = idx(m.backing.0);
                 (
                     m.window_offset,
                     m.len,

@@ -13,6 +13,16 @@ use crate::dax::{Backing, BackingId, FileIdentity, Ledger, LedgerConfig, MemoryM
 /// boundaries differ.
 pub const CHUNK: u64 = 16 * 1024;
 
+/// A test's u64 chunk number, count or backing id as an index (they are all small).
+pub fn idx(n: u64) -> usize {
+    usize::try_from(n).expect("test indices fit usize")
+}
+
+/// The chunks the window byte range `offset..offset + len` touches.
+pub fn chunks_of(offset: u64, len: u64) -> std::ops::Range<usize> {
+    idx(offset / CHUNK)..idx((offset + len).div_ceil(CHUNK))
+}
+
 /// A fresh, already unlinked file: a distinct inode for the mapper to identify.
 pub fn temp_file() -> File {
     static NEXT: AtomicU64 = AtomicU64::new(0);

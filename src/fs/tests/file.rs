@@ -87,6 +87,8 @@ fn writeback_widens_wronly_and_drops_append() {
     // Writeback not offered by the kernel: not granted, plain behaviour.
     let out = f.c.init_with(7, 38, abi::init_flags::ASYNC_READ).unwrap();
     assert_eq!(u64::from(out.flags) & abi::init_flags::WRITEBACK_CACHE, 0);
+    // A new INIT is a new session: the node is looked up again.
+    let e = f.c.lookup(ROOT, b"f").unwrap();
     let fh = f.c.open(e.nodeid, WRONLY).unwrap().fh;
     assert_eq!(f.c.read(e.nodeid, fh, 0, 1).unwrap_err(), libc::EBADF);
 }
@@ -489,7 +491,10 @@ fn concurrent_io_on_one_handle_and_many_files() {
     let data = std::fs::read(f.shared().join("shared")).unwrap();
     assert_eq!(data.len(), 128 * 4096);
     for (i, chunk) in data.chunks(4096).enumerate() {
-        assert!(chunk.iter().all(|&b| b == (i % 4) as u8 + 1), "stripe {i}");
+        assert!(
+            chunk.iter().all(|&b| b == u8::try_from(i % 4).unwrap() + 1),
+            "stripe {i}"
+        );
     }
     assert_eq!(f.fs().handles().len(), 1);
 }

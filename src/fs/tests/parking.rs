@@ -36,7 +36,7 @@ fn every_request_that_waits_on_the_ledger_is_parked_and_no_other() {
             fh,
             offset: 0,
             length: 4096,
-            mode: mode as u32,
+            mode: mode.cast_unsigned(),
             padding: 0,
         }
         .to_bytes()

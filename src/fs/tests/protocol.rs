@@ -409,7 +409,7 @@ fn init_from_a_pre_7_36_kernel_has_no_flags2() {
         major: 7,
         minor: 31,
         max_readahead: 4096,
-        flags: (fl::ASYNC_READ | fl::MAX_PAGES) as u32,
+        flags: u32::try_from(fl::ASYNC_READ | fl::MAX_PAGES).unwrap(),
     }
     .to_bytes();
     let out = abi::InitOut::read(&c.call(op::INIT, 0, &body).unwrap()).unwrap();
@@ -418,4 +418,26 @@ fn init_from_a_pre_7_36_kernel_has_no_flags2() {
     assert_eq!(out.flags2, 0);
     // A body too short for fuse_init_in.
     assert_eq!(c.call(op::INIT, 0, &[0; 8]).unwrap_err(), libc::EINVAL);
+}
+
+#[test]
+fn a_second_init_starts_a_new_session_that_sees_nothing_of_the_old_one() {
+    let f = setup();
+    std::fs::write(f.shared().join("old"), b"previous session").unwrap();
+    let node = f.c.lookup(ROOT, b"old").unwrap().nodeid;
+    let fh = f.c.open(node, libc::O_RDONLY as u32).unwrap().fh;
+    std::fs::remove_file(f.shared().join("old")).unwrap();
+    assert_eq!(f.c.read(node, fh, 0, 64).unwrap(), b"previous session");
+    // The guest reboots: a new INIT without DESTROY.
+    f.c.init();
+    assert_eq!(
+        f.c.read(node, fh, 0, 64).unwrap_err(),
+        libc::EBADF,
+        "the new session read a node and handle it never opened"
+    );
+    assert_eq!(f.fs().inodes.len(), 1, "only the root is left");
+    assert_eq!(f.fs().handles.len(), 0);
+    // And it works as a fresh one.
+    std::fs::write(f.shared().join("new"), b"x").unwrap();
+    assert!(f.c.lookup(ROOT, b"new").is_ok());
 }
