@@ -28,6 +28,8 @@ MOUNT_OPTS=
 INSTALL=1
 BUILD=1
 MODE=fs # fs (QEMU 10, vhost-user-fs-pci), dax or pmem (QEMU 11.1, stages11.sh)
+PMEM_REFERENCE=0
+MEM_OPTS=
 
 usage() {
 	cat <<EOF
@@ -53,6 +55,8 @@ usage: $0 [options]
   --pmem                          pmem stage (workload/pmem.sh) on QEMU 11.1, Linux 6.12: two
                                   virtio-pmem devices (ext4 images, one --readonly), fsdax,
                                   a reboot, host checks of the images
+  --pmem-reference                the pmem stage on QEMU's own virtio-pmem-pci (no daemon):
+                                  checks the workload itself, for comparison
 Cache: $CACHE (override with VHOST_DAX_CACHE).
 EOF
 }
@@ -73,6 +77,7 @@ while [ $# -gt 0 ]; do
 	--request-queues) REQUEST_QUEUES=$2; shift 2 ;;
 	--dax) MODE=dax; shift ;;
 	--pmem) MODE=pmem; shift ;;
+	--pmem-reference) MODE=pmem; PMEM_REFERENCE=1; shift ;;
 	--no-install) INSTALL=0; shift ;;
 	--no-build) BUILD=0; shift ;;
 	-h | --help) usage; exit 0 ;;
@@ -545,7 +550,7 @@ APPEND="console=ttyS0 quiet panic=-1 rdinit=/init vd_tag=${GUEST_TAG-$TAG} vd_st
 [ -z "$STAGE_APPEND" ] || APPEND+=" $STAGE_APPEND"
 QEMU_ARGS=(
 	-nodefaults -no-user-config -display none
-	-machine q35 -accel tcg -cpu max -smp "$SMP" -m "$MEM"
+	-machine q35 -accel tcg -cpu max -smp "$SMP" -m "$MEM$MEM_OPTS"
 	-object memory-backend-memfd,id=mem,size="$MEM",share=on -numa node,memdev=mem
 	-kernel "$VMLINUZ" -initrd "$RUN/initrd.img" -append "$APPEND"
 	-chardev file,id=con,path="$RUN/console.log" -serial chardev:con

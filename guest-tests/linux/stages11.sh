@@ -289,6 +289,19 @@ PMEM_RO_SIZE=$((32 << 20))
 pmem_configure() {
 	[ "$KERNEL_SUITE" = bookworm-backports ] ||
 		die "--pmem needs Linux 6.12 (--kernel-suite bookworm-backports): 6.1's virtio_pmem has no VIRTIO_PMEM_F_SHMEM_REGION"
+	STAGES=pmem
+	GUEST_TAG=none
+	EXPECTED_BOOTS=2
+	PMEM_TOKEN=$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	STAGE_APPEND="vd_pmem_marker=VDPMEM-$PMEM_TOKEN vd_pmem_token=$PMEM_TOKEN vd_pmem_rw_size=$PMEM_RW_SIZE vd_pmem_ro_size=$PMEM_RO_SIZE"
+	if [ "$PMEM_REFERENCE" = 1 ]; then
+		# QEMU's own virtio-pmem-pci over the same images (device lines in pmem_prepare):
+		# what the workload sees from a frontend that maps the region itself.
+		BACKEND=qemu-virtio-pmem
+		MEM_OPTS=,slots=4,maxmem=4G
+		log "pmem stage on QEMU's virtio-pmem-pci (reference, no daemon), QEMU $QEMU"
+		return 0
+	fi
 	[ "$BACKEND" = vhost-dax ] || die "--pmem needs --backend vhost-dax"
 	PMEM_BIN=${VHOST_DAX_BIN:-$REPO/target/release/vhost-dax}
 	if [ "$BUILD" = 1 ] && [ -z "${VHOST_DAX_BIN:-}" ]; then
@@ -297,11 +310,6 @@ pmem_configure() {
 	fi
 	"$PMEM_BIN" pmem --help 2>&1 | grep -q -- '--readonly' || die "$PMEM_BIN has no pmem subcommand with --readonly"
 	BACKEND_VERSION=$("$PMEM_BIN" --version 2>/dev/null | head -n 1 || true)
-	STAGES=pmem
-	GUEST_TAG=none
-	EXPECTED_BOOTS=2
-	PMEM_TOKEN=$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
-	STAGE_APPEND="vd_pmem_marker=VDPMEM-$PMEM_TOKEN vd_pmem_token=$PMEM_TOKEN vd_pmem_rw_size=$PMEM_RW_SIZE vd_pmem_ro_size=$PMEM_RO_SIZE"
 	vhost_user_device charP0 "$SOCKDIR/pmem-rw.sock" 27 1 16
 	vhost_user_device charP1 "$SOCKDIR/pmem-ro.sock" 27 1 16
 	log "pmem stage: a ${PMEM_RW_SIZE}-byte read-write and a ${PMEM_RO_SIZE}-byte read-only device, QEMU $QEMU"
@@ -329,9 +337,17 @@ pmem_prepare() {
 	printf 'VDPMEM-%s-RW' "$PMEM_TOKEN" | dd of="$PMEM_RW" conv=notrunc status=none
 	printf 'VDPMEM-%s-RO' "$PMEM_TOKEN" | dd of="$PMEM_RO" conv=notrunc status=none
 	PMEM_RO_SHA=$(sha256sum <"$PMEM_RO")
+	if [ "$PMEM_REFERENCE" = 1 ]; then
+		STAGE_QEMU_ARGS+=(
+			-object "memory-backend-file,id=pm0,share=on,mem-path=$PMEM_RW,size=$PMEM_RW_SIZE"
+			-device virtio-pmem-pci,memdev=pm0
+			-object "memory-backend-file,id=pm1,share=on,readonly=on,mem-path=$PMEM_RO,size=$PMEM_RO_SIZE"
+			-device virtio-pmem-pci,memdev=pm1)
+	fi
 }
 
 pmem_start_daemons() {
+	[ "$PMEM_REFERENCE" = 0 ] || return 0
 	start_daemon backend-pmem-rw "$SOCKDIR/pmem-rw.sock" \
 		"$PMEM_BIN" pmem --log-level info --socket "$SOCKDIR/pmem-rw.sock" --file "$PMEM_RW"
 	start_daemon backend-pmem-ro "$SOCKDIR/pmem-ro.sock" \
@@ -389,6 +405,6 @@ pmem_host_checks() {
 	host_check pmem-host-marker pmem_host_marker
 	host_check pmem-guest-files pmem_guest_files
 	host_check pmem-ro-image-unchanged pmem_ro_unchanged
-	host_check pmem-flush-counters pmem_flushes
+	[ "$PMEM_REFERENCE" = 1 ] || host_check pmem-flush-counters pmem_flushes
 	grep -h 'flush requests served' "$RUN"/backend-pmem-*.log | sed 's/^/INFO /' || true
 }
