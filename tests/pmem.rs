@@ -516,3 +516,32 @@ fn without_the_switch_a_bit21_frontend_gets_no_mapping() {
     assert_eq!(frontend.windows().stats().refused, 0);
     assert!(setup.daemon.log().contains("must map the region itself"));
 }
+
+#[test]
+fn a_backing_cut_short_behind_the_daemon_fails_flush_and_is_not_mapped_again() {
+    let setup = start("shrunk", &["--reconnect"]);
+    let mut frontend = connect(&setup.socket());
+    wait_mapped(&frontend);
+    // Someone else truncates the image (the guest's window now reaches past its end).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(setup.file())
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let (buffers, status) = flush_request(&frontend);
+    frontend.submit(0, &buffers).unwrap();
+    frontend.wait_used(0, 1, WAIT).unwrap();
+    assert_eq!(
+        read_u32(&frontend, status),
+        VIRTIO_PMEM_RESP_EIO,
+        "a flush cannot promise data past the new end is durable"
+    );
+    // The next frontend gets no mapping of the short file, and the log says why.
+    drop(frontend);
+    let second = connect(&setup.socket());
+    wait_until("the log to say why", || {
+        setup.daemon.log().contains("shorter than the device's")
+    });
+    assert_eq!(second.windows().stats().maps, 0);
+}

@@ -86,6 +86,18 @@ impl PmemBacking {
         })
     }
 
+    /// Fails (naming both sizes) if the backing is now shorter than the device.
+    pub fn check_size(&self, device_size: u64) -> io::Result<()> {
+        let now = self.size()?;
+        if now < device_size {
+            return Err(io::Error::other(format!(
+                "the backing is now {now} bytes, shorter than the device's {device_size}: \
+                 something else truncated it"
+            )));
+        }
+        Ok(())
+    }
+
     /// Makes everything written so far durable.
     pub fn sync(&self) -> io::Result<()> {
         sys::sync_file(self.file.as_fd(), self.kind == BackingKind::Block)
@@ -181,7 +193,10 @@ impl PmemDevice {
                             None
                         }
                     };
-                    backing.sync()
+                    backing.sync()?;
+                    // A backing cut short by someone else loses what the guest wrote
+                    // past its new end: the guest must hear of it, not get "durable".
+                    backing.check_size(size)
                 }),
                 observer,
             )?)
@@ -286,6 +301,14 @@ impl PmemDevice {
                     return;
                 }
             }
+        }
+        if let Err(e) = self.backing.check_size(self.config.size) {
+            // Mapping it would hand the guest pages past the end of the file.
+            log::error!(
+                "pmem: {}: {e}; the region is not mapped",
+                self.config.file.display()
+            );
+            return;
         }
         let writable = !self.config.readonly;
         match self
