@@ -518,6 +518,7 @@ SOCKDIR=$(mktemp -d "${TMPDIR:-/tmp}/vhost-dax-guest.XXXXXX")
 SOCK=$SOCKDIR/fs.sock
 BACKEND_VERSION=
 EXPECTED_BOOTS=1
+BOOT_BY=reset
 STAGE_APPEND=
 STAGE_QEMU_ARGS=()
 # First: a backend that cannot run ends the run before the downloads.
@@ -553,10 +554,10 @@ QEMU_ARGS=(
 	-machine q35 -accel tcg -cpu max -smp "$SMP" -m "$MEM$MEM_OPTS"
 	-object memory-backend-memfd,id=mem,size="$MEM",share=on -numa node,memdev=mem
 	-kernel "$VMLINUZ" -initrd "$RUN/initrd.img" -append "$APPEND"
-	-chardev file,id=con,path="$RUN/console.log" -serial chardev:con
+	-chardev file,id=con,path="$RUN/console.log",append=on -serial chardev:con
 )
 # A guest that reboots on purpose (the pmem stage) needs QEMU to reset, not exit.
-[ "$EXPECTED_BOOTS" -gt 1 ] || QEMU_ARGS+=(-no-reboot)
+[ "$EXPECTED_BOOTS" -gt 1 ] && [ "$BOOT_BY" = reset ] || QEMU_ARGS+=(-no-reboot)
 # VD_QEMU_ARGS: extra QEMU arguments for debugging (e.g. "-trace vhost_dev_start*").
 [ -z "${VD_QEMU_ARGS:-}" ] || { read -r -a extra <<<"$VD_QEMU_ARGS"; QEMU_ARGS+=("${extra[@]}"); }
 if [ "$MODE" = fs ]; then
@@ -567,7 +568,13 @@ else
 fi
 : >"$RUN/console.log"
 T_GUEST=$(date +%s)
-timeout -k 5 "$TIMEOUT" "$QEMU" "${QEMU_ARGS[@]}" >"$RUN/qemu.log" 2>&1 </dev/null &
+# BOOT_BY=restart (the pmem stage on QEMU 11.1, which crashes when it resets a device
+# that still has shared-memory mappings): each boot after the first is a new QEMU
+# process on the same daemons (--reconnect), the guest powering off in between.
+QEMU_RUNS=1
+[ "$BOOT_BY" = restart ] && QEMU_RUNS=$EXPECTED_BOOTS
+for ((QEMU_RUN = 1; QEMU_RUN <= QEMU_RUNS; QEMU_RUN++)); do
+timeout -k 5 "$TIMEOUT" "$QEMU" "${QEMU_ARGS[@]}" >>"$RUN/qemu.log" 2>&1 </dev/null &
 QEMU_PID=$!
 tail -n +1 -f --pid="$QEMU_PID" "$RUN/console.log" | tr -d '\r' &
 TAIL_PID=$!
@@ -608,6 +615,9 @@ if [ -n "$MONITOR_PID" ]; then
 	wait "$MONITOR_PID" 2>/dev/null || true
 	MONITOR_PID=
 fi
+# A failed boot, or a daemon gone, ends the series.
+[ "$QEMU_RC" = 0 ] && [ ${#DAEMON_NOTES[@]} = 0 ] || break
+done
 T_GUEST=$(($(date +%s) - T_GUEST))
 
 # A daemon should end by itself once QEMU has gone (virtiofsd does); otherwise it gets

@@ -9,6 +9,11 @@
 # The first boot writes files (fsync, msync), leaves /boot-marker on the read-write file
 # system and reboots (`reboot -f`, QEMU resets); the second boot finds the marker and
 # checks that everything is still there. run.sh checks the images after power-off.
+#
+# vd_pmem_ro=refused (QEMU 11.1): QEMU cannot map the --readonly device's read-only
+# descriptor (it maps every SHMEM_MAP writable on the host), so that device stays
+# unmapped: the guest reads zeros from it, cannot mount it, and cannot change the image
+# (what is checked instead of the mount).
 # shellcheck disable=SC2015
 
 STAGE_DIR=/tmp/pmem-work
@@ -18,6 +23,8 @@ PMRO=/pmem-ro
 TOKEN=$vd_pmem_token
 RW_SIZE=${vd_pmem_rw_size:-67108864}
 RO_SIZE=${vd_pmem_ro_size:-33554432}
+RO_REFUSED=0
+[ "${vd_pmem_ro:-}" != refused ] || RO_REFUSED=1
 mkdir -p "$PM" "$PMRO"
 
 # The device whose first bytes are VDPMEM-<token>-<KIND> (RW or RO).
@@ -42,15 +49,20 @@ done
 
 t_first_read() {
 	bad=
+	seen=0
 	for d in 0 1; do
 		r=$(cat /tmp/first-read.$d 2>/dev/null)
 		echo "INFO first read of /dev/pmem$d (reader started before virtio_pmem was loaded): $r" >/dev/console
 		case "$r" in
-		*"first=marker "*) ;;
+		*"first=marker "*) seen=$((seen + 1)) ;;
 		*) bad="$bad pmem$d: ${r:-no result}" ;;
 		esac
 	done
-	[ -z "$bad" ] || die "the first read did not see the host's marker:$bad"
+	if [ "$RO_REFUSED" = 1 ]; then
+		expect_eq "$seen" 1 "devices whose first read saw a marker (the read-only one is unmapped)"
+	else
+		[ -z "$bad" ] || die "the first read did not see the host's marker:$bad"
+	fi
 }
 check first-read-sees-marker t_first_read
 
@@ -58,7 +70,8 @@ t_marker_visible() {
 	for d in 0 1; do
 		r=$(cat /tmp/first-read.$d 2>/dev/null)
 		case "$r" in
-		*"marker_after_ms=never"* | "") die "pmem$d: the marker never showed: ${r:-no result}" ;;
+		*"marker_after_ms=never"*) [ "$RO_REFUSED" = 1 ] || die "pmem$d: the marker never showed: $r" ;;
+		"") die "pmem$d: no result from the first-read reader" ;;
 		*marker_after_ms=*) ;;
 		*) die "pmem$d: $r" ;;
 		esac
@@ -68,7 +81,14 @@ check marker-visible t_marker_visible
 
 t_devices() {
 	rw=$(pmem_dev RW) || die "no device starts with VDPMEM-$TOKEN-RW ($(head -c 22 /dev/pmem0 2>&1 | od -c | head -n 2))"
-	ro=$(pmem_dev RO) || die "no device starts with VDPMEM-$TOKEN-RO"
+	if [ "$RO_REFUSED" = 1 ]; then
+		# The other device: unmapped, it reads as zeros.
+		ro=/dev/pmem0
+		[ "$rw" != /dev/pmem0 ] || ro=/dev/pmem1
+		expect_eq "$(head -c 4096 "$ro" | od -An -v -tx1 | tr -d ' \n' | tr -d 0)" "" "the unmapped read-only device's first 4 KiB"
+	else
+		ro=$(pmem_dev RO) || die "no device starts with VDPMEM-$TOKEN-RO"
+	fi
 	[ -b "$rw" ] && [ -b "$ro" ] || die "not block devices: $rw $ro"
 	expect_eq "$(($(cat /sys/block/${rw#/dev/}/size) * 512))" "$RW_SIZE" "size of the read-write device $rw"
 	expect_eq "$(($(cat /sys/block/${ro#/dev/}/size) * 512))" "$RO_SIZE" "size of the read-only device $ro"
@@ -78,6 +98,10 @@ t_devices() {
 check devices t_devices
 RW=$(pmem_dev RW)
 RO=$(pmem_dev RO)
+if [ "$RO_REFUSED" = 1 ]; then
+	RO=/dev/pmem0
+	[ "$RW" != /dev/pmem0 ] || RO=/dev/pmem1
+fi
 
 t_mount_dax() {
 	[ -n "$RW" ] || die "no read-write device"
@@ -102,6 +126,11 @@ check map-sync-refused t_map_sync
 
 t_ro_mount() {
 	[ -n "$RO" ] || die "no read-only device"
+	if [ "$RO_REFUSED" = 1 ]; then
+		! mount -t ext4 -o ro,noload,dax "$RO" "$PMRO" 2>/dev/null ||
+			die "the unmapped read-only device mounted"
+		return 0
+	fi
 	mount -t ext4 -o ro,noload,dax "$RO" "$PMRO"
 	expect_eq "$(cat "$PMRO/ro-marker")" "read-only image $TOKEN" "/ro-marker"
 	probe pattern-check "$PMRO/ro-pattern" 0 524288 501
@@ -166,7 +195,8 @@ if [ ! -e "$PM/boot-marker" ]; then
 		! grep -q " $PM " /proc/mounts || die "still mounted"
 	}
 	check boot-marker-and-unmount t_boot_marker
-	FINISH=reboot
+	# A reset (QEMU's own virtio-pmem-pci) or a new QEMU on the same daemons (QEMU 11.1).
+	FINISH=${vd_between_boots:-reboot}
 else
 	# ---- the second boot: everything from the first is there ----
 	echo "INFO second boot"
