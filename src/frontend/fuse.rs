@@ -3,9 +3,9 @@
 //! A [`FuseQueue`] puts each request in a device-readable buffer and offers a
 //! device-writable one for the reply, as the Linux virtiofs driver does. Requests may be
 //! left outstanding ([`FuseQueue::submit`]) while others are sent, so tests can show that
-//! a parked request (a truncate waiting out a pin) does not stall its queue. Through
-//! [`Transport`] it carries the same [`Client`](crate::fuse::testing::Client) the
-//! in-process tests use.
+//! a parked request (a truncate waiting out a pin) does not stall its queue. With the
+//! `testing` feature it is a `fuse::testing::Transport`, so it carries the same `Client`
+//! the in-process tests use.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,6 +15,7 @@ use vm_memory::GuestAddress;
 
 use super::{Buffer, Frontend, FrontendError};
 use crate::fuse::abi::MAX_WRITE;
+#[cfg(any(test, feature = "testing"))]
 use crate::fuse::testing::Transport;
 
 /// Largest request a slot holds: a 1 MiB WRITE and its headers.
@@ -200,6 +201,7 @@ impl FuseQueue {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Transport for FuseQueue {
     /// Panics if the device does not answer in time: this is the test and bench
     /// driver, where a lost reply is a failure to report, not to recover from.

@@ -32,6 +32,7 @@ pub mod filesystem;
 pub mod reply;
 pub mod server;
 #[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use error::{Errno, FsResult, RequestError};
