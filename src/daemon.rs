@@ -112,7 +112,7 @@ impl SocketFile {
     }
 
     fn remove(&self) {
-        match sys::unlink_at(self.dir.as_fd(), &self.name) {
+        match sys::fs::unlinkat(self.dir.as_fd(), &self.name, 0).map_err(std::io::Error::from) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => log::warn!("cannot remove {}: {e}", self.path.display()),
@@ -196,8 +196,8 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
 
     // The passthrough file system sets the umask to 0 (the guest's modes arrive masked);
     // sockets are created with the operator's.
-    let umask = crate::fs::sys::umask(0o022);
-    crate::fs::sys::umask(umask);
+    let umask = crate::sys::fs::umask(0o022);
+    crate::sys::fs::umask(umask);
     for pmem in config.pmem {
         let (listener, socket) = listen(&pmem.socket, umask)?;
         let device = PmemDevice::new(pmem.clone(), ACK_TIMEOUT, observer.clone())
@@ -365,9 +365,9 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
 
 /// Runs `f` with the process umask set to `umask`.
 fn with_umask<T>(umask: u32, f: impl FnOnce() -> T) -> T {
-    let previous = crate::fs::sys::umask(umask);
+    let previous = crate::sys::fs::umask(umask);
     let result = f();
-    crate::fs::sys::umask(previous);
+    crate::sys::fs::umask(previous);
     result
 }
 

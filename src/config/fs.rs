@@ -179,7 +179,7 @@ impl FsRequest {
                 ));
             }
         };
-        let uid = crate::sys::effective_uid();
+        let uid = crate::sys::fs::geteuid();
         let sandbox = match self.sandbox.as_deref() {
             None => Sandbox::default_for_uid(uid),
             Some(text) => Sandbox::parse(text).ok_or_else(|| {

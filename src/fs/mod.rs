@@ -17,7 +17,6 @@ pub mod config;
 pub mod creds;
 pub mod handle;
 pub mod inode;
-pub mod sys;
 
 pub mod dax;
 
@@ -48,6 +47,8 @@ use crate::fuse::filesystem::{
     XattrReply,
 };
 use crate::fuse::{Context, DirentBuf, Entry, Errno, FsResult, Handle, NodeId, Opened};
+/// The file-system system calls, as `sys` for this module and its children.
+use crate::sys::fs as sys;
 use handle::HandleStore;
 use inode::{InodeData, InodeStore};
 use sys::Stat;

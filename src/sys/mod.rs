@@ -3,6 +3,8 @@
 //! Every `unsafe` block of the device and frontend code lives here, each with the reason
 //! it holds. Callers get `io::Result` with the errno preserved.
 
+pub mod fs;
+
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
@@ -349,12 +351,6 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
     Ok(want)
 }
 
-/// The effective user id of the daemon.
-pub fn effective_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
 /// Changes the root directory of the process to `dir` and moves into it.
 pub fn chroot_into(dir: &std::path::Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
@@ -382,12 +378,6 @@ pub fn unshare_mount_namespace() -> io::Result<()> {
         )
     })
     .map(drop)
-}
-
-/// Removes `name` inside the directory `dir` (works after a chroot that hid its path).
-pub fn unlink_at(dir: BorrowedFd<'_>, name: &std::ffi::CStr) -> io::Result<()> {
-    // SAFETY: the descriptor is valid for the borrow and `name` is NUL-terminated.
-    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
 }
 
 /// The CPUs the calling thread may run on.
