@@ -17,9 +17,9 @@ use vm_memory::GuestAddress;
 use super::{BenchError, WAIT};
 use crate::frontend::{Buffer, Frontend, FrontendOptions, ShmemWindows};
 use crate::fuse::abi::{
-    self, EntryOut, InHeader, InitIn, InitOut, OpenOut, OutHeader, Wire as _, init_flags as f,
-    opcode as op,
+    self, EntryOut, InHeader, InitOut, OpenOut, OutHeader, Wire as _, init_flags as f, opcode as op,
 };
+use crate::fuse::request;
 
 /// The first request queue (0 is hiprio).
 const QUEUE: usize = 1;
@@ -147,18 +147,15 @@ impl FuseWire {
         let reply_len = u32::try_from(reply_len).map_err(|_| too_large())?;
         let header_len = u32::try_from(header_len).map_err(|_| too_large())?;
         self.encoded.clear();
-        InHeader {
-            len: header_len + payload,
-            opcode,
-            unique,
-            nodeid,
+        let caller = request::Caller {
             uid: 0,
             gid: 0,
             pid: 1,
-            total_extlen: 0,
-            padding: 0,
-        }
-        .put(&mut self.encoded);
+        };
+        // The header's length counts the WRITE payload sent as a second descriptor.
+        request::header(opcode, unique, nodeid, caller, args_len + payload as usize)
+            .ok_or_else(too_large)?
+            .put(&mut self.encoded);
         for a in args {
             self.encoded.extend_from_slice(a);
         }
@@ -224,15 +221,12 @@ impl FuseWire {
 
     /// INIT at protocol 7.38; checks that 1 MiB requests are allowed.
     pub(super) fn init(&mut self) -> Result<InitOut, BenchError> {
-        let mut body = InitIn {
-            major: abi::KERNEL_VERSION,
-            minor: abi::KERNEL_MINOR_VERSION,
-            max_readahead: 128 << 10,
-            flags: (INIT_FLAGS & 0xffff_ffff) as u32,
-        }
-        .to_bytes();
-        ((INIT_FLAGS >> 32) as u32).put(&mut body);
-        body.resize(64, 0);
+        let body = request::init_args(
+            abi::KERNEL_VERSION,
+            abi::KERNEL_MINOR_VERSION,
+            128 << 10,
+            INIT_FLAGS,
+        );
         let len = self.exchange(Request::new("INIT", op::INIT, 0, &[&body], InitOut::SIZE))?;
         let out: InitOut = self.typed("INIT", len)?;
         if out.max_write < DATA_AREA {

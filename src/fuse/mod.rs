@@ -30,6 +30,7 @@ pub mod decode;
 pub mod error;
 pub mod filesystem;
 pub mod reply;
+pub mod request;
 pub mod server;
 #[doc(hidden)]
 #[cfg(any(test, feature = "testing"))]

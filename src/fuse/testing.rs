@@ -4,11 +4,12 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::abi::{self, InHeader, OutHeader, Wire, opcode as op};
+use super::abi::{self, OutHeader, Wire, opcode as op};
 use super::filesystem::Filesystem;
+use super::request;
 use super::server::Server;
 
-/// Encodes a request: header (length filled in) + `body`.
+/// Encodes a request: header (length filled in) + `body`, from pid 42.
 pub fn encode_request(
     opcode: u32,
     unique: u64,
@@ -17,21 +18,9 @@ pub fn encode_request(
     gid: u32,
     body: &[u8],
 ) -> Vec<u8> {
-    let len = wire_len(InHeader::SIZE + body.len());
-    let mut v = InHeader {
-        len,
-        opcode,
-        unique,
-        nodeid,
-        uid,
-        gid,
-        pid: 42,
-        total_extlen: 0,
-        padding: 0,
-    }
-    .to_bytes();
-    v.extend_from_slice(body);
-    v
+    let caller = request::Caller { uid, gid, pid: 42 };
+    request::encode(opcode, unique, nodeid, caller, &[body])
+        .expect("a test request shorter than 4 GiB")
 }
 
 /// `len` as a u32 length field. The requests built here are small; a test asking for one
@@ -234,19 +223,7 @@ impl<X: Transport> Client<X> {
 
     /// INIT offering `flags` at protocol 7.`minor`.
     pub fn init_with(&self, major: u32, minor: u32, flags: u64) -> R<abi::InitOut> {
-        let mut body = abi::InitIn {
-            major,
-            minor,
-            max_readahead: 131072,
-            flags: (flags & 0xffff_ffff) as u32,
-        }
-        .to_bytes();
-        (flags >> 32)
-            .to_bytes()
-            .iter()
-            .take(4)
-            .for_each(|&b| body.push(b));
-        body.resize(64, 0);
+        let body = request::init_args(major, minor, 131072, flags);
         self.typed(op::INIT, 0, &body)
     }
 
