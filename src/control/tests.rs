@@ -337,15 +337,17 @@ fn pin_on_a_draining_chunk_fails_or_waits() {
     let a = c.ask(json!({"op":"pin","offset":0,"len":1,"wait":false}));
     assert_eq!(errno(&a), i64::from(libc::EBUSY), "{a}");
 
+    // The chunk reopens once the waiting pin is seen waiting, not after a guessed sleep.
+    let ledger = f.ledger.clone();
+    let waits_before = ledger.stats().waits;
     let reopen = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(100));
+        eventually("the pin to wait", || ledger.stats().waits > waits_before);
         drop(guard);
     });
-    let start = Instant::now();
     let a = c.ask(json!({"op":"pin","offset":0,"len":1,"wait":true}));
     assert!(a["pin"].is_u64(), "{a}");
-    assert!(start.elapsed() >= Duration::from_millis(50));
     reopen.join().unwrap();
+    assert!(f.ledger.stats().waits > waits_before, "granted only after waiting");
 }
 
 #[test]
@@ -688,8 +690,9 @@ fn shutdown_during_a_waiting_pin_drops_the_pin_it_gets() {
     let mut c = f.connect();
     c.send(br#"{"op":"pin","offset":0,"len":1,"wait":true}"#);
     eventually("the pin to wait", || f.ledger.stats().waits >= 1);
+    // Reopened while shutdown is under way (it waits for the pin's wait).
     let reopen = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
         drop(guard);
     });
     // Shutdown waits for the pin's wait (bounded by the budget); the pin granted when the
