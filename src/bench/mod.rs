@@ -4,16 +4,16 @@
 //! through our frontend, exactly as the tests do. Every figure is the median of several
 //! repeats; min and max are kept. Sections:
 //!
-//! - [`fuse`]: FUSE metadata and data workloads over a virtio-fs request queue, against
-//!   our `fs` daemon and, side by side in the same run, against virtiofsd ([`peer`]);
-//! - [`pmem`]: FLUSH at queue depth 1 and 64;
-//! - [`dax`]: the DAX window on our daemon (the peer has none): SETUPMAPPING +
+//! - `fuse`: FUSE metadata and data workloads over a virtio-fs request queue, against
+//!   our `fs` daemon and, side by side in the same run, against virtiofsd (`peer`);
+//! - `pmem`: FLUSH at queue depth 1 and 64;
+//! - `dax`: the DAX window on our daemon (the peer has none): SETUPMAPPING +
 //!   REMOVEMAPPING pairs, a sequential read through the window against FUSE READ, a
 //!   truncate that waits out pins on live mappings;
-//! - [`ledger`]: the DAX ledger alone, in process.
+//! - `ledger`: the DAX ledger alone, in process.
 //!
 //! Library code never prints: progress goes through the caller's callback, the report is
-//! returned, and [`report`] renders it as a table or a JSON value for the binary to print.
+//! returned, and `report` renders it as a table or a JSON value for the binary to print.
 
 mod dax;
 mod fuse;
