@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::backing::FileIdentity;
+use super::offset::{FileOffset, WindowOffset};
 
 /// Maps file ranges into a guest window and unmaps them again.
 ///
@@ -26,10 +27,10 @@ pub trait Mapper: Send + Sync {
     /// frontend acknowledged. Never called on a range that is currently mapped.
     fn map(
         &self,
-        window_offset: u64,
+        window_offset: WindowOffset,
         len: u64,
         file: BorrowedFd<'_>,
-        file_offset: u64,
+        file_offset: FileOffset,
         writable: bool,
     ) -> Result<(), MapperError>;
 
@@ -41,17 +42,22 @@ pub trait Mapper: Send + Sync {
     /// map before. A frontend that maps past the end of a file has nothing to do.
     fn extend(
         &self,
-        _window_offset: u64,
+        _window_offset: WindowOffset,
         _len: u64,
         _file: BorrowedFd<'_>,
-        _file_offset: u64,
+        _file_offset: FileOffset,
     ) -> Result<(), MapperError> {
         Ok(())
     }
 
     /// Whether the live mapping at `window_offset` (of the file from `file_offset`) would
     /// still show every byte of the file it covers once the file is `new_size` bytes long.
-    fn follows_resize(&self, _window_offset: u64, _file_offset: u64, _new_size: u64) -> bool {
+    fn follows_resize(
+        &self,
+        _window_offset: WindowOffset,
+        _file_offset: FileOffset,
+        _new_size: u64,
+    ) -> bool {
         true
     }
 
@@ -292,12 +298,13 @@ impl MemoryMapper {
 impl Mapper for MemoryMapper {
     fn map(
         &self,
-        window_offset: u64,
+        window_offset: WindowOffset,
         len: u64,
         file: BorrowedFd<'_>,
-        file_offset: u64,
+        file_offset: FileOffset,
         writable: bool,
     ) -> Result<(), MapperError> {
+        let (window_offset, file_offset) = (window_offset.raw(), file_offset.raw());
         self.delay();
         let identity = FileIdentity::of(file)?;
         let mut state = self.lock();

@@ -37,6 +37,7 @@ use crate::dax::{
     Backing, BackingId, HeldOff, Ledger, LedgerConfig, LedgerError, PendingRelease, PinWait,
     WindowSession,
 };
+use crate::dax::{FileOffset, WindowOffset};
 use crate::sys;
 
 /// virtio device id of pmem.
@@ -311,10 +312,13 @@ impl PmemDevice {
             return;
         }
         let writable = !self.config.readonly;
-        match self
-            .ledger
-            .map(0, self.config.size, self.backing.clone(), 0, writable)
-        {
+        match self.ledger.map(
+            WindowOffset(0),
+            self.config.size,
+            self.backing.clone(),
+            FileOffset(0),
+            writable,
+        ) {
             Ok(_) => log::info!(
                 "pmem: {} mapped into shared-memory region 0 ({}, {})",
                 self.config.file.display(),

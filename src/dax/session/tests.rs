@@ -12,6 +12,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::dax::tests::support::{CHUNK, TestBacking, dynb, ledger};
 use crate::dax::{Failure, MemoryMapper, PinGuard, PinWait};
+use crate::dax::{FileOffset, WindowOffset};
 
 #[derive(Default)]
 struct Link {
@@ -198,10 +199,10 @@ impl Harness {
                     }
                     let before = self.live();
                     let result = self.session.ledger().map(
-                        chunk * CHUNK,
+                        WindowOffset(chunk * CHUNK),
                         CHUNK,
                         dynb(&self.backing),
-                        chunk * CHUNK,
+                        FileOffset(chunk * CHUNK),
                         true,
                     );
                     if refused {

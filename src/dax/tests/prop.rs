@@ -19,6 +19,7 @@ use crate::dax::{Failure, MappingInfo};
 use crate::dax::{
     FileIdentity, Ledger, LedgerError, MapOutcome, MemoryMapper, PAGE_SIZE, PinGuard, PinWait,
 };
+use crate::dax::{FileOffset, WindowOffset};
 
 const CHUNKS: usize = 8;
 const WINDOW: u64 = CHUNKS as u64 * CHUNK;
@@ -303,10 +304,10 @@ impl Harness {
             },
         );
         let got = self.ledger.map(
-            first as u64 * CHUNK,
+            WindowOffset(first as u64 * CHUNK),
             chunks as u64 * CHUNK,
             dynb(&backing),
-            fo,
+            FileOffset(fo),
             w,
         );
         drop(backing);
@@ -398,9 +399,13 @@ impl Harness {
                 let Some(backing) = self.backing(0) else {
                     return;
                 };
-                let got = self
-                    .ledger
-                    .map(offset, len, dynb(&backing), file_offset, false);
+                let got = self.ledger.map(
+                    WindowOffset(offset),
+                    len,
+                    dynb(&backing),
+                    FileOffset(file_offset),
+                    false,
+                );
                 agree(&got, &Err(want), step);
             }
             Step::Unmap { chunk, chunks } => {
