@@ -160,13 +160,13 @@ impl Failure {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LiveMapping {
     /// Where in the window it starts.
-    pub window_offset: u64,
+    pub window_offset: WindowOffset,
     /// How many bytes it covers.
     pub len: u64,
     /// Which file it maps (from `fstat` of the descriptor handed to `map`).
     pub file: FileIdentity,
     /// Where in the file it starts.
-    pub file_offset: u64,
+    pub file_offset: FileOffset,
     /// Whether the guest may write through it.
     pub writable: bool,
 }
@@ -241,7 +241,7 @@ impl MemoryMapper {
     pub fn mapping_at(&self, offset: u64) -> Option<LiveMapping> {
         let state = self.lock();
         let (_, m) = state.live.range(..=offset).next_back()?;
-        (offset < m.window_offset.saturating_add(m.len)).then(|| m.clone())
+        (offset < m.window_offset.raw().saturating_add(m.len)).then(|| m.clone())
     }
 
     /// Makes the next `map` call fail with `failure` (without mapping anything).
@@ -327,8 +327,8 @@ impl Mapper for MemoryMapper {
             .live
             .range(..end)
             .next_back()
-            .filter(|(_, m)| m.window_offset + m.len > window_offset)
-            .map(|(_, m)| (m.window_offset, m.len));
+            .filter(|(_, m)| m.window_offset.raw() + m.len > window_offset)
+            .map(|(_, m)| (m.window_offset.raw(), m.len));
         if let Some((at, mlen)) = overlap {
             let what = format!(
                 "map of {window_offset:#x}+{len:#x} over the live mapping {at:#x}+{mlen:#x}"
@@ -338,10 +338,10 @@ impl Mapper for MemoryMapper {
         state.live.insert(
             window_offset,
             LiveMapping {
-                window_offset,
+                window_offset: WindowOffset(window_offset),
                 len,
                 file: identity,
-                file_offset,
+                file_offset: FileOffset(file_offset),
                 writable,
             },
         );

@@ -190,7 +190,7 @@ impl Harness {
                     .ledger()
                     .mappings()
                     .iter()
-                    .any(|x| x.window_offset == chunk * CHUNK);
+                    .any(|x| x.window_offset == WindowOffset(chunk * CHUNK));
                 // A map that finds itself in place asks the frontend nothing.
                 let refused = *refused && !mapped;
                 if allowed {

@@ -102,10 +102,13 @@ fn reach(ledger: &Ledger, offset: u64, len: u64) -> Vec<(BackingId, u64)> {
     ledger
         .mappings()
         .iter()
-        .filter(|m| m.window_offset < end && offset < m.window_offset + m.len)
+        .filter(|m| m.window_offset.raw() < end && offset < m.window_offset.raw() + m.len)
         .map(|m| {
-            let part_end = end.min(m.window_offset + m.len);
-            (m.backing, m.file_offset + part_end - m.window_offset)
+            let part_end = end.min(m.window_offset.raw() + m.len);
+            (
+                m.backing,
+                m.file_offset.raw() + part_end - m.window_offset.raw(),
+            )
         })
         .collect()
 }

@@ -41,9 +41,15 @@ fn a_mapping_holds_one_reference_and_the_backing_one_more() {
 
     let live = mapper.live();
     assert_eq!(live.len(), 2);
-    assert_eq!((live[0].window_offset, live[0].len), (0, CHUNK));
-    assert_eq!((live[1].window_offset, live[1].len), (2 * CHUNK, 2 * CHUNK));
-    assert_eq!(live[1].file_offset, CHUNK);
+    assert_eq!(
+        (live[0].window_offset, live[0].len),
+        (WindowOffset(0), CHUNK)
+    );
+    assert_eq!(
+        (live[1].window_offset, live[1].len),
+        (WindowOffset(2 * CHUNK), 2 * CHUNK)
+    );
+    assert_eq!(live[1].file_offset, FileOffset(CHUNK));
     assert!(live[0].writable && !live[1].writable);
     assert_eq!(live[0].file, b.identity());
 
@@ -290,7 +296,7 @@ fn a_map_releases_every_mapping_it_touches_whole() {
     let live: Vec<(u64, u64)> = mapper
         .live()
         .iter()
-        .map(|m| (m.window_offset, m.len))
+        .map(|m| (m.window_offset.raw(), m.len))
         .collect();
     assert_eq!(live, vec![(CHUNK, 2 * CHUNK), (4 * CHUNK, CHUNK)]);
     assert_eq!(Arc::strong_count(&a), 3, "a keeps its other mapping");
@@ -367,7 +373,7 @@ fn a_failed_unmap_keeps_the_mapping_and_its_references() {
     // The first unmap failed; the second mapping was still released.
     let left = ledger.mappings();
     assert_eq!(left.len(), 1);
-    assert_eq!(left[0].window_offset, 0);
+    assert_eq!(left[0].window_offset, WindowOffset(0));
     assert!(!left[0].draining, "the claim ended");
     assert_eq!(Arc::strong_count(&a), 3);
     assert_eq!(mapper.live().len(), 1);
@@ -397,8 +403,8 @@ fn a_failed_unmap_keeps_the_mapping_and_its_references() {
             ..
         }
     ));
-    assert_eq!(ledger.mappings()[0].file_offset, 0);
-    assert_eq!(mapper.live()[0].file_offset, 0);
+    assert_eq!(ledger.mappings()[0].file_offset, FileOffset(0));
+    assert_eq!(mapper.live()[0].file_offset, FileOffset(0));
     ledger.check_invariants().unwrap();
 }
 

@@ -190,8 +190,11 @@ fn the_memory_mapper_records_mappings_and_contract_breaches() {
     let live = m.live();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].file, id);
-    assert_eq!(live[0].file_offset, 4096);
-    assert_eq!(m.mapping_at(CHUNK - 1).map(|l| l.window_offset), Some(0));
+    assert_eq!(live[0].file_offset, FileOffset(4096));
+    assert_eq!(
+        m.mapping_at(CHUNK - 1).map(|l| l.window_offset),
+        Some(WindowOffset(0))
+    );
     assert_eq!(m.mapping_at(CHUNK), None);
     assert!(m.violations().is_empty());
 
@@ -355,11 +358,11 @@ fn mappings_dump_and_stats_are_readable_and_serialisable() {
     assert_eq!(maps.len(), 2);
     assert_eq!(
         (maps[0].window_offset, maps[0].len, maps[0].backing),
-        (CHUNK, 2 * CHUNK, BackingId(5))
+        (WindowOffset(CHUNK), 2 * CHUNK, BackingId(5))
     );
     assert_eq!(
         (maps[0].file_offset, maps[0].writable, maps[0].pins),
-        (4096, false, 1)
+        (FileOffset(4096), false, 1)
     );
     assert!(maps[1].draining, "file byte 0 lies in the second mapping");
     assert!(!maps[0].draining);

@@ -556,10 +556,10 @@ impl Harness {
             .map(|(&f, m)| {
                 let chunks = f..f + m.chunks;
                 MappingInfo {
-                    window_offset: f as u64 * CHUNK,
+                    window_offset: WindowOffset(f as u64 * CHUNK),
                     len: m.chunks as u64 * CHUNK,
                     backing: crate::dax::BackingId(m.backing as u64),
-                    file_offset: m.file_offset,
+                    file_offset: FileOffset(m.file_offset),
                     writable: m.writable,
                     pins: self
                         .model
