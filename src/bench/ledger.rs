@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{BenchError, Scratch};
-use crate::dax::{FileBacking, Ledger, LedgerConfig, LedgerError, MemoryMapper, PinWait};
-use crate::dax::{FileOffset, WindowOffset};
+use crate::dax::{
+    FileBacking, FileOffset, Ledger, LedgerConfig, LedgerError, MemoryMapper, PinWait, WindowOffset,
+};
 
 /// Map, pin, unpin, unmap of 2 MiB chunks against the in-memory mapper; four operations
 /// per round.

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{ControlError, ControlServer, MAX_CONNECTIONS, MAX_LINE};
-use crate::dax::{Backing, FileBacking, Ledger, LedgerConfig, LedgerError, MemoryMapper};
-use crate::dax::{FileOffset, WindowOffset};
+use crate::dax::{
+    Backing, FileBacking, FileOffset, Ledger, LedgerConfig, LedgerError, MemoryMapper, WindowOffset,
+};
 
 const CHUNK: u64 = 16 * 1024;
 const CHUNKS: u64 = 8;

@@ -34,10 +34,9 @@ use super::flush::{FlushStats, GroupCommit, SyncObserver};
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{BackingKind, PmemConfig, format_size, open_backing};
 use crate::dax::{
-    Backing, BackingId, HeldOff, Ledger, LedgerConfig, LedgerError, PendingRelease, PinWait,
-    WindowSession,
+    Backing, BackingId, FileOffset, HeldOff, Ledger, LedgerConfig, LedgerError, PendingRelease,
+    PinWait, WindowOffset, WindowSession,
 };
-use crate::dax::{FileOffset, WindowOffset};
 use crate::sys;
 
 /// virtio device id of pmem.

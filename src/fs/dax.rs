@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex, Weak};
 use super::PassthroughFs;
 use super::inode::{InodeData, InodeKey};
 use crate::dax::{
-    Backing, BackingId, FileRangeGuard, Ledger, LedgerError, MapperError, PAGE_SIZE, WindowSession,
+    Backing, BackingId, FileOffset, FileRangeGuard, Ledger, LedgerError, MapperError, PAGE_SIZE,
+    WindowOffset, WindowSession,
 };
-use crate::dax::{FileOffset, WindowOffset};
 use crate::fuse::filesystem::{RemoveMapping, SetupMapping};
 use crate::fuse::{Errno, FsResult, Handle, NodeId};
 

@@ -11,8 +11,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::dax::tests::support::{CHUNK, TestBacking, dynb, ledger};
-use crate::dax::{Failure, MemoryMapper, PinGuard, PinWait};
-use crate::dax::{FileOffset, WindowOffset};
+use crate::dax::{Failure, FileOffset, MemoryMapper, PinGuard, PinWait, WindowOffset};
 
 #[derive(Default)]
 struct Link {

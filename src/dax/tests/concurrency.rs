@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use super::support::{CHUNK, TestBacking, chunks_of, dynb, idx};
 use crate::dax::{
-    BackingId, Ledger, LedgerConfig, LedgerError, Mapper, MapperError, MemoryMapper, Op, PinWait,
+    BackingId, FileOffset, Ledger, LedgerConfig, LedgerError, Mapper, MapperError, MemoryMapper,
+    Op, PinWait, WindowOffset,
 };
-use crate::dax::{FileOffset, WindowOffset};
 
 const BUDGET: Duration = Duration::from_secs(5);
 const TRAFFIC: Duration = Duration::from_millis(300);

@@ -22,10 +22,9 @@ use loom::sync::atomic::{AtomicBool, AtomicU64};
 use loom::thread;
 
 use crate::dax::{
-    Backing, BackingId, FrontendLink, Ledger, LedgerConfig, LedgerError, Mapper, MapperError,
-    PinWait, WindowSession,
+    Backing, BackingId, FileOffset, FrontendLink, Ledger, LedgerConfig, LedgerError, Mapper,
+    MapperError, PinWait, WindowOffset, WindowSession,
 };
-use crate::dax::{FileOffset, WindowOffset};
 
 const CHUNK: u64 = 4096;
 

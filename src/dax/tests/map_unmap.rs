@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::support::{CHUNK, TestBacking, dynb, ledger};
 use crate::dax::{
-    Failure, Field, LedgerError, MapOutcome, MapperCall, MapperError, PAGE_SIZE, UnmapOutcome,
+    Failure, Field, FileOffset, LedgerError, MapOutcome, MapperCall, MapperError, PAGE_SIZE,
+    UnmapOutcome, WindowOffset,
 };
-use crate::dax::{FileOffset, WindowOffset};
 
 const NO_WAIT: Duration = Duration::ZERO;
 

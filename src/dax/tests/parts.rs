@@ -9,10 +9,9 @@ use std::time::Duration;
 use super::support::{CHUNK, TestBacking, dynb, ledger, temp_file};
 use crate::dax::{
     Backing, BackingId, DEFAULT_CHUNK_SIZE, DEFAULT_WAIT_BUDGET, Failure, Field, FileBacking,
-    FileIdentity, Ledger, LedgerConfig, LedgerError, MAX_CHUNKS, Mapper, MapperCall, MapperError,
-    MemoryMapper, Op, PinHolder, PinId, PinWait, Stuck,
+    FileIdentity, FileOffset, Ledger, LedgerConfig, LedgerError, MAX_CHUNKS, Mapper, MapperCall,
+    MapperError, MemoryMapper, Op, PinHolder, PinId, PinWait, Stuck, WindowOffset,
 };
-use crate::dax::{FileOffset, WindowOffset};
 
 fn mapper() -> Arc<dyn Mapper> {
     Arc::new(MemoryMapper::new())

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::support::{CHUNK, TestBacking, capture_logs, dynb, ledger, logs_containing};
 use crate::dax::{
-    BackingId, Field, FileRangeGuard, Ledger, LedgerError, Op, PinGuard, PinId, PinWait, Stuck,
+    BackingId, Field, FileOffset, FileRangeGuard, Ledger, LedgerError, Op, PinGuard, PinId,
+    PinWait, Stuck, WindowOffset,
 };
-use crate::dax::{FileOffset, WindowOffset};
 
 const NO_WAIT: Duration = Duration::ZERO;
 const SHORT: Duration = Duration::from_millis(30);

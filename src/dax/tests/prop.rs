@@ -17,9 +17,9 @@ use proptest::sample::Index;
 use super::support::{CHUNK, TestBacking, chunks_of, dynb, idx, ledger};
 use crate::dax::{Failure, MappingInfo};
 use crate::dax::{
-    FileIdentity, Ledger, LedgerError, MapOutcome, MemoryMapper, PAGE_SIZE, PinGuard, PinWait,
+    FileIdentity, FileOffset, Ledger, LedgerError, MapOutcome, MemoryMapper, PAGE_SIZE, PinGuard,
+    PinWait, WindowOffset,
 };
-use crate::dax::{FileOffset, WindowOffset};
 
 const CHUNKS: usize = 8;
 const WINDOW: u64 = CHUNKS as u64 * CHUNK;
