@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{BenchError, Scratch};
-use crate::dax::{FileBacking, Ledger, LedgerConfig, LedgerError, MemoryMapper, PinWait};
+use crate::dax::{
+    FileBacking, FileOffset, Ledger, LedgerConfig, LedgerError, MemoryMapper, PinWait, WindowOffset,
+};
 
 /// Map, pin, unpin, unmap of 2 MiB chunks against the in-memory mapper; four operations
 /// per round.
@@ -23,7 +25,13 @@ pub(super) fn ops_per_s(scratch: &Scratch, rounds: usize) -> Result<f64, BenchEr
     for round in 0..rounds as u64 {
         let offset = (round % CHUNKS) * CHUNK;
         ledger
-            .map(offset, CHUNK, backing.clone(), offset, true)
+            .map(
+                WindowOffset(offset),
+                CHUNK,
+                backing.clone(),
+                FileOffset(offset),
+                true,
+            )
             .map_err(fail)?;
         let pin = ledger
             .pin(offset, 4096, "bench", PinWait::Fail)

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{ControlError, ControlServer, MAX_CONNECTIONS, MAX_LINE};
-use crate::dax::{Backing, FileBacking, Ledger, LedgerConfig, LedgerError, MemoryMapper};
+use crate::dax::{
+    Backing, FileBacking, FileOffset, Ledger, LedgerConfig, LedgerError, MemoryMapper, WindowOffset,
+};
 
 const CHUNK: u64 = 16 * 1024;
 const CHUNKS: u64 = 8;
@@ -75,7 +77,13 @@ impl Fixture {
     fn map(&self, at: u64, chunks: u64, from: u64) {
         let backing = Arc::clone(&self.file) as Arc<dyn Backing>;
         self.ledger
-            .map(at * CHUNK, chunks * CHUNK, backing, from * CHUNK, true)
+            .map(
+                WindowOffset(at * CHUNK),
+                chunks * CHUNK,
+                backing,
+                FileOffset(from * CHUNK),
+                true,
+            )
             .expect("map");
     }
 
@@ -504,7 +512,13 @@ fn mappings_reflect_the_ledger() {
         false,
     ));
     f.ledger
-        .map(6 * CHUNK, CHUNK, ro as Arc<dyn Backing>, 0, false)
+        .map(
+            WindowOffset(6 * CHUNK),
+            CHUNK,
+            ro as Arc<dyn Backing>,
+            FileOffset(0),
+            false,
+        )
         .unwrap();
     let id = f.file.id().0;
     assert_eq!(

@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::backing::FileIdentity;
 use super::config::PAGE_SIZE;
 use super::mapper::{Mapper, MapperError};
+use super::offset::{FileOffset, WindowOffset};
 
 /// How far the frontend will map into a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -142,10 +143,10 @@ impl ExtentMapper {
         let piece_len = upto - held.mapped;
         let piece_window = window_offset + held.mapped;
         self.inner.map(
-            piece_window,
+            WindowOffset(piece_window),
             piece_len,
             fd,
-            held.file_offset + held.mapped,
+            FileOffset(held.file_offset + held.mapped),
             held.writable,
         )?;
         held.pieces.push((piece_window, piece_len));
@@ -157,12 +158,13 @@ impl ExtentMapper {
 impl Mapper for ExtentMapper {
     fn map(
         &self,
-        window_offset: u64,
+        window_offset: WindowOffset,
         len: u64,
         file: BorrowedFd<'_>,
-        file_offset: u64,
+        file_offset: FileOffset,
         writable: bool,
     ) -> Result<(), MapperError> {
+        let (window_offset, file_offset) = (window_offset.raw(), file_offset.raw());
         // Held across the frontend calls: map, unmap and extend of one window are
         // serialised here, so an extension never lands in a range already given back.
         let mut state = self.lock();
@@ -240,11 +242,12 @@ impl Mapper for ExtentMapper {
 
     fn extend(
         &self,
-        window_offset: u64,
+        window_offset: WindowOffset,
         len: u64,
         file: BorrowedFd<'_>,
-        file_offset: u64,
+        file_offset: FileOffset,
     ) -> Result<(), MapperError> {
+        let (window_offset, file_offset) = (window_offset.raw(), file_offset.raw());
         let mut state = self.lock();
         let (identity, size) = file_size(file)?;
         let Some(held) = state.held.get_mut(&window_offset) else {
@@ -260,7 +263,13 @@ impl Mapper for ExtentMapper {
         self.send_piece(held, window_offset, file, upto)
     }
 
-    fn follows_resize(&self, window_offset: u64, file_offset: u64, new_size: u64) -> bool {
+    fn follows_resize(
+        &self,
+        window_offset: WindowOffset,
+        file_offset: FileOffset,
+        new_size: u64,
+    ) -> bool {
+        let (window_offset, file_offset) = (window_offset.raw(), file_offset.raw());
         let state = self.lock();
         let Some(held) = state.held.get(&window_offset) else {
             return true;

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::backing::BackingId;
 use super::guard::PinId;
 use super::ledger::Ledger;
+use super::offset::{FileOffset, WindowOffset};
 use super::table::{ChunkIdx, Table};
 
 /// Event counters, bumped without the table lock.
@@ -80,13 +81,13 @@ pub struct LedgerStats {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MappingInfo {
     /// Where it starts in the window.
-    pub window_offset: u64,
+    pub window_offset: WindowOffset,
     /// Its length (whole chunks).
     pub len: u64,
     /// What it maps.
     pub backing: BackingId,
     /// Where it starts in the backing.
-    pub file_offset: u64,
+    pub file_offset: FileOffset,
     /// Whether the guest may write through it.
     pub writable: bool,
     /// Pins on its chunks, added up.
@@ -153,10 +154,10 @@ impl Ledger {
                 let v = table.victim(m);
                 let chunks = &table.chunks[m.chunk_range()];
                 MappingInfo {
-                    window_offset: v.window_offset,
+                    window_offset: WindowOffset(v.window_offset),
                     len: v.len,
                     backing: m.backing_id,
-                    file_offset: m.file_offset,
+                    file_offset: FileOffset(m.file_offset),
                     writable: m.writable,
                     pins: chunks.iter().map(|c| u64::from(c.pins)).sum(),
                     draining: chunks.iter().any(|c| c.claim.is_some()),

@@ -19,6 +19,7 @@ use super::error::{Field, LedgerError, MapperCall, Op};
 use super::guard::{FileRangeGuard, PinGuard, PinId};
 use super::info::Counters;
 use super::mapper::{Mapper, MapperError};
+use super::offset::{FileOffset, WindowOffset};
 use super::sync::{Condvar, Mutex, MutexGuard};
 use super::table::{
     Blocked, ChunkIdx, ClaimId, FileDrain, Mapping, PendingMap, Table, Victim, chunk_idx,
@@ -202,14 +203,25 @@ impl Ledger {
     /// mappings" reference if it had none). If the frontend refuses the new map, its chunks
     /// are left free and the error is returned. Waits (bounded) while the chunks, or an
     /// overlapping file range of the backing, are draining.
+    ///
+    /// The two offsets have distinct types, so they cannot be swapped:
+    ///
+    /// ```compile_fail,E0308
+    /// # use std::sync::Arc;
+    /// # use vhost_dax::dax::{Backing, FileOffset, Ledger, WindowOffset};
+    /// # fn swapped(ledger: &Ledger, backing: Arc<dyn Backing>) {
+    /// ledger.map(FileOffset(0), 2 << 20, backing, WindowOffset(0), true);
+    /// # }
+    /// ```
     pub fn map(
         &self,
-        window_offset: u64,
+        window_offset: WindowOffset,
         len: u64,
         backing: Arc<dyn Backing>,
-        file_offset: u64,
+        file_offset: FileOffset,
         writable: bool,
     ) -> Result<MapOutcome, LedgerError> {
+        let (window_offset, file_offset) = (window_offset.raw(), file_offset.raw());
         let range = self.check_chunks(window_offset, len)?;
         if !file_offset.is_multiple_of(PAGE_SIZE) {
             return Err(LedgerError::Misaligned {
@@ -263,9 +275,13 @@ impl Ledger {
             inner.finish(claim);
             return Err(e);
         }
-        let result = inner
-            .mapper
-            .map(window_offset, len, backing.fd(), file_offset, writable);
+        let result = inner.mapper.map(
+            WindowOffset(window_offset),
+            len,
+            backing.fd(),
+            FileOffset(file_offset),
+            writable,
+        );
         let mut table = inner.lock();
         let outcome = match result {
             Ok(()) => {
@@ -562,7 +578,7 @@ impl Ledger {
                 return Err(LedgerError::Unfollowable {
                     backing,
                     new_size,
-                    window_offset,
+                    window_offset: window_offset.raw(),
                 });
             }
         }
@@ -579,7 +595,7 @@ impl Ledger {
                 .extend(window_offset, len, file.fd(), file_offset)
             {
                 log::warn!(
-                    "dax ledger: could not extend {window_offset:#x}+{len:#x} of backing \
+                    "dax ledger: could not extend {window_offset}+{len:#x} of backing \
                      {backing} after its file grew: {e}"
                 );
             }
@@ -587,7 +603,10 @@ impl Ledger {
     }
 
     /// `(window_offset, len, file_offset, backing)` of every live mapping of `backing`.
-    fn live_of(&self, backing: BackingId) -> Vec<(u64, u64, u64, Arc<dyn Backing>)> {
+    fn live_of(
+        &self,
+        backing: BackingId,
+    ) -> Vec<(WindowOffset, u64, FileOffset, Arc<dyn Backing>)> {
         let table = self.inner.lock();
         if !table.backings.contains_key(&backing) {
             return Vec::new();
@@ -598,7 +617,12 @@ impl Ledger {
             .filter(|m| m.backing_id == backing)
             .map(|m| {
                 let v = table.victim(m);
-                (v.window_offset, v.len, m.file_offset, m.backing.clone())
+                (
+                    WindowOffset(v.window_offset),
+                    v.len,
+                    FileOffset(m.file_offset),
+                    m.backing.clone(),
+                )
             })
             .collect()
     }

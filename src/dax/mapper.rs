@@ -14,6 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::backing::FileIdentity;
+use super::offset::{FileOffset, WindowOffset};
 
 /// Maps file ranges into a guest window and unmaps them again.
 ///
@@ -26,10 +27,10 @@ pub trait Mapper: Send + Sync {
     /// frontend acknowledged. Never called on a range that is currently mapped.
     fn map(
         &self,
-        window_offset: u64,
+        window_offset: WindowOffset,
         len: u64,
         file: BorrowedFd<'_>,
-        file_offset: u64,
+        file_offset: FileOffset,
         writable: bool,
     ) -> Result<(), MapperError>;
 
@@ -41,17 +42,22 @@ pub trait Mapper: Send + Sync {
     /// map before. A frontend that maps past the end of a file has nothing to do.
     fn extend(
         &self,
-        _window_offset: u64,
+        _window_offset: WindowOffset,
         _len: u64,
         _file: BorrowedFd<'_>,
-        _file_offset: u64,
+        _file_offset: FileOffset,
     ) -> Result<(), MapperError> {
         Ok(())
     }
 
     /// Whether the live mapping at `window_offset` (of the file from `file_offset`) would
     /// still show every byte of the file it covers once the file is `new_size` bytes long.
-    fn follows_resize(&self, _window_offset: u64, _file_offset: u64, _new_size: u64) -> bool {
+    fn follows_resize(
+        &self,
+        _window_offset: WindowOffset,
+        _file_offset: FileOffset,
+        _new_size: u64,
+    ) -> bool {
         true
     }
 
@@ -154,13 +160,13 @@ impl Failure {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LiveMapping {
     /// Where in the window it starts.
-    pub window_offset: u64,
+    pub window_offset: WindowOffset,
     /// How many bytes it covers.
     pub len: u64,
     /// Which file it maps (from `fstat` of the descriptor handed to `map`).
     pub file: FileIdentity,
     /// Where in the file it starts.
-    pub file_offset: u64,
+    pub file_offset: FileOffset,
     /// Whether the guest may write through it.
     pub writable: bool,
 }
@@ -235,7 +241,7 @@ impl MemoryMapper {
     pub fn mapping_at(&self, offset: u64) -> Option<LiveMapping> {
         let state = self.lock();
         let (_, m) = state.live.range(..=offset).next_back()?;
-        (offset < m.window_offset.saturating_add(m.len)).then(|| m.clone())
+        (offset < m.window_offset.raw().saturating_add(m.len)).then(|| m.clone())
     }
 
     /// Makes the next `map` call fail with `failure` (without mapping anything).
@@ -292,12 +298,13 @@ impl MemoryMapper {
 impl Mapper for MemoryMapper {
     fn map(
         &self,
-        window_offset: u64,
+        window_offset: WindowOffset,
         len: u64,
         file: BorrowedFd<'_>,
-        file_offset: u64,
+        file_offset: FileOffset,
         writable: bool,
     ) -> Result<(), MapperError> {
+        let (window_offset, file_offset) = (window_offset.raw(), file_offset.raw());
         self.delay();
         let identity = FileIdentity::of(file)?;
         let mut state = self.lock();
@@ -320,8 +327,8 @@ impl Mapper for MemoryMapper {
             .live
             .range(..end)
             .next_back()
-            .filter(|(_, m)| m.window_offset + m.len > window_offset)
-            .map(|(_, m)| (m.window_offset, m.len));
+            .filter(|(_, m)| m.window_offset.raw() + m.len > window_offset)
+            .map(|(_, m)| (m.window_offset.raw(), m.len));
         if let Some((at, mlen)) = overlap {
             let what = format!(
                 "map of {window_offset:#x}+{len:#x} over the live mapping {at:#x}+{mlen:#x}"
@@ -331,10 +338,10 @@ impl Mapper for MemoryMapper {
         state.live.insert(
             window_offset,
             LiveMapping {
-                window_offset,
+                window_offset: WindowOffset(window_offset),
                 len,
                 file: identity,
-                file_offset,
+                file_offset: FileOffset(file_offset),
                 writable,
             },
         );

@@ -106,7 +106,9 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use vhost_dax::dax::{FileBacking, Ledger, LedgerConfig, MemoryMapper, PinWait};
+//! use vhost_dax::dax::{
+//!     FileBacking, FileOffset, Ledger, LedgerConfig, MemoryMapper, PinWait, WindowOffset,
+//! };
 //!
 //! let path = std::env::temp_dir().join(format!("dax-doc-{}", std::process::id()));
 //! std::fs::write(&path, vec![0u8; 3 << 20]).unwrap();
@@ -115,7 +117,9 @@
 //!
 //! let mapper = Arc::new(MemoryMapper::new());
 //! let ledger = Ledger::new(LedgerConfig::new(8 << 20), mapper.clone()).unwrap();
-//! ledger.map(0, 2 << 20, file.clone(), 0, true).unwrap(); // SETUPMAPPING
+//! ledger
+//!     .map(WindowOffset(0), 2 << 20, file.clone(), FileOffset(0), true)
+//!     .unwrap(); // SETUPMAPPING
 //! let pin = ledger.pin(4096, 4096, "fuse-read", PinWait::Fail).unwrap();
 //! // A pin blocks the release of its chunk; dropping it lets the unmap through.
 //! drop(pin);
@@ -143,8 +147,10 @@
 //! `ledger.rs` holds the operations (claims, waits, mapper calls), `table.rs` the chunk
 //! table (pure bookkeeping under the lock), `wait.rs` the bounded waits, `guard.rs` the two
 //! guards, `info.rs` the introspection ([`Ledger::stats`], [`Ledger::mappings`],
-//! [`Ledger::dump`]), `mapper.rs` the [`Mapper`] seam and [`MemoryMapper`], `backing.rs`
-//! the [`Backing`] seam and [`FileBacking`], `error.rs` the errors and their errnos.
+//! [`Ledger::dump`]), `mapper.rs` the [`Mapper`] seam and [`MemoryMapper`], `offset.rs`
+//! the two offset types ([`WindowOffset`], [`FileOffset`]) that keep a window offset and
+//! a file offset apart, `backing.rs` the [`Backing`] seam and [`FileBacking`], `error.rs`
+//! the errors and their errnos.
 
 pub mod backing;
 mod config;
@@ -154,6 +160,7 @@ mod guard;
 mod info;
 mod ledger;
 pub mod mapper;
+mod offset;
 pub mod session;
 mod sync;
 mod table;
@@ -169,6 +176,7 @@ pub use guard::{FileRangeGuard, PinGuard, PinId};
 pub use info::{LedgerStats, MappingInfo, PinInfo};
 pub use ledger::{Ledger, MapOutcome, PinWait, UnmapOutcome};
 pub use mapper::{Failure, LiveMapping, Mapper, MapperError, MemoryMapper};
+pub use offset::{FileOffset, WindowOffset};
 pub use session::{FrontendLink, HeldOff, PendingRelease, ReplyEpoch, WindowSession};
 
 #[cfg(test)]

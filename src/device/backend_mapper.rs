@@ -18,14 +18,14 @@ use std::time::Duration;
 use vhost::vhost_user::message::{VhostUserMMap, VhostUserMMapFlags};
 use vhost::vhost_user::{Backend, VhostUserFrontendReqHandler};
 
-use crate::dax::{FrontendLink, Mapper, MapperError};
+use crate::dax::{FileOffset, FrontendLink, Mapper, MapperError, WindowOffset};
 
 enum Request {
     Map {
         fd: OwnedFd,
-        window_offset: u64,
+        window_offset: WindowOffset,
         len: u64,
-        file_offset: u64,
+        file_offset: FileOffset,
         writable: bool,
     },
     Unmap {
@@ -200,8 +200,9 @@ fn send(backend: &Backend, shmid: u8, request: Request) -> io::Result<u64> {
             let msg = VhostUserMMap {
                 shmid,
                 padding: [0; 7],
-                fd_offset: file_offset,
-                shm_offset: window_offset,
+                // The wire format's raw offsets: converted here and nowhere else.
+                fd_offset: file_offset.raw(),
+                shm_offset: window_offset.raw(),
                 len,
                 flags: flags.bits(),
             };
@@ -245,10 +246,10 @@ fn classify(error: io::Error) -> MapperError {
 impl Mapper for BackendMapper {
     fn map(
         &self,
-        window_offset: u64,
+        window_offset: WindowOffset,
         len: u64,
         file: BorrowedFd<'_>,
-        file_offset: u64,
+        file_offset: FileOffset,
         writable: bool,
     ) -> Result<(), MapperError> {
         let fd = file.try_clone_to_owned().map_err(MapperError::Io)?;
@@ -262,7 +263,7 @@ impl Mapper for BackendMapper {
         let mut live = self.maps();
         if live.generation == generation {
             let start = live.starts;
-            live.ranges.insert((window_offset, len), start);
+            live.ranges.insert((window_offset.raw(), len), start);
         }
         Ok(())
     }
@@ -375,7 +376,9 @@ mod tests {
         let mapper = BackendMapper::new(1, Duration::from_secs(5));
         mapper.attach(backend).unwrap();
         let f = file(4096);
-        mapper.map(MIB2, 4096, f.as_fd(), 0, true).unwrap();
+        mapper
+            .map(WindowOffset(MIB2), 4096, f.as_fd(), FileOffset(0), true)
+            .unwrap();
         let live = windows.live();
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].shmid, 1, "the region asked for, not region 0");
@@ -392,7 +395,9 @@ mod tests {
         let f = file(4096);
 
         // Dropped at a reset the device was told of: no unmap is sent at all.
-        mapper.map(0, 4096, f.as_fd(), 0, false).unwrap();
+        mapper
+            .map(WindowOffset(0), 4096, f.as_fd(), FileOffset(0), false)
+            .unwrap();
         windows.drop_all().unwrap();
         mapper.frontend_dropped_all();
         mapper.unmap(0, 4096).unwrap();
@@ -400,14 +405,18 @@ mod tests {
 
         // Dropped without a word, then the device restarted: the frontend's refusal of
         // the unmap counts as done.
-        mapper.map(0, 4096, f.as_fd(), 0, false).unwrap();
+        mapper
+            .map(WindowOffset(0), 4096, f.as_fd(), FileOffset(0), false)
+            .unwrap();
         windows.drop_all().unwrap();
         mapper.device_started();
         mapper.unmap(0, 4096).unwrap();
         assert_eq!(windows.stats().refused, 1);
 
         // With no restart in between, a refused unmap is an error: the mapping may live.
-        mapper.map(0, 4096, f.as_fd(), 0, false).unwrap();
+        mapper
+            .map(WindowOffset(0), 4096, f.as_fd(), FileOffset(0), false)
+            .unwrap();
         windows.drop_all().unwrap();
         assert!(matches!(
             mapper.unmap(0, 4096),
@@ -426,13 +435,13 @@ mod tests {
         let f = file(4096);
         let start = Instant::now();
         assert!(matches!(
-            mapper.map(0, 4096, f.as_fd(), 0, false),
+            mapper.map(WindowOffset(0), 4096, f.as_fd(), FileOffset(0), false),
             Err(MapperError::Timeout)
         ));
         assert!(start.elapsed() < Duration::from_secs(5));
         // Later requests fail at once instead of piling up behind the stuck one.
         assert!(matches!(
-            mapper.map(MIB2, 4096, f.as_fd(), 0, false),
+            mapper.map(WindowOffset(MIB2), 4096, f.as_fd(), FileOffset(0), false),
             Err(MapperError::Timeout)
         ));
         assert!(!mapper.is_attached());
@@ -444,12 +453,14 @@ mod tests {
         let mapper = BackendMapper::new(0, Duration::from_secs(1));
         let f = file(4096);
         assert!(matches!(
-            mapper.map(0, 4096, f.as_fd(), 0, false),
+            mapper.map(WindowOffset(0), 4096, f.as_fd(), FileOffset(0), false),
             Err(MapperError::Disconnected)
         ));
         let (windows, backend) = channel(&[MIB2]);
         mapper.attach(backend).unwrap();
-        mapper.map(0, 4096, f.as_fd(), 0, false).unwrap();
+        mapper
+            .map(WindowOffset(0), 4096, f.as_fd(), FileOffset(0), false)
+            .unwrap();
         mapper.detach();
         mapper.unmap(0, 4096).unwrap();
         assert_eq!(

@@ -34,8 +34,8 @@ use super::flush::{FlushStats, GroupCommit, SyncObserver};
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{BackingKind, PmemConfig, format_size, open_backing};
 use crate::dax::{
-    Backing, BackingId, HeldOff, Ledger, LedgerConfig, LedgerError, PendingRelease, PinWait,
-    WindowSession,
+    Backing, BackingId, FileOffset, HeldOff, Ledger, LedgerConfig, LedgerError, PendingRelease,
+    PinWait, WindowOffset, WindowSession,
 };
 use crate::sys;
 
@@ -311,10 +311,13 @@ impl PmemDevice {
             return;
         }
         let writable = !self.config.readonly;
-        match self
-            .ledger
-            .map(0, self.config.size, self.backing.clone(), 0, writable)
-        {
+        match self.ledger.map(
+            WindowOffset(0),
+            self.config.size,
+            self.backing.clone(),
+            FileOffset(0),
+            writable,
+        ) {
             Ok(_) => log::info!(
                 "pmem: {} mapped into shared-memory region 0 ({}, {})",
                 self.config.file.display(),

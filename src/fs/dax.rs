@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, Weak};
 use super::PassthroughFs;
 use super::inode::{InodeData, InodeKey};
 use crate::dax::{
-    Backing, BackingId, FileRangeGuard, Ledger, LedgerError, MapperError, PAGE_SIZE, WindowSession,
+    Backing, BackingId, FileOffset, FileRangeGuard, Ledger, LedgerError, MapperError, PAGE_SIZE,
+    WindowOffset, WindowSession,
 };
 use crate::fuse::filesystem::{RemoveMapping, SetupMapping};
 use crate::fuse::{Errno, FsResult, Handle, NodeId};
@@ -277,9 +278,14 @@ impl DaxWindow {
         }
         let writable = backing.writable;
         may_wait_here();
-        let mapped = self
-            .ledger
-            .map(args.moffset, args.len, backing, args.foffset, writable);
+        // The wire format's raw offsets become typed here, and only here.
+        let mapped = self.ledger.map(
+            WindowOffset(args.moffset),
+            args.len,
+            backing,
+            FileOffset(args.foffset),
+            writable,
+        );
         if let Err(LedgerError::Mapper { source, .. }) = &mapped {
             self.log_refusal(node, &args, source);
         }

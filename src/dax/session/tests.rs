@@ -11,7 +11,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::dax::tests::support::{CHUNK, TestBacking, dynb, ledger};
-use crate::dax::{Failure, MemoryMapper, PinGuard, PinWait};
+use crate::dax::{Failure, FileOffset, MemoryMapper, PinGuard, PinWait, WindowOffset};
 
 #[derive(Default)]
 struct Link {
@@ -189,7 +189,7 @@ impl Harness {
                     .ledger()
                     .mappings()
                     .iter()
-                    .any(|x| x.window_offset == chunk * CHUNK);
+                    .any(|x| x.window_offset == WindowOffset(chunk * CHUNK));
                 // A map that finds itself in place asks the frontend nothing.
                 let refused = *refused && !mapped;
                 if allowed {
@@ -198,10 +198,10 @@ impl Harness {
                     }
                     let before = self.live();
                     let result = self.session.ledger().map(
-                        chunk * CHUNK,
+                        WindowOffset(chunk * CHUNK),
                         CHUNK,
                         dynb(&self.backing),
-                        chunk * CHUNK,
+                        FileOffset(chunk * CHUNK),
                         true,
                     );
                     if refused {

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use super::support::{CHUNK, TestBacking, chunks_of, dynb, idx};
 use crate::dax::{
-    BackingId, Ledger, LedgerConfig, LedgerError, Mapper, MapperError, MemoryMapper, Op, PinWait,
+    BackingId, FileOffset, Ledger, LedgerConfig, LedgerError, Mapper, MapperError, MemoryMapper,
+    Op, PinWait, WindowOffset,
 };
 
 const BUDGET: Duration = Duration::from_secs(5);
@@ -67,10 +68,10 @@ struct WatchMapper {
 impl Mapper for WatchMapper {
     fn map(
         &self,
-        window_offset: u64,
+        window_offset: WindowOffset,
         len: u64,
         file: BorrowedFd<'_>,
-        file_offset: u64,
+        file_offset: FileOffset,
         writable: bool,
     ) -> Result<(), MapperError> {
         self.inner
@@ -101,10 +102,13 @@ fn reach(ledger: &Ledger, offset: u64, len: u64) -> Vec<(BackingId, u64)> {
     ledger
         .mappings()
         .iter()
-        .filter(|m| m.window_offset < end && offset < m.window_offset + m.len)
+        .filter(|m| m.window_offset.raw() < end && offset < m.window_offset.raw() + m.len)
         .map(|m| {
-            let part_end = end.min(m.window_offset + m.len);
-            (m.backing, m.file_offset + part_end - m.window_offset)
+            let part_end = end.min(m.window_offset.raw() + m.len);
+            (
+                m.backing,
+                m.file_offset.raw() + part_end - m.window_offset.raw(),
+            )
         })
         .collect()
 }
@@ -185,7 +189,13 @@ fn pinned_chunks_survive_truncate_unmap_remap_and_reset_traffic() {
                         let fo = rng.below(8) * 4096;
                         note(
                             ledger
-                                .map(chunk * CHUNK, n * CHUNK, dynb(b), fo, true)
+                                .map(
+                                    WindowOffset(chunk * CHUNK),
+                                    n * CHUNK,
+                                    dynb(b),
+                                    FileOffset(fo),
+                                    true,
+                                )
                                 .as_ref()
                                 .err(),
                         );
@@ -278,13 +288,13 @@ struct GateMapper {
 impl Mapper for GateMapper {
     fn map(
         &self,
-        window_offset: u64,
+        window_offset: WindowOffset,
         len: u64,
         file: BorrowedFd<'_>,
-        file_offset: u64,
+        file_offset: FileOffset,
         writable: bool,
     ) -> Result<(), MapperError> {
-        if window_offset == 0 {
+        if window_offset == WindowOffset(0) {
             let _ = self.entered.lock().unwrap().send(());
             // Bounded, and a test that panics drops the sender: the call never hangs.
             let _ = self
@@ -315,10 +325,12 @@ fn a_slow_frontend_call_blocks_only_its_own_chunks() {
     let b = TestBacking::new(1, 4 * CHUNK, true);
     thread::scope(|s| {
         let open = open;
-        let slow = s.spawn(|| ledger.map(0, CHUNK, dynb(&b), 0, true));
+        let slow = s.spawn(|| ledger.map(WindowOffset(0), CHUNK, dynb(&b), FileOffset(0), true));
         entered.recv().unwrap();
         // Chunk 0 is in transition inside the mapper; everything else works meanwhile.
-        ledger.map(CHUNK, CHUNK, dynb(&b), 0, true).unwrap();
+        ledger
+            .map(WindowOffset(CHUNK), CHUNK, dynb(&b), FileOffset(0), true)
+            .unwrap();
         ledger.pin(CHUNK, 10, "x", PinWait::Fail).unwrap().unpin();
         assert_eq!(ledger.unmap(CHUNK, CHUNK).unwrap().released, 1);
         assert!(ledger.dump().contains("map on 1 chunk(s)"));
@@ -346,8 +358,12 @@ fn an_unmap_waits_for_the_pin_then_goes_ahead() {
     let mapper = Arc::new(MemoryMapper::new());
     let ledger = Ledger::new(config(4), Arc::clone(&mapper) as _).unwrap();
     let b = TestBacking::new(1, 4 * CHUNK, true);
-    ledger.map(0, CHUNK, dynb(&b), 0, true).unwrap();
-    ledger.map(CHUNK, CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
+    ledger
+        .map(WindowOffset(CHUNK), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
     let pin = ledger.pin(0, 1, "reader", PinWait::Fail).unwrap();
     let done = AtomicBool::new(false);
     thread::scope(|s| {
@@ -375,12 +391,22 @@ fn an_unmap_waits_for_the_pin_then_goes_ahead() {
 fn waiters_resume_when_a_file_range_guard_drops() {
     let ledger = Ledger::new(config(4), Arc::new(MemoryMapper::new())).unwrap();
     let b = TestBacking::new(1, 4 * CHUNK, true);
-    ledger.map(0, 2 * CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), 2 * CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
     let first = ledger.release_file_range(b.id_value(), 0, None).unwrap();
     thread::scope(|s| {
         let second = s.spawn(|| ledger.release_file_range(b.id_value(), CHUNK, None));
         let pinner = s.spawn(|| ledger.pin(0, 1, "waiter", PinWait::Wait));
-        let mapper = s.spawn(|| ledger.map(2 * CHUNK, CHUNK, dynb(&b), 0, true));
+        let mapper = s.spawn(|| {
+            ledger.map(
+                WindowOffset(2 * CHUNK),
+                CHUNK,
+                dynb(&b),
+                FileOffset(0),
+                true,
+            )
+        });
         eventually("all three park", || ledger.stats().waits >= 3);
         assert!(!second.is_finished() && !pinner.is_finished() && !mapper.is_finished());
         drop(first);
@@ -399,7 +425,9 @@ fn waiters_resume_when_a_file_range_guard_drops() {
 fn a_waiting_pin_is_refused_when_its_chunk_goes_away() {
     let ledger = Ledger::new(config(2), Arc::new(MemoryMapper::new())).unwrap();
     let b = TestBacking::new(1, 2 * CHUNK, true);
-    ledger.map(0, CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
     let held = ledger.pin(0, 1, "first", PinWait::Fail).unwrap();
     thread::scope(|s| {
         let unmapper = s.spawn(|| ledger.unmap(0, CHUNK));

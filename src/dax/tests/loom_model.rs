@@ -22,8 +22,8 @@ use loom::sync::atomic::{AtomicBool, AtomicU64};
 use loom::thread;
 
 use crate::dax::{
-    Backing, BackingId, FrontendLink, Ledger, LedgerConfig, LedgerError, Mapper, MapperError,
-    PinWait, WindowSession,
+    Backing, BackingId, FileOffset, FrontendLink, Ledger, LedgerConfig, LedgerError, Mapper,
+    MapperError, PinWait, WindowOffset, WindowSession,
 };
 
 const CHUNK: u64 = 4096;
@@ -90,12 +90,13 @@ impl LoomMapper {
 impl Mapper for LoomMapper {
     fn map(
         &self,
-        window_offset: u64,
+        window_offset: WindowOffset,
         len: u64,
         _file: BorrowedFd<'_>,
-        _file_offset: u64,
+        _file_offset: FileOffset,
         _writable: bool,
     ) -> Result<(), MapperError> {
+        let window_offset = window_offset.raw();
         *self
             .generation
             .lock()
@@ -158,7 +159,9 @@ fn loom_pin_against_unmap() {
         eprintln!("iteration {}", N.fetch_add(1, Ordering::SeqCst));
         let (ledger, mapper) = setup(1);
         let b = LoomBacking::new(1, CHUNK);
-        ledger.map(0, CHUNK, b.clone(), 0, true).unwrap();
+        ledger
+            .map(WindowOffset(0), CHUNK, b.clone(), FileOffset(0), true)
+            .unwrap();
         let pinner = {
             let (ledger, mapper, b) = (ledger.clone(), mapper.clone(), b.clone());
             thread::spawn(move || pin_and_check(&ledger, &mapper, &b))
@@ -180,7 +183,9 @@ fn loom_pin_against_truncate() {
     loom::model(|| {
         let (ledger, mapper) = setup(1);
         let b = LoomBacking::new(1, CHUNK);
-        ledger.map(0, CHUNK, b.clone(), 0, true).unwrap();
+        ledger
+            .map(WindowOffset(0), CHUNK, b.clone(), FileOffset(0), true)
+            .unwrap();
         let pinner = {
             let (ledger, mapper, b) = (ledger.clone(), mapper.clone(), b.clone());
             thread::spawn(move || pin_and_check(&ledger, &mapper, &b))
@@ -205,12 +210,16 @@ fn loom_pin_against_remap() {
         let (ledger, mapper) = setup(1);
         let a = LoomBacking::new(1, CHUNK);
         let b = LoomBacking::new(2, CHUNK);
-        ledger.map(0, CHUNK, a.clone(), 0, true).unwrap();
+        ledger
+            .map(WindowOffset(0), CHUNK, a.clone(), FileOffset(0), true)
+            .unwrap();
         let pinner = {
             let (ledger, mapper, a) = (ledger.clone(), mapper.clone(), a.clone());
             thread::spawn(move || pin_and_check(&ledger, &mapper, &a))
         };
-        ledger.map(0, CHUNK, b.clone(), 0, true).unwrap();
+        ledger
+            .map(WindowOffset(0), CHUNK, b.clone(), FileOffset(0), true)
+            .unwrap();
         pinner.join().unwrap();
         assert!(!mapper.unmapped_under_pin.load(Ordering::SeqCst));
         assert_eq!(mapper.generation(0), Some(2));
@@ -240,7 +249,9 @@ fn loom_reset_or_disconnect_against_a_parked_request() {
             let (ledger, _mapper) = setup(1);
             let session = WindowSession::new(ledger.clone(), Arc::new(NoLink));
             let b = LoomBacking::new(1, CHUNK);
-            ledger.map(0, CHUNK, b.clone(), 0, true).unwrap();
+            ledger
+                .map(WindowOffset(0), CHUNK, b.clone(), FileOffset(0), true)
+                .unwrap();
             let ended = Arc::new(AtomicBool::new(false));
             let before = session.reply_epoch();
             let parked = {

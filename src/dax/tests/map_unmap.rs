@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::support::{CHUNK, TestBacking, dynb, ledger};
 use crate::dax::{
-    Failure, Field, LedgerError, MapOutcome, MapperCall, MapperError, PAGE_SIZE, UnmapOutcome,
+    Failure, Field, FileOffset, LedgerError, MapOutcome, MapperCall, MapperError, PAGE_SIZE,
+    UnmapOutcome, WindowOffset,
 };
 
 const NO_WAIT: Duration = Duration::ZERO;
@@ -17,14 +18,22 @@ fn a_mapping_holds_one_reference_and_the_backing_one_more() {
     let b = TestBacking::new(1, 8 * CHUNK, true);
     assert_eq!(Arc::strong_count(&b), 1);
 
-    let out = ledger.map(0, CHUNK, dynb(&b), 0, true).unwrap();
+    let out = ledger
+        .map(WindowOffset(0), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
     assert_eq!(out, MapOutcome::Mapped { replaced: 0 });
     // ours + the map-time reference + the "has mappings" reference
     assert_eq!(Arc::strong_count(&b), 3);
     assert!(ledger.has_mappings(b.id_value()));
 
     ledger
-        .map(2 * CHUNK, 2 * CHUNK, dynb(&b), CHUNK, false)
+        .map(
+            WindowOffset(2 * CHUNK),
+            2 * CHUNK,
+            dynb(&b),
+            FileOffset(CHUNK),
+            false,
+        )
         .unwrap();
     // one more map-time reference; the "has mappings" one is taken only on 0 -> 1
     assert_eq!(Arc::strong_count(&b), 4);
@@ -32,9 +41,15 @@ fn a_mapping_holds_one_reference_and_the_backing_one_more() {
 
     let live = mapper.live();
     assert_eq!(live.len(), 2);
-    assert_eq!((live[0].window_offset, live[0].len), (0, CHUNK));
-    assert_eq!((live[1].window_offset, live[1].len), (2 * CHUNK, 2 * CHUNK));
-    assert_eq!(live[1].file_offset, CHUNK);
+    assert_eq!(
+        (live[0].window_offset, live[0].len),
+        (WindowOffset(0), CHUNK)
+    );
+    assert_eq!(
+        (live[1].window_offset, live[1].len),
+        (WindowOffset(2 * CHUNK), 2 * CHUNK)
+    );
+    assert_eq!(live[1].file_offset, FileOffset(CHUNK));
     assert!(live[0].writable && !live[1].writable);
     assert_eq!(live[0].file, b.identity());
 
@@ -148,13 +163,21 @@ fn map_validates_before_touching_anything() {
     ];
     for (want, offset, len, file_offset, writable, backing) in cases {
         let got = ledger
-            .map(offset, len, dynb(backing), file_offset, writable)
+            .map(
+                WindowOffset(offset),
+                len,
+                dynb(backing),
+                FileOffset(file_offset),
+                writable,
+            )
             .unwrap_err();
         assert_eq!(format!("{got:?}"), format!("{want:?}"));
         assert_eq!(got.errno(), want.errno());
     }
     // A read-only backing maps read-only.
-    ledger.map(0, CHUNK, dynb(&ro), 0, false).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&ro), FileOffset(0), false)
+        .unwrap();
     assert_eq!(mapper.map_calls(), 1);
     assert_eq!(Arc::strong_count(&b), 1);
 }
@@ -163,10 +186,20 @@ fn map_validates_before_touching_anything() {
 fn the_same_mapping_again_is_a_no_op_when_access_suffices() {
     let (ledger, mapper) = ledger(4, NO_WAIT);
     let b = TestBacking::new(1, 4 * CHUNK, true);
-    ledger.map(0, 2 * CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), 2 * CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
     // read -> write upgrade of a range mapped writable up front: nothing to do
     for writable in [false, true] {
-        let out = ledger.map(0, 2 * CHUNK, dynb(&b), 0, writable).unwrap();
+        let out = ledger
+            .map(
+                WindowOffset(0),
+                2 * CHUNK,
+                dynb(&b),
+                FileOffset(0),
+                writable,
+            )
+            .unwrap();
         assert_eq!(out, MapOutcome::AlreadyMapped);
     }
     assert_eq!(mapper.map_calls(), 1);
@@ -175,13 +208,45 @@ fn the_same_mapping_again_is_a_no_op_when_access_suffices() {
     assert_eq!(Arc::strong_count(&b), 3, "no extra reference for a no-op");
 
     // Read-only mapped, write asked: the mapping is replaced.
-    ledger.map(2 * CHUNK, CHUNK, dynb(&b), 0, false).unwrap();
-    let out = ledger.map(2 * CHUNK, CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(
+            WindowOffset(2 * CHUNK),
+            CHUNK,
+            dynb(&b),
+            FileOffset(0),
+            false,
+        )
+        .unwrap();
+    let out = ledger
+        .map(
+            WindowOffset(2 * CHUNK),
+            CHUNK,
+            dynb(&b),
+            FileOffset(0),
+            true,
+        )
+        .unwrap();
     assert_eq!(out, MapOutcome::Mapped { replaced: 1 });
     // Other file offset, or other length: replaced too.
-    let out = ledger.map(0, 2 * CHUNK, dynb(&b), PAGE_SIZE, true).unwrap();
+    let out = ledger
+        .map(
+            WindowOffset(0),
+            2 * CHUNK,
+            dynb(&b),
+            FileOffset(PAGE_SIZE),
+            true,
+        )
+        .unwrap();
     assert_eq!(out, MapOutcome::Mapped { replaced: 1 });
-    let out = ledger.map(0, CHUNK, dynb(&b), PAGE_SIZE, true).unwrap();
+    let out = ledger
+        .map(
+            WindowOffset(0),
+            CHUNK,
+            dynb(&b),
+            FileOffset(PAGE_SIZE),
+            true,
+        )
+        .unwrap();
     assert_eq!(out, MapOutcome::Mapped { replaced: 1 });
     let stats = ledger.stats();
     assert_eq!((stats.maps, stats.remaps, stats.unmaps), (5, 3, 3));
@@ -195,17 +260,43 @@ fn a_map_releases_every_mapping_it_touches_whole() {
     let a = TestBacking::new(1, 8 * CHUNK, true);
     let b = TestBacking::new(2, 8 * CHUNK, true);
     let c = TestBacking::new(3, 8 * CHUNK, true);
-    ledger.map(0, 2 * CHUNK, dynb(&a), 0, true).unwrap();
-    ledger.map(2 * CHUNK, 2 * CHUNK, dynb(&b), 0, true).unwrap();
-    ledger.map(4 * CHUNK, CHUNK, dynb(&a), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), 2 * CHUNK, dynb(&a), FileOffset(0), true)
+        .unwrap();
+    ledger
+        .map(
+            WindowOffset(2 * CHUNK),
+            2 * CHUNK,
+            dynb(&b),
+            FileOffset(0),
+            true,
+        )
+        .unwrap();
+    ledger
+        .map(
+            WindowOffset(4 * CHUNK),
+            CHUNK,
+            dynb(&a),
+            FileOffset(0),
+            true,
+        )
+        .unwrap();
 
     // Chunks 1..3 touch the first two mappings; both go, whole.
-    let out = ledger.map(CHUNK, 2 * CHUNK, dynb(&c), 0, false).unwrap();
+    let out = ledger
+        .map(
+            WindowOffset(CHUNK),
+            2 * CHUNK,
+            dynb(&c),
+            FileOffset(0),
+            false,
+        )
+        .unwrap();
     assert_eq!(out, MapOutcome::Mapped { replaced: 2 });
     let live: Vec<(u64, u64)> = mapper
         .live()
         .iter()
-        .map(|m| (m.window_offset, m.len))
+        .map(|m| (m.window_offset.raw(), m.len))
         .collect();
     assert_eq!(live, vec![(CHUNK, 2 * CHUNK), (4 * CHUNK, CHUNK)]);
     assert_eq!(Arc::strong_count(&a), 3, "a keeps its other mapping");
@@ -221,9 +312,13 @@ fn a_refused_map_leaves_its_chunks_free() {
     let (ledger, mapper) = ledger(4, NO_WAIT);
     let a = TestBacking::new(1, 4 * CHUNK, true);
     let b = TestBacking::new(2, 4 * CHUNK, true);
-    ledger.map(0, CHUNK, dynb(&a), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&a), FileOffset(0), true)
+        .unwrap();
     mapper.fail_next_map(Failure::Refused);
-    let err = ledger.map(0, CHUNK, dynb(&b), 0, true).unwrap_err();
+    let err = ledger
+        .map(WindowOffset(0), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -244,7 +339,9 @@ fn a_refused_map_leaves_its_chunks_free() {
     assert_eq!(Arc::strong_count(&b), 1);
     assert_eq!(ledger.stats().mapper_errors, 1);
     // The chunk is usable again.
-    ledger.map(0, CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
     ledger.check_invariants().unwrap();
 }
 
@@ -252,8 +349,12 @@ fn a_refused_map_leaves_its_chunks_free() {
 fn a_failed_unmap_keeps_the_mapping_and_its_references() {
     let (ledger, mapper) = ledger(4, NO_WAIT);
     let a = TestBacking::new(1, 4 * CHUNK, true);
-    ledger.map(0, CHUNK, dynb(&a), 0, true).unwrap();
-    ledger.map(CHUNK, CHUNK, dynb(&a), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&a), FileOffset(0), true)
+        .unwrap();
+    ledger
+        .map(WindowOffset(CHUNK), CHUNK, dynb(&a), FileOffset(0), true)
+        .unwrap();
     mapper.fail_next_unmap(Failure::Io);
     let err = ledger.unmap(0, 2 * CHUNK).unwrap_err();
     assert!(
@@ -272,7 +373,7 @@ fn a_failed_unmap_keeps_the_mapping_and_its_references() {
     // The first unmap failed; the second mapping was still released.
     let left = ledger.mappings();
     assert_eq!(left.len(), 1);
-    assert_eq!(left[0].window_offset, 0);
+    assert_eq!(left[0].window_offset, WindowOffset(0));
     assert!(!left[0].draining, "the claim ended");
     assert_eq!(Arc::strong_count(&a), 3);
     assert_eq!(mapper.live().len(), 1);
@@ -281,9 +382,19 @@ fn a_failed_unmap_keeps_the_mapping_and_its_references() {
     assert_eq!(Arc::strong_count(&a), 1);
 
     // A failed unmap of a mapping being replaced fails the map, and keeps it.
-    ledger.map(0, CHUNK, dynb(&a), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&a), FileOffset(0), true)
+        .unwrap();
     mapper.fail_next_unmap(Failure::Timeout);
-    let err = ledger.map(0, CHUNK, dynb(&a), PAGE_SIZE, true).unwrap_err();
+    let err = ledger
+        .map(
+            WindowOffset(0),
+            CHUNK,
+            dynb(&a),
+            FileOffset(PAGE_SIZE),
+            true,
+        )
+        .unwrap_err();
     assert!(matches!(
         err,
         LedgerError::Mapper {
@@ -292,8 +403,8 @@ fn a_failed_unmap_keeps_the_mapping_and_its_references() {
             ..
         }
     ));
-    assert_eq!(ledger.mappings()[0].file_offset, 0);
-    assert_eq!(mapper.live()[0].file_offset, 0);
+    assert_eq!(ledger.mappings()[0].file_offset, FileOffset(0));
+    assert_eq!(mapper.live()[0].file_offset, FileOffset(0));
     ledger.check_invariants().unwrap();
 }
 
@@ -301,13 +412,25 @@ fn a_failed_unmap_keeps_the_mapping_and_its_references() {
 fn a_disconnected_frontend_took_its_mappings_with_it() {
     let (ledger, mapper) = ledger(4, NO_WAIT);
     let a = TestBacking::new(1, 4 * CHUNK, true);
-    ledger.map(0, CHUNK, dynb(&a), 0, true).unwrap();
-    ledger.map(2 * CHUNK, 2 * CHUNK, dynb(&a), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&a), FileOffset(0), true)
+        .unwrap();
+    ledger
+        .map(
+            WindowOffset(2 * CHUNK),
+            2 * CHUNK,
+            dynb(&a),
+            FileOffset(0),
+            true,
+        )
+        .unwrap();
     mapper.disconnect();
     assert_eq!(ledger.reset().unwrap(), 2);
     assert_eq!(Arc::strong_count(&a), 1);
     assert_eq!(ledger.stats().mapper_errors, 0);
-    let err = ledger.map(0, CHUNK, dynb(&a), 0, true).unwrap_err();
+    let err = ledger
+        .map(WindowOffset(0), CHUNK, dynb(&a), FileOffset(0), true)
+        .unwrap_err();
     assert!(matches!(
         err,
         LedgerError::Mapper {
@@ -322,7 +445,15 @@ fn a_disconnected_frontend_took_its_mappings_with_it() {
 fn unmap_releases_whole_mappings_only() {
     let (ledger, mapper) = ledger(8, NO_WAIT);
     let a = TestBacking::new(1, 8 * CHUNK, true);
-    ledger.map(CHUNK, 2 * CHUNK, dynb(&a), 0, true).unwrap();
+    ledger
+        .map(
+            WindowOffset(CHUNK),
+            2 * CHUNK,
+            dynb(&a),
+            FileOffset(0),
+            true,
+        )
+        .unwrap();
     let err = ledger.unmap(2 * CHUNK, 4 * CHUNK).unwrap_err();
     match err {
         LedgerError::PartialMapping {
@@ -340,7 +471,15 @@ fn unmap_releases_whole_mappings_only() {
     assert_eq!(mapper.live().len(), 1);
     assert_eq!(mapper.unmap_calls(), 0);
 
-    ledger.map(5 * CHUNK, CHUNK, dynb(&a), 0, true).unwrap();
+    ledger
+        .map(
+            WindowOffset(5 * CHUNK),
+            CHUNK,
+            dynb(&a),
+            FileOffset(0),
+            true,
+        )
+        .unwrap();
     // Unmapped chunks in the range are skipped; each mapping is unmapped with its own range.
     assert_eq!(ledger.unmap(0, 8 * CHUNK).unwrap().released, 2);
     assert_eq!(mapper.unmap_calls(), 2);
@@ -372,8 +511,18 @@ fn forget_alone_releases_nothing() {
     let b = TestBacking::new(7, 4 * CHUNK, true);
     let id = b.id_value();
     let weak = Arc::downgrade(&b);
-    ledger.map(0, CHUNK, dynb(&b), 0, true).unwrap();
-    ledger.map(CHUNK, CHUNK, dynb(&b), CHUNK, true).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
+    ledger
+        .map(
+            WindowOffset(CHUNK),
+            CHUNK,
+            dynb(&b),
+            FileOffset(CHUNK),
+            true,
+        )
+        .unwrap();
     // FORGET / unlink: the owner drops its reference. The mappings keep the file open.
     drop(b);
     assert_eq!(weak.strong_count(), 3);
@@ -392,9 +541,21 @@ fn release_backing_touches_only_that_backing() {
     let (ledger, mapper) = ledger(4, NO_WAIT);
     let a = TestBacking::new(1, 4 * CHUNK, true);
     let b = TestBacking::new(2, 4 * CHUNK, true);
-    ledger.map(0, CHUNK, dynb(&a), 0, true).unwrap();
-    ledger.map(CHUNK, CHUNK, dynb(&b), 0, true).unwrap();
-    ledger.map(2 * CHUNK, CHUNK, dynb(&a), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&a), FileOffset(0), true)
+        .unwrap();
+    ledger
+        .map(WindowOffset(CHUNK), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
+    ledger
+        .map(
+            WindowOffset(2 * CHUNK),
+            CHUNK,
+            dynb(&a),
+            FileOffset(0),
+            true,
+        )
+        .unwrap();
     assert_eq!(ledger.release_backing(a.id_value()).unwrap(), 2);
     assert_eq!(mapper.live().len(), 1);
     assert_eq!(mapper.live()[0].file, b.identity());
@@ -410,7 +571,9 @@ fn reset_returns_every_count_to_zero() {
         .collect();
     for (i, b) in backings.iter().enumerate() {
         let at = 2 * i as u64 * CHUNK;
-        ledger.map(at, 2 * CHUNK, dynb(b), 0, true).unwrap();
+        ledger
+            .map(WindowOffset(at), 2 * CHUNK, dynb(b), FileOffset(0), true)
+            .unwrap();
     }
     let pin = ledger
         .pin(0, 10, "reader", crate::dax::PinWait::Fail)

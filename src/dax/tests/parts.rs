@@ -9,8 +9,8 @@ use std::time::Duration;
 use super::support::{CHUNK, TestBacking, dynb, ledger, temp_file};
 use crate::dax::{
     Backing, BackingId, DEFAULT_CHUNK_SIZE, DEFAULT_WAIT_BUDGET, Failure, Field, FileBacking,
-    FileIdentity, Ledger, LedgerConfig, LedgerError, MAX_CHUNKS, Mapper, MapperCall, MapperError,
-    MemoryMapper, Op, PinHolder, PinId, PinWait, Stuck,
+    FileIdentity, FileOffset, Ledger, LedgerConfig, LedgerError, MAX_CHUNKS, Mapper, MapperCall,
+    MapperError, MemoryMapper, Op, PinHolder, PinId, PinWait, Stuck, WindowOffset,
 };
 
 fn mapper() -> Arc<dyn Mapper> {
@@ -184,23 +184,42 @@ fn the_memory_mapper_records_mappings_and_contract_breaches() {
     let m = MemoryMapper::with_window(4 * CHUNK);
     let file = temp_file();
     let id = FileIdentity::of(file.as_fd()).unwrap();
-    m.map(0, CHUNK, file.as_fd(), 4096, true).unwrap();
+    m.map(WindowOffset(0), CHUNK, file.as_fd(), FileOffset(4096), true)
+        .unwrap();
     let live = m.live();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].file, id);
-    assert_eq!(live[0].file_offset, 4096);
-    assert_eq!(m.mapping_at(CHUNK - 1).map(|l| l.window_offset), Some(0));
+    assert_eq!(live[0].file_offset, FileOffset(4096));
+    assert_eq!(
+        m.mapping_at(CHUNK - 1).map(|l| l.window_offset),
+        Some(WindowOffset(0))
+    );
     assert_eq!(m.mapping_at(CHUNK), None);
     assert!(m.violations().is_empty());
 
     // A map over a live byte, an unmap that is not one earlier map, a map beyond the
     // window: refused and recorded.
     assert!(matches!(
-        m.map(0, 2 * CHUNK, file.as_fd(), 0, false),
+        m.map(
+            WindowOffset(0),
+            2 * CHUNK,
+            file.as_fd(),
+            FileOffset(0),
+            false
+        ),
         Err(MapperError::Refused { .. })
     ));
     assert!(m.unmap(0, 2 * CHUNK).is_err());
-    assert!(m.map(3 * CHUNK, 2 * CHUNK, file.as_fd(), 0, false).is_err());
+    assert!(
+        m.map(
+            WindowOffset(3 * CHUNK),
+            2 * CHUNK,
+            file.as_fd(),
+            FileOffset(0),
+            false
+        )
+        .is_err()
+    );
     assert_eq!(m.violations().len(), 3);
     assert_eq!(m.live().len(), 1);
 
@@ -210,17 +229,18 @@ fn the_memory_mapper_records_mappings_and_contract_breaches() {
     m.unmap(0, CHUNK).unwrap();
     m.fail_next_map(Failure::Io);
     assert!(matches!(
-        m.map(0, CHUNK, file.as_fd(), 0, true),
+        m.map(WindowOffset(0), CHUNK, file.as_fd(), FileOffset(0), true),
         Err(MapperError::Io(_))
     ));
-    m.map(0, CHUNK, file.as_fd(), 0, true).unwrap();
+    m.map(WindowOffset(0), CHUNK, file.as_fd(), FileOffset(0), true)
+        .unwrap();
     assert_eq!((m.map_calls(), m.unmap_calls()), (5, 3));
 
     m.disconnect();
     assert!(m.live().is_empty());
     assert!(matches!(m.unmap(0, CHUNK), Err(MapperError::Disconnected)));
     assert!(matches!(
-        m.map(0, CHUNK, file.as_fd(), 0, true),
+        m.map(WindowOffset(0), CHUNK, file.as_fd(), FileOffset(0), true),
         Err(MapperError::Disconnected)
     ));
 }
@@ -254,10 +274,12 @@ fn file_backings_know_their_identity_size_and_access() {
     let (ledger, mapper) = ledger(2, Duration::ZERO);
     let ro: Arc<dyn Backing> = Arc::new(ro);
     assert!(matches!(
-        ledger.map(0, CHUNK, Arc::clone(&ro), 0, true),
+        ledger.map(WindowOffset(0), CHUNK, Arc::clone(&ro), FileOffset(0), true),
         Err(LedgerError::ReadOnlyBacking { .. })
     ));
-    ledger.map(0, CHUNK, ro, 0, false).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, ro, FileOffset(0), false)
+        .unwrap();
     assert!(!mapper.live()[0].writable);
 }
 
@@ -265,16 +287,32 @@ fn file_backings_know_their_identity_size_and_access() {
 fn stats_count_what_happened() {
     let (ledger, mapper) = ledger(4, Duration::ZERO);
     let b = TestBacking::new(1, 4 * CHUNK, true);
-    ledger.map(0, CHUNK, dynb(&b), 0, true).unwrap(); // map
-    ledger.map(0, CHUNK, dynb(&b), 0, false).unwrap(); // already mapped
-    ledger.map(0, 2 * CHUNK, dynb(&b), 0, true).unwrap(); // remap (drain + unmap)
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap(); // map
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&b), FileOffset(0), false)
+        .unwrap(); // already mapped
+    ledger
+        .map(WindowOffset(0), 2 * CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap(); // remap (drain + unmap)
     let pin = ledger.pin(0, 1, "p", PinWait::Fail).unwrap(); // pin
     assert!(ledger.pin(2 * CHUNK, 1, "p", PinWait::Fail).is_err()); // refusal
     assert!(ledger.unmap(0, 2 * CHUNK).is_err()); // drain + timeout
     drop(pin);
     drop(ledger.release_file_range(b.id_value(), 0, None).unwrap()); // drain
     mapper.fail_next_map(Failure::Refused);
-    assert!(ledger.map(2 * CHUNK, CHUNK, dynb(&b), 0, true).is_err()); // mapper error
+    assert!(
+        ledger
+            .map(
+                WindowOffset(2 * CHUNK),
+                CHUNK,
+                dynb(&b),
+                FileOffset(0),
+                true
+            )
+            .is_err()
+    ); // mapper error
     ledger.unmap(0, 4 * CHUNK).unwrap(); // drain + unmap
     let s = ledger.stats();
     assert_eq!(
@@ -292,8 +330,24 @@ fn stats_count_what_happened() {
 fn mappings_dump_and_stats_are_readable_and_serialisable() {
     let (ledger, _) = ledger(8, Duration::ZERO);
     let b = TestBacking::new(5, 8 * CHUNK, true);
-    ledger.map(CHUNK, 2 * CHUNK, dynb(&b), 4096, false).unwrap();
-    ledger.map(4 * CHUNK, CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(
+            WindowOffset(CHUNK),
+            2 * CHUNK,
+            dynb(&b),
+            FileOffset(4096),
+            false,
+        )
+        .unwrap();
+    ledger
+        .map(
+            WindowOffset(4 * CHUNK),
+            CHUNK,
+            dynb(&b),
+            FileOffset(0),
+            true,
+        )
+        .unwrap();
     let _pin = ledger
         .pin(CHUNK, 1, "virtio-fs-req", PinWait::Fail)
         .unwrap();
@@ -303,11 +357,11 @@ fn mappings_dump_and_stats_are_readable_and_serialisable() {
     assert_eq!(maps.len(), 2);
     assert_eq!(
         (maps[0].window_offset, maps[0].len, maps[0].backing),
-        (CHUNK, 2 * CHUNK, BackingId(5))
+        (WindowOffset(CHUNK), 2 * CHUNK, BackingId(5))
     );
     assert_eq!(
         (maps[0].file_offset, maps[0].writable, maps[0].pins),
-        (4096, false, 1)
+        (FileOffset(4096), false, 1)
     );
     assert!(maps[1].draining, "file byte 0 lies in the second mapping");
     assert!(!maps[0].draining);

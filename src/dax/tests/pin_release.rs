@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::support::{CHUNK, TestBacking, capture_logs, dynb, ledger, logs_containing};
 use crate::dax::{
-    BackingId, Field, FileRangeGuard, Ledger, LedgerError, Op, PinGuard, PinId, PinWait, Stuck,
+    BackingId, Field, FileOffset, FileRangeGuard, Ledger, LedgerError, Op, PinGuard, PinId,
+    PinWait, Stuck, WindowOffset,
 };
 
 const NO_WAIT: Duration = Duration::ZERO;
@@ -16,7 +17,9 @@ const SHORT: Duration = Duration::from_millis(30);
 fn pins_are_counted_per_chunk_and_are_not_references() {
     let (ledger, _) = ledger(4, NO_WAIT);
     let b = TestBacking::new(1, 4 * CHUNK, true);
-    ledger.map(0, 4 * CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), 4 * CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
     let refs = Arc::strong_count(&b);
     // Across chunks 0 and 1, then inside chunk 1.
     let p1 = ledger
@@ -51,7 +54,9 @@ fn pins_are_counted_per_chunk_and_are_not_references() {
 fn a_pin_needs_every_chunk_mapped() {
     let (ledger, _) = ledger(4, NO_WAIT);
     let b = TestBacking::new(1, 4 * CHUNK, true);
-    ledger.map(CHUNK, CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(CHUNK), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
     let err = ledger.pin(0, 10, "x", PinWait::Wait).unwrap_err();
     assert!(
         matches!(err, LedgerError::NotMapped { offset: 0 }),
@@ -94,8 +99,12 @@ fn no_pin_reaches_beyond_the_end_of_file() {
     let (ledger, _) = ledger(4, NO_WAIT);
     let b = TestBacking::new(1, 5000, true);
     // A small file: its mapping reaches past EOF, which is fine until someone pins there.
-    ledger.map(0, CHUNK, dynb(&b), 0, true).unwrap();
-    ledger.map(CHUNK, CHUNK, dynb(&b), 4096, true).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
+    ledger
+        .map(WindowOffset(CHUNK), CHUNK, dynb(&b), FileOffset(4096), true)
+        .unwrap();
     ledger.pin(0, 5000, "x", PinWait::Fail).unwrap().unpin();
     let err = ledger.pin(0, 5001, "x", PinWait::Fail).unwrap_err();
     match err {
@@ -127,7 +136,9 @@ fn no_pin_reaches_beyond_the_end_of_file() {
 fn a_backing_that_cannot_tell_its_size_gets_no_pin() {
     let (ledger, _) = ledger(2, NO_WAIT);
     let b = TestBacking::new(1, CHUNK, true);
-    ledger.map(0, CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
     b.fail_size(true);
     let err = ledger.pin(0, 1, "x", PinWait::Fail).unwrap_err();
     assert!(matches!(err, LedgerError::BackingSize { .. }), "{err:?}");
@@ -140,7 +151,9 @@ fn a_pinned_chunk_is_never_unmapped_and_the_wait_names_the_holder() {
     capture_logs();
     let (ledger, mapper) = ledger(4, SHORT);
     let b = TestBacking::new(1, 4 * CHUNK, true);
-    ledger.map(0, 2 * CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), 2 * CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
     let pin = ledger
         .pin(CHUNK, 8, "vfio-dma-2c1f", PinWait::Fail)
         .unwrap();
@@ -188,8 +201,18 @@ fn reset_and_remap_of_a_pinned_chunk_change_nothing() {
     let (ledger, mapper) = ledger(4, NO_WAIT);
     let a = TestBacking::new(1, 4 * CHUNK, true);
     let b = TestBacking::new(2, 4 * CHUNK, true);
-    ledger.map(0, CHUNK, dynb(&a), 0, true).unwrap();
-    ledger.map(2 * CHUNK, CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&a), FileOffset(0), true)
+        .unwrap();
+    ledger
+        .map(
+            WindowOffset(2 * CHUNK),
+            CHUNK,
+            dynb(&b),
+            FileOffset(0),
+            true,
+        )
+        .unwrap();
     let pin = ledger.pin(2 * CHUNK, 1, "flush", PinWait::Fail).unwrap();
     let err = ledger.reset().unwrap_err();
     assert!(matches!(err, LedgerError::Timeout { op: Op::Reset, .. }));
@@ -201,7 +224,15 @@ fn reset_and_remap_of_a_pinned_chunk_change_nothing() {
             ..
         }
     ));
-    let err = ledger.map(2 * CHUNK, CHUNK, dynb(&a), 0, true).unwrap_err();
+    let err = ledger
+        .map(
+            WindowOffset(2 * CHUNK),
+            CHUNK,
+            dynb(&a),
+            FileOffset(0),
+            true,
+        )
+        .unwrap_err();
     assert!(matches!(err, LedgerError::Timeout { op: Op::Map, .. }));
     // All or nothing: the unpinned mapping of a was not released either.
     assert_eq!(mapper.live().len(), 2);
@@ -216,8 +247,18 @@ fn truncate_keeps_the_mappings_and_fences_pins_beyond_the_new_end() {
     let (ledger, mapper) = ledger(6, NO_WAIT);
     let b = TestBacking::new(1, 4 * CHUNK, true);
     let other = TestBacking::new(2, 4 * CHUNK, true);
-    ledger.map(0, 4 * CHUNK, dynb(&b), 0, true).unwrap();
-    ledger.map(4 * CHUNK, CHUNK, dynb(&other), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), 4 * CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
+    ledger
+        .map(
+            WindowOffset(4 * CHUNK),
+            CHUNK,
+            dynb(&other),
+            FileOffset(0),
+            true,
+        )
+        .unwrap();
     let new_size = CHUNK + CHUNK / 2;
 
     let guard = ledger
@@ -277,7 +318,9 @@ fn truncate_keeps_the_mappings_and_fences_pins_beyond_the_new_end() {
 fn truncate_waits_for_pins_and_gives_up_cleanly() {
     let (ledger, _) = ledger(4, SHORT);
     let b = TestBacking::new(1, 4 * CHUNK, true);
-    ledger.map(0, 4 * CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), 4 * CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
     let pin = ledger.pin(2 * CHUNK, 1, "reader", PinWait::Fail).unwrap();
     let err = ledger
         .release_file_range(b.id_value(), 0, None)
@@ -302,7 +345,15 @@ fn punch_hole_drains_only_the_chunks_over_the_hole() {
     let (ledger, _) = ledger(4, NO_WAIT);
     let b = TestBacking::new(1, 4 * CHUNK, true);
     // Window chunk i maps file chunk i + 1.
-    ledger.map(0, 3 * CHUNK, dynb(&b), CHUNK, true).unwrap();
+    ledger
+        .map(
+            WindowOffset(0),
+            3 * CHUNK,
+            dynb(&b),
+            FileOffset(CHUNK),
+            true,
+        )
+        .unwrap();
     let guard = ledger
         .release_file_range(b.id_value(), 2 * CHUNK + 100, Some(CHUNK))
         .unwrap();
@@ -331,7 +382,9 @@ fn punch_hole_drains_only_the_chunks_over_the_hole() {
 fn a_second_guard_on_the_same_chunks_waits_for_the_first() {
     let (ledger, _) = ledger(4, NO_WAIT);
     let b = TestBacking::new(1, 4 * CHUNK, true);
-    ledger.map(0, 2 * CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), 2 * CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
     let first = ledger
         .release_file_range(b.id_value(), CHUNK, None)
         .unwrap();
@@ -372,7 +425,13 @@ fn maps_of_a_file_range_being_changed_wait() {
         .unwrap();
     assert!(guard.drained_chunks().is_empty());
     let err = ledger
-        .map(0, CHUNK, dynb(&b), 4 * CHUNK - 4096, true)
+        .map(
+            WindowOffset(0),
+            CHUNK,
+            dynb(&b),
+            FileOffset(4 * CHUNK - 4096),
+            true,
+        )
         .unwrap_err();
     let LedgerError::Timeout { op, stuck, .. } = err else {
         panic!("unexpected {err:?}");
@@ -387,11 +446,33 @@ fn maps_of_a_file_range_being_changed_wait() {
         }]
     );
     // Below the range, or another backing: no wait.
-    ledger.map(0, CHUNK, dynb(&b), 3 * CHUNK, true).unwrap();
-    ledger.map(CHUNK, CHUNK, dynb(&c), 4 * CHUNK, true).unwrap();
+    ledger
+        .map(
+            WindowOffset(0),
+            CHUNK,
+            dynb(&b),
+            FileOffset(3 * CHUNK),
+            true,
+        )
+        .unwrap();
+    ledger
+        .map(
+            WindowOffset(CHUNK),
+            CHUNK,
+            dynb(&c),
+            FileOffset(4 * CHUNK),
+            true,
+        )
+        .unwrap();
     drop(guard);
     ledger
-        .map(2 * CHUNK, CHUNK, dynb(&b), 4 * CHUNK, true)
+        .map(
+            WindowOffset(2 * CHUNK),
+            CHUNK,
+            dynb(&b),
+            FileOffset(4 * CHUNK),
+            true,
+        )
         .unwrap();
 }
 
@@ -399,7 +480,9 @@ fn maps_of_a_file_range_being_changed_wait() {
 fn pin_wait_waits_only_for_draining_chunks() {
     let (ledger, _) = ledger(2, NO_WAIT);
     let b = TestBacking::new(1, 2 * CHUNK, true);
-    ledger.map(0, CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
     let guard = ledger.release_file_range(b.id_value(), 0, None).unwrap();
     let err = ledger.pin(0, 1, "x", PinWait::Wait).unwrap_err();
     assert!(matches!(err, LedgerError::Timeout { op: Op::Pin, .. }));
@@ -421,7 +504,9 @@ fn guards_can_be_sent_and_stored_by_id() {
     let (ledger, _) = ledger(2, NO_WAIT);
     let ledger = Arc::new(ledger);
     let b = TestBacking::new(1, 2 * CHUNK, true);
-    ledger.map(0, 2 * CHUNK, dynb(&b), 0, true).unwrap();
+    ledger
+        .map(WindowOffset(0), 2 * CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
     let mut held: HashMap<PinId, PinGuard> = HashMap::new();
     for at in [0, CHUNK] {
         let g = ledger.pin(at, 1, "control-socket", PinWait::Fail).unwrap();

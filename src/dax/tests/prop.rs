@@ -17,7 +17,8 @@ use proptest::sample::Index;
 use super::support::{CHUNK, TestBacking, chunks_of, dynb, idx, ledger};
 use crate::dax::{Failure, MappingInfo};
 use crate::dax::{
-    FileIdentity, Ledger, LedgerError, MapOutcome, MemoryMapper, PAGE_SIZE, PinGuard, PinWait,
+    FileIdentity, FileOffset, Ledger, LedgerError, MapOutcome, MemoryMapper, PAGE_SIZE, PinGuard,
+    PinWait, WindowOffset,
 };
 
 const CHUNKS: usize = 8;
@@ -303,10 +304,10 @@ impl Harness {
             },
         );
         let got = self.ledger.map(
-            first as u64 * CHUNK,
+            WindowOffset(first as u64 * CHUNK),
             chunks as u64 * CHUNK,
             dynb(&backing),
-            fo,
+            FileOffset(fo),
             w,
         );
         drop(backing);
@@ -398,9 +399,13 @@ impl Harness {
                 let Some(backing) = self.backing(0) else {
                     return;
                 };
-                let got = self
-                    .ledger
-                    .map(offset, len, dynb(&backing), file_offset, false);
+                let got = self.ledger.map(
+                    WindowOffset(offset),
+                    len,
+                    dynb(&backing),
+                    FileOffset(file_offset),
+                    false,
+                );
                 agree(&got, &Err(want), step);
             }
             Step::Unmap { chunk, chunks } => {
@@ -551,10 +556,10 @@ impl Harness {
             .map(|(&f, m)| {
                 let chunks = f..f + m.chunks;
                 MappingInfo {
-                    window_offset: f as u64 * CHUNK,
+                    window_offset: WindowOffset(f as u64 * CHUNK),
                     len: m.chunks as u64 * CHUNK,
                     backing: crate::dax::BackingId(m.backing as u64),
-                    file_offset: m.file_offset,
+                    file_offset: FileOffset(m.file_offset),
                     writable: m.writable,
                     pins: self
                         .model
