@@ -355,7 +355,10 @@ fn pin_on_a_draining_chunk_fails_or_waits() {
     let a = c.ask(json!({"op":"pin","offset":0,"len":1,"wait":true}));
     assert!(a["pin"].is_u64(), "{a}");
     reopen.join().unwrap();
-    assert!(f.ledger.stats().waits > waits_before, "granted only after waiting");
+    assert!(
+        f.ledger.stats().waits > waits_before,
+        "granted only after waiting"
+    );
 }
 
 #[test]
