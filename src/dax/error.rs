@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::backing::BackingId;
-use super::guard::PinId;
 use super::mapper::MapperError;
+use super::table::PinId;
 
 /// A ledger operation, as named in errors, logs and the chunk table dump.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -4,22 +4,9 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use super::backing::BackingId;
-use super::ledger::Inner;
-use super::table::ClaimId;
-
-/// Identity of a pin, unique for the life of a ledger: a control socket can keep
-/// [`PinGuard`]s in a map under this key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct PinId(pub u64);
-
-impl fmt::Display for PinId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pin#{}", self.0)
-    }
-}
+use super::state::Inner;
+use super::table::{ClaimId, PinId};
 
 /// An in-flight access to a mapped window range. While it lives, none of the chunks it
 /// covers is unmapped, remapped or has its file bytes released; dropping it unpins.

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::backing::BackingId;
-use super::guard::PinId;
 use super::ledger::Ledger;
 use super::offset::{FileOffset, WindowOffset};
+use super::table::PinId;
 use super::table::{ChunkIdx, Table};
 
 /// Event counters, bumped without the table lock.

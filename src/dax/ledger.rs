@@ -10,16 +10,16 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 
 use super::backing::{Backing, BackingId};
 use super::config::{LedgerConfig, PAGE_SIZE};
 use super::error::{Field, LedgerError, MapperCall, Op};
-use super::guard::{FileRangeGuard, PinGuard, PinId};
+use super::guard::{FileRangeGuard, PinGuard};
 use super::info::Counters;
 use super::mapper::{Mapper, MapperError};
 use super::offset::{FileOffset, WindowOffset};
+use super::state::Inner;
 use super::sync::{Condvar, Mutex, MutexGuard};
 use super::table::{
     Blocked, ChunkIdx, ClaimId, FileDrain, Mapping, PendingMap, Table, Victim, chunk_idx,
@@ -54,50 +54,6 @@ pub enum PinWait {
     Fail,
     /// Wait, within the ledger's budget, for the chunk to reopen.
     Wait,
-}
-
-/// The shared state behind a [`Ledger`] and its guards.
-pub(super) struct Inner {
-    pub(super) config: LedgerConfig,
-    pub(super) mapper: Arc<dyn Mapper>,
-    pub(super) table: Mutex<Table>,
-    pub(super) cond: Condvar,
-    pub(super) stats: Counters,
-}
-
-impl Inner {
-    pub(super) fn lock(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Drops a pin and wakes whoever waits for its chunks.
-    pub(super) fn unpin(&self, id: PinId) {
-        self.lock().unregister_pin(id);
-        self.cond.notify_all();
-    }
-
-    /// Ends a claim and wakes whoever waits for its chunks.
-    pub(super) fn finish(&self, claim: ClaimId) {
-        self.lock().unclaim(claim);
-        self.cond.notify_all();
-    }
-
-    pub(super) fn bump(counter: &std::sync::atomic::AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let table = self.table.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if !table.mappings.is_empty() {
-            log::warn!(
-                "dax ledger dropped with {} live mapping(s) never released; \
-                 their references are dropped, the frontend was not told",
-                table.mappings.len()
-            );
-        }
-    }
 }
 
 /// The window's chunk table and the one owner of every mapping's life. See the module

@@ -162,6 +162,7 @@ mod ledger;
 pub mod mapper;
 mod offset;
 pub mod session;
+mod state;
 mod sync;
 mod table;
 mod wait;
@@ -172,12 +173,13 @@ pub use config::{
 };
 pub use error::{Field, LedgerError, MapperCall, Op, PinHolder, Stuck};
 pub use extent::{ExtentMapper, MapExtent};
-pub use guard::{FileRangeGuard, PinGuard, PinId};
+pub use guard::{FileRangeGuard, PinGuard};
 pub use info::{LedgerStats, MappingInfo, PinInfo};
 pub use ledger::{Ledger, MapOutcome, PinWait, UnmapOutcome};
 pub use mapper::{Failure, LiveMapping, Mapper, MapperError, MemoryMapper};
 pub use offset::{FileOffset, WindowOffset};
 pub use session::{FrontendLink, HeldOff, PendingRelease, ReplyEpoch, WindowSession};
+pub use table::PinId;
 
 #[cfg(test)]
 mod tests;

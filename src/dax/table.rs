@@ -5,13 +5,15 @@
 //! is always short. The waiting and the calls out live in `ledger.rs`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde::Serialize;
+
 use super::backing::{Backing, BackingId};
 use super::error::{Op, PinHolder, Stuck};
-use super::guard::PinId;
 
 /// Index of a chunk in the window.
 pub(super) type ChunkIdx = usize;
@@ -24,6 +26,17 @@ pub(super) type ChunkIdx = usize;
 /// truncated index naming some other chunk.
 pub(super) fn chunk_idx(n: u64) -> ChunkIdx {
     usize::try_from(n).unwrap_or(ChunkIdx::MAX)
+}
+
+/// Identity of a pin, unique for the life of a ledger: a control socket can keep
+/// [`PinGuard`]s in a map under this key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct PinId(pub u64);
+
+impl fmt::Display for PinId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pin#{}", self.0)
+    }
 }
 
 /// Identity of a claim: one operation's ownership of a set of chunks.

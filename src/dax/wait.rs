@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::error::{LedgerError, Op, Stuck};
-use super::ledger::Inner;
+use super::state::Inner;
 use super::sync::MutexGuard;
 use super::table::{Blocked, Table};
 
