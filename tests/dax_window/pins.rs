@@ -147,7 +147,7 @@ fn a_pin_makes_punch_hole_wait() {
 
 #[test]
 fn a_pin_that_never_drops_fails_the_truncate_with_ebusy_and_changes_nothing() {
-    let d = start("dax-pin-stuck", &["--pin-wait-budget", "1s"]);
+    let d = start("dax-pin-stuck", &["--pin-wait-budget", "100ms"]);
     init(&d);
     let node = d.file("s", &pattern(1 << 20, 5));
     d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
