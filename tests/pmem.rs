@@ -545,3 +545,15 @@ fn a_backing_cut_short_behind_the_daemon_fails_flush_and_is_not_mapped_again() {
     });
     assert_eq!(second.windows().stats().maps, 0);
 }
+
+#[test]
+fn sighup_stops_as_cleanly_as_sigterm() {
+    let mut setup = start("sighup", &[]);
+    let frontend = connect(&setup.socket());
+    wait_mapped(&frontend);
+    setup.daemon.signal(libc::SIGHUP).unwrap();
+    let status = setup.daemon.wait(WAIT).unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(!setup.socket().exists(), "socket file left behind");
+    assert_eq!(frontend.windows().stats().unmaps, 1, "the region was unmapped");
+}

@@ -283,11 +283,14 @@ fn termination_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        // The terminal or the service manager going away: the same clean stop (socket
+        // removed, data synced, mappings released) instead of dying with a stale socket.
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }
 
-/// Waits until SIGINT or SIGTERM is delivered; returns the signal number. The signals must
+/// Waits until SIGINT, SIGTERM or SIGHUP is delivered; returns the signal number. The signals must
 /// be blocked in every thread (see [`block_termination_signals`]).
 pub fn wait_for_termination() -> io::Result<i32> {
     let set = termination_set();
