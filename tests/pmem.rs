@@ -555,5 +555,9 @@ fn sighup_stops_as_cleanly_as_sigterm() {
     let status = setup.daemon.wait(WAIT).unwrap();
     assert!(status.success(), "exit status {status}");
     assert!(!setup.socket().exists(), "socket file left behind");
-    assert_eq!(frontend.windows().stats().unmaps, 1, "the region was unmapped");
+    assert_eq!(
+        frontend.windows().stats().unmaps,
+        1,
+        "the region was unmapped"
+    );
 }
