@@ -6,7 +6,7 @@
 //! its device-writable part receives the reply.
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -27,7 +27,8 @@ use crate::config::{FsConfig, MAX_TAG_LEN};
 use crate::control::ControlServer;
 use crate::dax::{ReplyEpoch, WindowSession};
 use crate::fs::PassthroughFs;
-use crate::fuse::Server;
+use crate::fuse::abi::{InHeader, Wire};
+use crate::fuse::{Errno, Server};
 
 /// virtio device id of virtio-fs.
 pub const VIRTIO_ID_FS: u32 = 26;
@@ -38,6 +39,13 @@ const QUEUE_SIZE: usize = 1024;
 const RELEASE_RETRY: Duration = Duration::from_millis(100);
 /// How long shutdown waits for requests being served.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// Most requests parked at once per device: past it a request that would wait is
+/// answered EBUSY at once (a driver re-posting the same chain could otherwise grow the
+/// pool's queue, and the copies it holds, without end).
+pub const MAX_PARKED: usize = 256;
+/// Largest request that is parked; the ones that may wait are small (REMOVEMAPPING, the
+/// largest, is 4 KiB of ranges), so a bigger one is malformed and answered EINVAL.
+const MAX_PARKED_REQUEST: usize = 16 << 10;
 /// Largest request we read: a 1 MiB WRITE plus its headers.
 const MAX_REQUEST: usize = (1 << 20) + 4096;
 
@@ -64,6 +72,8 @@ pub struct FsDevice {
     retrying: AtomicBool,
     control: Mutex<Option<ControlServer>>,
     parking: Parking,
+    /// Requests parked now.
+    parked: Arc<AtomicUsize>,
     stopping: AtomicBool,
     /// Requests being served right now, so shutdown can let them finish.
     in_flight: Mutex<usize>,
@@ -81,6 +91,7 @@ impl FsDevice {
             retrying: AtomicBool::new(false),
             control: Mutex::new(None),
             parking: Parking::default(),
+            parked: Arc::new(AtomicUsize::new(0)),
             stopping: AtomicBool::new(false),
             in_flight: Mutex::new(0),
             idle: Condvar::new(),
@@ -308,6 +319,26 @@ impl FsBackend {
                 if let Some(dax) = &self.device.dax
                     && self.device.server.may_wait(bytes)
                 {
+                    let refusal = if bytes.len() > MAX_PARKED_REQUEST {
+                        Some(Errno::EINVAL)
+                    } else if self.device.parked.fetch_add(1, Ordering::SeqCst) >= MAX_PARKED {
+                        self.device.parked.fetch_sub(1, Ordering::SeqCst);
+                        Some(Errno::new(libc::EBUSY))
+                    } else {
+                        None
+                    };
+                    if let Some(errno) = refusal {
+                        log::warn!(
+                            "fs: queue {queue}: a request that would wait answered {errno:?} \
+                             ({} bytes, {} parked)",
+                            bytes.len(),
+                            self.device.parked.load(Ordering::SeqCst)
+                        );
+                        let used = refuse(queue, bytes, errno, &chain, &mem);
+                        complete_or_log(queue, vring, head, used, event_idx);
+                        continue;
+                    }
+                    let parked = ParkedSlot(self.device.parked.clone());
                     let request = bytes.to_vec();
                     // Served on a worker so this queue keeps going while it waits.
                     let device = self.device.clone();
@@ -327,6 +358,7 @@ impl FsBackend {
                             );
                         }
                         drop(in_flight);
+                        drop(parked);
                     });
                     continue;
                 }
@@ -381,6 +413,33 @@ fn read_request(
         return None;
     }
     Some((len, writer.available_bytes()))
+}
+
+/// One parked request, counted until it is answered.
+struct ParkedSlot(Arc<AtomicUsize>);
+
+impl Drop for ParkedSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Answers `request` with `errno` without serving it; returns the bytes written.
+fn refuse(queue: usize, request: &[u8], errno: Errno, chain: &Chain, mem: &GuestMemoryMmap) -> u32 {
+    let unique = InHeader::read(request).map_or(0, |h| h.unique);
+    let reply = crate::fuse::reply::error(unique, errno);
+    let written = chain
+        .clone()
+        .writer(mem)
+        .map_err(|e| e.to_string())
+        .and_then(|mut w| w.write_all(&reply).map_err(|e| e.to_string()));
+    match written {
+        Ok(()) => u32::try_from(reply.len()).unwrap_or(0),
+        Err(e) => {
+            log::warn!("fs: queue {queue}: refusal not written: {e}");
+            0
+        }
+    }
 }
 
 /// As [`complete`]; a chain that cannot be returned (a head the driver made up) is logged

@@ -478,3 +478,77 @@ fn a_parked_reply_never_lands_in_a_stopped_ring() {
     });
     assert!(!d.c.transport.is_done(&ticket).unwrap());
 }
+
+#[test]
+fn parked_requests_are_bounded_and_the_excess_is_answered_ebusy_at_once() {
+    use std::collections::HashMap;
+    use vhost_dax::device::fs::MAX_PARKED;
+    use vhost_dax::frontend::Buffer;
+
+    let d = start("dax-park-cap", &["--queues", "3"]);
+    init(&d);
+    let node = d.file("f", &pattern(4096, 8));
+    d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
+        .unwrap();
+    let mut c = d.control();
+    let pin = c.pin(0, 4096).unwrap();
+    // More truncates than may be parked, spread over three request queues (128 chains
+    // each at most): every one waits on the pin, or is refused.
+    let total = MAX_PARKED + 14;
+    let mut replies: HashMap<(usize, u16), vm_memory::GuestAddress> = HashMap::new();
+    {
+        let mut fe = d.frontend.lock().unwrap();
+        for i in 0..total {
+            let queue = 1 + i % 3;
+            let request = fe.ram().alloc_bytes(&truncate_request(node, 0)).unwrap();
+            let len = u32::try_from(truncate_request(node, 0).len()).unwrap();
+            let reply = fe.ram().alloc(256, 8).unwrap();
+            let head = fe
+                .submit(
+                    queue,
+                    &[Buffer::readable(request, len), Buffer::writable(reply, 256)],
+                )
+                .unwrap();
+            replies.insert((queue, head), reply);
+        }
+    }
+    let error_of = |d: &Dax, addr| {
+        let bytes = d.frontend.lock().unwrap().ram().read(addr, 16).unwrap();
+        i32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]])
+    };
+    // The excess comes back at once, EBUSY, while the pin still holds.
+    let mut refused = Vec::new();
+    wait_until("the excess to be answered", || {
+        let mut fe = d.frontend.lock().unwrap();
+        for queue in 1..=3 {
+            for used in fe.collect_used(queue).unwrap() {
+                refused.push((queue, used.head));
+            }
+        }
+        refused.len() >= total - MAX_PARKED
+    });
+    assert_eq!(refused.len(), total - MAX_PARKED);
+    for key in &refused {
+        assert_eq!(error_of(&d, replies[key]), -libc::EBUSY);
+    }
+    assert_eq!(d.host_size("f"), 4096, "nothing truncated under the pin");
+    // The parked ones all complete once the pin drops.
+    c.unpin(pin);
+    let mut done = refused.len();
+    wait_until("every parked truncate to finish", || {
+        let mut fe = d.frontend.lock().unwrap();
+        for queue in 1..=3 {
+            for used in fe.collect_used(queue).unwrap() {
+                assert_eq!(error_of_locked(&fe, replies[&(queue, used.head)]), 0);
+                done += 1;
+            }
+        }
+        done == total
+    });
+    assert_eq!(d.host_size("f"), 0);
+}
+
+fn error_of_locked(fe: &Frontend, addr: vm_memory::GuestAddress) -> i32 {
+    let bytes = fe.ram().read(addr, 16).unwrap();
+    i32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]])
+}
