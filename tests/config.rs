@@ -544,3 +544,40 @@ fn dax_maps_within_file_needs_a_window() {
     assert!(stderr.contains("dax-maps-within-file"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn check_config_tells_a_live_socket_without_disturbing_its_daemon() {
+    let dir = TempDir::new("check-live");
+    std::fs::create_dir(dir.join("share")).unwrap();
+    let socket = dir.join("fs.sock");
+    // A daemon waiting for its VMM: it takes any connection for it.
+    let mut daemon = spawn_fs_daemon(&dir.join("share"), &socket, &[]);
+    let config = dir.join("same-socket.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[fs]]\nsocket = \"{}\"\nshared_dir = \"{}\"\n",
+            socket.display(),
+            dir.join("share").display()
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = run(&["check-config", config.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("is in use by a running process"),
+        "{stderr}"
+    );
+    // The daemon never saw a connection: still waiting, and its VMM can still come.
+    assert!(
+        daemon.wait(std::time::Duration::from_millis(300)).is_err(),
+        "the daemon exited"
+    );
+    assert!(
+        !daemon.log().contains("frontend connected"),
+        "{}",
+        daemon.log()
+    );
+    let frontend = connect(&socket);
+    assert!(frontend.num_queues() >= 2);
+}

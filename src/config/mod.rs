@@ -7,7 +7,6 @@
 use std::collections::HashSet;
 
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 mod fs;
@@ -126,7 +125,7 @@ pub(crate) fn validate_socket_path(socket: &Path) -> Result<(), String> {
     match std::fs::symlink_metadata(socket) {
         Err(_) => Ok(()),
         Ok(meta) if meta.file_type().is_socket() => {
-            if UnixStream::connect(socket).is_ok() {
+            if is_listening(socket) {
                 Err(format!(
                     "{} is in use by a running process",
                     socket.display()
@@ -137,6 +136,37 @@ pub(crate) fn validate_socket_path(socket: &Path) -> Result<(), String> {
         }
         Ok(_) => Err(format!("{} exists and is not a socket", socket.display())),
     }
+}
+
+/// Whether some process listens on the Unix socket `path`, found in `/proc/net/unix`
+/// without connecting: a daemon waiting for its VMM takes any connection for it (and one
+/// that hangs up at once for a VMM that left).
+fn is_listening(path: &Path) -> bool {
+    /// `__SO_ACCEPTCON` in the table's flags: a listening socket.
+    const ACCEPTING: u32 = 1 << 16;
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return false;
+    };
+    let wanted: Vec<PathBuf> = [Some(path.to_path_buf()), absolute_socket_path(path)]
+        .into_iter()
+        .flatten()
+        .collect();
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(flags), Some(name)) = (fields.get(3), fields.get(7)) else {
+            return false;
+        };
+        u32::from_str_radix(flags, 16).is_ok_and(|f| f & ACCEPTING != 0)
+            && wanted
+                .iter()
+                .any(|w| w.as_os_str() == std::ffi::OsStr::new(name))
+    })
+}
+
+/// `path` with its directory resolved (the table shows the path a socket was bound to).
+fn absolute_socket_path(path: &Path) -> Option<PathBuf> {
+    let dir = parent_dir(path).canonicalize().ok()?;
+    Some(dir.join(path.file_name()?))
 }
 
 /// The `run --config` file: global settings plus one table per device.
