@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde_json::{Value, json};
 
 use super::protocol::{self, PinReply, Request, StatsReply};
-use super::{MAX_LINE, Shared};
+use super::{MAX_LINE, MAX_PINS_PER_CONNECTION, Shared};
 use crate::dax::{PinGuard, PinId, PinWait};
 
 /// The pins one connection owns. Only the connection's own thread adds to it; the thread
@@ -201,6 +201,12 @@ fn handle(shared: &Shared, conn: &Conn, line: &[u8]) -> Value {
                 Some(name) => format!("control:{}:{name}", conn.no),
                 None => format!("control:{}", conn.no),
             };
+            if conn.pin_count() >= MAX_PINS_PER_CONNECTION {
+                return protocol::error(
+                    &format!("at most {MAX_PINS_PER_CONNECTION} pins per connection"),
+                    libc::ENOSPC,
+                );
+            }
             let wait = if wait { PinWait::Wait } else { PinWait::Fail };
             match ledger.pin(offset, len, &holder, wait) {
                 Ok(guard) => {

@@ -93,6 +93,9 @@ use conn::Conn;
 pub const MAX_LINE: usize = 4096;
 /// The most connections served at once.
 pub const MAX_CONNECTIONS: usize = 16;
+/// Most pins one connection may hold; one more is refused (ENOSPC). A VMM pins ranges
+/// it is transferring, not one pin per page.
+pub const MAX_PINS_PER_CONNECTION: usize = 1024;
 /// How often the accepting thread looks for new connections and for a shutdown.
 pub const ACCEPT_POLL: Duration = Duration::from_millis(50);
 

@@ -721,3 +721,23 @@ fn shutdown_during_a_waiting_pin_drops_the_pin_it_gets() {
     assert_eq!(c.answer(), None);
     f.ledger.unmap(0, CHUNK).unwrap();
 }
+
+#[test]
+fn one_connection_holds_a_bounded_number_of_pins() {
+    let f = Fixture::new(LONG);
+    f.map(0, 1, 0);
+    let mut c = f.connect();
+    for _ in 0..super::MAX_PINS_PER_CONNECTION {
+        let a = c.ask(json!({"op":"pin","offset":0,"len":1}));
+        assert!(a["pin"].is_u64(), "{a}");
+    }
+    let a = c.ask(json!({"op":"pin","offset":0,"len":1}));
+    assert_eq!(errno(&a), i64::from(libc::ENOSPC), "{a}");
+    // Another connection still may pin.
+    let mut other = f.connect();
+    assert!(other.ask(json!({"op":"pin","offset":0,"len":1}))["pin"].is_u64());
+    drop(c);
+    eventually("the first connection's pins to go", || {
+        f.ledger.stats().live_pins == 1
+    });
+}
