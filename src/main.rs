@@ -203,9 +203,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("vhost-dax: {}", first.trim_start_matches("error: ").trim());
+            eprintln!("vhost-dax: {}", usage_error_line(&e.render().to_string()));
             return ExitCode::from(2);
         }
     };
@@ -258,6 +256,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's error as one line that still names what is wrong: its first line and the lines
+/// that detail it (a missing argument's name), without the usage and help hints.
+fn usage_error_line(rendered: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for line in rendered.lines() {
+        let line = line.trim();
+        if line.is_empty() && !parts.is_empty() {
+            break;
+        }
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line.trim_start_matches("error: "));
+        }
+    }
+    if parts.is_empty() {
+        return "invalid arguments".into();
+    }
+    parts.join(" ")
 }
 
 /// Every inode the guest knows holds a descriptor: the usual soft limit of 1024 would end

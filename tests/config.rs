@@ -581,3 +581,14 @@ fn check_config_tells_a_live_socket_without_disturbing_its_daemon() {
     let frontend = connect(&socket);
     assert!(frontend.num_queues() >= 2);
 }
+
+#[test]
+fn a_missing_argument_is_named_on_one_line() {
+    let (code, stderr) = run(&["pmem", "--socket", "/tmp/never.sock"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--file"),
+        "the missing argument is named: {stderr}"
+    );
+}
