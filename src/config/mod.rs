@@ -66,12 +66,15 @@ impl Origin {
 /// Parses a size such as `4096`, `512K`, `64M`, `1G`, `1GiB` (binary units).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
+    let number_end = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(digits_end);
-    if digits.is_empty() {
-        return Err(format!("`{text}` is not a size (expected e.g. 512M or 1G)"));
+    let (number, unit) = text.split_at(number_end);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || number.ends_with('.') || fraction.contains('.') {
+        return Err(format!(
+            "`{text}` is not a size (expected e.g. 512M, 1G or 1.5G)"
+        ));
     }
     let shift = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 0,
@@ -85,12 +88,23 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             ));
         }
     };
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is too large"))?;
-    value
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("`{text}` is too large"))
+    let too_large = || format!("`{text}` is too large");
+    let whole: u64 = whole.parse().map_err(|_| too_large())?;
+    let mut bytes = whole.checked_mul(1u64 << shift).ok_or_else(too_large)?;
+    if !fraction.is_empty() {
+        // A decimal fraction of the unit (binary units, as the rest): 1.5G is 1.5 GiB.
+        // It must come out as a whole number of bytes.
+        let digits = u32::try_from(fraction.len()).map_err(|_| too_large())?;
+        let denominator = 10u128.checked_pow(digits).ok_or_else(too_large)?;
+        let numerator: u128 = fraction.parse().map_err(|_| too_large())?;
+        let scaled = numerator * (1u128 << shift);
+        if !scaled.is_multiple_of(denominator) {
+            return Err(format!("`{text}` is not a whole number of bytes"));
+        }
+        let part = u64::try_from(scaled / denominator).map_err(|_| too_large())?;
+        bytes = bytes.checked_add(part).ok_or_else(too_large)?;
+    }
+    Ok(bytes)
 }
 
 /// Formats a byte count for messages (`2 MiB`, `1.5 GiB`, `4097 bytes`).
@@ -419,6 +433,32 @@ mod tests {
         assert!(parse_size("99999999999999999999").is_err());
         assert!(
             parse_size("17179869184G")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+
+    #[test]
+    fn sizes_take_a_decimal_fraction_of_their_unit() {
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("0.5M"), Ok(512 << 10));
+        assert_eq!(parse_size("2.25K"), Ok(2304));
+        assert_eq!(parse_size("1.0G"), Ok(1 << 30));
+        assert!(
+            parse_size("1.3K")
+                .unwrap_err()
+                .contains("whole number of bytes")
+        );
+        assert!(
+            parse_size("1.5")
+                .unwrap_err()
+                .contains("whole number of bytes")
+        );
+        for bad in [".5G", "1.G", "1.2.3M", "."] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(
+            parse_size("17179869184.5G")
                 .unwrap_err()
                 .contains("too large")
         );
