@@ -612,12 +612,6 @@ impl VhostUserBackend for FsBackend {
     }
 
     fn update_memory(&self, memory: Memory) -> io::Result<()> {
-        if let Err(e) = super::check_memory_backed(&memory.memory()) {
-            // The queues serve nothing until a table that is whole arrives.
-            *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            log::error!("fs: {e}");
-            return Err(e);
-        }
         *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(memory);
         if let Some(dax) = &self.device.dax
             && !dax.mapper.is_attached()

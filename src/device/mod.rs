@@ -20,29 +20,3 @@ pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 /// Protocol bit 21, which alioth before its 2026 renumbering uses for SHMEM (the spec now
 /// calls it GPA_ADDRESSES). Only offered with the explicit compatibility switch.
 pub const SHMEM_BIT21_COMPAT: u64 = 1 << 21;
-
-/// Checks that every region of a frontend's memory table lies inside its file: a region
-/// that reaches past the end of its file (a frontend's mistake, or a lie) would turn the
-/// device's first access there into a SIGBUS that ends the whole daemon.
-pub(crate) fn check_memory_backed(
-    memory: &vm_memory::GuestMemoryMmap,
-) -> Result<(), std::io::Error> {
-    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
-    for region in memory.iter() {
-        let Some(backing) = region.file_offset() else {
-            continue;
-        };
-        let size = backing.file().metadata()?.len();
-        let end = backing.start().saturating_add(region.len());
-        if size < end {
-            return Err(std::io::Error::other(format!(
-                "memory table refused: the region at guest address {:#x} maps {:#x} bytes \
-                 from offset {:#x} of a file of {size:#x} bytes",
-                region.start_addr().0,
-                region.len(),
-                backing.start()
-            )));
-        }
-    }
-    Ok(())
-}

@@ -712,12 +712,6 @@ impl VhostUserBackend for PmemBackend {
     }
 
     fn update_memory(&self, memory: Memory) -> io::Result<()> {
-        if let Err(e) = super::check_memory_backed(&memory.memory()) {
-            // The queue serves nothing until a table that is whole arrives.
-            *self.conn.memory.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            log::error!("pmem: {e}");
-            return Err(e);
-        }
         *self.conn.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(memory);
         if !self.device.mapper.is_attached()
             && !self.conn.told_no_channel.swap(true, Ordering::SeqCst)

@@ -558,28 +558,3 @@ fn a_write_larger_than_max_write_is_refused() {
     assert_eq!(std::fs::read(f.host("w")).unwrap(), vec![1u8; max]);
     still_works(c);
 }
-
-#[test]
-fn a_memory_table_reaching_past_its_file_is_refused_not_a_sigbus() {
-    use vhost::VhostBackend;
-    let mut f = start_uninit("fuse-memtable", &["--reconnect"]);
-    let mut infos = f.frontend.lock().unwrap().ram().region_infos().unwrap();
-    // The region claims 1 MiB more than its memfd holds.
-    infos[0].memory_size += 1 << 20;
-    let refused = f.frontend.lock().unwrap().vhost().set_mem_table(&infos);
-    assert!(
-        refused.is_err(),
-        "a memory table past the end of its file was accepted"
-    );
-    crate::common::wait_until("the daemon to say why", || {
-        f._daemon.log().contains("memory table refused")
-    });
-    // The daemon is alive and waits for the next frontend.
-    assert!(
-        f._daemon
-            .wait(std::time::Duration::from_millis(200))
-            .is_err(),
-        "the daemon exited: {}",
-        f._daemon.log()
-    );
-}
