@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::BorrowedFd;
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::backing::FileIdentity;
@@ -86,9 +87,11 @@ fn round_down_page(v: u64) -> u64 {
 }
 
 fn file_size(fd: BorrowedFd<'_>) -> Result<(FileIdentity, u64), MapperError> {
-    let file = File::from(fd.try_clone_to_owned()?);
-    let meta = file.metadata()?;
-    let identity = FileIdentity::of(fd)?;
+    let meta = File::from(fd.try_clone_to_owned()?).metadata()?;
+    let identity = FileIdentity {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    };
     Ok((identity, meta.len()))
 }
 
@@ -249,10 +252,13 @@ impl Mapper for ExtentMapper {
     ) -> Result<(), MapperError> {
         let (window_offset, file_offset) = (window_offset.raw(), file_offset.raw());
         let mut state = self.lock();
-        let (identity, size) = file_size(file)?;
         let Some(held) = state.held.get_mut(&window_offset) else {
             return Ok(());
         };
+        if held.mapped == held.len {
+            return Ok(()); // all of the range is mapped already: nothing to look up
+        }
+        let (identity, size) = file_size(file)?;
         if held.len != len || held.file != identity || held.file_offset != file_offset {
             return Ok(()); // released and mapped again meanwhile: not ours to extend
         }
