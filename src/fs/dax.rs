@@ -64,7 +64,6 @@ pub const FUSE_ATTR_DAX: u32 = 1 << 1;
 #[derive(Debug)]
 pub struct DaxWindow {
     session: Arc<WindowSession>,
-    ledger: Arc<Ledger>,
     policy: DaxPolicy,
     backings: Mutex<Backings>,
     /// The frontend's first refusal to map was logged plainly.
@@ -182,7 +181,6 @@ impl DaxWindow {
     /// The file system's side of the window `session` owns.
     pub fn new(session: Arc<WindowSession>, policy: DaxPolicy) -> Self {
         DaxWindow {
-            ledger: session.ledger().clone(),
             session,
             policy,
             backings: Mutex::new(Backings::default()),
@@ -192,7 +190,7 @@ impl DaxWindow {
 
     /// The ledger.
     pub fn ledger(&self) -> &Arc<Ledger> {
-        &self.ledger
+        self.session.ledger()
     }
 
     /// Which files are DAX.
@@ -279,7 +277,7 @@ impl DaxWindow {
         let writable = backing.writable;
         may_wait_here();
         // The wire format's raw offsets become typed here, and only here.
-        let mapped = self.ledger.map(
+        let mapped = self.session.ledger().map(
             WindowOffset(args.moffset),
             args.len,
             backing,
@@ -331,7 +329,7 @@ impl DaxWindow {
         may_wait_here();
         let mut first = Ok(());
         for r in ranges {
-            if let Err(e) = self.ledger.unmap(r.moffset, r.len) {
+            if let Err(e) = self.session.ledger().unmap(r.moffset, r.len) {
                 let errno = ledger_errno("REMOVEMAPPING", &e);
                 if first.is_ok() {
                     first = Err(errno);
@@ -363,7 +361,8 @@ impl DaxWindow {
             key,
         };
         fence.guard = Some(
-            self.ledger
+            self.session
+                .ledger()
                 .release_file_range(id, from, len)
                 .map_err(|e| ledger_errno("file range release", &e))?,
         );
@@ -383,7 +382,7 @@ impl DaxWindow {
     /// reset or reboot; the frontend may have dropped them already).
     pub fn release_all(&self, why: &str) {
         may_wait_here();
-        match self.ledger.reset() {
+        match self.session.ledger().reset() {
             Ok(0) => {}
             Ok(n) => log::info!("dax: released {n} mapping(s) at {why}"),
             Err(e) => log::error!("dax: {why} could not release every mapping: {e}"),
@@ -400,14 +399,15 @@ impl DaxWindow {
                 DaxPolicy::Always => true,
                 DaxPolicy::Inode => host_dax,
             }
-            && (!self.ledger.maps_within_file() || (size > 0 && size.is_multiple_of(PAGE_SIZE)));
+            && (!self.session.ledger().maps_within_file()
+                || (size > 0 && size.is_multiple_of(PAGE_SIZE)));
         if dax { FUSE_ATTR_DAX } else { 0 }
     }
 
     /// Before the file `key` is resized to `new_size` through this daemon: EIO (nothing
     /// changed) if a live mapping of it could not show the file's bytes afterwards.
     pub fn check_resize(&self, key: &InodeKey, new_size: u64) -> FsResult<()> {
-        match self.live(FileKey::from(key)) {
+        match self.live_following_size(key) {
             Some(backing) => self.check_backing_resize(&backing, new_size),
             None => Ok(()),
         }
@@ -416,7 +416,7 @@ impl DaxWindow {
     /// Before a write or allocation through this daemon that reaches `end`: as
     /// [`DaxWindow::check_resize`] when it would grow the file.
     pub fn check_extend(&self, key: &InodeKey, end: u64) -> FsResult<()> {
-        let Some(backing) = self.live(FileKey::from(key)) else {
+        let Some(backing) = self.live_following_size(key) else {
             return Ok(());
         };
         if end <= backing.size()? {
@@ -426,18 +426,31 @@ impl DaxWindow {
     }
 
     fn check_backing_resize(&self, backing: &InodeBacking, new_size: u64) -> FsResult<()> {
-        self.ledger.check_resize(backing.id, new_size).map_err(|e| {
-            log::warn!("dax: {e}; the size change is refused with EIO");
-            Errno::new(e.errno())
-        })
+        self.session
+            .ledger()
+            .check_resize(backing.id, new_size)
+            .map_err(|e| {
+                log::warn!("dax: {e}; the size change is refused with EIO");
+                Errno::new(e.errno())
+            })
     }
 
     /// After the file `key` may have grown through this daemon: its live mappings take in
     /// the pages now inside it.
     pub fn file_grew(&self, key: &InodeKey) {
-        if let Some(backing) = self.live(FileKey::from(key)) {
-            self.ledger.file_grew(backing.id);
+        if let Some(backing) = self.live_following_size(key) {
+            self.session.ledger().file_grew(backing.id);
         }
+    }
+
+    /// The live backing of `key` when its mappings must follow its size: only a frontend
+    /// that maps within the file has anything to follow, so a WRITE elsewhere costs no
+    /// fstat.
+    fn live_following_size(&self, key: &InodeKey) -> Option<Arc<InodeBacking>> {
+        if !self.session.ledger().maps_within_file() {
+            return None;
+        }
+        self.live(FileKey::from(key))
     }
 }
 
