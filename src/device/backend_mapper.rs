@@ -71,6 +71,14 @@ struct ConnectionMaps {
     ranges: HashMap<(u64, u64), u64>,
 }
 
+impl ConnectionMaps {
+    /// Nothing is held any more, and a map in flight from before does not count.
+    fn forget(&mut self) {
+        self.generation += 1;
+        self.ranges.clear();
+    }
+}
+
 impl BackendMapper {
     /// A mapper for region `shmid` that waits at most `ack_timeout` for each acknowledgement.
     pub fn new(shmid: u8, ack_timeout: Duration) -> Arc<Self> {
@@ -105,9 +113,7 @@ impl BackendMapper {
     /// frontend had mapped is forgotten (it went with its address space).
     pub fn detach(&self) {
         let mut channel = self.lock();
-        let mut live = self.maps();
-        live.generation += 1;
-        live.ranges.clear();
+        self.maps().forget();
         *channel = Channel::Detached;
     }
 
@@ -129,8 +135,7 @@ impl BackendMapper {
                 live.ranges.len()
             );
         }
-        live.generation += 1;
-        live.ranges.clear();
+        live.forget();
     }
 
     fn maps(&self) -> std::sync::MutexGuard<'_, ConnectionMaps> {

@@ -427,16 +427,32 @@ impl Drop for ParkedSlot {
 /// Answers `request` with `errno` without serving it; returns the bytes written.
 fn refuse(queue: usize, request: &[u8], errno: Errno, chain: &Chain, mem: &GuestMemoryMmap) -> u32 {
     let unique = InHeader::read(request).map_or(0, |h| h.unique);
-    let reply = crate::fuse::reply::error(unique, errno);
+    write_reply(
+        queue,
+        chain,
+        mem,
+        &[&crate::fuse::reply::error(unique, errno)],
+    )
+}
+
+/// Writes a reply, in `parts`, into the device-writable part of `chain`; returns the
+/// bytes written (0, logged, if the chain has no room for it).
+fn write_reply(queue: usize, chain: &Chain, mem: &GuestMemoryMmap, parts: &[&[u8]]) -> u32 {
+    let head = chain.head_index();
     let written = chain
         .clone()
         .writer(mem)
         .map_err(|e| e.to_string())
-        .and_then(|mut w| w.write_all(&reply).map_err(|e| e.to_string()));
+        .and_then(|mut w| {
+            parts
+                .iter()
+                .try_for_each(|p| w.write_all(p))
+                .map_err(|e| e.to_string())
+        });
     match written {
-        Ok(()) => u32::try_from(reply.len()).unwrap_or(0),
+        Ok(()) => u32::try_from(parts.iter().map(|p| p.len()).sum::<usize>()).unwrap_or(0),
         Err(e) => {
-            log::warn!("fs: queue {queue}: refusal not written: {e}");
+            log::warn!("fs: queue {queue} request {head}: reply not written: {e}");
             0
         }
     }
@@ -469,28 +485,11 @@ impl FsDevice {
         chain: &Chain,
         mem: &GuestMemoryMmap,
     ) -> u32 {
-        let head = chain.head_index();
         let reply = self.server.handle_parts(request, reply_capacity);
         if reply.is_empty() {
             return 0;
         }
-        let mut writer = match chain.clone().writer(mem) {
-            Ok(w) => w,
-            Err(e) => {
-                log::warn!("fs: queue {queue} request {head}: reply not written: {e}");
-                return 0;
-            }
-        };
-        let written = writer
-            .write_all(&reply.header)
-            .and_then(|()| writer.write_all(&reply.body));
-        match written {
-            Ok(()) => u32::try_from(reply.len()).unwrap_or(0),
-            Err(e) => {
-                log::warn!("fs: queue {queue} request {head}: reply not written: {e}");
-                0
-            }
-        }
+        write_reply(queue, chain, mem, &[&reply.header, &reply.body])
     }
 }
 
