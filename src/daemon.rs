@@ -249,7 +249,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
                 log::info!("fs: control socket on {}", path.display());
             }
             log::info!(
-                "fs: DAX window of {} ({:?} policy, pins waited out for at most {:?})",
+                "fs: DAX window of {} (policy {}, pins waited out for at most {:?})",
                 crate::config::format_size(config.window_size),
                 config.policy,
                 config.pin_wait_budget
@@ -272,9 +272,12 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             device.attach_control(server);
         }
         log::info!(
-            "fs: sharing {} as tag {:?} ({} request queue(s), cache {:?}{}) on {}",
+            "fs: sharing {} as {} ({} request queue(s), cache {}{}) on {}",
             fs.shared_dir.display(),
-            fs.tag,
+            match &fs.tag {
+                Some(tag) => format!("tag \"{tag}\""),
+                None => "the tag the VMM sets".into(),
+            },
             fs.queues,
             fs.cache,
             if fs.readonly { ", read-only" } else { "" },
@@ -424,7 +427,7 @@ fn enter_sandbox(kind: Sandbox, dir: &Path) -> Result<(), DaemonError> {
         sys::unshare_mount_namespace().map_err(DaemonError::Sandbox)?;
     }
     sys::chroot_into(dir).map_err(DaemonError::Sandbox)?;
-    log::info!("sandbox: confined to {} ({kind:?})", dir.display());
+    log::info!("sandbox: confined to {} ({kind})", dir.display());
     Ok(())
 }
 
@@ -479,7 +482,11 @@ where
         daemon.start(&mut serve.listener).map_err(vhost_error)?;
         log::info!("{name}: frontend connected");
         match daemon.wait() {
-            Ok(()) => log::info!("{name}: frontend disconnected"),
+            // A VMM that powers off closes the socket between messages: the normal end.
+            Ok(())
+            | Err(vhost_user_backend::Error::HandleRequest(
+                vhost::vhost_user::Error::Disconnected,
+            )) => log::info!("{name}: frontend disconnected"),
             Err(e) => log::warn!("{name}: connection ended: {e}"),
         }
         on_disconnect();

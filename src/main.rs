@@ -85,9 +85,11 @@ struct FsArgs {
     /// Directory to share.
     #[arg(long, value_name = "DIR")]
     shared_dir: PathBuf,
-    /// Mount tag the guest uses (1 to 36 bytes).
-    #[arg(long, default_value = "vhost-dax")]
-    tag: String,
+    /// Mount tag the guest uses (1 to 36 bytes), served in the device's config space.
+    /// Needed with QEMU's generic vhost-user-test-device-pci; QEMU's vhost-user-fs-pci
+    /// and cloud-hypervisor set the tag themselves.
+    #[arg(long)]
+    tag: Option<String>,
     /// Number of request queues.
     #[arg(long, default_value_t = 1)]
     queues: usize,
@@ -140,14 +142,14 @@ impl FsArgs {
         FsRequest {
             socket: Some(self.socket.clone()),
             shared_dir: Some(self.shared_dir.clone()),
-            tag: Some(self.tag.clone()),
+            tag: self.tag.clone(),
             queues: Some(self.queues),
             cache: Some(self.cache.clone()),
             readonly: self.readonly,
             xattr: self.xattr,
             writeback: self.writeback,
             allow_devices: self.allow_devices,
-            sandbox: self.sandbox.map(|s| format!("{s:?}").to_lowercase()),
+            sandbox: self.sandbox.map(|s| s.to_string()),
             reconnect: self.reconnect,
             dax_window: self.dax_window.clone(),
             dax: self.dax.clone(),
@@ -284,11 +286,11 @@ fn usage_error_line(rendered: &str) -> String {
 /// a session after about a thousand LOOKUPs.
 fn raise_open_files_limit() {
     match vhost_dax::sys::raise_open_files_limit() {
-        Ok(n) if n < 65536 => log::warn!(
+        Ok(n) if n < 8192 => log::warn!(
             "open files limited to {n} (the hard limit): a guest that knows more inodes \
              gets EMFILE; raise it (e.g. LimitNOFILE=) for large shares"
         ),
-        Ok(n) => log::debug!("open files limit: {n}"),
+        Ok(n) => log::info!("open files limit: {n}"),
         Err(e) => log::warn!("cannot raise the open files limit: {e}"),
     }
 }

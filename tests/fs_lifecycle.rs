@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_dax::frontend::{Frontend, FrontendOptions};
 
 fn start(name: &str, extra: &[&str]) -> (TempDir, vhost_dax::frontend::DaemonProcess) {
@@ -27,6 +28,29 @@ fn config_space_carries_tag_and_queue_count() {
     assert_eq!(u32::from_le_bytes(config[36..40].try_into().unwrap()), 3);
 }
 
+/// QEMU's vhost-user-fs-pci sets the tag itself: offered a config space it warns at every
+/// start, and a backend channel the daemon closes unused shows as an unexpected end of
+/// file. Without --tag and a window the device offers neither.
+#[test]
+fn without_tag_or_window_no_config_space_and_no_backend_channel() {
+    let (dir, _daemon) = start("fs-plain", &[]);
+    let mut frontend = connect_fs(&dir.join("fs.sock"));
+    let acked = frontend.acked_protocol_features();
+    assert!(
+        !acked.contains(VhostUserProtocolFeatures::CONFIG),
+        "{acked:?}"
+    );
+    assert!(
+        !acked.contains(VhostUserProtocolFeatures::BACKEND_REQ),
+        "{acked:?}"
+    );
+    assert!(!frontend.has_backend_channel());
+    assert!(
+        frontend.get_config(0, 40).is_err(),
+        "no config space to read"
+    );
+}
+
 #[test]
 fn disconnect_exits_0_and_removes_the_socket() {
     let (dir, mut daemon) = start("fs-disconnect", &[]);
@@ -47,7 +71,7 @@ fn sigterm_exits_0_and_removes_the_socket() {
 
 #[test]
 fn reconnect_serves_the_next_frontend() {
-    let (dir, mut daemon) = start("fs-reconnect", &["--reconnect"]);
+    let (dir, mut daemon) = start("fs-reconnect", &["--reconnect", "--tag", "t"]);
     drop(connect_fs(&dir.join("fs.sock")));
     let mut second = connect_fs(&dir.join("fs.sock"));
     assert_eq!(second.get_config(36, 4).unwrap(), 1u32.to_le_bytes());

@@ -27,6 +27,16 @@ pub enum Sandbox {
     None,
 }
 
+impl std::fmt::Display for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Sandbox::Chroot => "chroot",
+            Sandbox::Namespace => "namespace",
+            Sandbox::None => "none",
+        })
+    }
+}
+
 impl Sandbox {
     /// The default: chroot when running as root, none otherwise.
     pub fn default_for_uid(uid: u32) -> Self {
@@ -108,8 +118,10 @@ pub struct FsConfig {
     pub socket: PathBuf,
     /// Shared directory (exists, is a directory).
     pub shared_dir: PathBuf,
-    /// Mount tag, 1 to 36 bytes.
-    pub tag: String,
+    /// Mount tag, 1 to 36 bytes, served in the device's config space. None: the frontend
+    /// supplies the tag itself (QEMU's vhost-user-fs-pci, cloud-hypervisor), and the
+    /// device offers no config space.
+    pub tag: Option<String>,
     /// Request queues (queue 0 is hiprio, then these).
     pub queues: usize,
     /// Guest caching policy.
@@ -151,8 +163,10 @@ impl FsRequest {
                 format!("{} is not an existing directory", shared_dir.display()),
             ));
         }
-        let tag = self.tag.clone().unwrap_or_else(|| "vhost-dax".into());
-        if tag.is_empty() || tag.len() > MAX_TAG_LEN || tag.contains('\0') {
+        let tag = self.tag.clone();
+        if let Some(tag) = &tag
+            && (tag.is_empty() || tag.len() > MAX_TAG_LEN || tag.contains('\0'))
+        {
             return Err(ConfigError::new(
                 field("tag"),
                 format!(

@@ -259,7 +259,13 @@ impl FsBackend {
 
     fn config_bytes(&self) -> [u8; CONFIG_SIZE] {
         let mut bytes = [0u8; CONFIG_SIZE];
-        let tag = self.device.config.tag.as_bytes();
+        let tag = self
+            .device
+            .config
+            .tag
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes();
         bytes[..tag.len()].copy_from_slice(tag);
         let queues = u32::try_from(self.device.config.queues).unwrap_or(u32::MAX);
         bytes[MAX_TAG_LEN..].copy_from_slice(&queues.to_le_bytes());
@@ -520,15 +526,20 @@ impl VhostUserBackend for FsBackend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        // Only what the device uses: a frontend that supplies the tag itself (QEMU's
+        // vhost-user-fs-pci) warns about a config space it cannot use, and reports a
+        // backend channel we would close unused as an unexpected end of file.
         let mut features = VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
-            | VhostUserProtocolFeatures::CONFIG
-            | VhostUserProtocolFeatures::BACKEND_REQ
-            | VhostUserProtocolFeatures::BACKEND_SEND_FD
             | VhostUserProtocolFeatures::RESET_DEVICE
             | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
+        if self.device.config.tag.is_some() {
+            features |= VhostUserProtocolFeatures::CONFIG;
+        }
         if self.device.dax.is_some() {
-            features |= VhostUserProtocolFeatures::SHMEM;
+            features |= VhostUserProtocolFeatures::BACKEND_REQ
+                | VhostUserProtocolFeatures::BACKEND_SEND_FD
+                | VhostUserProtocolFeatures::SHMEM;
             if self.device.config.shmem_bit21 {
                 features |= VhostUserProtocolFeatures::from_bits_retain(super::SHMEM_BIT21_COMPAT);
             }
@@ -587,6 +598,10 @@ impl VhostUserBackend for FsBackend {
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        if self.device.config.tag.is_none() {
+            log::warn!("fs: GET_CONFIG refused: no --tag, so the device has no config space");
+            return Vec::new();
+        }
         let bytes = self.config_bytes();
         let start = offset as usize;
         match start.checked_add(size as usize) {

@@ -18,6 +18,16 @@ pub enum CachePolicy {
     Always,
 }
 
+impl std::fmt::Display for CachePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Never => "never",
+            Self::Auto => "auto",
+            Self::Always => "always",
+        })
+    }
+}
+
 impl CachePolicy {
     /// Entry and attribute timeout.
     pub fn timeout(self) -> Duration {

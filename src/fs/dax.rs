@@ -36,6 +36,15 @@ pub enum DaxPolicy {
     Inode,
 }
 
+impl std::fmt::Display for DaxPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Always => "always",
+            Self::Inode => "inode",
+        })
+    }
+}
+
 /// Why a read-write open may fail where a read-only one works.
 const READ_ONLY_OPEN_ERRORS: [Errno; 4] = [
     Errno::EACCES,
