@@ -40,6 +40,15 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// Also write the JSON object to FILE (the table still goes to stdout).
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// An earlier run's JSON: print each figure's change against it.
+        #[arg(long, value_name = "FILE")]
+        baseline: Option<PathBuf>,
+        /// Write an SVG bar chart of the ratios (vs virtiofsd, DAX vs FUSE) to FILE.
+        #[arg(long, value_name = "FILE")]
+        chart: Option<PathBuf>,
         /// Peer to run the FUSE workloads against too: virtiofsd[=PATH], or none
         /// (default: virtiofsd if found on PATH, $CARGO_HOME/bin or /usr/libexec).
         #[arg(long, value_name = "PEER", default_value = "auto")]
@@ -209,9 +218,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Bench { quick, json, peer } = cli.command {
+    if let Command::Bench {
+        quick,
+        json,
+        peer,
+        output,
+        baseline,
+        chart,
+    } = cli.command
+    {
+        let outputs = BenchOutputs {
+            json,
+            output,
+            baseline,
+            chart,
+        };
         let options = vhost_dax::bench::BenchOptions { quick, peer };
-        return bench(options, json, cli.log_level.as_deref());
+        return bench(options, outputs, cli.log_level.as_deref());
     }
     let config = match &cli.command {
         Command::Bench { .. } => unreachable!("handled above"),
@@ -295,25 +318,75 @@ fn raise_open_files_limit() {
     }
 }
 
-fn bench(options: vhost_dax::bench::BenchOptions, json: bool, log_level: Option<&str>) -> ExitCode {
+/// Where `bench` puts its report besides the table.
+struct BenchOutputs {
+    json: bool,
+    output: Option<PathBuf>,
+    baseline: Option<PathBuf>,
+    chart: Option<PathBuf>,
+}
+
+fn bench(
+    options: vhost_dax::bench::BenchOptions,
+    outputs: BenchOutputs,
+    log_level: Option<&str>,
+) -> ExitCode {
     if let Err(e) = init_logging(Some(log_level.unwrap_or("warn"))) {
         return config_error(e);
     }
+    // A baseline that cannot be used is known before a minute of measuring.
+    let baseline = match outputs
+        .baseline
+        .as_deref()
+        .map(vhost_dax::bench::Baseline::load)
+    {
+        Some(Err(e)) => {
+            eprintln!("vhost-dax: {e}");
+            return ExitCode::from(2);
+        }
+        Some(Ok(b)) => Some(b),
+        None => None,
+    };
     // The daemons the bench starts inherit the limit.
     raise_open_files_limit();
-    let report = vhost_dax::bench::run(options, &mut |step| eprintln!("bench: {step}"));
-    match report {
-        Ok(report) if json => {
-            println!("{}", vhost_dax::bench::json(&report));
-            ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            print!("{}", vhost_dax::bench::table(&report));
-            ExitCode::SUCCESS
-        }
+    let report = match vhost_dax::bench::run(options, &mut |step| eprintln!("bench: {step}")) {
+        Ok(report) => report,
         Err(e) => {
             eprintln!("vhost-dax: bench failed: {e}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
+        }
+    };
+    let json = vhost_dax::bench::json(&report);
+    if outputs.json {
+        println!("{json}");
+    } else {
+        print!("{}", vhost_dax::bench::table(&report));
+    }
+    if let Some(baseline) = &baseline {
+        let comparison = vhost_dax::bench::compare(&report, baseline);
+        // With --json, stdout is the one JSON object.
+        if outputs.json {
+            eprint!("{comparison}");
+        } else {
+            print!("\n{comparison}");
         }
     }
+    let mut status = ExitCode::SUCCESS;
+    let mut write = |path: &PathBuf, text: String, what: &str| {
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!(
+                "vhost-dax: bench: cannot write the {what} to {}: {e}",
+                path.display()
+            );
+            status = ExitCode::FAILURE;
+        }
+    };
+    if let Some(path) = &outputs.output {
+        let text = serde_json::to_string_pretty(&json).unwrap_or_else(|_| json.to_string());
+        write(path, text + "\n", "JSON");
+    }
+    if let Some(path) = &outputs.chart {
+        write(path, vhost_dax::bench::chart_svg(&report), "chart");
+    }
+    status
 }

@@ -86,8 +86,13 @@ fn check_figures(object: &Value, keys: &[&str]) {
 
 #[test]
 fn quick_json_bench_reports_every_key_with_a_sane_value() {
+    let dir = common::TempDir::new("bench-outputs");
+    let (saved, chart) = (dir.join("run.json"), dir.join("ratios.svg"));
     let out = Command::new(common::binary())
-        .args(["bench", "--quick", "--json"])
+        .args(["bench", "--quick", "--json", "--output"])
+        .arg(&saved)
+        .arg("--chart")
+        .arg(&chart)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -97,6 +102,19 @@ fn quick_json_bench_reports_every_key_with_a_sane_value() {
         "no progress lines: {stderr}"
     );
     let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let written: Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    assert_eq!(written, report, "--output holds what --json printed");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("DAX window / FUSE READ"),
+        "{svg}"
+    );
+    assert_eq!(report["schema_version"], 2);
+    assert!(
+        report["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
     check_figures(&report, KEYS);
     check_figures(&report, FUSE_KEYS);
     // Group commit: 64 flushes in flight never need 64 syncs.
@@ -104,9 +122,9 @@ fn quick_json_bench_reports_every_key_with_a_sane_value() {
         report["pmem_syncs_qd64"].as_f64().unwrap()
             < report["pmem_requests_qd64"].as_f64().unwrap()
     );
-    assert!(report["machine"]["cores"].as_str().is_some());
+    assert!(report["machine"]["cores"].as_u64().is_some_and(|n| n >= 1));
     assert!(report["machine"]["kernel"].as_str().is_some());
-    assert_eq!(report["parameters"]["quick"], "true");
+    assert_eq!(report["parameters"]["quick"], true);
 
     // The peer: absent (not installed here) or measured in full; a found virtiofsd that
     // fails is a failure.
@@ -126,6 +144,29 @@ fn quick_json_bench_reports_every_key_with_a_sane_value() {
             (ratio - expected).abs() <= 1e-9 * expected,
             "{key}: {ratio}"
         );
+    }
+}
+
+#[test]
+fn a_baseline_that_cannot_be_read_fails_before_measuring() {
+    let dir = common::TempDir::new("bench-baseline");
+    std::fs::write(dir.join("bad.json"), "{\"a\": \"b\"}").unwrap();
+    for (file, says) in [
+        ("missing.json", "No such file"),
+        ("bad.json", "no bench figures"),
+    ] {
+        let out = Command::new(common::binary())
+            .args(["bench", "--quick", "--baseline"])
+            .arg(dir.join(file))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("--baseline") && stderr.contains(says),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("bench: "), "measured first: {stderr}");
     }
 }
 

@@ -52,12 +52,12 @@ impl Sizes {
         }
     }
 
-    pub(super) fn parameters(&self) -> [(&'static str, String); 4] {
+    pub(super) fn parameters(&self) -> [(&'static str, serde_json::Value); 4] {
         [
-            ("dax_map_pairs", self.map_pairs.to_string()),
-            ("dax_read_file_bytes", self.read_file.to_string()),
-            ("dax_pinned_mappings", self.pinned_mappings.to_string()),
-            ("dax_truncates", self.truncates.to_string()),
+            ("dax_map_pairs", self.map_pairs.into()),
+            ("dax_read_file_bytes", self.read_file.into()),
+            ("dax_pinned_mappings", self.pinned_mappings.into()),
+            ("dax_truncates", self.truncates.into()),
         ]
     }
 }

@@ -13,6 +13,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use serde_json::{Value, json};
+
 use super::wire::{DATA_AREA, FuseWire};
 use super::{BenchError, Samples, Scratch, WAIT, path_str};
 use crate::frontend::DaemonProcess;
@@ -92,18 +94,16 @@ impl Sizes {
         }
     }
 
-    pub(super) fn parameters(&self) -> [(&'static str, String); 7] {
+    pub(super) fn parameters(&self) -> [(&'static str, Value); 8] {
         [
-            (
-                "fuse_tree",
-                format!("{} dirs x {} files", self.tree_dirs, self.tree_files),
-            ),
-            ("fuse_meta_ops", self.meta_ops.to_string()),
-            ("fuse_create_cycles", self.create_cycles.to_string()),
-            ("fuse_dir_entries", self.dir_entries.to_string()),
-            ("fuse_data_file_mib", (self.data_file >> 20).to_string()),
-            ("fuse_random_ops", self.random_ops.to_string()),
-            ("fuse_seq_mib", self.seq_requests.to_string()),
+            ("fuse_tree_dirs", json!(self.tree_dirs)),
+            ("fuse_tree_files_per_dir", json!(self.tree_files)),
+            ("fuse_meta_ops", json!(self.meta_ops)),
+            ("fuse_create_cycles", json!(self.create_cycles)),
+            ("fuse_dir_entries", json!(self.dir_entries)),
+            ("fuse_data_file_mib", json!(self.data_file >> 20)),
+            ("fuse_random_ops", json!(self.random_ops)),
+            ("fuse_seq_mib", json!(self.seq_requests)),
         ]
     }
 }

@@ -34,7 +34,7 @@ use crate::frontend::FrontendError;
 pub use dax::DAX_KEYS;
 pub use fuse::{FUSE_KEYS, RATIO_KEYS};
 pub use peer::{PeerChoice, PeerChoiceError};
-pub use report::{json, table};
+pub use report::{Baseline, BaselineError, SCHEMA_VERSION, chart_svg, compare, json, table};
 
 /// Bound for anything one request or one daemon start may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -76,9 +76,11 @@ pub struct BenchReport {
     /// Our figures by stable key (see README).
     pub results: BTreeMap<&'static str, Figure>,
     /// The machine the run was on.
-    pub machine: BTreeMap<&'static str, String>,
+    pub machine: BTreeMap<&'static str, serde_json::Value>,
     /// Run parameters.
-    pub parameters: BTreeMap<&'static str, String>,
+    pub parameters: BTreeMap<&'static str, serde_json::Value>,
+    /// When the run ended (RFC 3339, UTC).
+    pub timestamp: String,
     /// Peer daemons by name (`virtiofsd`): their FUSE figures, or why there are none.
     pub peers: BTreeMap<&'static str, PeerOutcome>,
 }
@@ -261,10 +263,13 @@ pub fn run(
     }
 
     let mut parameters = BTreeMap::from([
-        ("quick", options.quick.to_string()),
-        ("repeats", repeats.to_string()),
-        ("ledger_rounds", plan.ledger_rounds.to_string()),
-        ("scratch_dir", std::env::temp_dir().display().to_string()),
+        ("quick", options.quick.into()),
+        ("repeats", repeats.into()),
+        ("ledger_rounds", plan.ledger_rounds.into()),
+        (
+            "scratch_dir",
+            std::env::temp_dir().display().to_string().into(),
+        ),
     ]);
     parameters.extend(plan.pmem.parameters());
     parameters.extend(plan.fuse.parameters());
@@ -273,6 +278,7 @@ pub fn run(
         results: samples.figures(),
         machine: machine(),
         parameters,
+        timestamp: report::rfc3339_utc(std::time::SystemTime::now()),
         peers: BTreeMap::from([("virtiofsd", peer.outcome(peer_samples))]),
     })
 }
@@ -304,7 +310,7 @@ fn path_str(path: &Path) -> Result<&str, BenchError> {
         .ok_or_else(|| BenchError::Unexpected(format!("{} is not UTF-8", path.display())))
 }
 
-fn machine() -> BTreeMap<&'static str, String> {
+fn machine() -> BTreeMap<&'static str, serde_json::Value> {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -314,9 +320,8 @@ fn machine() -> BTreeMap<&'static str, String> {
         .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
         .unwrap_or_default();
     BTreeMap::from([
-        ("cores", cores.to_string()),
-        ("cpu", cpu),
-        ("kernel", kernel.trim().to_string()),
-        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ("cores", cores.into()),
+        ("cpu", cpu.into()),
+        ("kernel", kernel.trim().into()),
     ])
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use super::{BenchError, Samples, Scratch, WAIT, path_str, percentiles};
 use crate::frontend::{Buffer, DaemonProcess, Frontend, FrontendOptions};
 
+/// The device size, as `pmem --size` takes it; `parameters` reports it in MiB.
 const PMEM_SIZE: &str = "64M";
 
 /// Requests per repeat.
@@ -23,11 +24,11 @@ impl Sizes {
         }
     }
 
-    pub(super) fn parameters(&self) -> [(&'static str, String); 3] {
+    pub(super) fn parameters(&self) -> [(&'static str, serde_json::Value); 3] {
         [
-            ("pmem_size", PMEM_SIZE.to_string()),
-            ("pmem_qd1_requests", self.qd1_requests.to_string()),
-            ("pmem_qd64_requests", (self.qd64_batches * 64).to_string()),
+            ("pmem_size_mib", 64.into()),
+            ("pmem_qd1_requests", self.qd1_requests.into()),
+            ("pmem_qd64_requests", (self.qd64_batches * 64).into()),
         ]
     }
 }
