@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use vhost_dax::config::{ConfigError, DaemonConfig, FsRequest, Origin, PmemRequest, Sandbox};
 use vhost_dax::daemon;
@@ -58,6 +58,17 @@ enum Command {
     CheckConfig {
         /// TOML config file.
         file: PathBuf,
+    },
+    /// Print a shell completion script (e.g. `vhost-dax completions bash >
+    /// /usr/share/bash-completion/completions/vhost-dax`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (vhost-dax.1 and one per subcommand) into DIR.
+    Manpages {
+        /// Output directory (created if missing).
+        dir: PathBuf,
     },
 }
 
@@ -218,6 +229,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command, "vhost-dax", &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not an error of ours.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            return ExitCode::SUCCESS;
+        }
+        Command::Manpages { dir } => return manpages(dir),
+        _ => {}
+    }
     if let Command::Bench {
         quick,
         json,
@@ -237,7 +260,9 @@ fn main() -> ExitCode {
         return bench(options, outputs, cli.log_level.as_deref());
     }
     let config = match &cli.command {
-        Command::Bench { .. } => unreachable!("handled above"),
+        Command::Bench { .. } | Command::Completions { .. } | Command::Manpages { .. } => {
+            unreachable!("handled above")
+        }
         Command::Pmem(args) => args
             .request()
             .validate(Origin::Cli)
@@ -315,6 +340,35 @@ fn raise_open_files_limit() {
         ),
         Ok(n) => log::info!("open files limit: {n}"),
         Err(e) => log::warn!("cannot raise the open files limit: {e}"),
+    }
+}
+
+/// vhost-dax.1 and vhost-dax-SUBCOMMAND.1 for each subcommand, rendered from the CLI.
+fn manpages(dir: &std::path::Path) -> ExitCode {
+    let write = |name: &str, command: clap::Command| -> std::io::Result<()> {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command).render(&mut page)?;
+        std::fs::write(dir.join(format!("{name}.1")), page)
+    };
+    let command = Cli::command();
+    let result = std::fs::create_dir_all(dir).and_then(|()| {
+        for sub in command.get_subcommands() {
+            let name = format!("vhost-dax-{}", sub.get_name());
+            write(
+                &name,
+                sub.clone()
+                    .display_name(name.clone())
+                    .bin_name(name.clone()),
+            )?;
+        }
+        write("vhost-dax", command.clone())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vhost-dax: manpages: {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -131,7 +131,7 @@ pub fn compare(report: &BenchReport, baseline: &Baseline) -> String {
         let kind = FigureKind::of(key);
         let _ = writeln!(
             out,
-            "  {:<32} {:<9} {:>10} -> {:>10} {}",
+            "  {:<38} {:<12} {:>10} -> {:>10} {}",
             key,
             kind.unit,
             num(then),
@@ -147,7 +147,7 @@ pub fn compare(report: &BenchReport, baseline: &Baseline) -> String {
             shared += 1;
             let _ = writeln!(
                 out,
-                "  {:<32} {:<9} {:>10.2} -> {:>10.2} {}",
+                "  {:<38} {:<12} {:>10.2} -> {:>10.2} {}",
                 format!("ratio {key}"),
                 format!("/{name}"),
                 then,
