@@ -16,6 +16,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use crate::config::{DaemonConfig, DaxConfig, FsConfig, Sandbox};
 use crate::control::ControlServer;
 use crate::dax::{ExtentMapper, Ledger, LedgerConfig, WindowSession};
+use crate::device::ConnectionBackend;
 use crate::device::backend_mapper::BackendMapper;
 use crate::device::flush::SyncObserver;
 use crate::device::fs::{FsBackend, FsDax, FsDevice, SHMCAP_ID_CACHE};
@@ -448,7 +449,12 @@ fn spawn_server<B, F, D>(
     on_disconnect: D,
 ) -> std::io::Result<JoinHandle<Result<(), DaemonError>>>
 where
-    B: VhostUserBackend<Bitmap = (), Vring = VringRwLock> + Clone + Send + Sync + 'static,
+    B: VhostUserBackend<Bitmap = (), Vring = VringRwLock>
+        + ConnectionBackend
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     F: Fn() -> B + Send + 'static,
     D: Fn() + Send + 'static,
 {
@@ -466,7 +472,12 @@ fn serve_loop<B, F, D>(
     on_disconnect: D,
 ) -> Result<(), DaemonError>
 where
-    B: VhostUserBackend<Bitmap = (), Vring = VringRwLock> + Clone + Send + Sync + 'static,
+    B: VhostUserBackend<Bitmap = (), Vring = VringRwLock>
+        + ConnectionBackend
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     F: Fn() -> B,
     D: Fn(),
 {
@@ -477,8 +488,10 @@ where
     };
     loop {
         let memory = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-        let mut daemon = VhostUserDaemon::new("vhost-dax".into(), make_backend(), memory)
-            .map_err(vhost_error)?;
+        let backend = make_backend();
+        let exit_events = backend.exit_events().clone();
+        let mut daemon =
+            VhostUserDaemon::new("vhost-dax".into(), backend, memory).map_err(vhost_error)?;
         daemon.start(&mut serve.listener).map_err(vhost_error)?;
         log::info!("{name}: frontend connected");
         match daemon.wait() {
@@ -491,6 +504,7 @@ where
         }
         on_disconnect();
         drop(daemon);
+        exit_events.close_after_connection();
         if !serve.reconnect {
             serve.socket.remove();
             return Ok(());

@@ -16,11 +16,10 @@ use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use super::backend_mapper::BackendMapper;
+use super::exit_events::ExitEvents;
 use super::parking::Parking;
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{FsConfig, MAX_TAG_LEN};
@@ -244,6 +243,13 @@ pub struct FsBackend {
     memory: Arc<Mutex<Option<Memory>>>,
     event_idx: Arc<AtomicBool>,
     told_no_channel: Arc<AtomicBool>,
+    exit_events: ExitEvents,
+}
+
+impl super::ConnectionBackend for FsBackend {
+    fn exit_events(&self) -> &ExitEvents {
+        &self.exit_events
+    }
 }
 
 impl FsBackend {
@@ -254,6 +260,7 @@ impl FsBackend {
             memory: Arc::new(Mutex::new(None)),
             event_idx: Arc::new(AtomicBool::new(false)),
             told_no_channel: Arc::new(AtomicBool::new(false)),
+            exit_events: ExitEvents::default(),
         }
     }
 
@@ -657,13 +664,7 @@ impl VhostUserBackend for FsBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        match new_event_consumer_and_notifier(EventFlag::NONBLOCK) {
-            Ok(pair) => Some(pair),
-            Err(e) => {
-                log::error!("fs: cannot create a worker exit event: {e}");
-                None
-            }
-        }
+        self.exit_events.create("fs")
     }
 
     fn handle_event(

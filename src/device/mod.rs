@@ -5,11 +5,18 @@
 //! `vhost-user-backend` crate drives.
 
 pub mod backend_mapper;
+pub mod exit_events;
 pub mod flush;
 pub mod fs;
 mod parking;
 pub mod pmem;
 pub mod sync_gate;
+
+/// A per-connection backend face, as the daemon's listener drives it.
+pub trait ConnectionBackend {
+    /// The exit events of this connection's workers (closed after the connection).
+    fn exit_events(&self) -> &exit_events::ExitEvents;
+}
 
 /// `VIRTIO_F_VERSION_1`.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;

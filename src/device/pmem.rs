@@ -25,11 +25,10 @@ use vm_memory::{
     GuestMemoryLoadGuard, GuestMemoryMmap,
 };
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use super::backend_mapper::BackendMapper;
+use super::exit_events::ExitEvents;
 use super::flush::{FlushStats, GroupCommit, SyncObserver};
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{BackingKind, PmemConfig, format_size, open_backing};
@@ -388,6 +387,13 @@ type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
 pub struct PmemBackend {
     device: Arc<PmemDevice>,
     conn: Arc<Connection>,
+    exit_events: ExitEvents,
+}
+
+impl super::ConnectionBackend for PmemBackend {
+    fn exit_events(&self) -> &ExitEvents {
+        &self.exit_events
+    }
 }
 
 struct Connection {
@@ -408,6 +414,7 @@ impl PmemBackend {
                 event_idx: AtomicBool::new(false),
                 told_no_channel: AtomicBool::new(false),
             }),
+            exit_events: ExitEvents::default(),
         }
     }
 
@@ -747,13 +754,7 @@ impl VhostUserBackend for PmemBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        match new_event_consumer_and_notifier(EventFlag::NONBLOCK) {
-            Ok(pair) => Some(pair),
-            Err(e) => {
-                log::error!("pmem: cannot create the worker exit event: {e}");
-                None
-            }
-        }
+        self.exit_events.create("pmem")
     }
 
     fn stop_vring(&self, _queue_index: u32) -> io::Result<()> {
