@@ -39,14 +39,6 @@ pub enum DaemonError {
         /// What failed.
         source: std::io::Error,
     },
-    /// The vhost-user machinery failed.
-    #[error("{device}: vhost-user: {message}")]
-    VhostUser {
-        /// Which device.
-        device: String,
-        /// The vhost-user-backend error, rendered.
-        message: String,
-    },
     /// The shared directory could not be opened.
     #[error("{device}: {source}")]
     Filesystem {
@@ -466,6 +458,11 @@ where
         })
 }
 
+/// The first wait after a connection could not be set up; it doubles while they fail.
+const SETUP_RETRY_FIRST: Duration = Duration::from_millis(50);
+/// The longest wait between attempts.
+const SETUP_RETRY_MAX: Duration = Duration::from_secs(2);
+
 fn serve_loop<B, F, D>(
     mut serve: ServeLoop,
     make_backend: F,
@@ -482,17 +479,42 @@ where
     D: Fn(),
 {
     let name = serve.name.clone();
-    let vhost_error = |e: vhost_user_backend::Error| DaemonError::VhostUser {
-        device: name.clone(),
-        message: e.to_string(),
-    };
+    let mut failed_setups = 0u32;
     loop {
         let memory = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let backend = make_backend();
         let exit_events = backend.exit_events().clone();
-        let mut daemon =
-            VhostUserDaemon::new("vhost-dax".into(), backend, memory).map_err(vhost_error)?;
-        daemon.start(&mut serve.listener).map_err(vhost_error)?;
+        let setup = VhostUserDaemon::new("vhost-dax".into(), backend, memory)
+            .and_then(|mut daemon| daemon.start(&mut serve.listener).map(|()| daemon));
+        // A connection that cannot be set up (no descriptor left for accept, an eventfd
+        // or an epoll: another device of this process may hold them all) must not end
+        // the device: it keeps its socket and tries again, less often while it fails.
+        let mut daemon = match setup {
+            Ok(daemon) => daemon,
+            Err(e) => {
+                exit_events.close_after_connection();
+                failed_setups = failed_setups.saturating_add(1);
+                let delay = SETUP_RETRY_FIRST
+                    .saturating_mul(1 << failed_setups.min(6))
+                    .min(SETUP_RETRY_MAX);
+                if failed_setups == 1 {
+                    log::warn!(
+                        "{name}: cannot take a frontend ({e}); still listening, retrying \
+                         every {}ms up to {}s",
+                        SETUP_RETRY_FIRST.as_millis(),
+                        SETUP_RETRY_MAX.as_secs()
+                    );
+                } else {
+                    log::debug!("{name}: cannot take a frontend ({e}), attempt {failed_setups}");
+                }
+                std::thread::sleep(delay);
+                continue;
+            }
+        };
+        if failed_setups > 0 {
+            log::info!("{name}: took a frontend after {failed_setups} failed attempt(s)");
+            failed_setups = 0;
+        }
         log::info!("{name}: frontend connected");
         match daemon.wait() {
             // A VMM that powers off closes the socket between messages: the normal end.
