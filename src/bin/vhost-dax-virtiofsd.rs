@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     init_logging(log_level.as_deref());
+    log::debug!("device: {fs:?}");
     for note in notes {
         log::warn!("{note}");
     }

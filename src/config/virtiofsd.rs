@@ -207,7 +207,10 @@ where
                 ),
             };
             state.long(name, &flag, value)?;
-        } else if let Some(shorts) = bytes.strip_prefix(b"-").filter(|s| !s.is_empty()) {
+        } else if let Some(shorts) = bytes
+            .strip_prefix(b"-")
+            .filter(|s| !s.is_empty() && *s != b"-")
+        {
             state.shorts(shorts, &mut args)?;
         } else {
             return Err(ConfigError::new(
@@ -271,7 +274,12 @@ impl State {
         let text = value.map(|v| utf8(flag, v)).transpose()?;
         let value = text.as_deref().unwrap_or("");
         match name {
-            "fd" => self.request().socket_fd = Some(number(flag, value)?),
+            "fd" => {
+                let fd: u32 = number(flag, value)?;
+                let fd = i32::try_from(fd)
+                    .map_err(|_| ConfigError::new(flag, format!("{fd} is not a descriptor")))?;
+                self.request().socket_fd = Some(fd);
+            }
             "socket-group" => self.request().socket_group = Some(value.to_owned()),
             "tag" => self.request().tag = Some(value.to_owned()),
             "thread-pool-size" => self.request().thread_pool_size = Some(number(flag, value)?),
