@@ -231,6 +231,23 @@ fn print_capabilities_prints_the_backend_json() {
 }
 
 #[test]
+fn the_packaged_descriptor_matches_the_binary() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/50-vhost-dax-virtiofsd.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let descriptor: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(descriptor["type"], "fs");
+    assert!(
+        descriptor["binary"]
+            .as_str()
+            .unwrap()
+            .ends_with("/vhost-dax-virtiofsd")
+    );
+    let (_, stdout, _) = run(&["--print-capabilities"]);
+    let capabilities: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(descriptor["features"], capabilities["features"]);
+}
+
+#[test]
 fn bad_command_lines_exit_2_with_one_line_and_create_nothing() {
     let dir = TempDir::new("compat-bad");
     std::fs::create_dir(dir.join("share")).unwrap();
