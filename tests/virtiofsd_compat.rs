@@ -197,6 +197,25 @@ fn socket_group_gives_the_created_socket_to_the_group_with_mode_0660() {
     assert!(daemon.wait(WAIT).unwrap().success());
     assert!(!socket.exists(), "a socket the daemon created is removed");
 
+    // Without a group the socket is owner-only, as virtiofsd makes it.
+    let mut daemon = DaemonProcess::spawn(
+        &compat_binary(),
+        [
+            "--socket-path",
+            socket.to_str().unwrap(),
+            "--shared-dir",
+            dir.join("share").to_str().unwrap(),
+            "--sandbox=none",
+        ],
+        &socket,
+        WAIT,
+    )
+    .unwrap();
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+    drop(connect(&socket));
+    assert!(daemon.wait(WAIT).unwrap().success());
+
     // The same flag on the native command line.
     let mut daemon = spawn_fs_daemon(
         &dir.join("share"),

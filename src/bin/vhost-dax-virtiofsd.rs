@@ -51,6 +51,10 @@ fn main() -> ExitCode {
     if let Err(e) = open_files_limit(rlimit_nofile) {
         return usage_error(&e);
     }
+    // virtiofsd creates its socket owner-only (group-shared with --socket-group); the
+    // daemon creates sockets with the process umask.
+    let umask = vhost_dax::sys::fs::umask(0o077);
+    vhost_dax::sys::fs::umask(umask | 0o077);
     let config = DaemonConfig {
         log_level: None,
         pmem: Vec::new(),
