@@ -13,7 +13,7 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::config::{DaemonConfig, DaxConfig, FsConfig, Sandbox};
+use crate::config::{DaemonConfig, DaxConfig, FsConfig, Sandbox, SocketGroup, SocketSpec};
 use crate::control::ControlServer;
 use crate::dax::{ExtentMapper, Ledger, LedgerConfig, WindowSession};
 use crate::device::ConnectionBackend;
@@ -162,7 +162,8 @@ struct ServeLoop {
     name: String,
     reconnect: bool,
     listener: Listener,
-    socket: Arc<SocketFile>,
+    /// The socket file to remove at the end; none for a socket inherited from the parent.
+    socket: Option<Arc<SocketFile>>,
 }
 
 type Starter =
@@ -192,7 +193,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let umask = crate::sys::fs::umask(0o022);
     crate::sys::fs::umask(umask);
     for pmem in config.pmem {
-        let (listener, socket) = listen(&pmem.socket, umask)?;
+        let (listener, socket) = listen(&pmem.socket, pmem.socket_group.as_ref(), umask)?;
         let device = PmemDevice::new(pmem.clone(), ACK_TIMEOUT, observer.clone())
             .map_err(|e| device_error(&pmem.file, e))?;
         log::info!(
@@ -208,7 +209,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
                 name: format!("pmem {}", pmem.socket.display()),
                 reconnect: pmem.reconnect,
                 listener,
-                socket,
+                socket: Some(socket),
             },
             service: device,
             extra_sockets: Vec::new(),
@@ -231,7 +232,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         let mut extra_sockets = Vec::new();
         if let Some(config) = &fs.dax {
             let (window, parts) = dax_window(config).map_err(|source| DaemonError::Ledger {
-                device: fs.socket.display().to_string(),
+                device: fs.socket.to_string(),
                 source,
             })?;
             if let Some(path) = &config.control_socket {
@@ -249,7 +250,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             );
             dax = Some((window, parts));
         }
-        let (listener, socket) = listen(&fs.socket, umask)?;
+        let (listener, socket) = listen_fs(&fs.socket, fs.socket_group.as_ref(), umask)?;
         let filesystem = PassthroughFs::new(passthrough_config(&fs)).map_err(|source| {
             DaemonError::Filesystem {
                 device: fs.shared_dir.display().to_string(),
@@ -274,15 +275,22 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             fs.queues,
             fs.cache,
             if fs.readonly { ", read-only" } else { "" },
-            fs.socket.display()
+            fs.socket
         );
+        if fs.thread_pool_size > 0 {
+            log::info!(
+                "fs: a thread pool of {} was asked for (--thread-pool-size): there is none; \
+                 each request queue is served by its own thread",
+                fs.thread_pool_size
+            );
+        }
         if fs.sandbox != Sandbox::None {
             sandbox = Some((fs.sandbox, fs.shared_dir.clone()));
         }
         let dev = device.clone();
         devices.push(Prepared {
             serve: ServeLoop {
-                name: format!("fs {}", fs.socket.display()),
+                name: format!("fs {}", fs.socket),
                 reconnect: fs.reconnect,
                 listener,
                 socket,
@@ -307,7 +315,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let shutdown: Vec<Closing> = devices
         .iter()
         .map(|d| {
-            let mut sockets = vec![d.serve.socket.clone()];
+            let mut sockets: Vec<Arc<SocketFile>> = d.serve.socket.iter().cloned().collect();
             sockets.extend(d.extra_sockets.iter().cloned());
             (d.service.clone(), sockets)
         })
@@ -367,11 +375,57 @@ fn with_umask<T>(umask: u32, f: impl FnOnce() -> T) -> T {
     result
 }
 
-fn listen(socket: &Path, umask: u32) -> Result<(Listener, Arc<SocketFile>), DaemonError> {
-    let listener = with_umask(umask, || Listener::new(socket, true))
+/// Creates the socket file `socket` and listens on it. With a group, the file is
+/// created owner-only, then given to the group with mode 0660 (virtiofsd's
+/// `--socket-group`), so it is never reachable by more than that.
+fn listen(
+    socket: &Path,
+    group: Option<&SocketGroup>,
+    umask: u32,
+) -> Result<(Listener, Arc<SocketFile>), DaemonError> {
+    let mask = if group.is_some() {
+        umask | 0o177
+    } else {
+        umask
+    };
+    let listener = with_umask(mask, || Listener::new(socket, true))
         .map_err(|e| device_error(socket, std::io::Error::other(e)))?;
+    if let Some(group) = group {
+        sys::socket::share_socket_with_group(socket, group.gid).map_err(|e| {
+            device_error(
+                socket,
+                std::io::Error::new(e.kind(), format!("socket group {}: {e}", group.name)),
+            )
+        })?;
+    }
     let file = SocketFile::new(socket).map_err(|e| device_error(socket, e))?;
     Ok((listener, Arc::new(file)))
+}
+
+/// The fs device's listener: a socket file it creates, or the listening socket the
+/// parent passed down (never unlinked: the daemon did not create it).
+fn listen_fs(
+    socket: &SocketSpec,
+    group: Option<&SocketGroup>,
+    umask: u32,
+) -> Result<(Listener, Option<Arc<SocketFile>>), DaemonError> {
+    match socket {
+        SocketSpec::Path(path) => {
+            listen(path, group, umask).map(|(listener, file)| (listener, Some(file)))
+        }
+        SocketSpec::InheritedFd(fd) => {
+            // SAFETY: validation found `fd` open and listening; it came from the parent
+            // and is taken here once, for the one device configured with it (a config
+            // file cannot name a descriptor).
+            let listener = unsafe { sys::socket::take_inherited_listener(*fd) }.map_err(|e| {
+                DaemonError::Device {
+                    device: socket.to_string(),
+                    source: e,
+                }
+            })?;
+            Ok((Listener::from(listener), None))
+        }
+    }
 }
 
 /// The ledger of a DAX window, mapping through the frontend's SHMEM_MAP / SHMEM_UNMAP.
@@ -410,6 +464,8 @@ fn passthrough_config(fs: &FsConfig) -> PassthroughConfig {
     config.xattr = fs.xattr;
     config.writeback = fs.writeback;
     config.allow_device_nodes = fs.allow_devices;
+    config.killpriv_v2 = fs.killpriv_v2;
+    config.readdirplus = fs.readdirplus;
     config
 }
 
@@ -528,7 +584,9 @@ where
         drop(daemon);
         exit_events.close_after_connection();
         if !serve.reconnect {
-            serve.socket.remove();
+            if let Some(socket) = &serve.socket {
+                socket.remove();
+            }
             return Ok(());
         }
         log::info!("{name}: device reset; waiting for the next frontend");

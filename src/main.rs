@@ -77,6 +77,9 @@ struct PmemArgs {
     /// vhost-user socket to listen on.
     #[arg(long, value_name = "PATH")]
     socket: PathBuf,
+    /// Give the socket file to this group, mode 0660.
+    #[arg(long, value_name = "NAME")]
+    socket_group: Option<String>,
     /// Backing file or block device.
     #[arg(long, value_name = "PATH")]
     file: PathBuf,
@@ -102,6 +105,9 @@ struct FsArgs {
     /// vhost-user socket to listen on.
     #[arg(long, value_name = "PATH")]
     socket: PathBuf,
+    /// Give the socket file to this group, mode 0660.
+    #[arg(long, value_name = "NAME")]
+    socket_group: Option<String>,
     /// Directory to share.
     #[arg(long, value_name = "DIR")]
     shared_dir: PathBuf,
@@ -113,7 +119,7 @@ struct FsArgs {
     /// Number of request queues.
     #[arg(long, default_value_t = 1)]
     queues: usize,
-    /// Guest caching: never, auto or always (as virtiofsd).
+    /// Guest caching: never, auto, always or metadata (as virtiofsd).
     #[arg(long, value_name = "POLICY", default_value = "auto")]
     cache: String,
     /// Refuse every modification with EROFS.
@@ -161,6 +167,7 @@ impl FsArgs {
     fn request(&self) -> FsRequest {
         FsRequest {
             socket: Some(self.socket.clone()),
+            socket_group: self.socket_group.clone(),
             shared_dir: Some(self.shared_dir.clone()),
             tag: self.tag.clone(),
             queues: Some(self.queues),
@@ -177,6 +184,7 @@ impl FsArgs {
             control_socket: self.control_socket.clone(),
             shmem_bit21: self.shmem_bit21,
             dax_maps_within_file: self.dax_maps_within_file,
+            ..FsRequest::default()
         }
     }
 }
@@ -185,6 +193,7 @@ impl PmemArgs {
     fn request(&self) -> PmemRequest {
         PmemRequest {
             socket: Some(self.socket.clone()),
+            socket_group: self.socket_group.clone(),
             file: Some(self.file.clone()),
             size: self.size.clone(),
             create: self.create,

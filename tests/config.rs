@@ -180,6 +180,20 @@ fn each_bad_config_file_exits_2_naming_the_field() {
             "fs[0].dax_window: must be a size",
         ),
         (
+            format!("[[fs]]\n{fs_head}socket_group = \"no-such-group-vhost-dax\"\n"),
+            "fs[0].socket_group: no group named `no-such-group-vhost-dax`",
+        ),
+        (
+            format!("[[pmem]]\n{head}size = \"4M\"\ncreate = true\nsocket_group = 7\n"),
+            "pmem[0].socket_group: must be a string",
+        ),
+        (
+            format!(
+                "[[pmem]]\n{head}size = \"4M\"\ncreate = true\nsocket_group = \"no-such-group-vhost-dax\"\n"
+            ),
+            "pmem[0].socket_group: no group named",
+        ),
+        (
             format!("[[fs]]\n{fs_head}dax_window = \"8M\"\npin_wait_budget = [1]\n"),
             "fs[0].pin_wait_budget: must be a duration",
         ),

@@ -1,12 +1,13 @@
 //! The virtio-fs device's settings.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use std::time::Duration;
 
 use super::{
-    ConfigError, Origin, format_size, get_bool, get_duration, get_path, get_size, parse_size,
-    reject_unknown, validate_socket_path,
+    ConfigError, Origin, SocketGroup, SocketSpec, format_size, get_bool, get_duration, get_path,
+    get_size, parse_size, reject_unknown, validate_inherited_fd, validate_socket_group,
+    validate_socket_path,
 };
 use crate::dax::{DEFAULT_CHUNK_SIZE, DEFAULT_WAIT_BUDGET, MAX_CHUNKS, MapExtent};
 use crate::fs::{CachePolicy, DaxPolicy};
@@ -62,6 +63,10 @@ impl Sandbox {
 pub struct FsRequest {
     /// vhost-user socket.
     pub socket: Option<PathBuf>,
+    /// A listening vhost-user socket inherited from the parent, instead of `socket`.
+    pub socket_fd: Option<i32>,
+    /// Group to give the created socket file to (mode 0660).
+    pub socket_group: Option<String>,
     /// Directory to share.
     pub shared_dir: Option<PathBuf>,
     /// Mount tag.
@@ -94,6 +99,12 @@ pub struct FsRequest {
     pub shmem_bit21: bool,
     /// The frontend maps only whole pages inside a file (QEMU 11.1).
     pub dax_maps_within_file: bool,
+    /// Grant `FUSE_HANDLE_KILLPRIV_V2`.
+    pub killpriv_v2: bool,
+    /// Do not grant READDIRPLUS.
+    pub no_readdirplus: bool,
+    /// virtiofsd's `--thread-pool-size`, as asked (see [`FsConfig::thread_pool_size`]).
+    pub thread_pool_size: Option<usize>,
 }
 
 /// The DAX window of a validated fs device.
@@ -115,7 +126,9 @@ pub struct DaxConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsConfig {
     /// vhost-user socket.
-    pub socket: PathBuf,
+    pub socket: SocketSpec,
+    /// Group the created socket file is given to (mode 0660); never with an inherited one.
+    pub socket_group: Option<SocketGroup>,
     /// Shared directory (exists, is a directory).
     pub shared_dir: PathBuf,
     /// Mount tag, 1 to 36 bytes, served in the device's config space. None: the frontend
@@ -142,17 +155,53 @@ pub struct FsConfig {
     pub dax: Option<DaxConfig>,
     /// Offer SHMEM as protocol bit 21 too (needs a window).
     pub shmem_bit21: bool,
+    /// Grant `FUSE_HANDLE_KILLPRIV_V2` (the daemon clears suid/sgid when the guest asks).
+    pub killpriv_v2: bool,
+    /// Grant READDIRPLUS.
+    pub readdirplus: bool,
+    /// The thread pool virtiofsd's `--thread-pool-size` asked for (0: none). Recorded and
+    /// logged only: every request queue is served by its own single thread whatever the
+    /// value (which is what virtiofsd does with 0).
+    pub thread_pool_size: usize,
 }
 
 impl FsRequest {
     /// Checks every field; creates nothing.
     pub fn validate(&self, origin: Origin) -> Result<FsConfig, ConfigError> {
         let field = |name: &str| origin.field(name);
-        let socket = self
-            .socket
-            .clone()
-            .ok_or_else(|| ConfigError::new(field("socket"), "is required"))?;
-        validate_socket_path(&socket).map_err(|r| ConfigError::new(field("socket"), r))?;
+        let socket = match (&self.socket, self.socket_fd) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    field("socket_fd"),
+                    format!("cannot be combined with {}", field("socket")),
+                ));
+            }
+            (None, None) => return Err(ConfigError::new(field("socket"), "is required")),
+            (Some(path), None) => {
+                validate_socket_path(path).map_err(|r| ConfigError::new(field("socket"), r))?;
+                SocketSpec::Path(path.clone())
+            }
+            (None, Some(fd)) => {
+                validate_inherited_fd(fd).map_err(|r| ConfigError::new(field("socket_fd"), r))?;
+                SocketSpec::InheritedFd(fd)
+            }
+        };
+        let socket_group = match &self.socket_group {
+            None => None,
+            Some(_) if self.socket_fd.is_some() => {
+                return Err(ConfigError::new(
+                    field("socket_group"),
+                    format!(
+                        "cannot be combined with {} (the inherited socket belongs to whoever created it)",
+                        field("socket_fd")
+                    ),
+                ));
+            }
+            Some(name) => Some(
+                validate_socket_group(name)
+                    .map_err(|r| ConfigError::new(field("socket_group"), r))?,
+            ),
+        };
         let shared_dir = self
             .shared_dir
             .clone()
@@ -186,10 +235,11 @@ impl FsRequest {
             None | Some("auto") => CachePolicy::Auto,
             Some("never") => CachePolicy::Never,
             Some("always") => CachePolicy::Always,
+            Some("metadata") => CachePolicy::Metadata,
             Some(other) => {
                 return Err(ConfigError::new(
                     field("cache"),
-                    format!("`{other}` is not one of never, auto, always"),
+                    format!("`{other}` is not one of never, auto, always, metadata"),
                 ));
             }
         };
@@ -212,6 +262,7 @@ impl FsRequest {
         let dax = self.validate_dax(origin, &socket)?;
         Ok(FsConfig {
             socket,
+            socket_group,
             shared_dir,
             tag,
             queues,
@@ -224,13 +275,16 @@ impl FsRequest {
             reconnect: self.reconnect,
             shmem_bit21: self.shmem_bit21,
             dax,
+            killpriv_v2: self.killpriv_v2,
+            readdirplus: !self.no_readdirplus,
+            thread_pool_size: self.thread_pool_size.unwrap_or(0),
         })
     }
 
     fn validate_dax(
         &self,
         origin: Origin,
-        socket: &Path,
+        socket: &SocketSpec,
     ) -> Result<Option<DaxConfig>, ConfigError> {
         let field = |name: &str| origin.field(name);
         let window_size = match &self.dax_window {
@@ -306,7 +360,7 @@ impl FsRequest {
         if let Some(control) = &self.control_socket {
             validate_socket_path(control)
                 .map_err(|r| ConfigError::new(field("control_socket"), r))?;
-            if control == socket {
+            if matches!(socket, SocketSpec::Path(path) if path == control) {
                 return Err(ConfigError::new(
                     field("control_socket"),
                     "must differ from the vhost-user socket",
@@ -356,6 +410,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 pub(crate) const FS_KEYS: &[&str] = &[
     "socket",
+    "socket_group",
     "shared_dir",
     "tag",
     "queues",
@@ -397,6 +452,7 @@ pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest,
     };
     Ok(FsRequest {
         socket: get_path(table, "socket", origin)?,
+        socket_group: string("socket_group")?,
         shared_dir: get_path(table, "shared_dir", origin)?,
         tag: string("tag")?,
         queues,
@@ -413,5 +469,6 @@ pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest,
         control_socket: get_path(table, "control_socket", origin)?,
         shmem_bit21: get_bool(table, "shmem_bit21", origin)?,
         dax_maps_within_file: get_bool(table, "dax_maps_within_file", origin)?,
+        ..FsRequest::default()
     })
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 mod fs;
 mod pmem;
+pub mod virtiofsd;
 
 use fs::parse_fs;
 pub use fs::{
@@ -51,6 +52,8 @@ pub enum Origin {
         /// Position in the array, from 0.
         index: usize,
     },
+    /// virtiofsd's command line (`vhost-dax-virtiofsd`): fields carry virtiofsd's names.
+    Virtiofsd,
 }
 
 impl Origin {
@@ -59,8 +62,81 @@ impl Origin {
         match self {
             Origin::Cli => format!("--{}", name.replace('_', "-")),
             Origin::File { kind, index } => format!("{kind}[{index}].{name}"),
+            Origin::Virtiofsd => match name {
+                "socket" => "--socket-path".into(),
+                "socket_fd" => "--fd".into(),
+                "no_readdirplus" => "--no-readdirplus".into(),
+                other => Origin::Cli.field(other),
+            },
         }
     }
+}
+
+/// Where a device's vhost-user socket comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketSpec {
+    /// A socket file the daemon creates, and removes when it exits.
+    Path(PathBuf),
+    /// A listening socket the parent created and passed down as this descriptor
+    /// (libvirt, systemd socket activation). The daemon neither creates nor removes a
+    /// socket file for it.
+    InheritedFd(i32),
+}
+
+impl std::fmt::Display for SocketSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SocketSpec::Path(path) => write!(f, "{}", path.display()),
+            SocketSpec::InheritedFd(fd) => write!(f, "inherited fd {fd}"),
+        }
+    }
+}
+
+/// The group a created socket file is given to (virtiofsd's `--socket-group`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketGroup {
+    /// The group's name as written.
+    pub name: String,
+    /// Its id, resolved at validation.
+    pub gid: u32,
+}
+
+/// Resolves a group name; an unknown group is an error.
+pub(crate) fn validate_socket_group(name: &str) -> Result<SocketGroup, String> {
+    match crate::sys::socket::group_id(name) {
+        Ok(Some(gid)) => Ok(SocketGroup {
+            name: name.to_owned(),
+            gid,
+        }),
+        Ok(None) => Err(format!("no group named `{name}`")),
+        Err(e) => Err(format!("cannot look up group `{name}`: {e}")),
+    }
+}
+
+/// Descriptor `fd`, inherited from the parent, must be an open, listening `AF_UNIX`
+/// stream socket. It is only looked at here; the daemon takes it when it starts.
+pub(crate) fn validate_inherited_fd(fd: i32) -> Result<(), String> {
+    if fd < 0 {
+        return Err(format!("{fd} is not a file descriptor"));
+    }
+    let kind =
+        crate::sys::socket::inherited_socket_kind(fd).map_err(|e| match e.raw_os_error() {
+            Some(libc::EBADF) => format!("file descriptor {fd} is not open"),
+            Some(libc::ENOTSOCK) => format!("file descriptor {fd} is not a socket"),
+            _ => format!("file descriptor {fd}: {e}"),
+        })?;
+    if kind.domain != libc::AF_UNIX || kind.kind != libc::SOCK_STREAM {
+        return Err(format!(
+            "file descriptor {fd} is not a Unix stream socket (domain {}, type {})",
+            kind.domain, kind.kind
+        ));
+    }
+    if !kind.listening {
+        return Err(format!(
+            "file descriptor {fd} is a Unix socket that is not listening (pass the socket listen(2) was called on)"
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a size such as `4096`, `512K`, `64M`, `1G`, `1GiB` (binary units).
@@ -268,7 +344,10 @@ impl DaemonConfig {
                 self.fs
                     .iter()
                     .enumerate()
-                    .map(|(i, d)| (format!("fs[{i}].socket"), &d.socket)),
+                    .filter_map(|(i, d)| match &d.socket {
+                        SocketSpec::Path(path) => Some((format!("fs[{i}].socket"), path)),
+                        SocketSpec::InheritedFd(_) => None,
+                    }),
             )
             .chain(self.fs.iter().enumerate().filter_map(|(i, d)| {
                 let control = d.dax.as_ref()?.control_socket.as_ref()?;

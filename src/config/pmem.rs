@@ -7,8 +7,8 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use super::{
-    ConfigError, Origin, format_size, get_bool, get_path, get_size, parent_dir, parse_size,
-    reject_unknown, validate_socket_path,
+    ConfigError, Origin, SocketGroup, format_size, get_bool, get_path, get_size, get_string,
+    parent_dir, parse_size, reject_unknown, validate_socket_group, validate_socket_path,
 };
 use crate::sys;
 
@@ -29,6 +29,8 @@ pub enum BackingKind {
 pub struct PmemRequest {
     /// vhost-user socket path.
     pub socket: Option<PathBuf>,
+    /// Group to give the socket file to (mode 0660).
+    pub socket_group: Option<String>,
     /// Backing file or block device.
     pub file: Option<PathBuf>,
     /// Device size as written (`1G`).
@@ -48,6 +50,8 @@ pub struct PmemRequest {
 pub struct PmemConfig {
     /// vhost-user socket path (its directory exists, nothing live listens on it).
     pub socket: PathBuf,
+    /// Group the socket file is given to (mode 0660).
+    pub socket_group: Option<SocketGroup>,
     /// Backing file or block device.
     pub file: PathBuf,
     /// Device size in bytes, a non-zero multiple of [`PMEM_ALIGN`].
@@ -74,6 +78,12 @@ impl PmemRequest {
             .ok_or_else(|| ConfigError::new(field("socket"), "is required"))?;
         validate_socket_path(&socket)
             .map_err(|reason| ConfigError::new(field("socket"), reason))?;
+        let socket_group = self
+            .socket_group
+            .as_deref()
+            .map(validate_socket_group)
+            .transpose()
+            .map_err(|reason| ConfigError::new(field("socket_group"), reason))?;
         let file = self
             .file
             .clone()
@@ -125,6 +135,7 @@ impl PmemRequest {
             }
             return Ok(PmemConfig {
                 socket,
+                socket_group,
                 file,
                 size,
                 create_file: true,
@@ -183,6 +194,7 @@ impl PmemRequest {
         };
         Ok(PmemConfig {
             socket,
+            socket_group,
             file,
             size,
             create_file: false,
@@ -211,6 +223,7 @@ pub fn open_backing(path: &Path, readonly: bool) -> std::io::Result<File> {
 
 pub(crate) const PMEM_KEYS: &[&str] = &[
     "socket",
+    "socket_group",
     "file",
     "size",
     "create",
@@ -223,6 +236,10 @@ pub(crate) fn parse_pmem(table: &toml::Table, origin: Origin) -> Result<PmemRequ
     reject_unknown(table, PMEM_KEYS, |k| origin.field(k))?;
     Ok(PmemRequest {
         socket: get_path(table, "socket", origin)?,
+        socket_group: table
+            .get("socket_group")
+            .map(|v| get_string(v, &origin.field("socket_group")))
+            .transpose()?,
         file: get_path(table, "file", origin)?,
         size: get_size(table, "size", origin)?,
         create: get_bool(table, "create", origin)?,

@@ -16,6 +16,10 @@ pub enum CachePolicy {
     Auto,
     /// Long (1 day) timeouts; `FOPEN_KEEP_CACHE` on files, `FOPEN_CACHE_DIR` on directories.
     Always,
+    /// Metadata only (virtiofsd's `metadata`): long (1 day) timeouts for entries and
+    /// attributes, files opened with `FOPEN_DIRECT_IO` (no data in the guest's page
+    /// cache), directories with `FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE`.
+    Metadata,
 }
 
 impl std::fmt::Display for CachePolicy {
@@ -34,14 +38,14 @@ impl CachePolicy {
         match self {
             Self::Never => Duration::ZERO,
             Self::Auto => Duration::from_secs(1),
-            Self::Always => Duration::from_secs(86400),
+            Self::Always | Self::Metadata => Duration::from_secs(86400),
         }
     }
 
     /// `FOPEN_*` bits for an opened regular file.
     pub fn file_open_flags(self) -> u32 {
         match self {
-            Self::Never => fopen::DIRECT_IO,
+            Self::Never | Self::Metadata => fopen::DIRECT_IO,
             Self::Auto => 0,
             Self::Always => fopen::KEEP_CACHE,
         }
@@ -53,6 +57,7 @@ impl CachePolicy {
             Self::Never => fopen::DIRECT_IO,
             Self::Auto => 0,
             Self::Always => fopen::CACHE_DIR,
+            Self::Metadata => fopen::CACHE_DIR | fopen::KEEP_CACHE,
         }
     }
 }

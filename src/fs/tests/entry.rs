@@ -26,28 +26,33 @@ fn lookup_and_enoent() {
 
 #[test]
 fn cache_policy_sets_timeouts() {
-    for (cache, secs) in [
-        (super::super::CachePolicy::Never, 0),
-        (super::super::CachePolicy::Always, 86400),
+    use super::super::CachePolicy;
+    use crate::fuse::abi::fopen;
+    // (policy, timeout, file open flags, directory open flags), as virtiofsd's --cache.
+    for (cache, secs, file_flags, dir_flags) in [
+        (CachePolicy::Never, 0, fopen::DIRECT_IO, fopen::DIRECT_IO),
+        (CachePolicy::Auto, 1, 0, 0),
+        (
+            CachePolicy::Always,
+            86400,
+            fopen::KEEP_CACHE,
+            fopen::CACHE_DIR,
+        ),
+        (
+            CachePolicy::Metadata,
+            86400,
+            fopen::DIRECT_IO,
+            fopen::CACHE_DIR | fopen::KEEP_CACHE,
+        ),
     ] {
         let f = setup_with(|c| c.cache = cache);
         std::fs::write(f.shared().join("file"), b"").unwrap();
         let e = f.c.lookup(ROOT, b"file").unwrap();
-        assert_eq!((e.entry_valid, e.attr_valid), (secs, secs));
+        assert_eq!((e.entry_valid, e.attr_valid), (secs, secs), "{cache:?}");
         let open = f.c.open(e.nodeid, libc::O_RDONLY as u32).unwrap();
-        let want = if secs == 0 {
-            crate::fuse::abi::fopen::DIRECT_IO
-        } else {
-            crate::fuse::abi::fopen::KEEP_CACHE
-        };
-        assert_eq!(open.open_flags, want);
+        assert_eq!(open.open_flags, file_flags, "{cache:?}");
         let d = f.c.opendir(ROOT).unwrap();
-        let want = if secs == 0 {
-            crate::fuse::abi::fopen::DIRECT_IO
-        } else {
-            crate::fuse::abi::fopen::CACHE_DIR
-        };
-        assert_eq!(d.open_flags, want);
+        assert_eq!(d.open_flags, dir_flags, "{cache:?}");
     }
 }
 
