@@ -63,7 +63,7 @@ Usage: vhost-dax-virtiofsd --shared-dir DIR (--socket-path PATH | --fd N) [OPTIO
   --socket-path PATH        vhost-user socket to create (--socket: deprecated alias)
   --fd N                    serve on listening Unix socket N inherited from the parent
   --socket-group NAME       give the created socket to group NAME, mode 0660
-  --tag TAG                 mount tag in the device's config space (default vhost-dax)
+  --tag TAG                 mount tag in the device's config space (none: the VMM sets it)
   --cache POLICY            never, auto (default), always, metadata (-o cache=)
   --sandbox MODE            namespace (default as root), chroot, none (-o sandbox=)
   --xattr, --no-xattr       serve extended attributes (default off; -o xattr, -o no_xattr)

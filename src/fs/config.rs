@@ -28,6 +28,7 @@ impl std::fmt::Display for CachePolicy {
             Self::Never => "never",
             Self::Auto => "auto",
             Self::Always => "always",
+            Self::Metadata => "metadata",
         })
     }
 }
