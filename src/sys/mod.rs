@@ -4,6 +4,7 @@
 //! it holds. Callers get `io::Result` with the errno preserved.
 
 pub mod fs;
+pub mod vectored;
 
 use std::ffi::CString;
 use std::fs::File;
