@@ -5,7 +5,7 @@
 //! never holds up the hiprio queue. A chain's device-readable part is the FUSE request,
 //! its device-writable part receives the reply.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -13,12 +13,13 @@ use std::time::Duration;
 use vhost::vhost_user::Backend;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig};
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
-use virtio_queue::{DescriptorChain, QueueT};
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
+use virtio_queue::QueueT;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use super::backend_mapper::BackendMapper;
+use super::chain::{Buffers, ChainBuffers, Cursor};
 use super::exit_events::ExitEvents;
 use super::parking::Parking;
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
@@ -26,8 +27,8 @@ use crate::config::{FsConfig, MAX_TAG_LEN};
 use crate::control::ControlServer;
 use crate::dax::{ReplyEpoch, WindowSession};
 use crate::fs::PassthroughFs;
-use crate::fuse::abi::{InHeader, Wire};
-use crate::fuse::{Errno, Server};
+use crate::fuse::abi::{InHeader, OutHeader, Wire, WriteIn, opcode};
+use crate::fuse::{Errno, Server, SliceReader, ZeroCopyReader};
 
 /// virtio device id of virtio-fs.
 pub const VIRTIO_ID_FS: u32 = 26;
@@ -45,7 +46,8 @@ pub const MAX_PARKED: usize = 256;
 /// Largest request that is parked; the ones that may wait are small (REMOVEMAPPING, the
 /// largest, is 4 KiB of ranges), so a bigger one is malformed and answered EINVAL.
 const MAX_PARKED_REQUEST: usize = 16 << 10;
-/// Largest request we read: a 1 MiB WRITE plus its headers.
+/// Largest request we copy out of guest memory: a 1 MiB WRITE plus its headers (one with
+/// extensions is copied whole; any other WRITE leaves its payload where it is).
 const MAX_REQUEST: usize = (1 << 20) + 4096;
 
 type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
@@ -324,13 +326,18 @@ impl FsBackend {
                     .pop_descriptor_chain(mem.clone());
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
-                let Some((len, reply_capacity)) = read_request(queue, &chain, &mem, scratch) else {
-                    complete_or_log(queue, vring, head, 0, event_idx);
-                    continue;
+                let buffers = match ChainBuffers::resolve(chain.clone(), &mem) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        log::warn!("fs: queue {queue} request {head} has bad descriptors: {e}");
+                        complete_or_log(queue, vring, head, 0, event_idx);
+                        continue;
+                    }
                 };
+                let (len, mut payload) = read_request(&buffers.readable, scratch);
                 let bytes = &scratch[..len];
                 if let Some(dax) = &self.device.dax
-                    && self.device.server.may_wait(bytes)
+                    && self.device.server.may_wait(bytes, payload.remaining())
                 {
                     let refusal = if bytes.len() > MAX_PARKED_REQUEST {
                         Some(Errno::EINVAL)
@@ -347,19 +354,34 @@ impl FsBackend {
                             bytes.len(),
                             self.device.parked.load(Ordering::SeqCst)
                         );
-                        let used = refuse(queue, bytes, errno, &chain, &mem);
+                        let used = refuse(queue, head, bytes, errno, &buffers.writable);
                         complete_or_log(queue, vring, head, used, event_idx);
                         continue;
                     }
                     let parked = ParkedSlot(self.device.parked.clone());
+                    // A request that may wait has no payload kept apart (only a WRITE
+                    // has one, and it never waits): its bytes are the whole request.
                     let request = bytes.to_vec();
+                    drop(buffers);
                     // Served on a worker so this queue keeps going while it waits.
                     let device = self.device.clone();
                     let vring = vring.clone();
                     let session = dax.session.clone();
                     let taken: ReplyEpoch = session.reply_epoch();
                     self.device.parking.park(move || {
-                        let used = device.serve(queue, &request, reply_capacity, &chain, &mem);
+                        let used = match ChainBuffers::resolve(chain, &mem) {
+                            Ok(b) => device.serve(
+                                queue,
+                                head,
+                                &request,
+                                &mut SliceReader::default(),
+                                &b.writable,
+                            ),
+                            Err(e) => {
+                                log::warn!("fs: queue {queue} request {head}: no reply: {e}");
+                                0
+                            }
+                        };
                         let landed = session.complete_if_current(taken, || {
                             if let Err(e) = complete(&vring, head, used, event_idx) {
                                 log::warn!("fs: queue {queue}: parked reply not returned: {e}");
@@ -377,7 +399,7 @@ impl FsBackend {
                 }
                 let used = self
                     .device
-                    .serve(queue, bytes, reply_capacity, &chain, &mem);
+                    .serve(queue, head, bytes, &mut payload, &buffers.writable);
                 complete_or_log(queue, vring, head, used, event_idx);
             }
             if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
@@ -387,45 +409,34 @@ impl FsBackend {
     }
 }
 
-type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
-
 thread_local! {
     static REQUEST_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Reads the device-readable part of `chain` into the start of `bytes` (grown if
-/// needed, never shrunk); returns the request's length and the room the chain has for
-/// the reply, or `None` (logged) if the chain is unusable.
-fn read_request(
-    queue: usize,
-    chain: &Chain,
-    mem: &GuestMemoryMmap,
-    bytes: &mut Vec<u8>,
-) -> Option<(usize, usize)> {
-    let head = chain.head_index();
-    let readers = chain
-        .clone()
-        .reader(mem)
-        .and_then(|r| chain.clone().writer(mem).map(|w| (r, w)));
-    let (mut reader, writer) = match readers {
-        Ok(pair) => pair,
-        Err(e) => {
-            log::warn!("fs: queue {queue} request {head} has bad descriptors: {e}");
-            return None;
-        }
-    };
+/// Bytes of a WRITE before its payload: the in header and `fuse_write_in`.
+const WRITE_HEAD: usize = InHeader::SIZE + WriteIn::SIZE;
+
+/// Copies the request in `readable` into the start of `bytes` (grown if needed, never
+/// shrunk): all of it, or for a WRITE without extensions its headers only, its payload
+/// left in guest memory to be written to the file from there. Returns the bytes copied
+/// and a cursor at what was left (empty unless a WRITE's payload).
+fn read_request<'b, 'm>(readable: &'b Buffers<'m>, bytes: &mut Vec<u8>) -> (usize, Cursor<'b, 'm>) {
+    let mut cursor = readable.cursor();
     // One byte past the limit, so a chain longer than any request we take fails the
     // server's length check instead of being cut to a plausible request.
-    let len = reader.available_bytes().min(MAX_REQUEST + 1);
+    let len = readable.len().min(MAX_REQUEST + 1);
     // Only growth is zeroed: the buffer keeps its largest size between requests.
-    if bytes.len() < len {
-        bytes.resize(len, 0);
+    if bytes.len() < len.max(WRITE_HEAD) {
+        bytes.resize(len.max(WRITE_HEAD), 0);
     }
-    if let Err(e) = reader.read_exact(&mut bytes[..len]) {
-        log::warn!("fs: queue {queue} request {head} unreadable: {e}");
-        return None;
+    let head = cursor.copy_out(&mut bytes[..WRITE_HEAD.min(len)]);
+    let payload_apart = head == WRITE_HEAD
+        && InHeader::read(bytes).is_some_and(|h| h.opcode == opcode::WRITE && h.total_extlen == 0);
+    if payload_apart {
+        return (head, cursor);
     }
-    Some((len, writer.available_bytes()))
+    let rest = cursor.copy_out(&mut bytes[head..len]);
+    (head + rest, Cursor::empty())
 }
 
 /// One parked request, counted until it is answered.
@@ -438,37 +449,32 @@ impl Drop for ParkedSlot {
 }
 
 /// Answers `request` with `errno` without serving it; returns the bytes written.
-fn refuse(queue: usize, request: &[u8], errno: Errno, chain: &Chain, mem: &GuestMemoryMmap) -> u32 {
+fn refuse(queue: usize, head: u16, request: &[u8], errno: Errno, writable: &Buffers<'_>) -> u32 {
     let unique = InHeader::read(request).map_or(0, |h| h.unique);
     write_reply(
         queue,
-        chain,
-        mem,
+        head,
+        writable,
         &[&crate::fuse::reply::error(unique, errno)],
     )
 }
 
-/// Writes a reply, in `parts`, into the device-writable part of `chain`; returns the
-/// bytes written (0, logged, if the chain has no room for it).
-fn write_reply(queue: usize, chain: &Chain, mem: &GuestMemoryMmap, parts: &[&[u8]]) -> u32 {
-    let head = chain.head_index();
-    let written = chain
-        .clone()
-        .writer(mem)
-        .map_err(|e| e.to_string())
-        .and_then(|mut w| {
-            parts
-                .iter()
-                .try_for_each(|p| w.write_all(p))
-                .map_err(|e| e.to_string())
-        });
-    match written {
-        Ok(()) => u32::try_from(parts.iter().map(|p| p.len()).sum::<usize>()).unwrap_or(0),
-        Err(e) => {
-            log::warn!("fs: queue {queue} request {head}: reply not written: {e}");
-            0
-        }
+/// Writes a reply, in `parts`, into the device-writable buffers of chain `head`; returns
+/// the bytes written (0, logged, if they have no room for it).
+fn write_reply(queue: usize, head: u16, writable: &Buffers<'_>, parts: &[&[u8]]) -> u32 {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > writable.len() {
+        log::warn!(
+            "fs: queue {queue} request {head}: reply of {len} bytes not written: {} bytes of room",
+            writable.len()
+        );
+        return 0;
     }
+    let mut out = writable.cursor();
+    for p in parts {
+        out.copy_in(p);
+    }
+    u32::try_from(len).unwrap_or(0)
 }
 
 /// As [`complete`]; a chain that cannot be returned (a head the driver made up) is logged
@@ -489,20 +495,31 @@ fn complete(vring: &VringRwLock, head: u16, used: u32, event_idx: bool) -> io::R
 }
 
 impl FsDevice {
-    /// Serves one request; returns the number of bytes written into its chain.
+    /// Serves one request, `request` followed by what is left in `payload` (a WRITE's
+    /// data, see [`read_request`]), replying into `writable`: a READ's data goes straight
+    /// into it after the header's room. Returns the number of bytes written.
     fn serve(
         &self,
         queue: usize,
+        head: u16,
         request: &[u8],
-        reply_capacity: usize,
-        chain: &Chain,
-        mem: &GuestMemoryMmap,
+        payload: &mut dyn ZeroCopyReader,
+        writable: &Buffers<'_>,
     ) -> u32 {
-        let reply = self.server.handle_parts(request, reply_capacity);
+        let mut data = writable.cursor();
+        data.advance(OutHeader::SIZE);
+        let reply = self
+            .server
+            .handle_zero_copy(request, payload, &mut data, writable.len());
         if reply.is_empty() {
             return 0;
         }
-        write_reply(queue, chain, mem, &[&reply.header, &reply.body])
+        if reply.placed == 0 {
+            return write_reply(queue, head, writable, &[&reply.header, &reply.body]);
+        }
+        // The data is in place; the header goes in the room left before it.
+        let header = writable.cursor().copy_in(&reply.header);
+        u32::try_from(header + reply.placed).unwrap_or(0)
     }
 }
 

@@ -5,6 +5,7 @@
 //! `vhost-user-backend` crate drives.
 
 pub mod backend_mapper;
+pub mod chain;
 pub mod exit_events;
 pub mod flush;
 pub mod fs;

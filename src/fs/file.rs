@@ -3,16 +3,16 @@
 
 use std::ffi::CStr;
 use std::fs::File;
-use std::io::ErrorKind;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 
 use super::attr::kill_suidgid;
 use super::inode::{InodeData, InodeKey};
 use super::{PassthroughFs, check_new_name, stat_fd, sys};
 use crate::fuse::filesystem::{CopyRange, WriteArgs};
-use crate::fuse::{Context, Entry, Errno, FsResult, Handle, NodeId, Opened};
+use crate::fuse::{
+    Context, Entry, Errno, FsResult, Handle, NodeId, Opened, ZeroCopyReader, ZeroCopyWriter,
+};
 
 /// Host open flags for guest `flags`: no O_CREAT/O_EXCL/O_NOCTTY (the
 /// kernel resolved those), no O_DIRECT (our buffers are not aligned); with
@@ -204,55 +204,66 @@ pub(super) fn tmpfile(
     register_new(fs, file, false, false)
 }
 
-/// READ up to `size` bytes; short only at end of file.
+/// READ up to `size` bytes into `data` (straight from the host file into the
+/// transport's buffers); short only at end of file.
 pub(super) fn read(
     fs: &PassthroughFs,
     node: NodeId,
     fh: Handle,
     offset: u64,
     size: u32,
-) -> FsResult<Vec<u8>> {
+    data: &mut dyn ZeroCopyWriter,
+) -> FsResult<usize> {
     let h = fs.handles.get(fh, node)?;
     offset.checked_add(u64::from(size)).ok_or(Errno::EINVAL)?;
-    // Read into spare capacity: a 1 MiB READ is not zero-filled first.
-    let mut buf = Vec::with_capacity(size as usize);
-    while buf.len() < size as usize {
-        let pos = offset + buf.len() as u64;
-        match sys::pread_append(h.file.as_fd(), &mut buf, size as usize, pos) {
+    let want = (size as usize).min(data.room());
+    let mut done = 0;
+    while done < want {
+        // `done <= want <= u32::MAX`: the sum does not overflow (checked above).
+        let pos = offset + done as u64;
+        match data.write_from(h.file.as_fd(), pos, want - done) {
             Ok(0) => break,
-            Ok(_) => {}
+            Ok(n) => done += n,
             Err(e) if e == Errno::new(libc::EINTR) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(buf)
+    Ok(done)
 }
 
-/// WRITE; with `kill_suidgid` the file then loses suid (and sgid if group-executable).
+/// WRITE all of `data` (straight from the transport's buffers to the host file); with
+/// `kill_suidgid` the file then loses suid (and sgid if group-executable). A failure after
+/// some bytes were written reports those bytes, as write(2) would.
 pub(super) fn write(
     fs: &PassthroughFs,
     node: NodeId,
     fh: Handle,
     offset: u64,
-    data: &[u8],
+    data: &mut dyn ZeroCopyReader,
     args: WriteArgs,
 ) -> FsResult<u32> {
     fs.check_writable()?;
     let h = fs.handles.get(fh, node)?;
     let inode = fs.inodes.get(node)?;
-    let end = offset.saturating_add(data.len() as u64);
+    let len = data.remaining();
+    let end = offset.saturating_add(len as u64);
     fs.check_extend(&inode.key, end)?;
-    let n = loop {
-        match h.file.write_at(data, offset) {
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            r => break r?,
+    let mut done = 0;
+    while done < len {
+        let pos = offset.checked_add(done as u64).ok_or(Errno::EINVAL)?;
+        match data.read_to(h.file.as_fd(), pos, len - done) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e == Errno::new(libc::EINTR) => {}
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
         }
-    };
+    }
     fs.file_grew(&inode.key);
     if args.kill_suidgid {
         kill_suidgid(fs, &inode)?;
     }
-    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    Ok(u32::try_from(done).unwrap_or(u32::MAX))
 }
 
 /// FLUSH: close a duplicate of the descriptor, which drops the POSIX locks a

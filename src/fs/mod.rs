@@ -46,7 +46,10 @@ use crate::fuse::filesystem::{
     CopyRange, Filesystem, InitReply, InitRequest, RemoveMapping, SetAttr, SetupMapping, WriteArgs,
     XattrReply,
 };
-use crate::fuse::{Context, DirentBuf, Entry, Errno, FsResult, Handle, NodeId, Opened};
+use crate::fuse::{
+    Context, DirentBuf, Entry, Errno, FsResult, Handle, NodeId, Opened, ZeroCopyReader,
+    ZeroCopyWriter,
+};
 /// The file-system system calls, as `sys` for this module and its children.
 use crate::sys::fs as sys;
 use handle::HandleStore;
@@ -500,8 +503,9 @@ impl Filesystem for PassthroughFs {
         fh: Handle,
         offset: u64,
         size: u32,
-    ) -> FsResult<Vec<u8>> {
-        file::read(self, node, fh, offset, size)
+        data: &mut dyn ZeroCopyWriter,
+    ) -> FsResult<usize> {
+        file::read(self, node, fh, offset, size, data)
     }
     fn write(
         &self,
@@ -509,7 +513,7 @@ impl Filesystem for PassthroughFs {
         node: NodeId,
         fh: Handle,
         offset: u64,
-        data: &[u8],
+        data: &mut dyn ZeroCopyReader,
         args: WriteArgs,
     ) -> FsResult<u32> {
         file::write(self, node, fh, offset, data, args)

@@ -76,6 +76,10 @@ pub enum Request<'a> {
     Write {
         fh: Handle,
         offset: u64,
+        /// `fuse_write_in.size`: the payload's length.
+        size: u32,
+        /// The payload when it came with the body; empty when the transport kept it apart
+        /// ([`DecodeOptions::payload`]).
         data: &'a [u8],
         args: WriteArgs,
     },
@@ -173,6 +177,10 @@ pub enum Request<'a> {
 pub struct DecodeOptions {
     /// `FUSE_SETXATTR_EXT` was granted: SETXATTR carries the 16-byte struct.
     pub setxattr_ext: bool,
+    /// Bytes of the request that follow `body` but were kept apart by the transport: a
+    /// WRITE's payload, left in the queue's buffers to be written to the file from there.
+    /// Only a WRITE may have them (and then its body ends with `fuse_write_in`).
+    pub payload: usize,
 }
 
 /// A cursor over a request body.
@@ -472,16 +480,16 @@ pub fn decode(op: u32, body: &[u8], opts: DecodeOptions) -> Result<Request<'_>, 
                     max: abi::MAX_WRITE,
                 });
             }
-            if b.buf.len() != a.size as usize {
-                return Err(RequestError::WriteSizeMismatch {
-                    size: a.size,
-                    got: b.buf.len(),
-                });
+            // The payload is in the body or, whole, kept apart; never split between them.
+            let got = b.buf.len().saturating_add(opts.payload);
+            if got != a.size as usize || (opts.payload > 0 && !b.buf.is_empty()) {
+                return Err(RequestError::WriteSizeMismatch { size: a.size, got });
             }
             Request::Write {
                 fh: Handle(a.fh),
                 offset: a.offset,
-                data: b.bytes(a.size as usize)?,
+                size: a.size,
+                data: b.bytes(b.buf.len())?,
                 args: WriteArgs {
                     from_cache: a.write_flags & misc::WRITE_CACHE != 0,
                     kill_suidgid: a.write_flags & misc::WRITE_KILL_SUIDGID != 0,

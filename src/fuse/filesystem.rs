@@ -27,6 +27,7 @@ use std::time::Duration;
 use super::abi::{Attr, Kstatfs};
 use super::decode::Request;
 use super::error::{Errno, FsResult};
+use super::payload::{ZeroCopyReader, ZeroCopyWriter};
 use super::reply::DirentBuf;
 
 /// Who sent a request (from `fuse_in_header`).
@@ -334,7 +335,9 @@ pub trait Filesystem: Send + Sync {
     fn open(&self, ctx: Context, node: NodeId, flags: u32, kill_suidgid: bool) -> FsResult<Opened> {
         Err(Errno::ENOSYS)
     }
-    /// READ at most `size` bytes at `offset`.
+    /// READ at most `size` bytes at `offset` into `data` (never more than its room; the
+    /// server has already bounded `size` by it); returns the bytes read, fewer than `size`
+    /// only at end of file.
     fn read(
         &self,
         ctx: Context,
@@ -342,17 +345,19 @@ pub trait Filesystem: Send + Sync {
         fh: Handle,
         offset: u64,
         size: u32,
-    ) -> FsResult<Vec<u8>> {
+        data: &mut dyn ZeroCopyWriter,
+    ) -> FsResult<usize> {
         Err(Errno::ENOSYS)
     }
-    /// WRITE `data` at `offset`; returns bytes written.
+    /// WRITE the bytes of `data` (all that remain in it, at most `MAX_WRITE`) at `offset`;
+    /// returns bytes written.
     fn write(
         &self,
         ctx: Context,
         node: NodeId,
         fh: Handle,
         offset: u64,
-        data: &[u8],
+        data: &mut dyn ZeroCopyReader,
         args: WriteArgs,
     ) -> FsResult<u32> {
         Err(Errno::ENOSYS)

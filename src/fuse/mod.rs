@@ -29,6 +29,7 @@ pub mod abi;
 pub mod decode;
 pub mod error;
 pub mod filesystem;
+pub mod payload;
 pub mod reply;
 pub mod request;
 pub mod server;
@@ -38,5 +39,6 @@ pub mod testing;
 
 pub use error::{Errno, FsResult, RequestError};
 pub use filesystem::{Context, Entry, Filesystem, Handle, NodeId, Opened};
+pub use payload::{SliceReader, VecWriter, ZeroCopyReader, ZeroCopyWriter};
 pub use reply::{DirEntry, DirentBuf};
 pub use server::{ReplyParts, Server};

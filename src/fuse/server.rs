@@ -7,6 +7,7 @@ use super::abi::{self, InHeader, OutHeader, Wire, init_flags as fl};
 use super::decode::{DecodeOptions, Request, decode};
 use super::error::{Errno, RequestError};
 use super::filesystem::{Context, Filesystem, InitRequest, NodeId, XattrReply};
+use super::payload::{SliceReader, VecWriter, ZeroCopyReader, ZeroCopyWriter};
 use super::reply::{self, DirentBuf};
 
 /// Flags the server itself implements, granted whenever the kernel offers them.
@@ -37,6 +38,9 @@ pub const FS_NEGOTIABLE_FLAGS: u64 = fl::ATOMIC_O_TRUNC
 enum Outcome {
     /// Success with this reply body.
     Reply(Vec<u8>),
+    /// Success with a body of this many bytes, already written through the
+    /// [`ZeroCopyWriter`] (a READ).
+    Placed(usize),
     /// Failure with this errno.
     Error(Errno),
     /// No reply at all (FORGET, BATCH_FORGET, INTERRUPT).
@@ -98,34 +102,71 @@ impl<F: Filesystem> Server<F> {
     /// Malformed requests get an error reply (the unique echoed when the
     /// header could be read); nothing here panics on guest input.
     pub fn handle(&self, request: &[u8], reply_capacity: usize) -> Vec<u8> {
-        let ReplyParts { mut header, body } = self.handle_parts(request, reply_capacity);
+        let ReplyParts {
+            mut header, body, ..
+        } = self.handle_parts(request, reply_capacity);
         header.extend_from_slice(&body);
         header
     }
 
-    /// Whether the request in `request` may wait if served (see [`Filesystem::may_wait`]),
-    /// decided from its decoded form. A request that does not decode is answered at once,
-    /// so it never waits.
-    pub fn may_wait(&self, request: &[u8]) -> bool {
+    /// Whether the request in `request` (followed by `payload` bytes the transport kept
+    /// apart, see [`Server::handle_zero_copy`]) may wait if served (see
+    /// [`Filesystem::may_wait`]), decided from its decoded form. A request that does not
+    /// decode is answered at once, so it never waits.
+    pub fn may_wait(&self, request: &[u8], payload: usize) -> bool {
         let Some(h) = InHeader::read(request) else {
             return false;
         };
-        self.check_and_decode(&h, request)
+        self.check_and_decode(&h, request, payload)
             .is_ok_and(|req| self.fs.may_wait(&req))
     }
 
     /// As [`Server::handle`], with the reply in two parts that go into the chain one after
-    /// the other: the out header (empty when there is no reply) and the body. A large
-    /// READ body then reaches guest memory in one copy, not two.
+    /// the other: the out header (empty when there is no reply) and the body
+    /// ([`ReplyParts::placed`] is 0).
     pub fn handle_parts(&self, request: &[u8], reply_capacity: usize) -> ReplyParts {
+        let mut data = VecWriter::new(
+            reply_capacity
+                .saturating_sub(OutHeader::SIZE)
+                .min(abi::MAX_BUFFER_SIZE),
+        );
+        let mut reply = self.handle_zero_copy(
+            request,
+            &mut SliceReader::default(),
+            &mut data,
+            reply_capacity,
+        );
+        if reply.placed > 0 {
+            reply.body = data.into_inner();
+            reply.placed = 0;
+        }
+        reply
+    }
+
+    /// Serves one request whose READ or WRITE payload stays in the transport's buffers.
+    ///
+    /// `request` holds the chain's device-readable bytes up to the payload: the whole
+    /// request, or for a WRITE its headers only, the payload left in `payload` (every
+    /// remaining byte of it; it must be empty for any other request). `data` is the
+    /// device-writable room after the reply's out header: a READ's file bytes go straight
+    /// there, and the reply says so in [`ReplyParts::placed`] (its header then goes in the
+    /// room before `data`). `reply_capacity` is the size of all the device-writable
+    /// descriptors, header room included. Checks and errors as [`Server::handle`].
+    pub fn handle_zero_copy(
+        &self,
+        request: &[u8],
+        payload: &mut dyn ZeroCopyReader,
+        data: &mut dyn ZeroCopyWriter,
+        reply_capacity: usize,
+    ) -> ReplyParts {
         let Some(h) = InHeader::read(request) else {
             let e = RequestError::ShortHeader { got: request.len() };
             log::warn!("{e}");
             let reply = reply::error(0, e.errno());
             return ReplyParts::whole(fit(reply, OutHeader::SIZE, 0, reply_capacity));
         };
-        let out = match self.check_and_decode(&h, request) {
-            Ok(req) => self.dispatch(&h, req, reply_capacity),
+        let out = match self.check_and_decode(&h, request, payload.remaining()) {
+            Ok(req) => self.dispatch(&h, req, reply_capacity, payload, data),
             Err(e) => {
                 log::debug!("request {} rejected: {e}", h.unique);
                 if matches!(h.opcode, abi::opcode::FORGET | abi::opcode::BATCH_FORGET) {
@@ -139,7 +180,20 @@ impl<F: Filesystem> Server<F> {
             Outcome::Reply(body) if OutHeader::SIZE + body.len() <= reply_capacity => ReplyParts {
                 header: reply::header(h.unique, body.len()),
                 body,
+                placed: 0,
             },
+            // The file system read at most the room of `data`, which follows a header's room.
+            Outcome::Placed(n) if OutHeader::SIZE + n <= reply_capacity => ReplyParts {
+                header: reply::header(h.unique, n),
+                body: Vec::new(),
+                placed: n,
+            },
+            Outcome::Placed(n) => ReplyParts::whole(fit(
+                reply::header(h.unique, n),
+                OutHeader::SIZE + n,
+                h.unique,
+                reply_capacity,
+            )),
             Outcome::Reply(body) => ReplyParts::whole(fit(
                 reply::header(h.unique, body.len()),
                 OutHeader::SIZE + body.len(),
@@ -160,11 +214,16 @@ impl<F: Filesystem> Server<F> {
         &self,
         h: &InHeader,
         request: &'a [u8],
+        payload: usize,
     ) -> Result<Request<'a>, RequestError> {
-        if h.len as usize != request.len() {
+        let actual = request.len().saturating_add(payload);
+        // Only a WRITE's payload may be kept apart, and not with extensions (they would
+        // sit at its end).
+        let apart_ok = payload == 0 || (h.opcode == abi::opcode::WRITE && h.total_extlen == 0);
+        if h.len as usize != actual || !apart_ok {
             return Err(RequestError::LengthMismatch {
                 header: h.len,
-                actual: request.len(),
+                actual,
             });
         }
         let body = request.get(InHeader::SIZE..).unwrap_or(&[]);
@@ -186,6 +245,7 @@ impl<F: Filesystem> Server<F> {
         }
         let opts = DecodeOptions {
             setxattr_ext: self.granted_flags() & fl::SETXATTR_EXT != 0,
+            payload,
         };
         decode(h.opcode, body, opts)
     }
@@ -250,7 +310,14 @@ impl<F: Filesystem> Server<F> {
         Outcome::Reply(out.to_bytes())
     }
 
-    fn dispatch(&self, h: &InHeader, req: Request<'_>, cap: usize) -> Outcome {
+    fn dispatch(
+        &self,
+        h: &InHeader,
+        req: Request<'_>,
+        cap: usize,
+        payload: &mut dyn ZeroCopyReader,
+        data: &mut dyn ZeroCopyWriter,
+    ) -> Outcome {
         let ctx = Context {
             uid: h.uid,
             gid: h.gid,
@@ -346,22 +413,38 @@ impl<F: Filesystem> Server<F> {
                 flags,
                 kill_suidgid,
             } => opened(fs.open(ctx, node, flags, kill_suidgid)),
-            Request::Read { fh, offset, size } => fs.read(ctx, node, fh, offset, room(size)).into(),
+            Request::Read { fh, offset, size } => {
+                // Never more than `data` takes: the header goes before it.
+                let size = room(size).min(u32::try_from(data.room()).unwrap_or(u32::MAX));
+                match fs.read(ctx, node, fh, offset, size, data) {
+                    Ok(n) => Outcome::Placed(n),
+                    Err(e) => Outcome::Error(e),
+                }
+            }
             Request::Write {
                 fh,
                 offset,
-                data,
+                size,
+                data: inline,
                 args,
-            } => fs
-                .write(ctx, node, fh, offset, data, args)
-                .map(|n| {
-                    abi::WriteOut {
-                        size: n,
-                        padding: 0,
-                    }
-                    .to_bytes()
-                })
-                .into(),
+            } => {
+                // Decoding left the payload whole in one place: the body, or `payload`.
+                let mut body = SliceReader::new(inline);
+                let source: &mut dyn ZeroCopyReader = if inline.len() == size as usize {
+                    &mut body
+                } else {
+                    payload
+                };
+                fs.write(ctx, node, fh, offset, source, args)
+                    .map(|n| {
+                        abi::WriteOut {
+                            size: n,
+                            padding: 0,
+                        }
+                        .to_bytes()
+                    })
+                    .into()
+            }
             Request::Statfs => fs.statfs(ctx, node).map(|s| s.to_bytes()).into(),
             Request::Release {
                 fh,
@@ -453,8 +536,6 @@ impl<F: Filesystem> Server<F> {
     }
 }
 
-/// Replaces a reply that would overflow the writable descriptors with an
-/// `ERANGE` error; returns nothing if not even a header fits.
 /// A reply as header and body (see [`Server::handle_parts`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplyParts {
@@ -462,6 +543,10 @@ pub struct ReplyParts {
     pub header: Vec<u8>,
     /// What follows the header (empty for header-only replies).
     pub body: Vec<u8>,
+    /// Bytes of body already in the transport's buffers, right after the header's room
+    /// (written through the [`ZeroCopyWriter`] of [`Server::handle_zero_copy`]); 0 when
+    /// `body` holds it, or there is none.
+    pub placed: usize,
 }
 
 impl ReplyParts {
@@ -469,17 +554,18 @@ impl ReplyParts {
         ReplyParts {
             header: reply,
             body: Vec::new(),
+            placed: 0,
         }
     }
 
     /// Bytes in all.
     pub fn len(&self) -> usize {
-        self.header.len() + self.body.len()
+        self.header.len() + self.body.len() + self.placed
     }
 
     /// True when there is no reply at all.
     pub fn is_empty(&self) -> bool {
-        self.header.is_empty() && self.body.is_empty()
+        self.header.is_empty()
     }
 }
 

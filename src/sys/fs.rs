@@ -403,6 +403,15 @@ pub fn pread_append(
     Ok(n)
 }
 
+/// `pwrite(2)` of `buf` at `offset`; returns the bytes written.
+pub fn pwrite(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> FsResult<usize> {
+    let off = i64::try_from(offset).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: `buf` is readable for `buf.len()` bytes for the whole call; the kernel only
+    // reads it.
+    let n = unsafe { libc::pwrite64(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len(), off) };
+    check_size(n)
+}
+
 /// `getdents64(2)` into `buf`; returns bytes filled (0 at end of directory).
 pub fn getdents64(fd: BorrowedFd<'_>, buf: &mut [u8]) -> FsResult<usize> {
     // SAFETY: `buf` is writable for `buf.len()` bytes; open directory fd.

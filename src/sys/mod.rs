@@ -5,6 +5,7 @@
 
 pub mod fs;
 pub mod socket;
+pub mod vectored;
 
 use std::ffi::CString;
 use std::fs::File;

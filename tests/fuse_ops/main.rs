@@ -14,3 +14,4 @@ mod files;
 mod malformed;
 mod names;
 mod options;
+mod payload;

@@ -117,7 +117,7 @@ proptest! {
             // A request that went into the ledger where it can wait must be one the
             // device parks: otherwise it would stall its queue.
             if LEDGER_WAITS.with(|c| c.get()) != waits {
-                prop_assert!(f.c.server().may_wait(&req), "opcode {} waited unparked", opcode);
+                prop_assert!(f.c.server().may_wait(&req, 0), "opcode {} waited unparked", opcode);
             }
             if reply.is_empty() {
                 prop_assert!(matches!(opcode, op::FORGET | op::BATCH_FORGET | op::INTERRUPT));

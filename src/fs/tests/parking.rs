@@ -160,7 +160,7 @@ fn every_request_that_waits_on_the_ledger_is_parked_and_no_other() {
         ("STATFS", req(op::STATFS, node, Vec::new())),
     ];
     for (what, bytes) in &waiting {
-        assert!(f.c.server().may_wait(bytes), "{what} is not parked");
+        assert!(f.c.server().may_wait(bytes, 0), "{what} is not parked");
         let before = LEDGER_WAITS.with(|c| c.get());
         f.c.raw(bytes);
         assert_ne!(
@@ -170,7 +170,7 @@ fn every_request_that_waits_on_the_ledger_is_parked_and_no_other() {
         );
     }
     for (what, bytes) in &everyday {
-        assert!(!f.c.server().may_wait(bytes), "{what} is parked");
+        assert!(!f.c.server().may_wait(bytes, 0), "{what} is parked");
         let before = LEDGER_WAITS.with(|c| c.get());
         f.c.raw(bytes);
         assert_eq!(
@@ -193,7 +193,7 @@ fn every_request_that_waits_on_the_ledger_is_parked_and_no_other() {
         };
         let bytes = req(opcode, ROOT, body);
         assert!(
-            f.c.server().may_wait(&bytes),
+            f.c.server().may_wait(&bytes, 0),
             "opcode {opcode} is not parked"
         );
     }
@@ -209,14 +209,14 @@ fn without_a_window_nothing_is_parked() {
     .to_bytes();
     assert!(
         !f.c.server()
-            .may_wait(&encode_request(op::SETATTR, 1, ROOT, 0, 0, &body))
+            .may_wait(&encode_request(op::SETATTR, 1, ROOT, 0, 0, &body), 0)
     );
     assert!(
         !f.c.server()
-            .may_wait(&encode_request(op::DESTROY, 2, ROOT, 0, 0, &[]))
+            .may_wait(&encode_request(op::DESTROY, 2, ROOT, 0, 0, &[]), 0)
     );
     assert!(
-        !f.c.server().may_wait(&[0u8; 10]),
+        !f.c.server().may_wait(&[0u8; 10], 0),
         "a short header never parks"
     );
 }
