@@ -14,7 +14,7 @@ use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::config::{DaemonConfig, DaxConfig, FsConfig, Sandbox, SocketGroup, SocketSpec};
-use crate::control::ControlServer;
+use crate::control::{ControlServer, ControlSources};
 use crate::dax::{ExtentMapper, Ledger, LedgerConfig, WindowSession};
 use crate::device::ConnectionBackend;
 use crate::device::backend_mapper::BackendMapper;
@@ -230,18 +230,12 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         let mut dax = None;
         let mut control = None;
         let mut extra_sockets = Vec::new();
+        let stats = FsDevice::new_stats(fs.queues);
         if let Some(config) = &fs.dax {
             let (window, parts) = dax_window(config).map_err(|source| DaemonError::Ledger {
                 device: fs.socket.to_string(),
                 source,
             })?;
-            if let Some(path) = &config.control_socket {
-                control = Some(bind_control(path, parts.session.ledger().clone(), umask)?);
-                extra_sockets.push(Arc::new(
-                    SocketFile::new(path).map_err(|e| device_error(path, e))?,
-                ));
-                log::info!("fs: control socket on {}", path.display());
-            }
             log::info!(
                 "fs: DAX window of {} (policy {}, pins waited out for at most {:?})",
                 crate::config::format_size(config.window_size),
@@ -249,6 +243,19 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
                 config.pin_wait_budget
             );
             dax = Some((window, parts));
+        }
+        if let Some(path) = &fs.control_socket {
+            let sources = ControlSources {
+                ledger: dax
+                    .as_ref()
+                    .map(|(_, parts)| parts.session.ledger().clone()),
+                fuse: Some(stats.clone()),
+            };
+            control = Some(bind_control(path, sources, umask)?);
+            extra_sockets.push(Arc::new(
+                SocketFile::new(path).map_err(|e| device_error(path, e))?,
+            ));
+            log::info!("fs: control socket on {}", path.display());
         }
         let (listener, socket) = listen_fs(&fs.socket, fs.socket_group.as_ref(), umask)?;
         let filesystem = PassthroughFs::new(passthrough_config(&fs)).map_err(|source| {
@@ -261,7 +268,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             Some((window, parts)) => (filesystem.with_dax(window), Some(parts)),
             None => (filesystem, None),
         };
-        let device = FsDevice::new(fs.clone(), filesystem, parts);
+        let device = FsDevice::with_stats(fs.clone(), filesystem, parts, stats);
         if let Some(server) = control {
             device.attach_control(server);
         }
@@ -442,7 +449,7 @@ fn dax_window(dax: &DaxConfig) -> Result<(DaxWindow, FsDax), crate::dax::LedgerE
 /// Binds the DAX control socket, replacing a stale one (validation refused a live one).
 fn bind_control(
     path: &Path,
-    ledger: Arc<Ledger>,
+    sources: ControlSources,
     umask: u32,
 ) -> Result<ControlServer, DaemonError> {
     use std::os::unix::fs::FileTypeExt;
@@ -451,9 +458,11 @@ fn bind_control(
     {
         std::fs::remove_file(path).map_err(|e| device_error(path, e))?;
     }
-    with_umask(umask, || ControlServer::bind(path, ledger)).map_err(|source| DaemonError::Control {
-        device: path.display().to_string(),
-        source,
+    with_umask(umask, || ControlServer::bind_for(path, sources)).map_err(|source| {
+        DaemonError::Control {
+            device: path.display().to_string(),
+            source,
+        }
     })
 }
 

@@ -59,6 +59,18 @@ enum Command {
         /// TOML config file.
         file: PathBuf,
     },
+    /// Ask a running fs device for its counters over its control socket (FUSE requests,
+    /// errors and latency by queue and opcode; the DAX window's counters).
+    Stats {
+        /// The device's control socket (`--control-socket`, `control_socket`).
+        control_socket: PathBuf,
+        /// Prometheus text format (e.g. for node_exporter's textfile collector).
+        #[arg(long, conflicts_with = "json")]
+        prometheus: bool,
+        /// The answer as the control socket gave it (one JSON object).
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script (e.g. `vhost-dax completions bash >
     /// /usr/share/bash-completion/completions/vhost-dax`).
     Completions {
@@ -150,7 +162,8 @@ struct FsArgs {
     /// How long a release waits for pins to drain before failing with EBUSY (e.g. 10s, 500ms).
     #[arg(long, value_name = "DURATION")]
     pin_wait_budget: Option<String>,
-    /// Unix socket for the JSON control protocol (DMA pins, stats, mappings).
+    /// Unix socket for the JSON control protocol: FUSE counters (`vhost-dax stats`); with
+    /// a window also DMA pins, mappings and the ledger's counters.
     #[arg(long, value_name = "PATH")]
     control_socket: Option<PathBuf>,
     /// Also advertise SHMEM as protocol bit 21 (alioth before mid-2026); needs a window.
@@ -248,6 +261,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Manpages { dir } => return manpages(dir),
+        Command::Stats {
+            control_socket,
+            prometheus,
+            json,
+        } => return stats(control_socket, *prometheus, *json),
         _ => {}
     }
     if let Command::Bench {
@@ -269,7 +287,10 @@ fn main() -> ExitCode {
         return bench(options, outputs, cli.log_level.as_deref());
     }
     let config = match &cli.command {
-        Command::Bench { .. } | Command::Completions { .. } | Command::Manpages { .. } => {
+        Command::Bench { .. }
+        | Command::Completions { .. }
+        | Command::Manpages { .. }
+        | Command::Stats { .. } => {
             unreachable!("handled above")
         }
         Command::Pmem(args) => args
@@ -350,6 +371,26 @@ fn raise_open_files_limit() {
         Ok(n) => log::info!("open files limit: {n}"),
         Err(e) => log::warn!("cannot raise the open files limit: {e}"),
     }
+}
+
+/// `vhost-dax stats`: one `stats` request on a control socket, printed.
+fn stats(control: &std::path::Path, prometheus: bool, json: bool) -> ExitCode {
+    use vhost_dax::control::client::ControlClient;
+    let answer = ControlClient::connect(control, std::time::Duration::from_secs(5))
+        .and_then(|mut client| client.call(r#"{"op":"stats"}"#));
+    match answer {
+        Ok(answer) if json => println!("{answer}"),
+        Ok(answer) if prometheus => print!(
+            "{}",
+            vhost_dax::control::render::prometheus(&answer, &control.display().to_string())
+        ),
+        Ok(answer) => print!("{}", vhost_dax::control::render::human(&answer)),
+        Err(e) => {
+            eprintln!("vhost-dax: stats: {}: {e}", control.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// vhost-dax.1 and vhost-dax-SUBCOMMAND.1 for each subcommand, rendered from the CLI.

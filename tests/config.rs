@@ -199,13 +199,6 @@ fn each_bad_config_file_exits_2_naming_the_field() {
         ),
         (
             format!(
-                "[[fs]]\n{fs_head}control_socket = {:?}\n",
-                ctl.to_str().unwrap()
-            ),
-            "fs[0].control_socket: needs a DAX window",
-        ),
-        (
-            format!(
                 "[[fs]]\n{fs_head}dax_window = \"8M\"\ncontrol_socket = {:?}\n\
                  [[pmem]]\nsocket = {:?}\nfile = {:?}\nsize = \"4M\"\ncreate = true\n",
                 ctl.to_str().unwrap(),
@@ -418,7 +411,7 @@ fn each_bad_fs_command_line_exits_2_with_one_line_and_creates_nothing() {
                 "--control-socket",
                 sock,
             ],
-            "--control-socket: needs a DAX window",
+            "--control-socket: must differ from the vhost-user socket",
         ),
         (
             vec![

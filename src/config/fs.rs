@@ -116,8 +116,6 @@ pub struct DaxConfig {
     pub policy: DaxPolicy,
     /// Budget of every wait for pins to drain.
     pub pin_wait_budget: Duration,
-    /// Control socket, if any.
-    pub control_socket: Option<PathBuf>,
     /// How far the frontend maps into a file.
     pub map_extent: MapExtent,
 }
@@ -153,6 +151,9 @@ pub struct FsConfig {
     pub reconnect: bool,
     /// The DAX window, if the device has one.
     pub dax: Option<DaxConfig>,
+    /// The JSON control socket (FUSE counters; pins, mappings and the ledger's counters
+    /// with a window), if any.
+    pub control_socket: Option<PathBuf>,
     /// Offer SHMEM as protocol bit 21 too (needs a window).
     pub shmem_bit21: bool,
     /// Grant `FUSE_HANDLE_KILLPRIV_V2` (the daemon clears suid/sgid when the guest asks).
@@ -259,8 +260,19 @@ impl FsRequest {
                 "chroot and namespace need root (use none)",
             ));
         }
-        let dax = self.validate_dax(origin, &socket)?;
+        if let Some(control) = &self.control_socket {
+            validate_socket_path(control)
+                .map_err(|r| ConfigError::new(field("control_socket"), r))?;
+            if matches!(&socket, SocketSpec::Path(path) if path == control) {
+                return Err(ConfigError::new(
+                    field("control_socket"),
+                    "must differ from the vhost-user socket",
+                ));
+            }
+        }
+        let dax = self.validate_dax(origin)?;
         Ok(FsConfig {
+            control_socket: self.control_socket.clone(),
             socket,
             socket_group,
             shared_dir,
@@ -281,11 +293,7 @@ impl FsRequest {
         })
     }
 
-    fn validate_dax(
-        &self,
-        origin: Origin,
-        socket: &SocketSpec,
-    ) -> Result<Option<DaxConfig>, ConfigError> {
+    fn validate_dax(&self, origin: Origin) -> Result<Option<DaxConfig>, ConfigError> {
         let field = |name: &str| origin.field(name);
         let window_size = match &self.dax_window {
             None => 0,
@@ -337,9 +345,6 @@ impl FsRequest {
             if self.dax.as_deref().is_some_and(|d| d != "never") {
                 return Err(needs_window("dax"));
             }
-            if self.control_socket.is_some() {
-                return Err(needs_window("control_socket"));
-            }
             if self.pin_wait_budget.is_some() {
                 return Err(needs_window("pin_wait_budget"));
             }
@@ -357,21 +362,10 @@ impl FsRequest {
                 "never contradicts dax_window (omit dax_window, or set it to 0, for no DAX)",
             ));
         };
-        if let Some(control) = &self.control_socket {
-            validate_socket_path(control)
-                .map_err(|r| ConfigError::new(field("control_socket"), r))?;
-            if matches!(socket, SocketSpec::Path(path) if path == control) {
-                return Err(ConfigError::new(
-                    field("control_socket"),
-                    "must differ from the vhost-user socket",
-                ));
-            }
-        }
         Ok(Some(DaxConfig {
             window_size,
             policy,
             pin_wait_budget,
-            control_socket: self.control_socket.clone(),
             map_extent: if self.dax_maps_within_file {
                 MapExtent::WithinFile
             } else {

@@ -350,7 +350,7 @@ impl DaemonConfig {
                     }),
             )
             .chain(self.fs.iter().enumerate().filter_map(|(i, d)| {
-                let control = d.dax.as_ref()?.control_socket.as_ref()?;
+                let control = d.control_socket.as_ref()?;
                 Some((format!("fs[{i}].control_socket"), control))
             }));
         for (field, socket) in sockets {

@@ -189,7 +189,26 @@ fn handle(shared: &Shared, conn: &Conn, line: &[u8]) -> Value {
         Ok(r) => r,
         Err(reason) => return protocol::error(&reason, libc::EINVAL),
     };
-    let ledger = &*shared.ledger;
+    if let Request::Stats {} = request {
+        let (connections, pins) = shared.control_counts();
+        let stats = shared.ledger.as_ref().map(|ledger| {
+            StatsReply::new(
+                ledger.stats(),
+                ledger.window_size(),
+                ledger.chunk_size(),
+                connections,
+                pins,
+            )
+        });
+        let fuse = shared
+            .fuse
+            .as_ref()
+            .map(|queues| protocol::fuse_stats(queues));
+        return json!({ "stats": stats, "fuse": fuse });
+    }
+    let Some(ledger) = shared.ledger.as_deref() else {
+        return protocol::error("this device has no DAX window", libc::ENODEV);
+    };
     match request {
         Request::Pin {
             offset,
@@ -237,17 +256,7 @@ fn handle(shared: &Shared, conn: &Conn, line: &[u8]) -> Value {
                 libc::ENOENT,
             ),
         },
-        Request::Stats {} => {
-            let (connections, pins) = shared.control_counts();
-            let stats = StatsReply::new(
-                ledger.stats(),
-                ledger.window_size(),
-                ledger.chunk_size(),
-                connections,
-                pins,
-            );
-            json!({ "stats": stats })
-        }
+        Request::Stats {} => unreachable!("answered above"),
         Request::Mappings {} => json!({ "mappings": ledger.mappings() }),
         Request::Pins {} => {
             let pins: Vec<PinReply> = ledger.pins().into_iter().map(PinReply::from).collect();

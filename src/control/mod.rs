@@ -71,6 +71,7 @@
 pub mod client;
 mod conn;
 mod protocol;
+pub mod render;
 
 pub use client::{ClientError, ControlClient};
 
@@ -86,6 +87,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::dax::Ledger;
+use crate::fuse::stats::QueueStats;
 
 use conn::Conn;
 
@@ -123,9 +125,19 @@ pub enum ControlError {
     },
 }
 
+/// What a control socket reports on.
+#[derive(Debug, Default)]
+pub struct ControlSources {
+    /// The DAX window's ledger, if the device has a window.
+    pub ledger: Option<Arc<Ledger>>,
+    /// The device's per-queue FUSE counters.
+    pub fuse: Option<Arc<Vec<QueueStats>>>,
+}
+
 /// State shared by the server handle, the accepting thread and the connection threads.
 struct Shared {
-    ledger: Arc<Ledger>,
+    ledger: Option<Arc<Ledger>>,
+    fuse: Option<Arc<Vec<QueueStats>>>,
     stop: AtomicBool,
     /// Connections being served (their threads may have just ended: reaped on accept).
     conns: Mutex<HashMap<u64, Entry>>,
@@ -182,6 +194,18 @@ impl ControlServer {
     /// (a stale socket of an earlier run included: it is never removed behind the user's
     /// back), or if the bind fails.
     pub fn bind(path: &Path, ledger: Arc<Ledger>) -> Result<ControlServer, ControlError> {
+        ControlServer::bind_for(
+            path,
+            ControlSources {
+                ledger: Some(ledger),
+                fuse: None,
+            },
+        )
+    }
+
+    /// As [`bind`](Self::bind), for what a device has: a window's ledger (the pin,
+    /// mappings and pins requests answer ENODEV without one) and FUSE counters.
+    pub fn bind_for(path: &Path, sources: ControlSources) -> Result<ControlServer, ControlError> {
         let bind_err = |source| ControlError::Bind {
             path: path.to_path_buf(),
             source,
@@ -198,7 +222,8 @@ impl ControlServer {
             path: path.to_path_buf(),
             identity,
             shared: Arc::new(Shared {
-                ledger,
+                ledger: sources.ledger,
+                fuse: sources.fuse,
                 stop: AtomicBool::new(false),
                 conns: Mutex::new(HashMap::new()),
                 active: AtomicUsize::new(0),

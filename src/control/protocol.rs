@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::dax::{LedgerStats, PinInfo};
+use crate::fuse::stats::QueueStats;
 
 /// One request line, as parsed. Unknown fields are refused, so that a misspelt option
 /// (`"wiat": true`) is an error rather than silently ignored.
@@ -29,6 +30,17 @@ pub(super) enum Request {
     Mappings {},
     /// `{"op":"pins"}`
     Pins {},
+}
+
+/// The `fuse` part of a `stats` answer: per queue (0 is hiprio), the opcodes seen with
+/// their requests, errors and p50/p99 service times in µs.
+pub(super) fn fuse_stats(queues: &[QueueStats]) -> Value {
+    let queues: Vec<Value> = queues
+        .iter()
+        .enumerate()
+        .map(|(queue, stats)| json!({ "queue": queue, "ops": stats.snapshot() }))
+        .collect();
+    json!({ "queues": queues })
 }
 
 /// Parses one line (without its newline). The error is readable and goes back to the

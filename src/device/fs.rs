@@ -8,7 +8,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use vhost::vhost_user::Backend;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig};
@@ -28,6 +28,7 @@ use crate::control::ControlServer;
 use crate::dax::{ReplyEpoch, WindowSession};
 use crate::fs::PassthroughFs;
 use crate::fuse::abi::{InHeader, OutHeader, Wire, WriteIn, opcode};
+use crate::fuse::stats::QueueStats;
 use crate::fuse::{Errno, Server, SliceReader, ZeroCopyReader};
 
 /// virtio device id of virtio-fs.
@@ -79,13 +80,33 @@ pub struct FsDevice {
     /// Requests being served right now, so shutdown can let them finish.
     in_flight: Mutex<usize>,
     idle: Condvar,
+    /// Per queue (0 is hiprio): requests, errors and latency by opcode.
+    stats: Arc<Vec<QueueStats>>,
 }
 
 impl FsDevice {
     /// Wraps an opened filesystem; `dax` is its window, if it has one (the file system
     /// must have been given the same ledger).
     pub fn new(config: FsConfig, fs: PassthroughFs, dax: Option<FsDax>) -> Arc<Self> {
+        let stats = FsDevice::new_stats(config.queues);
+        FsDevice::with_stats(config, fs, dax, stats)
+    }
+
+    /// Counters for a device of `queues` request queues (and the hiprio queue), made
+    /// before the device so its control socket can serve them from the start.
+    pub fn new_stats(queues: usize) -> Arc<Vec<QueueStats>> {
+        Arc::new((0..=queues).map(|_| QueueStats::default()).collect())
+    }
+
+    /// As [`FsDevice::new`], counting into `stats` (from [`FsDevice::new_stats`]).
+    pub fn with_stats(
+        config: FsConfig,
+        fs: PassthroughFs,
+        dax: Option<FsDax>,
+        stats: Arc<Vec<QueueStats>>,
+    ) -> Arc<Self> {
         Arc::new(FsDevice {
+            stats,
             config,
             server: Server::new(fs),
             dax,
@@ -97,6 +118,11 @@ impl FsDevice {
             in_flight: Mutex::new(0),
             idle: Condvar::new(),
         })
+    }
+
+    /// The per-queue FUSE counters (index 0 is the hiprio queue).
+    pub fn stats(&self) -> Arc<Vec<QueueStats>> {
+        self.stats.clone()
     }
 
     /// The validated configuration.
@@ -354,6 +380,8 @@ impl FsBackend {
                             bytes.len(),
                             self.device.parked.load(Ordering::SeqCst)
                         );
+                        self.device
+                            .record(queue, bytes, errno.get(), Duration::ZERO);
                         let used = refuse(queue, head, bytes, errno, &buffers.writable);
                         complete_or_log(queue, vring, head, used, event_idx);
                         continue;
@@ -494,7 +522,23 @@ fn complete(vring: &VringRwLock, head: u16, used: u32, event_idx: bool) -> io::R
     Ok(())
 }
 
+/// The error of a reply's out header (0: success, or no reply at all).
+fn reply_errno(header: &[u8]) -> i32 {
+    header
+        .get(4..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, i32::from_le_bytes)
+}
+
 impl FsDevice {
+    /// Counts one request of `request`'s opcode on `queue`.
+    fn record(&self, queue: usize, request: &[u8], errno: i32, elapsed: Duration) {
+        let op = InHeader::read(request).map_or(0, |h| h.opcode);
+        if let Some(stats) = self.stats.get(queue) {
+            stats.record(op, errno != 0, elapsed);
+        }
+    }
+
     /// Serves one request, `request` followed by what is left in `payload` (a WRITE's
     /// data, see [`read_request`]), replying into `writable`: a READ's data goes straight
     /// into it after the header's room. Returns the number of bytes written.
@@ -508,9 +552,16 @@ impl FsDevice {
     ) -> u32 {
         let mut data = writable.cursor();
         data.advance(OutHeader::SIZE);
+        let started = Instant::now();
         let reply = self
             .server
             .handle_zero_copy(request, payload, &mut data, writable.len());
+        self.record(
+            queue,
+            request,
+            reply_errno(&reply.header),
+            started.elapsed(),
+        );
         if reply.is_empty() {
             return 0;
         }

@@ -33,6 +33,7 @@ pub mod payload;
 pub mod reply;
 pub mod request;
 pub mod server;
+pub mod stats;
 #[doc(hidden)]
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

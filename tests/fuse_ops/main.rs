@@ -15,3 +15,4 @@ mod malformed;
 mod names;
 mod options;
 mod payload;
+mod stats;
