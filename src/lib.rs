@@ -15,4 +15,5 @@ pub mod device;
 pub mod frontend;
 pub mod fs;
 pub mod fuse;
+pub mod logging;
 pub mod sys;

@@ -15,6 +15,9 @@ struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, value_name = "LEVEL")]
     log_level: Option<String>,
+    /// Log to the system log (/dev/log, facility daemon) instead of stderr.
+    #[arg(long, global = true)]
+    syslog: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -217,7 +220,7 @@ impl PmemArgs {
     }
 }
 
-fn init_logging(level: Option<&str>) -> Result<(), ConfigError> {
+fn init_logging(level: Option<&str>, syslog: bool) -> Result<(), ConfigError> {
     let level = match level {
         Some(text) => text.parse::<log::LevelFilter>().map_err(|_| ConfigError {
             field: "--log-level".into(),
@@ -225,11 +228,7 @@ fn init_logging(level: Option<&str>) -> Result<(), ConfigError> {
         })?,
         None => log::LevelFilter::Info,
     };
-    env_logger::Builder::new()
-        .filter_level(level)
-        .parse_env("RUST_LOG")
-        .format_timestamp_millis()
-        .init();
+    vhost_dax::logging::init("vhost-dax", level, syslog);
     Ok(())
 }
 
@@ -315,7 +314,7 @@ fn main() -> ExitCode {
         Err(e) => return config_error(e),
     };
     let level = cli.log_level.as_deref().or(config.log_level.as_deref());
-    if let Err(e) = init_logging(level) {
+    if let Err(e) = init_logging(level, cli.syslog) {
         return config_error(e);
     }
     if let Command::CheckConfig { file } = &cli.command {
@@ -435,7 +434,7 @@ fn bench(
     outputs: BenchOutputs,
     log_level: Option<&str>,
 ) -> ExitCode {
-    if let Err(e) = init_logging(Some(log_level.unwrap_or("warn"))) {
+    if let Err(e) = init_logging(Some(log_level.unwrap_or("warn")), false) {
         return config_error(e);
     }
     // A baseline that cannot be used is known before a minute of measuring.

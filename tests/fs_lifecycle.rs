@@ -131,3 +131,39 @@ fn reconnects_leak_no_descriptors() {
     daemon.signal(libc::SIGTERM).unwrap();
     assert!(daemon.wait(WAIT).unwrap().success());
 }
+
+/// `--syslog` sends the log to the system log socket as RFC 3164 lines of facility
+/// daemon (a test socket stands in for /dev/log).
+#[test]
+fn syslog_lines_reach_the_system_log_socket() {
+    let dir = TempDir::new("fs-syslog");
+    std::fs::create_dir(dir.join("share")).unwrap();
+    let log_socket = dir.join("log.sock");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&log_socket).unwrap();
+    syslog
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut command = std::process::Command::new(binary());
+    command.env(vhost_dax::logging::SYSLOG_SOCKET_ENV, &log_socket);
+    let _daemon = spawn_fs_daemon_with(
+        command,
+        &dir.join("share"),
+        &dir.join("fs.sock"),
+        &["--syslog"],
+    );
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !lines.iter().any(|l: &String| l.contains("sharing")) {
+        let n = syslog.recv(&mut buf).expect("a syslog line within 10 s");
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let sharing = lines.iter().find(|l| l.contains("sharing")).unwrap();
+    assert!(
+        sharing.starts_with("<30>vhost-dax["),
+        "daemon.info: {sharing}"
+    );
+    assert!(
+        sharing.contains("]: vhost_dax::daemon: fs: sharing "),
+        "{sharing}"
+    );
+}

@@ -37,13 +37,14 @@ fn main() -> ExitCode {
         request,
         log_level,
         rlimit_nofile,
+        syslog,
         notes,
     } = *options;
     let fs = match request.validate(Origin::Virtiofsd) {
         Ok(fs) => fs,
         Err(e) => return usage_error(&e),
     };
-    init_logging(log_level.as_deref());
+    init_logging(log_level.as_deref(), syslog);
     log::debug!("device: {fs:?}");
     for note in notes {
         log::warn!("{note}");
@@ -71,15 +72,11 @@ fn main() -> ExitCode {
 }
 
 /// The level was checked by the parser; `RUST_LOG` overrides it, as for `vhost-dax`.
-fn init_logging(level: Option<&str>) {
+fn init_logging(level: Option<&str>, syslog: bool) {
     let level = level
         .and_then(|l| l.parse::<log::LevelFilter>().ok())
         .unwrap_or(log::LevelFilter::Info);
-    env_logger::Builder::new()
-        .filter_level(level)
-        .parse_env("RUST_LOG")
-        .format_timestamp_millis()
-        .init();
+    vhost_dax::logging::init(NAME, level, syslog);
 }
 
 /// `--rlimit-nofile N` sets the limit to N (0: unchanged); without it the soft limit is

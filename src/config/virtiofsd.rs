@@ -41,6 +41,8 @@ pub struct VirtiofsdOptions {
     /// `--rlimit-nofile N`: set the open-files limit (soft and hard) to N; 0 leaves it
     /// unchanged. Absent: raise the soft limit to the hard one (at most 1,000,000).
     pub rlimit_nofile: Option<u64>,
+    /// `--syslog`: log to the system log instead of stderr.
+    pub syslog: bool,
     /// Things worth a log line at start (deprecated forms, flags with no effect).
     pub notes: Vec<String>,
 }
@@ -360,7 +362,7 @@ impl State {
                     "the daemon does not drop or change its capabilities",
                 ));
             }
-            "syslog" => return Err(refused(flag, "the daemon logs to stderr only")),
+            "syslog" => self.opts.syslog = true,
             "xattrmap" => {
                 return Err(refused(
                     flag,

@@ -199,6 +199,7 @@ fn accepted() -> Vec<(Vec<&'static str>, FsRequest)> {
         (vec!["--log-level", "debug"], base()),
         (vec!["--rlimit-nofile=4096"], base()),
         (vec!["-d"], base()),
+        (vec!["--syslog"], base()),
     ]
 }
 
@@ -223,6 +224,8 @@ fn process_settings_land_outside_the_request() {
     assert_eq!(serve(&["--rlimit-nofile", "0"]).rlimit_nofile, Some(0));
     assert_eq!(serve(&["--rlimit-nofile=4096"]).rlimit_nofile, Some(4096));
     assert_eq!(serve(&[]).rlimit_nofile, None);
+    assert!(serve(&["--syslog"]).syslog);
+    assert!(!serve(&[]).syslog);
     assert!(
         serve(&["-f"]).notes[0].contains("no effect"),
         "-f is noted, not silently dropped"
@@ -237,7 +240,6 @@ fn refused_flags() -> Vec<(Vec<&'static str>, &'static str)> {
         (vec!["--flock"], "--flock"),
         (vec!["--allow-direct-io"], "--allow-direct-io"),
         (vec!["--allow-mmap"], "--allow-mmap"),
-        (vec!["--syslog"], "--syslog"),
         (vec!["--modcaps=+sys_admin"], "--modcaps"),
         (vec!["--xattrmap", ":map::user.virtiofs.:"], "--xattrmap"),
         (vec!["--uid-map=:0:1000:1:"], "--uid-map"),
@@ -460,7 +462,7 @@ fn commands_short_circuit() {
         Ok(VirtiofsdCommand::Help)
     );
     // A refused flag is refused even next to a command.
-    assert!(parse(["--print-capabilities", "--syslog"]).is_err());
+    assert!(parse(["--print-capabilities", "--modcaps=+sys_admin"]).is_err());
 }
 
 #[test]
