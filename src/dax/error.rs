@@ -289,6 +289,14 @@ pub enum LedgerError {
         /// What it was still waiting for.
         stuck: Vec<Stuck>,
     },
+    /// The operation was asked not to wait ([`Ledger::try_map`](super::Ledger::try_map),
+    /// [`Ledger::try_unmap`](super::Ledger::try_unmap)) and would have had to: nothing
+    /// changed. The caller does it again where it may wait.
+    #[error("{op} would have to wait")]
+    WouldWait {
+        /// The operation.
+        op: Op,
+    },
     /// The frontend failed a map or an unmap. A failed map leaves its chunks free; a failed
     /// unmap leaves that mapping (and its references) in place.
     #[error("the frontend failed to {call} {window_offset:#x}+{len:#x}")]
@@ -321,6 +329,7 @@ impl LedgerError {
             LedgerError::Unfollowable { .. } => libc::EIO,
             LedgerError::NotMapped { .. } | LedgerError::BeyondEof { .. } => libc::EFAULT,
             LedgerError::Draining { .. } | LedgerError::Timeout { .. } => libc::EBUSY,
+            LedgerError::WouldWait { .. } => libc::EAGAIN,
             LedgerError::BackingSize { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             LedgerError::Mapper { source, .. } => source.errno(),
         }

@@ -177,6 +177,35 @@ impl Ledger {
         file_offset: FileOffset,
         writable: bool,
     ) -> Result<MapOutcome, LedgerError> {
+        let waiter = Waiter::new(&self.inner, Op::Map);
+        self.map_with(waiter, window_offset, len, backing, file_offset, writable)
+    }
+
+    /// As [`Ledger::map`], but never waits: where `map` would wait (for chunks or a file
+    /// range in another operation's hands, for pins on a mapping it replaces) it fails
+    /// with [`LedgerError::WouldWait`] and nothing has changed. For a caller that must not
+    /// block (a queue's own thread), which then does the map where it may wait.
+    pub fn try_map(
+        &self,
+        window_offset: WindowOffset,
+        len: u64,
+        backing: Arc<dyn Backing>,
+        file_offset: FileOffset,
+        writable: bool,
+    ) -> Result<MapOutcome, LedgerError> {
+        let waiter = Waiter::never(&self.inner, Op::Map);
+        self.map_with(waiter, window_offset, len, backing, file_offset, writable)
+    }
+
+    fn map_with(
+        &self,
+        mut waiter: Waiter<'_>,
+        window_offset: WindowOffset,
+        len: u64,
+        backing: Arc<dyn Backing>,
+        file_offset: FileOffset,
+        writable: bool,
+    ) -> Result<MapOutcome, LedgerError> {
         let (window_offset, file_offset) = (window_offset.raw(), file_offset.raw());
         let range = self.check_chunks(window_offset, len)?;
         if !file_offset.is_multiple_of(PAGE_SIZE) {
@@ -199,7 +228,6 @@ impl Ledger {
         }
         let inner = &*self.inner;
         let file = file_offset..file_end;
-        let mut waiter = Waiter::new(inner, Op::Map);
         let mut table = inner.lock();
         let claim = loop {
             if table.is_same_mapping(&range, backing_id, file_offset, writable) {
@@ -310,10 +338,27 @@ impl Ledger {
     /// references dropped. A mapping whose unmap the frontend fails stays, with its
     /// references; the others are still released and the first error is returned.
     pub fn unmap(&self, window_offset: u64, len: u64) -> Result<UnmapOutcome, LedgerError> {
+        let waiter = Waiter::new(&self.inner, Op::Unmap);
+        self.unmap_with(waiter, window_offset, len)
+    }
+
+    /// As [`Ledger::unmap`], but never waits: where `unmap` would wait (for chunks in
+    /// another operation's hands, for pins) it fails with [`LedgerError::WouldWait`] and
+    /// nothing has changed (see [`Ledger::try_map`]).
+    pub fn try_unmap(&self, window_offset: u64, len: u64) -> Result<UnmapOutcome, LedgerError> {
+        let waiter = Waiter::never(&self.inner, Op::Unmap);
+        self.unmap_with(waiter, window_offset, len)
+    }
+
+    fn unmap_with(
+        &self,
+        mut waiter: Waiter<'_>,
+        window_offset: u64,
+        len: u64,
+    ) -> Result<UnmapOutcome, LedgerError> {
         let range = self.check_chunks(window_offset, len)?;
         let all: Vec<ChunkIdx> = range.clone().collect();
         let inner = &*self.inner;
-        let mut waiter = Waiter::new(inner, Op::Unmap);
         let mut table = inner.lock();
         let claim = loop {
             let blocked = Blocked {

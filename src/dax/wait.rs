@@ -24,6 +24,8 @@ pub(super) struct Waiter<'a> {
     start: Instant,
     deadline: Option<Instant>,
     parked: bool,
+    /// Fail with [`LedgerError::WouldWait`] instead of waiting at all.
+    never: bool,
 }
 
 impl<'a> Waiter<'a> {
@@ -35,6 +37,16 @@ impl<'a> Waiter<'a> {
             start,
             deadline: start.checked_add(inner.config.wait_budget),
             parked: false,
+            never: false,
+        }
+    }
+
+    /// A waiter for an operation that must not wait: its first `park` fails with
+    /// [`LedgerError::WouldWait`] (not counted, not logged: it is no timeout).
+    pub(super) fn never(inner: &'a Inner, op: Op) -> Self {
+        Waiter {
+            never: true,
+            ..Waiter::new(inner, op)
         }
     }
 
@@ -46,6 +58,10 @@ impl<'a> Waiter<'a> {
         table: MutexGuard<'g, Table>,
         blocked: &Blocked,
     ) -> Result<MutexGuard<'g, Table>, LedgerError> {
+        if self.never {
+            drop(table);
+            return Err(LedgerError::WouldWait { op: self.op });
+        }
         let now = Instant::now();
         let remaining = match self.deadline {
             Some(deadline) => deadline.saturating_duration_since(now),

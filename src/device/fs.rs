@@ -365,6 +365,22 @@ impl FsBackend {
                 if let Some(dax) = &self.device.dax
                     && self.device.server.may_wait(bytes, payload.remaining())
                 {
+                    // Most maps and unmaps do not have to wait, and the ledger tells at once
+                    // when one would: those are served here, spared a worker's hand-off.
+                    if let Some(reply) = self
+                        .device
+                        .server
+                        .try_without_waiting(bytes, buffers.writable.len())
+                    {
+                        let used = write_reply(
+                            queue,
+                            head,
+                            &buffers.writable,
+                            &[&reply.header, &reply.body],
+                        );
+                        complete_or_log(queue, vring, head, used, event_idx);
+                        continue;
+                    }
                     let refusal = if bytes.len() > MAX_PARKED_REQUEST {
                         Some(Errno::EINVAL)
                     } else if self.device.parked.fetch_add(1, Ordering::SeqCst) >= MAX_PARKED {

@@ -259,7 +259,16 @@ impl DaxWindow {
     /// SETUPMAPPING: maps `args.len` bytes of the node's file at `args.foffset` into the
     /// window at `args.moffset`. Writable whenever the guest may write the file, so the
     /// guest's read -> write upgrade finds the range already mapped.
-    pub fn setup(&self, fs: &PassthroughFs, node: NodeId, args: SetupMapping) -> FsResult<()> {
+    ///
+    /// With `no_wait` the ledger is not waited on: where the map would wait, the answer is
+    /// [`Errno::WOULD_WAIT`] and nothing has changed.
+    pub fn setup(
+        &self,
+        fs: &PassthroughFs,
+        node: NodeId,
+        args: SetupMapping,
+        no_wait: bool,
+    ) -> FsResult<()> {
         if !args.flags.read && !args.flags.write {
             return Err(Errno::EINVAL);
         }
@@ -284,15 +293,15 @@ impl DaxWindow {
             return Err(Errno::EACCES);
         }
         let writable = backing.writable;
-        may_wait_here();
         // The wire format's raw offsets become typed here, and only here.
-        let mapped = self.session.ledger().map(
-            WindowOffset(args.moffset),
-            args.len,
-            backing,
-            FileOffset(args.foffset),
-            writable,
-        );
+        let (window_offset, file_offset) = (WindowOffset(args.moffset), FileOffset(args.foffset));
+        let ledger = self.session.ledger();
+        let mapped = if no_wait {
+            ledger.try_map(window_offset, args.len, backing, file_offset, writable)
+        } else {
+            may_wait_here();
+            ledger.map(window_offset, args.len, backing, file_offset, writable)
+        };
         if let Err(LedgerError::Mapper { source, .. }) = &mapped {
             self.log_refusal(node, &args, source);
         }
@@ -334,11 +343,26 @@ impl DaxWindow {
 
     /// REMOVEMAPPING: releases every range (the first kind of release). All ranges are
     /// tried; the first failure is returned.
-    pub fn remove(&self, ranges: &[RemoveMapping]) -> FsResult<()> {
-        may_wait_here();
+    ///
+    /// With `no_wait` the ledger is not waited on: at the first range that would wait the
+    /// answer is [`Errno::WOULD_WAIT`]; the ranges before it are released, which serving
+    /// the request again does not undo (a range with nothing mapped is skipped).
+    pub fn remove(&self, ranges: &[RemoveMapping], no_wait: bool) -> FsResult<()> {
+        let ledger = self.session.ledger();
+        if !no_wait {
+            may_wait_here();
+        }
         let mut first = Ok(());
         for r in ranges {
-            if let Err(e) = self.session.ledger().unmap(r.moffset, r.len) {
+            let unmapped = if no_wait {
+                ledger.try_unmap(r.moffset, r.len)
+            } else {
+                ledger.unmap(r.moffset, r.len)
+            };
+            if let Err(e) = unmapped {
+                if matches!(e, LedgerError::WouldWait { .. }) {
+                    return Err(Errno::WOULD_WAIT);
+                }
                 let errno = ledger_errno("REMOVEMAPPING", &e);
                 if first.is_ok() {
                     first = Err(errno);

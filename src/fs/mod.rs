@@ -377,6 +377,13 @@ impl Filesystem for PassthroughFs {
         }
     }
 
+    /// A SETUPMAPPING or REMOVEMAPPING is tried on the queue's thread first: most find
+    /// their chunks free and nothing pinned, and the ledger can tell at once when they do
+    /// not (`Ledger::try_map` / `try_unmap`).
+    fn try_first(&self, req: &Request<'_>) -> bool {
+        self.dax.is_some() && matches!(req, Request::Setupmapping(_) | Request::Removemapping(_))
+    }
+
     fn init(&self, req: InitRequest) -> FsResult<InitReply> {
         let mut want = fl::ATOMIC_O_TRUNC;
         if self.cfg.readdirplus {
@@ -631,15 +638,15 @@ impl Filesystem for PassthroughFs {
     fn copy_file_range(&self, _ctx: Context, node_in: NodeId, args: CopyRange) -> FsResult<u64> {
         file::copy_file_range(self, node_in, args)
     }
-    fn setupmapping(&self, _ctx: Context, node: NodeId, args: SetupMapping) -> FsResult<()> {
+    fn setupmapping(&self, ctx: Context, node: NodeId, args: SetupMapping) -> FsResult<()> {
         match &self.dax {
-            Some(window) => window.setup(self, node, args),
+            Some(window) => window.setup(self, node, args, ctx.no_wait),
             None => Err(Errno::ENOSYS),
         }
     }
-    fn removemapping(&self, _ctx: Context, ranges: &[RemoveMapping]) -> FsResult<()> {
+    fn removemapping(&self, ctx: Context, ranges: &[RemoveMapping]) -> FsResult<()> {
         match &self.dax {
-            Some(window) => window.remove(ranges),
+            Some(window) => window.remove(ranges, ctx.no_wait),
             None => Err(Errno::ENOSYS),
         }
     }

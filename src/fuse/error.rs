@@ -28,6 +28,9 @@ impl Errno {
     pub const fn get(self) -> i32 {
         self.0
     }
+    /// `EAGAIN`, as a method called with [`Context::no_wait`](super::Context::no_wait)
+    /// answers when serving would wait: the request is then served again where it may.
+    pub const WOULD_WAIT: Self = Self(libc::EAGAIN);
     #[allow(missing_docs)]
     pub const EPERM: Self = Self(libc::EPERM);
     #[allow(missing_docs)]

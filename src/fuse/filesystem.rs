@@ -39,6 +39,11 @@ pub struct Context {
     pub gid: u32,
     /// Caller's thread group id in the guest.
     pub pid: u32,
+    /// The request is served where it must not wait (its queue's own thread, after
+    /// [`Filesystem::try_first`] said so): a method that would wait answers
+    /// [`Errno::WOULD_WAIT`] at once instead, having changed nothing the guest can see, and
+    /// the request is served again where it may wait.
+    pub no_wait: bool,
 }
 
 /// A FUSE node id (the kernel's name for one of our inodes).
@@ -235,6 +240,14 @@ pub trait Filesystem: Send + Sync {
     /// request whose handling can wait; the default, for a filesystem that never waits,
     /// is false.
     fn may_wait(&self, req: &Request<'_>) -> bool {
+        let _ = req;
+        false
+    }
+    /// Whether `req`, one that may wait, is worth trying first where it must not (with
+    /// [`Context::no_wait`]): true when its method can tell at once that it would wait, and
+    /// then changes nothing, and often does not have to (a SETUPMAPPING of a free range).
+    /// It is then spared the hand-off to a worker. The default is false.
+    fn try_first(&self, req: &Request<'_>) -> bool {
         let _ = req;
         false
     }

@@ -121,6 +121,40 @@ impl<F: Filesystem> Server<F> {
             .is_ok_and(|req| self.fs.may_wait(&req))
     }
 
+    /// Serves `request` (whole: no payload kept apart) where it must not wait, if the
+    /// filesystem says it is worth trying ([`Filesystem::try_first`]): the reply, or `None`
+    /// when it would have to wait (nothing the guest can see has changed), does not decode,
+    /// or is not worth trying. A `None` request is then served as usual, where it may wait.
+    pub fn try_without_waiting(&self, request: &[u8], reply_capacity: usize) -> Option<ReplyParts> {
+        let h = InHeader::read(request)?;
+        let req = self.check_and_decode(&h, request, 0).ok()?;
+        if !self.fs.try_first(&req) {
+            return None;
+        }
+        let mut data = VecWriter::new(
+            reply_capacity
+                .saturating_sub(OutHeader::SIZE)
+                .min(abi::MAX_BUFFER_SIZE),
+        );
+        let out = self.dispatch(
+            &h,
+            req,
+            reply_capacity,
+            &mut SliceReader::default(),
+            &mut data,
+            true,
+        );
+        if matches!(out, Outcome::Error(e) if e == Errno::WOULD_WAIT) {
+            return None;
+        }
+        let mut reply = Self::reply(&h, out, reply_capacity);
+        if reply.placed > 0 {
+            reply.body = data.into_inner();
+            reply.placed = 0;
+        }
+        Some(reply)
+    }
+
     /// As [`Server::handle`], with the reply in two parts that go into the chain one after
     /// the other: the out header (empty when there is no reply) and the body
     /// ([`ReplyParts::placed`] is 0).
@@ -166,7 +200,7 @@ impl<F: Filesystem> Server<F> {
             return ReplyParts::whole(fit(reply, OutHeader::SIZE, 0, reply_capacity));
         };
         let out = match self.check_and_decode(&h, request, payload.remaining()) {
-            Ok(req) => self.dispatch(&h, req, reply_capacity, payload, data),
+            Ok(req) => self.dispatch(&h, req, reply_capacity, payload, data, false),
             Err(e) => {
                 log::debug!("request {} rejected: {e}", h.unique);
                 if matches!(h.opcode, abi::opcode::FORGET | abi::opcode::BATCH_FORGET) {
@@ -176,6 +210,11 @@ impl<F: Filesystem> Server<F> {
                 }
             }
         };
+        Self::reply(&h, out, reply_capacity)
+    }
+
+    /// The reply to the request of `h` for `out`, fitted to `reply_capacity`.
+    fn reply(h: &InHeader, out: Outcome, reply_capacity: usize) -> ReplyParts {
         match out {
             Outcome::Reply(body) if OutHeader::SIZE + body.len() <= reply_capacity => ReplyParts {
                 header: reply::header(h.unique, body.len()),
@@ -317,11 +356,13 @@ impl<F: Filesystem> Server<F> {
         cap: usize,
         payload: &mut dyn ZeroCopyReader,
         data: &mut dyn ZeroCopyWriter,
+        no_wait: bool,
     ) -> Outcome {
         let ctx = Context {
             uid: h.uid,
             gid: h.gid,
             pid: h.pid,
+            no_wait,
         };
         let node = NodeId(h.nodeid);
         let fs = &self.fs;

@@ -112,6 +112,45 @@ fn a_pin_makes_truncate_wait_and_unpin_lets_it_through() {
     assert_eq!(d.live().len(), 1, "the mapping stays");
 }
 
+/// Maps and unmaps are served on the queue's own thread when nothing is in their way;
+/// one that must wait (an unmap of a pinned chunk) is parked as before: the queue, maps
+/// included, keeps going, and the unpin lets it through.
+#[test]
+fn an_unmap_of_a_pinned_chunk_waits_parked_while_maps_go_on() {
+    let d = start("dax-pin-unmap", &[]);
+    init(&d);
+    let node = d.file("u", &pattern(1 << 20, 5));
+    d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
+        .unwrap();
+    let mut c = d.control();
+    let id = c.pin(0, 4096).unwrap();
+    let mut body = abi::RemovemappingIn { count: 1 }.to_bytes();
+    body.extend_from_slice(
+        &abi::RemovemappingOne {
+            moffset: 0,
+            len: MIB2,
+        }
+        .to_bytes(),
+    );
+    let request = encode_request(abi::opcode::REMOVEMAPPING, 77, ROOT, 0, 0, &body);
+    let ticket = d.c.transport.submit(&request, 4096).unwrap();
+    wait_until("the unmap to wait on the pinned chunk", || {
+        c.stats()["draining_chunks"] == 1
+    });
+    // The queue keeps serving: a map and an unmap of another chunk go through.
+    d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, MIB2)
+        .unwrap();
+    d.c.removemapping(ROOT, &[(MIB2, MIB2)]).unwrap();
+    assert!(!d.c.transport.is_done(&ticket).unwrap());
+    assert_eq!(d.live().len(), 1, "the pinned chunk stays mapped");
+
+    c.unpin(id);
+    let reply = Reply::parse(&d.c.transport.wait(ticket).unwrap());
+    assert_eq!((reply.header.unique, reply.header.error), (77, 0));
+    assert!(d.live().is_empty());
+    assert_eq!(c.stats()["timeouts"], 0);
+}
+
 #[test]
 fn a_pin_makes_punch_hole_wait() {
     let d = start("dax-pin-punch", &[]);

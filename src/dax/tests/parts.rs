@@ -95,6 +95,7 @@ fn every_error_has_its_errno() {
             },
             libc::EACCES,
         ),
+        (LedgerError::WouldWait { op: Op::Map }, libc::EAGAIN),
         (
             LedgerError::BackingSize {
                 backing: BackingId(1),

@@ -522,3 +522,52 @@ fn guards_can_be_sent_and_stored_by_id() {
     drop(ledger);
     drop(last);
 }
+
+/// `try_map` / `try_unmap` (for a queue's own thread) do what `map` / `unmap` do when
+/// nothing is in the way, and where those would wait they fail at once with `WouldWait`,
+/// leaving mappings, pins, references and claims as they were; no timeout is counted.
+#[test]
+fn the_try_forms_never_wait_and_change_nothing_when_they_would() {
+    // A long budget: had either waited, the test would hang, not pass.
+    let (ledger, mapper) = ledger(4, Duration::from_secs(3600));
+    let a = TestBacking::new(1, 4 * CHUNK, true);
+    let b = TestBacking::new(2, 4 * CHUNK, true);
+    ledger
+        .try_map(WindowOffset(0), CHUNK, dynb(&a), FileOffset(0), true)
+        .unwrap();
+    assert_eq!(ledger.try_unmap(0, CHUNK).unwrap().released, 1);
+    ledger
+        .try_map(WindowOffset(0), CHUNK, dynb(&a), FileOffset(0), true)
+        .unwrap();
+    let pin = ledger.pin(10, 10, "dma", PinWait::Fail).unwrap();
+    let refs = (Arc::strong_count(&a), Arc::strong_count(&b));
+    let calls = (mapper.map_calls(), mapper.unmap_calls());
+    // A remap of the pinned chunk to other data, and an unmap of it, would wait.
+    let err = ledger
+        .try_map(WindowOffset(0), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap_err();
+    assert!(
+        matches!(err, LedgerError::WouldWait { op: Op::Map }),
+        "{err:?}"
+    );
+    let err = ledger.try_unmap(0, 2 * CHUNK).unwrap_err();
+    assert!(
+        matches!(err, LedgerError::WouldWait { op: Op::Unmap }),
+        "{err:?}"
+    );
+    assert_eq!(err.errno(), libc::EAGAIN);
+    assert_eq!((Arc::strong_count(&a), Arc::strong_count(&b)), refs);
+    assert_eq!((mapper.map_calls(), mapper.unmap_calls()), calls);
+    assert_eq!(ledger.mappings().len(), 1);
+    assert_eq!(ledger.mappings()[0].pins, 1);
+    assert_eq!(ledger.stats().timeouts, 0);
+    ledger.check_invariants().unwrap();
+    // Nothing was left claimed: a free chunk maps at once, and once the pin is gone the
+    // same unmap goes through.
+    ledger
+        .try_map(WindowOffset(CHUNK), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
+    drop(pin);
+    assert_eq!(ledger.try_unmap(0, 2 * CHUNK).unwrap().released, 2);
+    ledger.check_invariants().unwrap();
+}
