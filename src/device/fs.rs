@@ -367,11 +367,14 @@ impl FsBackend {
                 {
                     // Most maps and unmaps do not have to wait, and the ledger tells at once
                     // when one would: those are served here, spared a worker's hand-off.
+                    let started = Instant::now();
                     if let Some(reply) = self
                         .device
                         .server
                         .try_without_waiting(bytes, buffers.writable.len())
                     {
+                        let errno = reply_errno(&reply.header);
+                        self.device.record(queue, bytes, errno, started.elapsed());
                         let used = write_reply(
                             queue,
                             head,

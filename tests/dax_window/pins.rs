@@ -149,6 +149,19 @@ fn an_unmap_of_a_pinned_chunk_waits_parked_while_maps_go_on() {
     assert_eq!((reply.header.unique, reply.header.error), (77, 0));
     assert!(d.live().is_empty());
     assert_eq!(c.stats()["timeouts"], 0);
+    // Served here or parked, each is counted once in the FUSE counters of queue 1.
+    let answer = c.call(r#"{"op":"stats"}"#);
+    let ops = answer["fuse"]["queues"][1]["ops"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let requests = |name: &str| {
+        ops.iter()
+            .find(|o| o["op"] == name)
+            .and_then(|o| o["requests"].as_u64())
+    };
+    assert_eq!(requests("setupmapping"), Some(2), "{answer}");
+    assert_eq!(requests("removemapping"), Some(2), "{answer}");
 }
 
 #[test]
