@@ -124,6 +124,9 @@ impl Service for PmemDevice {
     fn shutdown(&self) {
         PmemDevice::shutdown(self);
     }
+    fn close(&self) {
+        self.close_control();
+    }
 }
 
 impl Service for FsDevice {
@@ -193,9 +196,30 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     let umask = crate::sys::fs::umask(0o022);
     crate::sys::fs::umask(umask);
     for pmem in config.pmem {
-        let (listener, socket) = listen(&pmem.socket, pmem.socket_group.as_ref(), umask)?;
         let device = PmemDevice::new(pmem.clone(), ACK_TIMEOUT, observer.clone())
             .map_err(|e| device_error(&pmem.file, e))?;
+        // The control socket before the vhost-user socket, as for fs: a VMM may pin the
+        // region before it connects.
+        let mut extra_sockets = Vec::new();
+        if let Some(path) = &pmem.control_socket {
+            let counters = Arc::downgrade(&device);
+            let sources = ControlSources {
+                ledger: Some(device.ledger().clone()),
+                pmem: Some(Arc::new(move || {
+                    counters
+                        .upgrade()
+                        .map(|d| serde_json::json!(d.flush_stats()))
+                        .unwrap_or_default()
+                })),
+                ..ControlSources::default()
+            };
+            device.attach_control(bind_control(path, sources, umask)?);
+            extra_sockets.push(Arc::new(
+                SocketFile::new(path).map_err(|e| device_error(path, e))?,
+            ));
+            log::info!("pmem: control socket on {}", path.display());
+        }
+        let (listener, socket) = listen(&pmem.socket, pmem.socket_group.as_ref(), umask)?;
         log::info!(
             "pmem: serving {} ({} bytes{}) on {}",
             pmem.file.display(),
@@ -212,7 +236,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
                 socket: Some(socket),
             },
             service: device,
-            extra_sockets: Vec::new(),
+            extra_sockets,
             start: Box::new(move |serve, notice| {
                 let on_disconnect = dev.clone();
                 spawn_server(
@@ -250,6 +274,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
                     .as_ref()
                     .map(|(_, parts)| parts.session.ledger().clone()),
                 fuse: Some(stats.clone()),
+                pmem: None,
             };
             control = Some(bind_control(path, sources, umask)?);
             extra_sockets.push(Arc::new(

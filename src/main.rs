@@ -113,6 +113,10 @@ struct PmemArgs {
     /// Also advertise SHMEM as protocol bit 21 (alioth before mid-2026).
     #[arg(long)]
     shmem_bit21: bool,
+    /// Unix socket for the JSON control protocol: flush and sync counters (`vhost-dax
+    /// stats`), DMA pins on the region.
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -216,6 +220,7 @@ impl PmemArgs {
             readonly: self.readonly,
             reconnect: self.reconnect,
             shmem_bit21: self.shmem_bit21,
+            control_socket: self.control_socket.clone(),
         }
     }
 }

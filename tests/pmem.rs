@@ -561,3 +561,65 @@ fn sighup_stops_as_cleanly_as_sigterm() {
         "the region was unmapped"
     );
 }
+
+/// A pmem device's control socket: its flush and sync counters (`vhost-dax stats`), and
+/// DMA pins on its region (the region is the ledger's one mapping).
+#[test]
+fn the_control_socket_reports_flushes_and_pins_the_region() {
+    let dir = TempDir::new("pmem-control");
+    let (socket, control) = (dir.join("pmem.sock"), dir.join("pmem.control"));
+    let file = dir.join("pmem.img");
+    let args = [
+        "pmem",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--file",
+        file.to_str().unwrap(),
+        "--size",
+        "4M",
+        "--create",
+        "--control-socket",
+        control.to_str().unwrap(),
+    ];
+    let _daemon = spawn_daemon(&args, &socket);
+    let mut frontend = connect(&socket);
+    wait_mapped(&frontend);
+    for _ in 0..3 {
+        let (buffers, status) = flush_request(&frontend);
+        frontend.submit(0, &buffers).unwrap();
+        frontend.wait_used(0, 1, WAIT).unwrap();
+        assert_eq!(read_u32(&frontend, status), VIRTIO_PMEM_RESP_OK);
+    }
+    let out = Command::new(binary())
+        .args(["stats", control.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["pmem"]["requests"], 3, "{answer}");
+    let syncs = answer["pmem"]["syncs"].as_u64().unwrap();
+    assert!((1..=3).contains(&syncs), "{answer}");
+    assert_eq!(answer["stats"]["live_mappings"], 1, "the region: {answer}");
+    assert!(answer["fuse"].is_null());
+
+    let out = Command::new(binary())
+        .args(["stats", control.to_str().unwrap(), "--prometheus"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let needle = format!(
+        "vhost_dax_pmem_flush_requests_total{{control=\"{}\"}} 3",
+        control.display()
+    );
+    assert!(text.contains(&needle), "{text}");
+
+    let mut client = vhost_dax::control::client::ControlClient::connect(&control, WAIT).unwrap();
+    let pin = client
+        .pin(0, 4096, "dma")
+        .expect("a pin on the mapped region");
+    client.unpin(pin).unwrap();
+}

@@ -352,6 +352,10 @@ impl DaemonConfig {
             .chain(self.fs.iter().enumerate().filter_map(|(i, d)| {
                 let control = d.control_socket.as_ref()?;
                 Some((format!("fs[{i}].control_socket"), control))
+            }))
+            .chain(self.pmem.iter().enumerate().filter_map(|(i, d)| {
+                let control = d.control_socket.as_ref()?;
+                Some((format!("pmem[{i}].control_socket"), control))
             }));
         for (field, socket) in sockets {
             if !seen.insert(socket.clone()) {

@@ -43,6 +43,8 @@ pub struct PmemRequest {
     pub reconnect: bool,
     /// Also advertise protocol bit 21 as SHMEM (alioth before the renumbering).
     pub shmem_bit21: bool,
+    /// Socket for the JSON control protocol (flush counters, DMA pins on the region).
+    pub control_socket: Option<PathBuf>,
 }
 
 /// A validated pmem device: everything checked, nothing created yet.
@@ -66,6 +68,8 @@ pub struct PmemConfig {
     pub reconnect: bool,
     /// alioth compatibility switch (see README).
     pub shmem_bit21: bool,
+    /// The JSON control socket, if any.
+    pub control_socket: Option<PathBuf>,
 }
 
 impl PmemRequest {
@@ -88,6 +92,16 @@ impl PmemRequest {
             .file
             .clone()
             .ok_or_else(|| ConfigError::new(field("file"), "is required"))?;
+        if let Some(control) = &self.control_socket {
+            validate_socket_path(control)
+                .map_err(|r| ConfigError::new(field("control_socket"), r))?;
+            if *control == socket {
+                return Err(ConfigError::new(
+                    field("control_socket"),
+                    "must differ from the vhost-user socket",
+                ));
+            }
+        }
         if self.create && self.readonly {
             return Err(ConfigError::new(
                 field("create"),
@@ -143,6 +157,7 @@ impl PmemRequest {
                 readonly: false,
                 reconnect: self.reconnect,
                 shmem_bit21: self.shmem_bit21,
+                control_socket: self.control_socket.clone(),
             });
         };
 
@@ -202,6 +217,7 @@ impl PmemRequest {
             readonly: self.readonly,
             reconnect: self.reconnect,
             shmem_bit21: self.shmem_bit21,
+            control_socket: self.control_socket.clone(),
         })
     }
 }
@@ -230,6 +246,7 @@ pub(crate) const PMEM_KEYS: &[&str] = &[
     "readonly",
     "reconnect",
     "shmem_bit21",
+    "control_socket",
 ];
 
 pub(crate) fn parse_pmem(table: &toml::Table, origin: Origin) -> Result<PmemRequest, ConfigError> {
@@ -246,6 +263,7 @@ pub(crate) fn parse_pmem(table: &toml::Table, origin: Origin) -> Result<PmemRequ
         readonly: get_bool(table, "readonly", origin)?,
         reconnect: get_bool(table, "reconnect", origin)?,
         shmem_bit21: get_bool(table, "shmem_bit21", origin)?,
+        control_socket: get_path(table, "control_socket", origin)?,
     })
 }
 

@@ -204,7 +204,8 @@ fn handle(shared: &Shared, conn: &Conn, line: &[u8]) -> Value {
             .fuse
             .as_ref()
             .map(|queues| protocol::fuse_stats(queues));
-        return json!({ "stats": stats, "fuse": fuse });
+        let pmem = shared.pmem.as_ref().map(|counters| counters());
+        return json!({ "stats": stats, "fuse": fuse, "pmem": pmem });
     }
     let Some(ledger) = shared.ledger.as_deref() else {
         return protocol::error("this device has no DAX window", libc::ENODEV);

@@ -125,19 +125,35 @@ pub enum ControlError {
     },
 }
 
+/// Counters the control socket passes on as they come (a pmem device's flushes).
+pub type JsonCounters = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
 /// What a control socket reports on.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ControlSources {
-    /// The DAX window's ledger, if the device has a window.
+    /// The ledger of the device's window (a pmem device's region is one), if it has one.
     pub ledger: Option<Arc<Ledger>>,
     /// The device's per-queue FUSE counters.
     pub fuse: Option<Arc<Vec<QueueStats>>>,
+    /// A pmem device's flush and sync counters.
+    pub pmem: Option<JsonCounters>,
+}
+
+impl fmt::Debug for ControlSources {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlSources")
+            .field("ledger", &self.ledger.is_some())
+            .field("fuse", &self.fuse.is_some())
+            .field("pmem", &self.pmem.is_some())
+            .finish()
+    }
 }
 
 /// State shared by the server handle, the accepting thread and the connection threads.
 struct Shared {
     ledger: Option<Arc<Ledger>>,
     fuse: Option<Arc<Vec<QueueStats>>>,
+    pmem: Option<JsonCounters>,
     stop: AtomicBool,
     /// Connections being served (their threads may have just ended: reaped on accept).
     conns: Mutex<HashMap<u64, Entry>>,
@@ -198,7 +214,7 @@ impl ControlServer {
             path,
             ControlSources {
                 ledger: Some(ledger),
-                fuse: None,
+                ..ControlSources::default()
             },
         )
     }
@@ -224,6 +240,7 @@ impl ControlServer {
             shared: Arc::new(Shared {
                 ledger: sources.ledger,
                 fuse: sources.fuse,
+                pmem: sources.pmem,
                 stop: AtomicBool::new(false),
                 conns: Mutex::new(HashMap::new()),
                 active: AtomicUsize::new(0),

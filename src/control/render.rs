@@ -87,7 +87,19 @@ pub fn human(answer: &Value) -> String {
             );
         }
     }
+    if let Some(pmem) = answer.get("pmem").and_then(Value::as_object) {
+        out.push_str("pmem FLUSH\n");
+        for (key, value) in pmem {
+            let _ = writeln!(out, "  {key:<24} {value}");
+        }
+    }
     match answer.get("stats").and_then(Value::as_object) {
+        Some(stats) if answer.get("pmem").is_some_and(|p| !p.is_null()) => {
+            out.push_str("region ledger\n");
+            for (key, value) in stats {
+                let _ = writeln!(out, "  {key:<24} {value}");
+            }
+        }
         Some(stats) => {
             out.push_str("DAX window\n");
             for (key, value) in stats {
@@ -145,6 +157,16 @@ pub fn prometheus(answer: &Value, control: &str) -> String {
                     value(row)
                 );
             }
+        }
+    }
+    if let Some(pmem) = answer.get("pmem").and_then(Value::as_object) {
+        for (key, value) in pmem {
+            let Some(v) = value.as_u64() else { continue };
+            let _ = writeln!(
+                out,
+                "# TYPE vhost_dax_pmem_flush_{key}_total counter\n\
+                 vhost_dax_pmem_flush_{key}_total{{control=\"{label}\"}} {v}"
+            );
         }
     }
     if let Some(stats) = answer.get("stats").and_then(Value::as_object) {
