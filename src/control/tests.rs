@@ -707,9 +707,13 @@ fn shutdown_during_a_waiting_pin_drops_the_pin_it_gets() {
     let mut c = f.connect();
     c.send(br#"{"op":"pin","offset":0,"len":1,"wait":true}"#);
     eventually("the pin to wait", || f.ledger.stats().waits >= 1);
-    // Reopened while shutdown is under way (it waits for the pin's wait).
+    // Reopened once shutdown has cut the connection (its end of file reaches the client;
+    // shutdown then waits for the pin's wait), not after a guessed sleep.
+    let mut probe = c.writer.try_clone().unwrap();
     let reopen = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
+        let mut byte = [0u8; 1];
+        let n = std::io::Read::read(&mut probe, &mut byte).expect("end of file");
+        assert_eq!(n, 0, "an answer on a connection being shut down");
         drop(guard);
     });
     // Shutdown waits for the pin's wait (bounded by the budget); the pin granted when the
