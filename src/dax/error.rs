@@ -297,6 +297,13 @@ pub enum LedgerError {
         /// The operation.
         op: Op,
     },
+    /// The device is shutting down ([`Ledger::stop_waiting`](super::Ledger::stop_waiting))
+    /// and the operation would have had to wait: nothing changed.
+    #[error("{op} refused: the device is shutting down")]
+    Stopping {
+        /// The operation.
+        op: Op,
+    },
     /// The frontend failed a map or an unmap. A failed map leaves its chunks free; a failed
     /// unmap leaves that mapping (and its references) in place.
     #[error("the frontend failed to {call} {window_offset:#x}+{len:#x}")]
@@ -330,6 +337,7 @@ impl LedgerError {
             LedgerError::NotMapped { .. } | LedgerError::BeyondEof { .. } => libc::EFAULT,
             LedgerError::Draining { .. } | LedgerError::Timeout { .. } => libc::EBUSY,
             LedgerError::WouldWait { .. } => libc::EAGAIN,
+            LedgerError::Stopping { .. } => libc::EBUSY,
             LedgerError::BackingSize { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
             LedgerError::Mapper { source, .. } => source.errno(),
         }

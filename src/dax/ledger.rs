@@ -93,6 +93,7 @@ impl Ledger {
                 table: Mutex::new(table),
                 cond: Condvar::new(),
                 stats: Counters::default(),
+                stopping: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -626,6 +627,19 @@ impl Ledger {
                 )
             })
             .collect()
+    }
+
+    /// The device is shutting down: every map, unmap, pin and file-range release that
+    /// waits (or would wait) from now on fails with [`LedgerError::Stopping`], changing
+    /// nothing — a truncate parked on a VMM's pin must not go ahead once shutdown drops
+    /// that pin. The shutdown's own release ([`Ledger::reset`]) still waits.
+    pub fn stop_waiting(&self) {
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Under the lock, so no waiter checks the flag and then sleeps through this.
+        let _table = self.inner.lock();
+        self.inner.cond.notify_all();
     }
 
     /// Releases every mapping of `backing` the first way (inode eviction). Returns how many

@@ -19,6 +19,9 @@ pub(super) struct Inner {
     pub(super) table: Mutex<Table>,
     pub(super) cond: Condvar,
     pub(super) stats: Counters,
+    /// Set by [`Ledger::stop_waiting`](super::Ledger::stop_waiting): the waits of the
+    /// guest's and the VMM's operations end (the device is shutting down).
+    pub(super) stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {

@@ -62,6 +62,14 @@ impl<'a> Waiter<'a> {
             drop(table);
             return Err(LedgerError::WouldWait { op: self.op });
         }
+        let ends_at_shutdown = matches!(
+            self.op,
+            Op::Map | Op::Unmap | Op::Pin | Op::ReleaseFileRange
+        );
+        if ends_at_shutdown && self.inner.stopping.load(Ordering::SeqCst) {
+            drop(table);
+            return Err(LedgerError::Stopping { op: self.op });
+        }
         let now = Instant::now();
         let remaining = match self.deadline {
             Some(deadline) => deadline.saturating_duration_since(now),

@@ -152,14 +152,22 @@ impl FsDevice {
         }
     }
 
-    /// Stops taking requests, waits (bounded) for the ones being served to finish, closes
-    /// the control socket, then releases every window mapping (the frontend is asked to
-    /// unmap each).
+    /// Stops taking requests, ends the waits of the ones parked on the window, waits
+    /// (bounded) for the ones being served to finish, releases every window mapping (the
+    /// frontend is asked to unmap each; pins are waited for), then closes the control
+    /// socket.
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        // Requests waiting on the window (a truncate parked on a VMM's pin) end now,
+        // unchanged, instead of going ahead once the pins are dropped below.
+        if let Some(dax) = &self.dax {
+            dax.session.ledger().stop_waiting();
+        }
         self.wait_idle("shutdown");
-        self.close_control();
+        // The window is released while the VMM's pins still hold (its DMA may be in
+        // flight); only then does the control socket close and drop them.
         self.release_window("shutdown");
+        self.close_control();
     }
 
     /// The frontend went away: its address space, and every mapping in it, went with it.

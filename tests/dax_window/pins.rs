@@ -604,3 +604,33 @@ fn error_of_locked(fe: &Frontend, addr: vm_memory::GuestAddress) -> i32 {
     let bytes = fe.ram().read(addr, 16).unwrap();
     i32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]])
 }
+
+/// SIGTERM while a truncate waits on a VMM's pin: the truncate ends unchanged (EBUSY) and
+/// the file keeps its bytes. Shutdown releases the window before it drops the VMM's pins,
+/// so nothing parked can go ahead under DMA that may still be in flight.
+#[test]
+fn sigterm_ends_a_truncate_parked_on_a_pin_without_cutting_the_file() {
+    let mut d = start("dax-sigterm-parked", &["--pin-wait-budget", "300ms"]);
+    init(&d);
+    let node = d.file("t", &pattern(1 << 20, 3));
+    d.c.setupmapping(node, None, 0, MIB2, READ | WRITE, 0)
+        .unwrap();
+    let mut c = d.control();
+    let _pin = c.pin(0, 4096).unwrap();
+    let ticket =
+        d.c.transport
+            .submit(&truncate_request(node, 0), 4096)
+            .unwrap();
+    wait_until("the truncate to park", || c.stats()["draining_chunks"] == 1);
+
+    d.daemon.signal(libc::SIGTERM).unwrap();
+    let reply = Reply::parse(&d.c.transport.wait(ticket).unwrap());
+    assert_eq!(reply.header.error, -libc::EBUSY, "ended by the shutdown");
+    assert!(d.daemon.wait(WAIT).unwrap().success());
+    assert_eq!(d.host_size("t"), 1 << 20, "no byte cut");
+    let log = d.daemon.log();
+    assert!(
+        log.contains("refused: the device is shutting down"),
+        "{log}"
+    );
+}

@@ -571,3 +571,46 @@ fn the_try_forms_never_wait_and_change_nothing_when_they_would() {
     assert_eq!(ledger.try_unmap(0, 2 * CHUNK).unwrap().released, 2);
     ledger.check_invariants().unwrap();
 }
+
+/// Shutdown: a file-range release parked on a pin ends unchanged with `Stopping` the
+/// moment `stop_waiting` is called (woken, not timed out), and later ones fail at once
+/// instead of waiting; the pin and the mapping are untouched.
+#[test]
+fn stop_waiting_ends_parked_releases_unchanged() {
+    let (ledger, _) = ledger(2, Duration::from_secs(30));
+    let ledger = Arc::new(ledger);
+    let b = TestBacking::new(7, 2 * CHUNK, true);
+    ledger
+        .map(WindowOffset(0), CHUNK, dynb(&b), FileOffset(0), true)
+        .unwrap();
+    let pin = ledger.pin(0, 10, "dma", PinWait::Fail).unwrap();
+    let id = b.id_value();
+    let parked = {
+        let ledger = ledger.clone();
+        std::thread::spawn(move || ledger.release_file_range(id, 0, None).map(drop))
+    };
+    while ledger.stats().waits == 0 {
+        std::thread::yield_now();
+    }
+    ledger.stop_waiting();
+    let err = parked.join().unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LedgerError::Stopping {
+                op: Op::ReleaseFileRange
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.errno(), libc::EBUSY);
+    assert_eq!(ledger.stats().timeouts, 0, "ended, not timed out");
+    let again = ledger.release_file_range(id, 0, None).map(drop);
+    assert!(matches!(again, Err(LedgerError::Stopping { .. })));
+    assert_eq!(ledger.stats().live_pins, 1);
+    assert_eq!(ledger.mappings().len(), 1, "the mapping stays");
+    drop(pin);
+    // With the pin gone nothing waits, so the release goes through even now.
+    drop(ledger.release_file_range(id, 0, None).unwrap());
+    ledger.check_invariants().unwrap();
+}
