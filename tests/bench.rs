@@ -13,6 +13,8 @@ const KEYS: &[&str] = &[
     "pmem_flush_qd1_p50_us",
     "pmem_flush_qd1_p99_us",
     "pmem_flush_qd64_per_s",
+    "pmem_fdatasync_p50_us",
+    "pmem_fdatasync_p99_us",
     "pmem_syncs_qd64",
     "pmem_requests_qd64",
     "ledger_ops_per_s",
@@ -110,6 +112,11 @@ fn quick_json_bench_reports_every_key_with_a_sane_value() {
         "{svg}"
     );
     assert_eq!(report["schema_version"], 2);
+    assert!(
+        report["pmem_flush_overhead_ratio"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0)
+    );
     assert!(
         report["timestamp"]
             .as_str()

@@ -253,6 +253,7 @@ pub fn run(
         })?;
         progress(&format!("pmem flush, queue depth 1 {step}"));
         pmem::flush_qd1(&daemon, &scratch, &plan.pmem, &mut samples)?;
+        pmem::fdatasync_baseline(&scratch, &plan.pmem, &mut samples)?;
         progress(&format!("pmem flush, queue depth 64 {step}"));
         pmem::flush_qd64(&daemon, &scratch, &plan.pmem, &mut samples)?;
         progress(&format!("ledger map/pin/unpin/unmap {step}"));

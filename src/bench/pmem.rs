@@ -47,6 +47,30 @@ pub(super) fn flush_qd1(
     Ok(())
 }
 
+/// The floor under a FLUSH: `fdatasync` of the same backing file, called directly, as many
+/// times as the depth-1 run sends flushes (the file is as the daemon left it: clean).
+pub(super) fn fdatasync_baseline(
+    scratch: &Scratch,
+    sizes: &Sizes,
+    samples: &mut Samples,
+) -> Result<(), BenchError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(scratch.path("pmem.img"))?;
+    let mut latencies = Vec::with_capacity(sizes.qd1_requests);
+    for _ in 0..sizes.qd1_requests {
+        let t = Instant::now();
+        file.sync_data()?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.push_latencies(
+        ["pmem_fdatasync_p50_us", "pmem_fdatasync_p99_us"],
+        latencies,
+    );
+    Ok(())
+}
+
 /// 64 flushes in flight: rate, and the host syncs the daemon needed for them.
 pub(super) fn flush_qd64(
     daemon: &Path,

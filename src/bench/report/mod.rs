@@ -68,6 +68,14 @@ pub fn dax_read_ratio(results: &BTreeMap<&'static str, Figure>) -> Option<f64> {
     (fuse > 0.0).then_some(window / fuse)
 }
 
+/// A depth-1 FLUSH's p50 over a bare `fdatasync`'s of the same file, when both ran: what
+/// the daemon and the round trip add to the sync itself.
+pub fn pmem_flush_overhead(results: &BTreeMap<&'static str, Figure>) -> Option<f64> {
+    let flush = results.get("pmem_flush_qd1_p50_us")?.median;
+    let sync = results.get("pmem_fdatasync_p50_us")?.median;
+    (sync > 0.0).then_some(flush / sync)
+}
+
 fn medians(results: &BTreeMap<&'static str, Figure>, object: &mut Map<String, Value>) {
     for (key, figure) in results {
         object.insert((*key).to_string(), json!(figure.median));
@@ -88,6 +96,9 @@ pub fn json(report: &BenchReport) -> Value {
     medians(&report.results, &mut object);
     if let Some(ratio) = dax_read_ratio(&report.results) {
         object.insert("dax_read_ratio".into(), json!(ratio));
+    }
+    if let Some(ratio) = pmem_flush_overhead(&report.results) {
+        object.insert("pmem_flush_overhead_ratio".into(), json!(ratio));
     }
     object.insert("machine".into(), json!(report.machine));
     object.insert("parameters".into(), json!(report.parameters));
@@ -199,6 +210,14 @@ pub fn table(report: &BenchReport) -> String {
             let _ = writeln!(
                 out,
                 "  window read / FUSE READ of the same file: {ratio:.2}×"
+            );
+        }
+        if section == Section::Pmem
+            && let Some(ratio) = pmem_flush_overhead(&report.results)
+        {
+            let _ = writeln!(
+                out,
+                "  FLUSH p50 / bare fdatasync p50 of the same file: {ratio:.2}×"
             );
         }
         out.push('\n');

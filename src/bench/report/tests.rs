@@ -102,6 +102,17 @@ fn the_table_groups_sections_with_units_and_ratios() {
 }
 
 #[test]
+fn the_flush_overhead_is_flush_over_fdatasync() {
+    let mut r = report(peer());
+    r.results.insert("pmem_flush_qd1_p50_us", figure(60.0));
+    r.results.insert("pmem_fdatasync_p50_us", figure(40.0));
+    assert_eq!(json(&r)["pmem_flush_overhead_ratio"], 1.5);
+    assert!(table(&r).contains("FLUSH p50 / bare fdatasync p50 of the same file: 1.50×"));
+    r.results.remove("pmem_fdatasync_p50_us");
+    assert!(json(&r).get("pmem_flush_overhead_ratio").is_none());
+}
+
+#[test]
 fn numbers_have_three_significant_digits_and_grouped_thousands() {
     assert_eq!(num(90_712.4), "90,712");
     assert_eq!(num(1_234_567.0), "1,234,567");
