@@ -143,3 +143,23 @@ fn without_a_pool_a_slow_request_holds_up_its_queue() {
     succeeded(queue, open, 1 << 40);
     succeeded(queue, getattr, (1 << 40) + 1);
 }
+
+#[test]
+fn a_pooled_reply_never_lands_in_a_stopped_ring() {
+    let f = start("pool-stop-ring", &["--thread-pool-size", "2"]);
+    let (lease, open, getattr) = open_held_by_a_lease(&f);
+    let queue = &f.c.transport;
+    succeeded(queue, getattr, (1 << 40) + 1);
+    // The frontend takes the rings back (GET_VRING_BASE) while the OPEN is in a worker.
+    f.frontend.lock().unwrap().stop_queues().unwrap();
+    drop(lease);
+    let deadline = Instant::now() + WAIT;
+    while !f._daemon.log().contains("pooled reply dropped") {
+        assert!(
+            Instant::now() < deadline,
+            "the OPEN's reply was not dropped"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!queue.is_done(&open).unwrap());
+}

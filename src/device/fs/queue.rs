@@ -94,11 +94,11 @@ impl FsBackend {
                         let taken = device.reply_epoch();
                         pool.submit(move || {
                             let mut scratch = REQUEST_BUFFER.take();
-                            device.serve_chain(request, &mut scratch, Some(taken));
+                            device.serve_chain(request, &mut scratch, Landing::Pool(taken));
                             REQUEST_BUFFER.set(scratch);
                         });
                     }
-                    None => self.device.serve_chain(request, scratch, None),
+                    None => self.device.serve_chain(request, scratch, Landing::Here),
                 }
             }
             if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
@@ -119,21 +119,36 @@ struct Request {
     _in_flight: InFlight,
 }
 
+/// Where a served request's reply goes.
+#[derive(Clone, Copy)]
+enum Landing {
+    /// Served on its queue's thread: straight into the ring.
+    Here,
+    /// Served by a pool worker, popped in this epoch.
+    Pool(Epoch),
+    /// Served by a parked worker, popped in this epoch.
+    Parked(Epoch),
+}
+
 impl Request {
-    /// Returns the chain with `used` bytes written: at once on the queue's thread
-    /// (`taken` None), else only if the epoch `taken` (when it was popped) is current.
-    fn complete(&self, device: &FsDevice, used: u32, taken: Option<Epoch>) {
+    /// Returns the chain with `used` bytes written: at once on the queue's thread, else
+    /// only if the epoch the chain was popped in is still current.
+    fn complete(&self, device: &FsDevice, used: u32, landing: Landing) {
         let head = self.chain.head_index();
-        let Some(taken) = taken else {
-            complete_or_log(self.queue, &self.vring, head, used, self.event_idx);
-            return;
+        let (taken, who) = match landing {
+            Landing::Here => {
+                complete_or_log(self.queue, &self.vring, head, used, self.event_idx);
+                return;
+            }
+            Landing::Pool(taken) => (taken, "pooled"),
+            Landing::Parked(taken) => (taken, "parked"),
         };
         let landed = device.complete_if_current(taken, || {
             complete_or_log(self.queue, &self.vring, head, used, self.event_idx);
         });
         if !landed {
             log::debug!(
-                "fs: queue {}: reply to chain {head} dropped: the ring was taken back",
+                "fs: queue {}: {who} reply dropped: the ring was taken back (chain {head})",
                 self.queue
             );
         }
@@ -141,14 +156,9 @@ impl Request {
 }
 
 impl FsDevice {
-    /// Serves one popped chain, on the queue's thread (`taken` None) or a pool worker
-    /// (`taken`: the reply epoch it was popped in), using `scratch` for its request bytes.
-    fn serve_chain(
-        self: &Arc<Self>,
-        request: Request,
-        scratch: &mut Vec<u8>,
-        taken: Option<Epoch>,
-    ) {
+    /// Serves one popped chain, on the queue's thread ([`Landing::Here`]) or a pool
+    /// worker ([`Landing::Pool`]), using `scratch` for its request bytes.
+    fn serve_chain(self: &Arc<Self>, request: Request, scratch: &mut Vec<u8>, landing: Landing) {
         let queue = request.queue;
         let head = request.chain.head_index();
         let buffers = match ChainBuffers::resolve(request.chain.clone(), &request.mem) {
@@ -156,7 +166,7 @@ impl FsDevice {
             Err(e) => {
                 // Checked when it was popped; guest memory cannot shrink under a guard.
                 log::warn!("fs: queue {queue} request {head} has bad descriptors: {e}");
-                request.complete(self, 0, taken);
+                request.complete(self, 0, landing);
                 return;
             }
         };
@@ -178,7 +188,7 @@ impl FsDevice {
                     &buffers.writable,
                     &[&reply.header, &reply.body],
                 );
-                request.complete(self, used, taken);
+                request.complete(self, used, landing);
                 return;
             }
             let refusal = if bytes.len() > MAX_PARKED_REQUEST {
@@ -198,7 +208,7 @@ impl FsDevice {
                 );
                 self.record(queue, bytes, errno.get(), Duration::ZERO);
                 let used = refuse(queue, head, bytes, errno, &buffers.writable);
-                request.complete(self, used, taken);
+                request.complete(self, used, landing);
                 return;
             }
             let parked = ParkedSlot(self.parked.clone());
@@ -208,7 +218,10 @@ impl FsDevice {
             drop(buffers);
             // Served on a worker so this queue keeps going while it waits; its reply
             // lands only in the epoch it was popped in.
-            let taken = taken.unwrap_or_else(|| self.reply_epoch());
+            let taken = match landing {
+                Landing::Pool(taken) | Landing::Parked(taken) => taken,
+                Landing::Here => self.reply_epoch(),
+            };
             let device = self.clone();
             self.parking.park(move || {
                 let used = match ChainBuffers::resolve(request.chain.clone(), &request.mem) {
@@ -224,7 +237,7 @@ impl FsDevice {
                         0
                     }
                 };
-                request.complete(&device, used, Some(taken));
+                request.complete(&device, used, Landing::Parked(taken));
                 drop(request);
                 drop(parked);
             });
@@ -232,7 +245,7 @@ impl FsDevice {
         }
         let used = self.serve(queue, head, bytes, &mut payload, &buffers.writable);
         drop(buffers);
-        request.complete(self, used, taken);
+        request.complete(self, used, landing);
     }
 }
 
