@@ -2,7 +2,8 @@
 //!
 //! The shared directory is built once per run on the host side ([`Share`]). Each repeat
 //! ([`repeat`]) starts a fresh daemon of each side on it ([`Session`]), initialises FUSE
-//! and runs every workload once on each, alternating, one request in flight at a time:
+//! and runs every workload once on each, alternating, one request in flight at a time
+//! (but see below):
 //!
 //! - metadata: LOOKUP and GETATTR over a warm tree (every name looked up once before
 //!   timing); CREATE+RELEASE+UNLINK cycles; READDIRPLUS of a 10 000-entry directory;
@@ -77,7 +78,8 @@ const BIG: u32 = DATA_AREA;
 const READDIR_BUFFER: u32 = 32 << 10;
 /// Untimed requests before each timed loop.
 const WARMUP: usize = 20;
-/// `--thread-pool-size` of both daemons for the workloads with requests in flight.
+/// `--thread-pool-size` of both daemons for the workloads with requests in flight (the
+/// table's FUSE heading names it: `report::Section::title`).
 pub(super) const POOL_THREADS: usize = 4;
 
 /// Sizes of the FUSE workloads.
