@@ -68,18 +68,15 @@ impl FsBackend {
                 if self.device.stopping.load(Ordering::SeqCst) {
                     return Ok(());
                 }
+                // A reply served off this thread lands only in the epoch its chain was
+                // popped in: taken before the pop, so no ring stop comes between.
+                let taken = pool.map(|_| self.device.reply_epoch());
                 let mem = memory.memory();
                 let chain = vring
                     .get_mut()
                     .get_queue_mut()
                     .pop_descriptor_chain(mem.clone());
                 let Some(chain) = chain else { break };
-                let head = chain.head_index();
-                if let Err(e) = ChainBuffers::resolve(chain.clone(), &mem) {
-                    log::warn!("fs: queue {queue} request {head} has bad descriptors: {e}");
-                    complete_or_log(queue, vring, head, 0, event_idx);
-                    continue;
-                }
                 let request = Request {
                     queue,
                     vring: vring.clone(),
@@ -88,18 +85,23 @@ impl FsBackend {
                     chain,
                     _in_flight: in_flight,
                 };
-                match pool {
-                    Some(pool) => {
-                        let device = self.device.clone();
-                        let taken = device.reply_epoch();
-                        pool.submit(move || {
-                            let mut scratch = REQUEST_BUFFER.take();
-                            device.serve_chain(request, &mut scratch, Landing::Pool(taken));
-                            REQUEST_BUFFER.set(scratch);
-                        });
-                    }
-                    None => self.device.serve_chain(request, scratch, Landing::Here),
+                let (Some(pool), Some(taken)) = (pool, taken) else {
+                    self.device.serve_chain(request, scratch, Landing::Here);
+                    continue;
+                };
+                // Checked here, so a worker is handed only chains it can serve.
+                if let Err(e) = ChainBuffers::resolve(request.chain.clone(), &request.mem) {
+                    let head = request.chain.head_index();
+                    log::warn!("fs: queue {queue} request {head} has bad descriptors: {e}");
+                    request.complete(&self.device, 0, Landing::Here);
+                    continue;
                 }
+                let device = self.device.clone();
+                pool.submit(move || {
+                    let mut scratch = REQUEST_BUFFER.take();
+                    device.serve_chain(request, &mut scratch, Landing::Pool(taken));
+                    REQUEST_BUFFER.set(scratch);
+                });
             }
             if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
                 return Ok(());
@@ -164,7 +166,6 @@ impl FsDevice {
         let buffers = match ChainBuffers::resolve(request.chain.clone(), &request.mem) {
             Ok(b) => b,
             Err(e) => {
-                // Checked when it was popped; guest memory cannot shrink under a guard.
                 log::warn!("fs: queue {queue} request {head} has bad descriptors: {e}");
                 request.complete(self, 0, landing);
                 return;
