@@ -294,6 +294,12 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             None => (filesystem, None),
         };
         let device = FsDevice::with_stats(fs.clone(), filesystem, parts, stats);
+        if device.pool_workers() > 0 {
+            log::info!(
+                "fs: {} pool worker(s) serve the request queues (--thread-pool-size)",
+                device.pool_workers()
+            );
+        }
         if let Some(server) = control {
             device.attach_control(server);
         }
@@ -309,13 +315,6 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             if fs.readonly { ", read-only" } else { "" },
             fs.socket
         );
-        if fs.thread_pool_size > 0 {
-            log::info!(
-                "fs: a thread pool of {} was asked for (--thread-pool-size): there is none; \
-                 each request queue is served by its own thread",
-                fs.thread_pool_size
-            );
-        }
         if fs.sandbox != Sandbox::None {
             sandbox = Some((fs.sandbox, fs.shared_dir.clone()));
         }

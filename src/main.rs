@@ -181,6 +181,10 @@ struct FsArgs {
     /// when absent; needs a window.
     #[arg(long)]
     dax_maps_within_file: bool,
+    /// Worker threads serving the request queues' requests, so a slow one holds up no
+    /// other (virtiofsd's flag); 0: each queue's requests are served on its own thread.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    thread_pool_size: usize,
 }
 
 impl FsArgs {
@@ -204,6 +208,7 @@ impl FsArgs {
             control_socket: self.control_socket.clone(),
             shmem_bit21: self.shmem_bit21,
             dax_maps_within_file: self.dax_maps_within_file,
+            thread_pool_size: Some(self.thread_pool_size),
             ..FsRequest::default()
         }
     }

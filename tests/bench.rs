@@ -52,6 +52,12 @@ const FUSE_KEYS: &[&str] = &[
     "fuse_seq_write_gbps",
     "fuse_seq_write_p50_us",
     "fuse_seq_write_p99_us",
+    "fuse_read4k_qd16_ops_per_s",
+    "fuse_read4k_qd16_p50_us",
+    "fuse_read4k_qd16_p99_us",
+    "fuse_read4k_qd64_ops_per_s",
+    "fuse_read4k_qd64_p50_us",
+    "fuse_read4k_qd64_p99_us",
 ];
 
 /// The rates compared with the peer (`peer.virtiofsd.ratio`).
@@ -64,6 +70,8 @@ const RATIO_KEYS: &[&str] = &[
     "fuse_write4k_ops_per_s",
     "fuse_seq_read_gbps",
     "fuse_seq_write_gbps",
+    "fuse_read4k_qd16_ops_per_s",
+    "fuse_read4k_qd64_ops_per_s",
 ];
 
 fn sane(object: &Value, key: &str) -> f64 {

@@ -553,6 +553,45 @@ fn dax_maps_within_file_needs_a_window() {
 }
 
 #[test]
+fn thread_pool_size_is_checked_on_the_command_line_and_in_a_config_file() {
+    let dir = TempDir::new("pool-size");
+    std::fs::create_dir(dir.join("share")).unwrap();
+    let socket = dir.join("fs.sock");
+    let (code, stderr) = run(&[
+        "fs",
+        "--socket",
+        socket.to_str().unwrap(),
+        "--shared-dir",
+        dir.join("share").to_str().unwrap(),
+        "--thread-pool-size",
+        "1025",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--thread-pool-size"), "{stderr}");
+    assert!(!socket.exists());
+    let config = |value: &str| {
+        let path = dir.join("pool.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[fs]]\nsocket = \"{}\"\nshared_dir = \"{}\"\nthread_pool_size = {value}\n",
+                socket.display(),
+                dir.join("share").display()
+            ),
+        )
+        .unwrap();
+        run(&["check-config", path.to_str().unwrap()])
+    };
+    assert_eq!(config("8").0, 0);
+    assert_eq!(config("0").0, 0);
+    for bad in ["-1", "\"8\"", "4096"] {
+        let (code, stderr) = config(bad);
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        assert!(stderr.contains("fs[0].thread_pool_size"), "{bad}: {stderr}");
+    }
+}
+
+#[test]
 fn check_config_tells_a_live_socket_without_disturbing_its_daemon() {
     let dir = TempDir::new("check-live");
     std::fs::create_dir(dir.join("share")).unwrap();

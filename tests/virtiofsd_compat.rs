@@ -94,7 +94,7 @@ fn libvirts_legacy_o_command_line_serves_through_the_inherited_socket() {
     assert!(daemon.wait(WAIT).unwrap().success(), "{}", daemon.log());
     let log = daemon.log();
     assert!(log.contains("DEBUG"), "-d turns debug logging on:\n{log}");
-    assert!(log.contains("thread pool of 16"), "{log}");
+    assert!(log.contains("16 pool worker(s)"), "{log}");
     assert!(
         socket.exists(),
         "the daemon must not unlink the socket it inherited"

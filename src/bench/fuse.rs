@@ -2,12 +2,16 @@
 //!
 //! The shared directory is built once per run on the host side ([`Share`]). Each repeat
 //! ([`repeat`]) starts a fresh daemon of each side on it ([`Session`]), initialises FUSE
-//! and runs every workload once on each, alternating, one request in flight at a time:
+//! and runs every workload once on each, alternating, one request in flight at a time
+//! (but see below):
 //!
 //! - metadata: LOOKUP and GETATTR over a warm tree (every name looked up once before
 //!   timing); CREATE+RELEASE+UNLINK cycles; READDIRPLUS of a 10 000-entry directory;
 //! - data: 4 KiB READ and WRITE at random aligned offsets of a data file, and 1 MiB
 //!   sequential READ and WRITE through it (no fsync: the host page cache absorbs them).
+//!
+//! Then both daemons are started again with a request pool (`--thread-pool-size`
+//! [`POOL_THREADS`]) for 4 KiB random READs with 16 and with 64 in flight on the queue.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -46,6 +50,12 @@ pub const FUSE_KEYS: &[&str] = &[
     "fuse_seq_write_gbps",
     "fuse_seq_write_p50_us",
     "fuse_seq_write_p99_us",
+    "fuse_read4k_qd16_ops_per_s",
+    "fuse_read4k_qd16_p50_us",
+    "fuse_read4k_qd16_p99_us",
+    "fuse_read4k_qd64_ops_per_s",
+    "fuse_read4k_qd64_p50_us",
+    "fuse_read4k_qd64_p99_us",
 ];
 
 /// Keys compared with the peer as ours / theirs: the rates (above 1: we are faster).
@@ -58,6 +68,8 @@ pub const RATIO_KEYS: &[&str] = &[
     "fuse_write4k_ops_per_s",
     "fuse_seq_read_gbps",
     "fuse_seq_write_gbps",
+    "fuse_read4k_qd16_ops_per_s",
+    "fuse_read4k_qd64_ops_per_s",
 ];
 
 const SMALL: u32 = 4096;
@@ -66,6 +78,9 @@ const BIG: u32 = DATA_AREA;
 const READDIR_BUFFER: u32 = 32 << 10;
 /// Untimed requests before each timed loop.
 const WARMUP: usize = 20;
+/// `--thread-pool-size` of both daemons for the workloads with requests in flight (the
+/// table's FUSE heading names it: `report::Section::title`).
+pub(super) const POOL_THREADS: usize = 4;
 
 /// Sizes of the FUSE workloads.
 #[derive(Debug, Clone, Copy)]
@@ -94,7 +109,7 @@ impl Sizes {
         }
     }
 
-    pub(super) fn parameters(&self) -> [(&'static str, Value); 8] {
+    pub(super) fn parameters(&self) -> [(&'static str, Value); 9] {
         [
             ("fuse_tree_dirs", json!(self.tree_dirs)),
             ("fuse_tree_files_per_dir", json!(self.tree_files)),
@@ -104,6 +119,7 @@ impl Sizes {
             ("fuse_data_file_mib", json!(self.data_file >> 20)),
             ("fuse_random_ops", json!(self.random_ops)),
             ("fuse_seq_mib", json!(self.seq_requests)),
+            ("fuse_pool_threads", json!(POOL_THREADS)),
         ]
     }
 }
@@ -180,8 +196,9 @@ impl Target {
     }
 
     /// Both confined the same way (not at all: the bench measures serving, not sandboxes)
-    /// and with the same cache policy; everything else at its default.
-    fn args(&self, socket: &Path, share: &Path) -> Result<Vec<String>, BenchError> {
+    /// and with the same cache policy and `--thread-pool-size`; everything else at its
+    /// default.
+    fn args(&self, socket: &Path, share: &Path, pool: usize) -> Result<Vec<String>, BenchError> {
         let socket = path_str(socket)?.to_string();
         let share = path_str(share)?.to_string();
         let mut args: Vec<String> = match self.kind {
@@ -199,6 +216,9 @@ impl Target {
             ]
             .map(String::from),
         );
+        if pool > 0 {
+            args.extend(["--thread-pool-size".into(), pool.to_string()]);
+        }
         Ok(args)
     }
 }
@@ -210,16 +230,18 @@ pub(super) struct Session {
 }
 
 impl Session {
-    /// Starts `target` on the share and initialises FUSE.
+    /// Starts `target` on the share, with a request pool of `pool` workers (0: none), and
+    /// initialises FUSE.
     pub(super) fn start(
         target: &Target,
         scratch: &Scratch,
         share: &Share,
+        pool: usize,
     ) -> Result<Session, BenchError> {
         let socket = scratch.path(&format!("fs-{}.sock", target.name));
         // A stale socket would pass for the new daemon listening.
         let _ = std::fs::remove_file(&socket);
-        let args = target.args(&socket, &share.root)?;
+        let args = target.args(&socket, &share.root, pool)?;
         let daemon = DaemonProcess::spawn(&target.program, &args, &socket, WAIT)?;
         let mut wire = FuseWire::connect(&socket, &target.name)?;
         wire.init()?;
@@ -252,6 +274,10 @@ const WORKLOADS: &[(&str, Workload)] = &[
     ("1 MiB sequential write", seq_write),
 ];
 
+/// The workloads run on daemons with a request pool of [`POOL_THREADS`].
+const POOL_WORKLOADS: &[(&str, Workload)] =
+    &[("4 KiB random read, 16 and 64 in flight", read4k_in_flight)];
+
 /// A daemon measured in a repeat: its target and where its samples go.
 pub(super) struct Side<'a> {
     pub(super) target: &'a Target,
@@ -273,46 +299,52 @@ pub(super) fn repeat(
     progress: &mut dyn FnMut(&str),
 ) -> Result<Option<BenchError>, BenchError> {
     let _pinned = Pinned::to_one_cpu()?;
-    let mut our_session = Session::start(ours.target, scratch, share)?;
+    let mut peer = peer;
     let mut peer_error = None;
-    let mut peer = match peer {
-        None => None,
-        Some(side) => match Session::start(side.target, scratch, share) {
-            Ok(session) => Some((session, side)),
-            Err(e) => {
-                peer_error = Some(e);
-                None
-            }
-        },
-    };
-    for (label, workload) in WORKLOADS {
-        let names = match &peer {
-            Some((_, side)) if peer_first => format!("{}, {}", side.target.name, ours.target.name),
-            Some((_, side)) => format!("{}, {}", ours.target.name, side.target.name),
-            None => ours.target.name.clone(),
+    for (pool, workloads) in [(0, WORKLOADS), (POOL_THREADS, POOL_WORKLOADS)] {
+        let mut our_session = Session::start(ours.target, scratch, share, pool)?;
+        // A peer that failed once sits out the rest of the repeat.
+        let mut peer_session = match peer.as_mut().filter(|_| peer_error.is_none()) {
+            None => None,
+            Some(side) => match Session::start(side.target, scratch, share, pool) {
+                Ok(session) => Some((session, side)),
+                Err(e) => {
+                    peer_error = Some(e);
+                    None
+                }
+            },
         };
-        progress(&format!("fuse {label}: {names}"));
-        let mut run_peer = |peer: &mut Option<(Session, Side<'_>)>| {
-            if let Some((session, side)) = peer
-                && let Err(e) = workload(&mut session.wire, sizes, side.samples)
-            {
-                peer_error = Some(e);
-                *peer = None;
+        for (label, workload) in workloads {
+            let names = match &peer_session {
+                Some((_, side)) if peer_first => {
+                    format!("{}, {}", side.target.name, ours.target.name)
+                }
+                Some((_, side)) => format!("{}, {}", ours.target.name, side.target.name),
+                None => ours.target.name.clone(),
+            };
+            progress(&format!("fuse {label}: {names}"));
+            let mut run_peer = |peer: &mut Option<(Session, &mut Side<'_>)>| {
+                if let Some((session, side)) = peer
+                    && let Err(e) = workload(&mut session.wire, sizes, side.samples)
+                {
+                    peer_error = Some(e);
+                    *peer = None;
+                }
+            };
+            if peer_first {
+                run_peer(&mut peer_session);
             }
-        };
-        if peer_first {
-            run_peer(&mut peer);
+            workload(&mut our_session.wire, sizes, ours.samples)?;
+            if !peer_first {
+                run_peer(&mut peer_session);
+            }
         }
-        workload(&mut our_session.wire, sizes, ours.samples)?;
-        if !peer_first {
-            run_peer(&mut peer);
+        our_session.stop()?;
+        if let Some((session, _)) = peer_session
+            && let Err(e) = session.stop()
+        {
+            peer_error = Some(e);
         }
-    }
-    our_session.stop()?;
-    if let Some((session, _)) = peer
-        && let Err(e) = session.stop()
-    {
-        peer_error = Some(e);
     }
     Ok(peer_error)
 }
@@ -486,6 +518,35 @@ fn read4k(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), Benc
         })?;
         samples.push("fuse_read4k_ops_per_s", rate);
         samples.push_latencies(["fuse_read4k_p50_us", "fuse_read4k_p99_us"], latencies);
+        Ok(())
+    })
+}
+
+/// 4 KiB READs at the same random offsets as [`read4k`], 16 then 64 in flight.
+fn read4k_in_flight(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+    let offsets = random_offsets(s);
+    with_data_file(w, |w, node, fh| {
+        w.reads_in_flight(node, fh, &offsets[..WARMUP], SMALL, 16)?;
+        let runs = [
+            (
+                16,
+                "fuse_read4k_qd16_ops_per_s",
+                "fuse_read4k_qd16_p50_us",
+                "fuse_read4k_qd16_p99_us",
+            ),
+            (
+                64,
+                "fuse_read4k_qd64_ops_per_s",
+                "fuse_read4k_qd64_p50_us",
+                "fuse_read4k_qd64_p99_us",
+            ),
+        ];
+        for (depth, rate, p50, p99) in runs {
+            let (elapsed, latencies) =
+                w.reads_in_flight(node, fh, &offsets[WARMUP..], SMALL, depth)?;
+            samples.push(rate, latencies.len() as f64 / elapsed.as_secs_f64());
+            samples.push_latencies([p50, p99], latencies);
+        }
         Ok(())
     })
 }

@@ -1,5 +1,6 @@
 //! A lean FUSE driver for the bench: one request at a time on the first request queue of
-//! our frontend, laid out as the Linux virtiofs driver lays it out.
+//! our frontend, laid out as the Linux virtiofs driver lays it out (and, for READs,
+//! several in flight: [`FuseWire::reads_in_flight`]).
 //!
 //! Its buffers live in guest RAM once per session: a request area for the in-header and
 //! arguments, a reply area for the out-header and small replies, and a 1 MiB data area
@@ -9,8 +10,10 @@
 //! our side and the time measured is the daemon's (plus the ring and eventfd round
 //! trip every virtio-fs request pays).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use vm_memory::GuestAddress;
 
@@ -425,6 +428,117 @@ impl FuseWire {
             data: size,
             ..Request::new("READ", op::READ, node, &[&args], 0)
         })
+    }
+
+    /// READs of `size` bytes at each of `offsets`, `depth` of them in flight at once (each
+    /// slot with its own request, reply and data buffers; a returned slot is refilled at
+    /// once, chains added since the last kick share one). Returns the time for all of
+    /// them and each one's latency in µs, from its chain being offered to it being seen
+    /// returned.
+    pub(super) fn reads_in_flight(
+        &mut self,
+        node: u64,
+        fh: u64,
+        offsets: &[u64],
+        size: u32,
+        depth: usize,
+    ) -> Result<(Duration, Vec<f64>), BenchError> {
+        const SLOT_REQUEST: u32 = 256;
+        // 16 bytes, well within a u32.
+        let reply_len = u32::try_from(OutHeader::SIZE).unwrap_or(u32::MAX);
+        let fits = |slot: u32, area: u32| {
+            u32::try_from(depth)
+                .ok()
+                .and_then(|d| d.checked_mul(slot))
+                .is_some_and(|total| total <= area)
+        };
+        if depth == 0
+            || !fits(SLOT_REQUEST, REQUEST_AREA)
+            || !fits(reply_len, REPLY_AREA)
+            || !fits(size, DATA_AREA)
+        {
+            return Err(BenchError::Unexpected(format!(
+                "{depth} READs of {size} bytes do not fit the bench's buffers"
+            )));
+        }
+        let at = |base: GuestAddress, slot: usize, len: u32| {
+            GuestAddress(base.0 + slot as u64 * u64::from(len))
+        };
+        let caller = request::Caller {
+            uid: 0,
+            gid: 0,
+            pid: 1,
+        };
+        let mut free: Vec<usize> = (0..depth).rev().collect();
+        // Chain head -> (slot, offered at, unique).
+        let mut offered: HashMap<u16, (usize, Instant, u64)> = HashMap::with_capacity(depth);
+        let mut latencies = Vec::with_capacity(offsets.len());
+        let mut next = offsets.iter();
+        let started = Instant::now();
+        while latencies.len() < offsets.len() {
+            let mut added = false;
+            while !free.is_empty() {
+                let Some(&offset) = next.next() else { break };
+                let Some(slot) = free.pop() else { break };
+                self.unique += 1;
+                let args = abi::ReadIn {
+                    fh,
+                    offset,
+                    size,
+                    ..Default::default()
+                }
+                .to_bytes();
+                self.encoded.clear();
+                request::header(op::READ, self.unique, node, caller, args.len())
+                    .ok_or_else(|| BenchError::Unexpected("READ request too large".into()))?
+                    .put(&mut self.encoded);
+                self.encoded.extend_from_slice(&args);
+                let request = at(self.request, slot, SLOT_REQUEST);
+                // An in-header and `fuse_read_in`: 80 bytes, well within a slot.
+                let request_len = u32::try_from(self.encoded.len()).unwrap_or(SLOT_REQUEST);
+                self.frontend.ram().write(request, &self.encoded)?;
+                let chain = [
+                    Buffer::readable(request, request_len),
+                    Buffer::writable(at(self.reply, slot, reply_len), reply_len),
+                    Buffer::writable(at(self.data, slot, size), size),
+                ];
+                let head = self.frontend.add_chain(QUEUE, &chain)?;
+                offered.insert(head, (slot, Instant::now(), self.unique));
+                added = true;
+            }
+            if added {
+                self.frontend.kick(QUEUE)?;
+            }
+            for used in self.frontend.wait_used(QUEUE, 1, WAIT)? {
+                let (slot, offered_at, unique) = offered.remove(&used.head).ok_or_else(|| {
+                    BenchError::Unexpected(format!(
+                        "{}: chain {} returned, not in flight",
+                        self.daemon, used.head
+                    ))
+                })?;
+                latencies.push(offered_at.elapsed().as_secs_f64() * 1e6);
+                let header = OutHeader::get(
+                    &self
+                        .frontend
+                        .ram()
+                        .read(at(self.reply, slot, reply_len), OutHeader::SIZE)?,
+                );
+                if header.unique != unique || header.error != 0 {
+                    return Err(BenchError::Unexpected(format!(
+                        "{}: READ {unique} answered unique {} error {}",
+                        self.daemon, header.unique, header.error
+                    )));
+                }
+                expect_len(
+                    &self.daemon,
+                    "READ",
+                    header.len as usize,
+                    OutHeader::SIZE + size as usize,
+                )?;
+                free.push(slot);
+            }
+        }
+        Ok((started.elapsed(), latencies))
     }
 
     /// WRITE of `size` bytes of the data area at `offset`; returns the bytes written.

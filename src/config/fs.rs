@@ -16,6 +16,9 @@ use crate::fs::{CachePolicy, DaxPolicy};
 pub const MAX_TAG_LEN: usize = 36;
 /// Most request queues a device may have.
 pub const MAX_REQUEST_QUEUES: usize = 16;
+/// Most request pool workers of one device (`--thread-pool-size`); as many as a queue
+/// can hold requests.
+pub const MAX_THREAD_POOL_SIZE: usize = 1024;
 
 /// How the daemon confines itself before serving the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -103,7 +106,7 @@ pub struct FsRequest {
     pub killpriv_v2: bool,
     /// Do not grant READDIRPLUS.
     pub no_readdirplus: bool,
-    /// virtiofsd's `--thread-pool-size`, as asked (see [`FsConfig::thread_pool_size`]).
+    /// `--thread-pool-size` (see [`FsConfig::thread_pool_size`]); absent: 0.
     pub thread_pool_size: Option<usize>,
 }
 
@@ -160,9 +163,10 @@ pub struct FsConfig {
     pub killpriv_v2: bool,
     /// Grant READDIRPLUS.
     pub readdirplus: bool,
-    /// The thread pool virtiofsd's `--thread-pool-size` asked for (0: none). Recorded and
-    /// logged only: every request queue is served by its own single thread whatever the
-    /// value (which is what virtiofsd does with 0).
+    /// Worker threads of the device's request pool (`--thread-pool-size`, virtiofsd's
+    /// name and meaning): the request queues hand the requests they pop to them, so a
+    /// slow request holds up no other. 0 (the default, as virtiofsd's): every request is
+    /// served on its queue's thread.
     pub thread_pool_size: usize,
 }
 
@@ -232,6 +236,13 @@ impl FsRequest {
                 format!("must be between 1 and {MAX_REQUEST_QUEUES} (got {queues})"),
             ));
         }
+        let thread_pool_size = self.thread_pool_size.unwrap_or(0);
+        if thread_pool_size > MAX_THREAD_POOL_SIZE {
+            return Err(ConfigError::new(
+                field("thread_pool_size"),
+                format!("must be at most {MAX_THREAD_POOL_SIZE} (got {thread_pool_size})"),
+            ));
+        }
         let cache = match self.cache.as_deref() {
             None | Some("auto") => CachePolicy::Auto,
             Some("never") => CachePolicy::Never,
@@ -289,7 +300,7 @@ impl FsRequest {
             dax,
             killpriv_v2: self.killpriv_v2,
             readdirplus: !self.no_readdirplus,
-            thread_pool_size: self.thread_pool_size.unwrap_or(0),
+            thread_pool_size,
         })
     }
 
@@ -421,6 +432,7 @@ pub(crate) const FS_KEYS: &[&str] = &[
     "control_socket",
     "shmem_bit21",
     "dax_maps_within_file",
+    "thread_pool_size",
 ];
 
 pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest, ConfigError> {
@@ -434,16 +446,17 @@ pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest,
                 .ok_or_else(|| ConfigError::new(origin.field(key), "must be a string")),
         }
     };
-    let queues = match table.get("queues") {
-        None => None,
-        Some(v) => Some(
-            v.as_integer()
+    let count = |key: &str, what: &str| -> Result<Option<usize>, ConfigError> {
+        match table.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_integer()
                 .and_then(|n| usize::try_from(n).ok())
-                .ok_or_else(|| {
-                    ConfigError::new(origin.field("queues"), "must be a positive integer")
-                })?,
-        ),
+                .map(Some)
+                .ok_or_else(|| ConfigError::new(origin.field(key), format!("must be {what}"))),
+        }
     };
+    let queues = count("queues", "a positive integer")?;
     Ok(FsRequest {
         socket: get_path(table, "socket", origin)?,
         socket_group: string("socket_group")?,
@@ -463,6 +476,7 @@ pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest,
         control_socket: get_path(table, "control_socket", origin)?,
         shmem_bit21: get_bool(table, "shmem_bit21", origin)?,
         dax_maps_within_file: get_bool(table, "dax_maps_within_file", origin)?,
+        thread_pool_size: count("thread_pool_size", "an integer of 0 or more")?,
         ..FsRequest::default()
     })
 }

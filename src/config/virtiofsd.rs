@@ -73,7 +73,7 @@ Usage: vhost-dax-virtiofsd --shared-dir DIR (--socket-path PATH | --fd N) [OPTIO
   --writeback               grant the guest a writeback cache (-o writeback)
   --no-readdirplus          do not grant READDIRPLUS (also implied by --cache never)
   --killpriv-v2             grant FUSE_HANDLE_KILLPRIV_V2 (--no-killpriv-v2: default)
-  --thread-pool-size N      accepted and logged: each queue is served by its own thread
+  --thread-pool-size N      worker threads serving requests (0, the default: none)
   --rlimit-nofile N         open-files limit (0: unchanged)
   --log-level LEVEL         error, warn, info (default), debug, trace, off (-d: debug)
   --print-capabilities      print the vhost-user backend capabilities (JSON) and exit

@@ -2,39 +2,41 @@
 //!
 //! Queue 0 is the high-priority queue (FORGET and friends), the others are request
 //! queues. Every queue is served on its own thread, so slow file I/O on a request queue
-//! never holds up the hiprio queue. A chain's device-readable part is the FUSE request,
-//! its device-writable part receives the reply.
+//! never holds up the hiprio queue; with `--thread-pool-size N` the request queues hand
+//! their requests to N pool workers (see [`pool`](super::pool)), so a slow request no
+//! longer holds up the others on its queue either. A chain's device-readable part is the
+//! FUSE request, its device-writable part receives the reply. Popping and serving chains
+//! is in [`queue`].
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vhost::vhost_user::Backend;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig};
-use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
-use virtio_queue::QueueT;
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vhost_user_backend::{VhostUserBackend, VringRwLock};
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use super::backend_mapper::BackendMapper;
-use super::chain::{Buffers, ChainBuffers, Cursor};
 use super::exit_events::ExitEvents;
 use super::parking::Parking;
+use super::pool::Pool;
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{FsConfig, MAX_TAG_LEN};
 use crate::control::ControlServer;
 use crate::dax::{ReplyEpoch, WindowSession};
 use crate::fs::PassthroughFs;
-use crate::fuse::abi::{InHeader, OutHeader, Wire, WriteIn, opcode};
+use crate::fuse::Server;
 use crate::fuse::stats::QueueStats;
-use crate::fuse::{Errno, Server, SliceReader, ZeroCopyReader};
 
 /// virtio device id of virtio-fs.
 pub const VIRTIO_ID_FS: u32 = 26;
 /// Config space: `u8 tag[36] | le32 num_request_queues`.
 pub const CONFIG_SIZE: usize = MAX_TAG_LEN + 4;
+/// Largest queue size offered; also the most requests waiting for a pool worker.
 const QUEUE_SIZE: usize = 1024;
 /// Pause between attempts to release a gone frontend's pinned mappings.
 const RELEASE_RETRY: Duration = Duration::from_millis(100);
@@ -52,6 +54,8 @@ const MAX_PARKED_REQUEST: usize = 16 << 10;
 const MAX_REQUEST: usize = (1 << 20) + 4096;
 
 type Memory = GuestMemoryAtomic<GuestMemoryMmap>;
+
+mod queue;
 
 /// Region id of the DAX window (`VIRTIO_FS_SHMCAP_ID_CACHE`).
 pub const SHMCAP_ID_CACHE: u8 = 0;
@@ -74,6 +78,12 @@ pub struct FsDevice {
     retrying: AtomicBool,
     control: Mutex<Option<ControlServer>>,
     parking: Parking,
+    /// The request pool (`--thread-pool-size`), if any: None serves each request on its
+    /// queue's thread.
+    pool: Option<Pool>,
+    /// Reply epoch of the rings when there is no window session (which keeps its own):
+    /// bumped when the frontend takes the rings back, see [`FsDevice::complete_if_current`].
+    ring_epoch: Mutex<u64>,
     /// Requests parked now.
     parked: Arc<AtomicUsize>,
     stopping: AtomicBool,
@@ -105,7 +115,21 @@ impl FsDevice {
         dax: Option<FsDax>,
         stats: Arc<Vec<QueueStats>>,
     ) -> Arc<Self> {
+        let pool = match config.thread_pool_size {
+            0 => None,
+            n => {
+                let pool = Pool::start("fs", n, QUEUE_SIZE);
+                if pool.is_none() {
+                    log::error!(
+                        "fs: no pool worker could be started; serving on the queue threads"
+                    );
+                }
+                pool
+            }
+        };
         Arc::new(FsDevice {
+            pool,
+            ring_epoch: Mutex::new(0),
             stats,
             config,
             server: Server::new(fs),
@@ -128,6 +152,12 @@ impl FsDevice {
     /// The validated configuration.
     pub fn config(&self) -> &FsConfig {
         &self.config
+    }
+
+    /// Workers of the request pool (`--thread-pool-size`); 0: requests are served on
+    /// their queues' threads.
+    pub fn pool_workers(&self) -> usize {
+        self.pool.as_ref().map_or(0, Pool::workers)
     }
 
     /// The DAX window, if the device has one.
@@ -252,11 +282,56 @@ impl FsDevice {
         }
     }
 
+    /// The epoch a reply served off its queue's thread must land in.
+    fn reply_epoch(&self) -> Epoch {
+        match &self.dax {
+            Some(dax) => Epoch::Window(dax.session.reply_epoch()),
+            None => Epoch::Rings(*self.ring_epoch.lock().unwrap_or_else(|p| p.into_inner())),
+        }
+    }
+
+    /// Runs `complete` (returning a reply served off its queue's thread) only if the
+    /// frontend has not taken the rings back (GET_VRING_BASE, RESET_DEVICE) since `taken`;
+    /// under a lock the ring stop takes too. Returns whether it ran.
+    fn complete_if_current(&self, taken: Epoch, complete: impl FnOnce()) -> bool {
+        match (&self.dax, taken) {
+            (Some(dax), Epoch::Window(taken)) => dax.session.complete_if_current(taken, complete),
+            (None, Epoch::Rings(taken)) => {
+                let epoch = self.ring_epoch.lock().unwrap_or_else(|p| p.into_inner());
+                if *epoch != taken {
+                    return false;
+                }
+                complete();
+                drop(epoch);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The frontend takes the rings back: replies still being served must not land.
+    fn end_ring_epoch(&self) {
+        match &self.dax {
+            Some(dax) => dax.session.stop_rings(),
+            None => *self.ring_epoch.lock().unwrap_or_else(|p| p.into_inner()) += 1,
+        }
+    }
+
     /// Counts a request as being served until the returned guard drops.
     fn begin_request(self: &Arc<Self>) -> InFlight {
         *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         InFlight(self.clone())
     }
+}
+
+/// When a reply served off its queue's thread was taken: see
+/// [`FsDevice::complete_if_current`].
+#[derive(Clone, Copy)]
+enum Epoch {
+    /// The window session's epoch (a device with a DAX window).
+    Window(ReplyEpoch),
+    /// The device's own ring epoch (no window).
+    Rings(u64),
 }
 
 /// One request being served; see [`FsDevice::begin_request`].
@@ -314,291 +389,6 @@ impl FsBackend {
         bytes[MAX_TAG_LEN..].copy_from_slice(&queues.to_le_bytes());
         bytes
     }
-
-    fn process_queue(&self, queue: usize, vring: &VringRwLock) -> io::Result<()> {
-        let Some(memory) = self
-            .memory
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        else {
-            log::warn!("fs: queue {queue} kicked before the memory table was set");
-            return Ok(());
-        };
-        let event_idx = self.event_idx.load(Ordering::SeqCst);
-        // This queue thread's request buffer, kept across kicks so a large WRITE is
-        // neither allocated nor zeroed per request.
-        let mut scratch = REQUEST_BUFFER.take();
-        let result = self.drain_queue(queue, vring, &memory, event_idx, &mut scratch);
-        REQUEST_BUFFER.set(scratch);
-        result
-    }
-
-    fn drain_queue(
-        &self,
-        queue: usize,
-        vring: &VringRwLock,
-        memory: &Memory,
-        event_idx: bool,
-        scratch: &mut Vec<u8>,
-    ) -> io::Result<()> {
-        loop {
-            if event_idx {
-                vring.disable_notification().map_err(io::Error::other)?;
-            }
-            loop {
-                // Counted before the stopping check, so shutdown either sees this request
-                // or this thread sees shutdown.
-                let in_flight = self.device.begin_request();
-                if self.device.stopping.load(Ordering::SeqCst) {
-                    return Ok(());
-                }
-                let mem = memory.memory();
-                let chain = vring
-                    .get_mut()
-                    .get_queue_mut()
-                    .pop_descriptor_chain(mem.clone());
-                let Some(chain) = chain else { break };
-                let head = chain.head_index();
-                let buffers = match ChainBuffers::resolve(chain.clone(), &mem) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        log::warn!("fs: queue {queue} request {head} has bad descriptors: {e}");
-                        complete_or_log(queue, vring, head, 0, event_idx);
-                        continue;
-                    }
-                };
-                let (len, mut payload) = read_request(&buffers.readable, scratch);
-                let bytes = &scratch[..len];
-                if let Some(dax) = &self.device.dax
-                    && self.device.server.may_wait(bytes, payload.remaining())
-                {
-                    // Most maps and unmaps do not have to wait, and the ledger tells at once
-                    // when one would: those are served here, spared a worker's hand-off.
-                    let started = Instant::now();
-                    if let Some(reply) = self
-                        .device
-                        .server
-                        .try_without_waiting(bytes, buffers.writable.len())
-                    {
-                        let errno = reply_errno(&reply.header);
-                        self.device.record(queue, bytes, errno, started.elapsed());
-                        let used = write_reply(
-                            queue,
-                            head,
-                            &buffers.writable,
-                            &[&reply.header, &reply.body],
-                        );
-                        complete_or_log(queue, vring, head, used, event_idx);
-                        continue;
-                    }
-                    let refusal = if bytes.len() > MAX_PARKED_REQUEST {
-                        Some(Errno::EINVAL)
-                    } else if self.device.parked.fetch_add(1, Ordering::SeqCst) >= MAX_PARKED {
-                        self.device.parked.fetch_sub(1, Ordering::SeqCst);
-                        Some(Errno::new(libc::EBUSY))
-                    } else {
-                        None
-                    };
-                    if let Some(errno) = refusal {
-                        log::warn!(
-                            "fs: queue {queue}: a request that would wait answered {errno:?} \
-                             ({} bytes, {} parked)",
-                            bytes.len(),
-                            self.device.parked.load(Ordering::SeqCst)
-                        );
-                        self.device
-                            .record(queue, bytes, errno.get(), Duration::ZERO);
-                        let used = refuse(queue, head, bytes, errno, &buffers.writable);
-                        complete_or_log(queue, vring, head, used, event_idx);
-                        continue;
-                    }
-                    let parked = ParkedSlot(self.device.parked.clone());
-                    // A request that may wait has no payload kept apart (only a WRITE
-                    // has one, and it never waits): its bytes are the whole request.
-                    let request = bytes.to_vec();
-                    drop(buffers);
-                    // Served on a worker so this queue keeps going while it waits.
-                    let device = self.device.clone();
-                    let vring = vring.clone();
-                    let session = dax.session.clone();
-                    let taken: ReplyEpoch = session.reply_epoch();
-                    self.device.parking.park(move || {
-                        let used = match ChainBuffers::resolve(chain, &mem) {
-                            Ok(b) => device.serve(
-                                queue,
-                                head,
-                                &request,
-                                &mut SliceReader::default(),
-                                &b.writable,
-                            ),
-                            Err(e) => {
-                                log::warn!("fs: queue {queue} request {head}: no reply: {e}");
-                                0
-                            }
-                        };
-                        let landed = session.complete_if_current(taken, || {
-                            if let Err(e) = complete(&vring, head, used, event_idx) {
-                                log::warn!("fs: queue {queue}: parked reply not returned: {e}");
-                            }
-                        });
-                        if !landed {
-                            log::debug!(
-                                "fs: queue {queue}: parked reply dropped: the ring was taken back"
-                            );
-                        }
-                        drop(in_flight);
-                        drop(parked);
-                    });
-                    continue;
-                }
-                let used = self
-                    .device
-                    .serve(queue, head, bytes, &mut payload, &buffers.writable);
-                complete_or_log(queue, vring, head, used, event_idx);
-            }
-            if !event_idx || !vring.enable_notification().map_err(io::Error::other)? {
-                return Ok(());
-            }
-        }
-    }
-}
-
-thread_local! {
-    static REQUEST_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// Bytes of a WRITE before its payload: the in header and `fuse_write_in`.
-const WRITE_HEAD: usize = InHeader::SIZE + WriteIn::SIZE;
-
-/// Copies the request in `readable` into the start of `bytes` (grown if needed, never
-/// shrunk): all of it, or for a WRITE without extensions its headers only, its payload
-/// left in guest memory to be written to the file from there. Returns the bytes copied
-/// and a cursor at what was left (empty unless a WRITE's payload).
-fn read_request<'b, 'm>(readable: &'b Buffers<'m>, bytes: &mut Vec<u8>) -> (usize, Cursor<'b, 'm>) {
-    let mut cursor = readable.cursor();
-    // One byte past the limit, so a chain longer than any request we take fails the
-    // server's length check instead of being cut to a plausible request.
-    let len = readable.len().min(MAX_REQUEST + 1);
-    // Only growth is zeroed: the buffer keeps its largest size between requests.
-    if bytes.len() < len.max(WRITE_HEAD) {
-        bytes.resize(len.max(WRITE_HEAD), 0);
-    }
-    let head = cursor.copy_out(&mut bytes[..WRITE_HEAD.min(len)]);
-    let payload_apart = head == WRITE_HEAD
-        && InHeader::read(bytes).is_some_and(|h| h.opcode == opcode::WRITE && h.total_extlen == 0);
-    if payload_apart {
-        return (head, cursor);
-    }
-    let rest = cursor.copy_out(&mut bytes[head..len]);
-    (head + rest, Cursor::empty())
-}
-
-/// One parked request, counted until it is answered.
-struct ParkedSlot(Arc<AtomicUsize>);
-
-impl Drop for ParkedSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Answers `request` with `errno` without serving it; returns the bytes written.
-fn refuse(queue: usize, head: u16, request: &[u8], errno: Errno, writable: &Buffers<'_>) -> u32 {
-    let unique = InHeader::read(request).map_or(0, |h| h.unique);
-    write_reply(
-        queue,
-        head,
-        writable,
-        &[&crate::fuse::reply::error(unique, errno)],
-    )
-}
-
-/// Writes a reply, in `parts`, into the device-writable buffers of chain `head`; returns
-/// the bytes written (0, logged, if they have no room for it).
-fn write_reply(queue: usize, head: u16, writable: &Buffers<'_>, parts: &[&[u8]]) -> u32 {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    if len > writable.len() {
-        log::warn!(
-            "fs: queue {queue} request {head}: reply of {len} bytes not written: {} bytes of room",
-            writable.len()
-        );
-        return 0;
-    }
-    let mut out = writable.cursor();
-    for p in parts {
-        out.copy_in(p);
-    }
-    u32::try_from(len).unwrap_or(0)
-}
-
-/// As [`complete`]; a chain that cannot be returned (a head the driver made up) is logged
-/// and the queue goes on: no guest input ends a queue.
-fn complete_or_log(queue: usize, vring: &VringRwLock, head: u16, used: u32, event_idx: bool) {
-    if let Err(e) = complete(vring, head, used, event_idx) {
-        log::warn!("fs: queue {queue}: chain {head} not returned: {e}");
-    }
-}
-
-/// Returns chain `head` to the driver with `used` bytes written, notifying if needed.
-fn complete(vring: &VringRwLock, head: u16, used: u32, event_idx: bool) -> io::Result<()> {
-    vring.add_used(head, used).map_err(io::Error::other)?;
-    if !event_idx || vring.needs_notification().map_err(io::Error::other)? {
-        vring.signal_used_queue()?;
-    }
-    Ok(())
-}
-
-/// The error of a reply's out header (0: success, or no reply at all).
-fn reply_errno(header: &[u8]) -> i32 {
-    header
-        .get(4..8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, i32::from_le_bytes)
-}
-
-impl FsDevice {
-    /// Counts one request of `request`'s opcode on `queue`.
-    fn record(&self, queue: usize, request: &[u8], errno: i32, elapsed: Duration) {
-        let op = InHeader::read(request).map_or(0, |h| h.opcode);
-        if let Some(stats) = self.stats.get(queue) {
-            stats.record(op, errno != 0, elapsed);
-        }
-    }
-
-    /// Serves one request, `request` followed by what is left in `payload` (a WRITE's
-    /// data, see [`read_request`]), replying into `writable`: a READ's data goes straight
-    /// into it after the header's room. Returns the number of bytes written.
-    fn serve(
-        &self,
-        queue: usize,
-        head: u16,
-        request: &[u8],
-        payload: &mut dyn ZeroCopyReader,
-        writable: &Buffers<'_>,
-    ) -> u32 {
-        let mut data = writable.cursor();
-        data.advance(OutHeader::SIZE);
-        let started = Instant::now();
-        let reply = self
-            .server
-            .handle_zero_copy(request, payload, &mut data, writable.len());
-        self.record(
-            queue,
-            request,
-            reply_errno(&reply.header),
-            started.elapsed(),
-        );
-        if reply.is_empty() {
-            return 0;
-        }
-        if reply.placed == 0 {
-            return write_reply(queue, head, writable, &[&reply.header, &reply.body]);
-        }
-        // The data is in place; the header goes in the room left before it.
-        let header = writable.cursor().copy_in(&reply.header);
-        u32::try_from(header + reply.placed).unwrap_or(0)
-    }
 }
 
 impl VhostUserBackend for FsBackend {
@@ -651,7 +441,10 @@ impl VhostUserBackend for FsBackend {
 
     fn reset_device(&self) {
         log::info!("fs: device reset");
-        let Some(dax) = &self.device.dax else { return };
+        let Some(dax) = &self.device.dax else {
+            self.device.end_ring_epoch();
+            return;
+        };
         // The frontend drops every mapping of a device it resets (the spec says so, and
         // QEMU 11.1 does): the session sends no unmap for them, holds the next session's
         // maps off, and hands the release of the references to a thread of our own (the
@@ -752,9 +545,7 @@ impl VhostUserBackend for FsBackend {
         // blocking here instead could deadlock a frontend that serves SHMEM_MAP from the
         // loop now waiting for our answer.
         log::debug!("fs: queue {queue_index} stopped");
-        if let Some(dax) = &self.device.dax {
-            dax.session.stop_rings();
-        }
+        self.device.end_ring_epoch();
         Ok(())
     }
 

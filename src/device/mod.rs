@@ -11,6 +11,7 @@ pub mod flush;
 pub mod fs;
 mod parking;
 pub mod pmem;
+mod pool;
 pub mod sync_gate;
 
 /// A per-connection backend face, as the daemon's listener drives it.

@@ -15,4 +15,5 @@ mod malformed;
 mod names;
 mod options;
 mod payload;
+mod pool;
 mod stats;

@@ -30,7 +30,10 @@ impl Section {
     /// The section's heading in the table.
     pub fn title(self) -> &'static str {
         match self {
-            Section::Fuse => "FUSE over one request queue, one request in flight",
+            Section::Fuse => {
+                "FUSE over one request queue, one request in flight (qd16, qd64: that many, \
+                 with --thread-pool-size 4)"
+            }
             Section::Dax => "DAX window (vhost-dax only)",
             Section::Pmem => "virtio-pmem FLUSH",
             Section::Ledger => "DAX ledger, in process",
