@@ -125,6 +125,25 @@ pub enum ControlError {
     },
 }
 
+/// A device's control socket, held from start until the device closes it.
+#[derive(Debug, Default)]
+pub struct ControlSlot(Mutex<Option<ControlServer>>);
+
+impl ControlSlot {
+    /// Keeps `server` until [`ControlSlot::close`].
+    pub fn attach(&self, server: ControlServer) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(server);
+    }
+
+    /// Shuts the socket down: its clients' pins go with their connections.
+    pub fn close(&self) {
+        let server = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(mut server) = server {
+            server.shutdown();
+        }
+    }
+}
+
 /// Counters the control socket passes on as they come (a pmem device's flushes).
 pub type JsonCounters = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 

@@ -26,7 +26,7 @@ use super::parking::Parking;
 use super::pool::Pool;
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{FsConfig, MAX_TAG_LEN};
-use crate::control::ControlServer;
+use crate::control::{ControlServer, ControlSlot};
 use crate::dax::{ReplyEpoch, WindowSession};
 use crate::fs::PassthroughFs;
 use crate::fuse::Server;
@@ -76,7 +76,7 @@ pub struct FsDevice {
     dax: Option<FsDax>,
     /// A gone frontend's pinned mappings are being released in the background.
     retrying: AtomicBool,
-    control: Mutex<Option<ControlServer>>,
+    control: ControlSlot,
     parking: Parking,
     /// The request pool (`--thread-pool-size`), if any: None serves each request on its
     /// queue's thread.
@@ -135,7 +135,7 @@ impl FsDevice {
             server: Server::new(fs),
             dax,
             retrying: AtomicBool::new(false),
-            control: Mutex::new(None),
+            control: ControlSlot::default(),
             parking: Parking::default(),
             parked: Arc::new(AtomicUsize::new(0)),
             stopping: AtomicBool::new(false),
@@ -167,19 +167,12 @@ impl FsDevice {
 
     /// Serves `server` (the window's control socket) until shutdown.
     pub fn attach_control(&self, server: ControlServer) {
-        *self.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+        self.control.attach(server);
     }
 
     /// Closes the control socket: its clients' pins are dropped with their connections.
     pub fn close_control(&self) {
-        let server = self
-            .control
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(mut server) = server {
-            server.shutdown();
-        }
+        self.control.close();
     }
 
     /// Stops taking requests, ends the waits of the ones parked on the window, waits

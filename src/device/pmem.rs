@@ -32,7 +32,7 @@ use super::exit_events::ExitEvents;
 use super::flush::{FlushStats, GroupCommit, SyncObserver};
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{BackingKind, PmemConfig, format_size, open_backing};
-use crate::control::ControlServer;
+use crate::control::{ControlServer, ControlSlot};
 use crate::dax::{
     Backing, BackingId, FileOffset, HeldOff, Ledger, LedgerConfig, LedgerError, PendingRelease,
     PinWait, WindowOffset, WindowSession,
@@ -156,25 +156,18 @@ pub struct PmemDevice {
     /// SHMEM_MAP through state it sets up only then: a map sent earlier crashed it), resets,
     /// the gone frontend's pinned mapping.
     session: Arc<WindowSession>,
-    control: Mutex<Option<ControlServer>>,
+    control: ControlSlot,
 }
 
 impl PmemDevice {
     /// Keeps the device's control socket until [`PmemDevice::close_control`].
     pub fn attach_control(&self, server: ControlServer) {
-        *self.control.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+        self.control.attach(server);
     }
 
     /// Closes the control socket: its clients' pins go with their connections.
     pub fn close_control(&self) {
-        let server = self
-            .control
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(mut server) = server {
-            server.shutdown();
-        }
+        self.control.close();
     }
 
     /// Opens the backing and starts the device's threads.
@@ -230,7 +223,7 @@ impl PmemDevice {
             region: Mutex::new(tx),
             stopping: AtomicBool::new(false),
             session,
-            control: Mutex::new(None),
+            control: ControlSlot::default(),
         });
         let worker = device.clone();
         std::thread::Builder::new()
