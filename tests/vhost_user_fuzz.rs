@@ -37,9 +37,14 @@ fn message() -> impl Strategy<Value = Vec<u8>> {
 
 /// Sends a few hostile messages on one connection, reading whatever comes back.
 fn hostile_session(socket: &Path, messages: &[Vec<u8>]) {
-    let Ok(mut stream) = UnixStream::connect(socket) else {
-        panic!("the daemon stopped listening on {}", socket.display());
-    };
+    // The daemon takes one frontend at a time: while it tears the last one down, a
+    // connect may find the backlog full (EAGAIN). It must be accepted within WAIT.
+    let mut stream = None;
+    wait_until("the daemon to accept the next hostile frontend", || {
+        stream = UnixStream::connect(socket).ok();
+        stream.is_some()
+    });
+    let mut stream = stream.unwrap();
     stream
         .set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
