@@ -4,6 +4,21 @@
 //! Other inodes (symlinks, fifos, sockets, devices) cannot be opened safely,
 //! so their calls go by path through the inode's /proc/self/fd magic link,
 //! from a helper thread whose private cwd is /proc/self/fd.
+//!
+//! **Namespaces.** The guest reads and writes the `user.*` namespace only, as virtiofsd
+//! does by default (its dropped `CAP_SYS_ADMIN` hides `trusted.*`, and it blocks POSIX
+//! ACLs). A name is checked before the host is asked anything:
+//! - `trusted.*`, `security.*`: SETXATTR and REMOVEXATTR answer `EPERM`, GETXATTR
+//!   `ENODATA` (what the host kernel answers an unprivileged caller for `trusted.*`: the
+//!   name is invisible, and a guest kernel asking for `security.capability` before a
+//!   write learns there is none);
+//! - `system.posix_acl_access`, `system.posix_acl_default`: `EOPNOTSUPP` (POSIX ACLs are
+//!   not supported; virtiofsd without `--posix-acl` answers the same);
+//! - anything else (`system.*`, no namespace, an unknown prefix): `EOPNOTSUPP`, as the
+//!   host kernel answers a namespace it does not know.
+//!
+//! LISTXATTR shows only `user.*` names; its size probe (size 0) answers the size of that
+//! filtered list, so a buffer of that size always holds the names the guest then asks for.
 
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd};
@@ -13,6 +28,88 @@ use super::inode::InodeData;
 use super::sys::{self, XattrTarget};
 use crate::fuse::filesystem::XattrReply;
 use crate::fuse::{Errno, FsResult, NodeId};
+
+/// The one namespace the guest may use.
+const USER: &[u8] = b"user.";
+/// Namespaces that need privileges on the host: hidden from the guest.
+const PRIVILEGED: [&[u8]; 2] = [b"trusted.", b"security."];
+/// How often LISTXATTR retries when the host's list grew between its size probe and its read.
+const LIST_RETRIES: usize = 4;
+
+/// What the guest may do with an xattr name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Namespace {
+    /// `user.*`: passed to the host.
+    User,
+    /// `trusted.*`, `security.*`: not the guest's to see or change.
+    Privileged,
+    /// POSIX ACLs, other `system.*` names, unknown namespaces.
+    Unsupported,
+}
+
+impl Namespace {
+    fn of(name: &[u8]) -> Self {
+        if name.starts_with(USER) {
+            Namespace::User
+        } else if PRIVILEGED.iter().any(|p| name.starts_with(p)) {
+            Namespace::Privileged
+        } else {
+            Namespace::Unsupported
+        }
+    }
+
+    /// The answer to a SETXATTR or REMOVEXATTR of a name outside `user.*`.
+    fn check_write(name: &CStr) -> FsResult<()> {
+        match Namespace::of(name.to_bytes()) {
+            Namespace::User => Ok(()),
+            Namespace::Privileged => Err(Errno::EPERM),
+            Namespace::Unsupported => Err(Errno::EOPNOTSUPP),
+        }
+    }
+
+    /// The answer to a GETXATTR of a name outside `user.*`.
+    fn check_read(name: &CStr) -> FsResult<()> {
+        match Namespace::of(name.to_bytes()) {
+            Namespace::User => Ok(()),
+            Namespace::Privileged => Err(Errno::ENODATA),
+            Namespace::Unsupported => Err(Errno::EOPNOTSUPP),
+        }
+    }
+}
+
+/// The names of a host list (NUL-terminated, concatenated) the guest may see, in the same
+/// form.
+fn visible_names(list: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(list.len());
+    for name in list.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        if Namespace::of(name) == Namespace::User {
+            out.extend_from_slice(name);
+            out.push(0);
+        }
+    }
+    out
+}
+
+/// The host's whole list of names for `t`.
+fn host_list(t: XattrTarget<'_>) -> FsResult<Vec<u8>> {
+    for _ in 0..LIST_RETRIES {
+        let size = sys::listxattr(t, &mut [])?;
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; size];
+        match sys::listxattr(t, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            // Names were added between the probe and the read: probe again.
+            Err(e) if e == Errno::ERANGE => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::EIO)
+}
 
 fn enabled(fs: &PassthroughFs) -> FsResult<()> {
     if fs.cfg.xattr {
@@ -50,6 +147,7 @@ pub(super) fn setxattr(
     flags: u32,
 ) -> FsResult<()> {
     enabled(fs)?;
+    Namespace::check_write(name)?;
     fs.check_writable()?;
     let flags = i32::try_from(flags).map_err(|_| Errno::EINVAL)?;
     let inode = fs.inodes.get(node)?;
@@ -64,6 +162,7 @@ pub(super) fn getxattr(
     size: u32,
 ) -> FsResult<XattrReply> {
     enabled(fs)?;
+    Namespace::check_read(name)?;
     let inode = fs.inodes.get(node)?;
     on_inode(fs, &inode, |t| {
         if size == 0 {
@@ -77,25 +176,27 @@ pub(super) fn getxattr(
     })
 }
 
-/// LISTXATTR (`size` 0: size only).
+/// LISTXATTR (`size` 0: size only), of the names the guest may see.
 pub(super) fn listxattr(fs: &PassthroughFs, node: NodeId, size: u32) -> FsResult<XattrReply> {
     enabled(fs)?;
     let inode = fs.inodes.get(node)?;
-    on_inode(fs, &inode, |t| {
-        if size == 0 {
-            let n = sys::listxattr(t, &mut [])?;
-            return Ok(XattrReply::Size(u32::try_from(n).unwrap_or(u32::MAX)));
-        }
-        let mut buf = vec![0u8; size as usize];
-        let n = sys::listxattr(t, &mut buf)?;
-        buf.truncate(n);
-        Ok(XattrReply::Data(buf))
-    })
+    let names = on_inode(fs, &inode, |t| {
+        host_list(t).map(|list| visible_names(&list))
+    })?;
+    let len = u32::try_from(names.len()).unwrap_or(u32::MAX);
+    if size == 0 {
+        Ok(XattrReply::Size(len))
+    } else if len > size {
+        Err(Errno::ERANGE)
+    } else {
+        Ok(XattrReply::Data(names))
+    }
 }
 
 /// REMOVEXATTR.
 pub(super) fn removexattr(fs: &PassthroughFs, node: NodeId, name: &CStr) -> FsResult<()> {
     enabled(fs)?;
+    Namespace::check_write(name)?;
     fs.check_writable()?;
     let inode = fs.inodes.get(node)?;
     on_inode(fs, &inode, |t| sys::removexattr(t, name))
