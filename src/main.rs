@@ -185,6 +185,11 @@ struct FsArgs {
     /// other (virtiofsd's flag); 0: each queue's requests are served on its own thread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     thread_pool_size: usize,
+    /// Change the capabilities kept when running as root, virtiofsd's syntax: e.g.
+    /// `+sys_admin:-mknod` (default kept: chown, dac_override, fowner, fsetid, setgid,
+    /// setuid, mknod, setfcap).
+    #[arg(long, value_name = "(+|-)CAP:...", allow_hyphen_values = true)]
+    modcaps: Option<String>,
 }
 
 impl FsArgs {
@@ -209,6 +214,7 @@ impl FsArgs {
             shmem_bit21: self.shmem_bit21,
             dax_maps_within_file: self.dax_maps_within_file,
             thread_pool_size: Some(self.thread_pool_size),
+            modcaps: self.modcaps.clone(),
             ..FsRequest::default()
         }
     }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use std::time::Duration;
 
+use super::caps::{ModCaps, validate_modcaps};
 use super::{
     ConfigError, Origin, SocketGroup, SocketSpec, format_size, get_bool, get_duration, get_path,
     get_size, parse_size, reject_unknown, validate_inherited_fd, validate_socket_group,
@@ -108,6 +109,8 @@ pub struct FsRequest {
     pub no_readdirplus: bool,
     /// `--thread-pool-size` (see [`FsConfig::thread_pool_size`]); absent: 0.
     pub thread_pool_size: Option<usize>,
+    /// `--modcaps=+name:-name` as written (virtiofsd's syntax).
+    pub modcaps: Option<String>,
 }
 
 /// The DAX window of a validated fs device.
@@ -168,6 +171,9 @@ pub struct FsConfig {
     /// slow request holds up no other. 0 (the default, as virtiofsd's): every request is
     /// served on its queue's thread.
     pub thread_pool_size: usize,
+    /// Changes to the capabilities the device keeps when the daemon runs as root (see
+    /// [`FsConfig::capabilities`]).
+    pub modcaps: ModCaps,
 }
 
 impl FsRequest {
@@ -281,8 +287,13 @@ impl FsRequest {
                 ));
             }
         }
+        let modcaps = match &self.modcaps {
+            None => ModCaps::default(),
+            Some(text) => validate_modcaps(text, &field("modcaps"))?,
+        };
         let dax = self.validate_dax(origin)?;
         Ok(FsConfig {
+            modcaps,
             control_socket: self.control_socket.clone(),
             socket,
             socket_group,
@@ -433,6 +444,7 @@ pub(crate) const FS_KEYS: &[&str] = &[
     "shmem_bit21",
     "dax_maps_within_file",
     "thread_pool_size",
+    "modcaps",
 ];
 
 pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest, ConfigError> {
@@ -477,6 +489,7 @@ pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest,
         shmem_bit21: get_bool(table, "shmem_bit21", origin)?,
         dax_maps_within_file: get_bool(table, "dax_maps_within_file", origin)?,
         thread_pool_size: count("thread_pool_size", "an integer of 0 or more")?,
+        modcaps: string("modcaps")?,
         ..FsRequest::default()
     })
 }

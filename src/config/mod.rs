@@ -9,10 +9,12 @@ use std::collections::HashSet;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+mod caps;
 mod fs;
 mod pmem;
 pub mod virtiofsd;
 
+pub use caps::{CapSet, ModCaps};
 use fs::parse_fs;
 pub use fs::{
     DaxConfig, FsConfig, FsRequest, MAX_REQUEST_QUEUES, MAX_TAG_LEN, Sandbox, parse_duration,

@@ -75,6 +75,9 @@ Usage: vhost-dax-virtiofsd --shared-dir DIR (--socket-path PATH | --fd N) [OPTIO
   --killpriv-v2             grant FUSE_HANDLE_KILLPRIV_V2 (--no-killpriv-v2: default)
   --thread-pool-size N      worker threads serving requests (0, the default: none)
   --rlimit-nofile N         open-files limit (0: unchanged)
+  --modcaps=(+|-)CAP:...    change the capabilities kept as root (-o modcaps=), e.g.
+                            +sys_admin:-mknod (kept by default: chown, dac_override,
+                            fowner, fsetid, setgid, setuid, mknod, setfcap)
   --log-level LEVEL         error, warn, info (default), debug, trace, off (-d: debug)
   --print-capabilities      print the vhost-user backend capabilities (JSON) and exit
   -V, --version             print the version and exit
@@ -356,12 +359,7 @@ impl State {
                     "FUSE_DIRECT_IO_ALLOW_MMAP is not granted: with --cache never or metadata the guest cannot mmap shared files",
                 ));
             }
-            "modcaps" => {
-                return Err(refused(
-                    flag,
-                    "the daemon does not drop or change its capabilities",
-                ));
-            }
+            "modcaps" => self.modcaps(flag, value)?,
             "syslog" => self.opts.syslog = true,
             "xattrmap" => {
                 return Err(refused(
@@ -446,6 +444,13 @@ impl State {
         Ok(())
     }
 
+    /// `--modcaps` / `-o modcaps=`: checked here so an error names the form used.
+    fn modcaps(&mut self, flag: &str, value: &str) -> Result<(), ConfigError> {
+        super::caps::validate_modcaps(value, flag)?;
+        self.request().modcaps = Some(value.to_owned());
+        Ok(())
+    }
+
     /// One item of a legacy `-o` list: `key=value` or a single word.
     fn compat(&mut self, option: &[u8]) -> Result<(), ConfigError> {
         if let Some(at) = option.iter().position(|&b| b == b'=') {
@@ -473,10 +478,7 @@ impl State {
                     &flag,
                     "extended attribute names are passed through untranslated",
                 )),
-                "modcaps" => Err(refused(
-                    &flag,
-                    "the daemon does not drop or change its capabilities",
-                )),
+                "modcaps" => self.modcaps(&flag, &value),
                 _ => Err(ConfigError::new(flag, "unknown -o option")),
             };
         }

@@ -91,6 +91,27 @@ fn accepted() -> Vec<(Vec<&'static str>, FsRequest)> {
             },
         ),
         (
+            vec!["--modcaps=+sys_admin:-mknod"],
+            FsRequest {
+                modcaps: Some("+sys_admin:-mknod".into()),
+                ..base()
+            },
+        ),
+        (
+            vec!["--modcaps", "-chown"],
+            FsRequest {
+                modcaps: Some("-chown".into()),
+                ..base()
+            },
+        ),
+        (
+            vec!["-o", "modcaps=+SYS_ADMIN:-mknod"],
+            FsRequest {
+                modcaps: Some("+SYS_ADMIN:-mknod".into()),
+                ..base()
+            },
+        ),
+        (
             vec!["--thread-pool-size=64"],
             FsRequest {
                 thread_pool_size: Some(64),
@@ -240,7 +261,6 @@ fn refused_flags() -> Vec<(Vec<&'static str>, &'static str)> {
         (vec!["--flock"], "--flock"),
         (vec!["--allow-direct-io"], "--allow-direct-io"),
         (vec!["--allow-mmap"], "--allow-mmap"),
-        (vec!["--modcaps=+sys_admin"], "--modcaps"),
         (vec!["--xattrmap", ":map::user.virtiofs.:"], "--xattrmap"),
         (vec!["--uid-map=:0:1000:1:"], "--uid-map"),
         (vec!["--gid-map=:0:1000:1:"], "--gid-map"),
@@ -272,7 +292,6 @@ fn refused_flags() -> Vec<(Vec<&'static str>, &'static str)> {
         (vec!["--posix-acl=auto"], "--posix-acl"),
         (vec!["--security-label=always"], "--security-label"),
         (vec!["-o", "xattrmap=:map::user.x.:"], "-o xattrmap"),
-        (vec!["-o", "modcaps=+sys_admin"], "-o modcaps"),
         (vec!["-o", "allow_direct_io"], "-o allow_direct_io"),
         (vec!["-o", "announce_submounts"], "-o announce_submounts"),
         (vec!["-o", "posix_lock"], "-o posix_lock"),
@@ -353,6 +372,18 @@ fn bad_values_and_unknown_flags_name_the_flag() {
         (&["-o", "sandbox=jail"], "-o sandbox", "not one of"),
         (&["-o", "loglevel=trace"], "-o loglevel", "not one of"),
         (&["-o", "xattr,"], "-o", "empty option"),
+        (
+            &["--modcaps=+nope"],
+            "--modcaps",
+            "`nope` is not a capability",
+        ),
+        (
+            &["--modcaps=sys_admin"],
+            "--modcaps",
+            "must start with + or -",
+        ),
+        (&["--modcaps=+chown:"], "--modcaps", "empty item"),
+        (&["-o", "modcaps=-bogus"], "-o modcaps", "not a capability"),
     ];
     for (args, field, reason) in cases {
         let e = error(args);
@@ -462,7 +493,7 @@ fn commands_short_circuit() {
         Ok(VirtiofsdCommand::Help)
     );
     // A refused flag is refused even next to a command.
-    assert!(parse(["--print-capabilities", "--modcaps=+sys_admin"]).is_err());
+    assert!(parse(["--print-capabilities", "--xattrmap=:map::user.x.:"]).is_err());
 }
 
 #[test]
