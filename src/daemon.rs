@@ -13,14 +13,14 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::config::{DaemonConfig, DaxConfig, FsConfig, Sandbox, SocketGroup, SocketSpec};
-use crate::control::{ControlServer, ControlSources};
+use crate::config::{CapSet, DaemonConfig, DaxConfig, FsConfig, Sandbox, SocketGroup, SocketSpec};
+use crate::control::{BoundControl, ControlServer, ControlSources};
 use crate::dax::{ExtentMapper, Ledger, LedgerConfig, WindowSession};
 use crate::device::ConnectionBackend;
 use crate::device::backend_mapper::BackendMapper;
 use crate::device::flush::SyncObserver;
 use crate::device::fs::{FsBackend, FsDax, FsDevice, SHMCAP_ID_CACHE};
-use crate::device::pmem::{PmemBackend, PmemDevice};
+use crate::device::pmem::{PmemBackend, PmemBacking, PmemDevice};
 use crate::device::sync_gate::{SYNC_GATE_ENV, SocketSyncGate};
 use crate::fs::{DaxWindow, PassthroughConfig, PassthroughFs};
 use crate::sys;
@@ -69,6 +69,9 @@ pub enum DaemonError {
     /// Confining the process failed.
     #[error("sandbox: {0}")]
     Sandbox(std::io::Error),
+    /// Dropping capabilities failed.
+    #[error("capabilities: {0}")]
+    Capabilities(std::io::Error),
     /// Signal handling could not be set up.
     #[error("signals: {0}")]
     Signals(std::io::Error),
@@ -81,20 +84,27 @@ fn device_error(device: &Path, source: std::io::Error) -> DaemonError {
     }
 }
 
-/// A socket file the daemon must remove on exit, reachable even after a chroot.
+/// A socket file the daemon must remove on exit, through a descriptor of its directory
+/// opened before any chroot; a confined daemon keeps no descriptor of a directory outside
+/// its share, so it leaves its socket files in place (and says so).
 struct SocketFile {
-    dir: OwnedFd,
+    /// None when the daemon confines itself.
+    dir: Option<OwnedFd>,
     name: CString,
     path: PathBuf,
 }
 
 impl SocketFile {
-    fn new(path: &Path) -> std::io::Result<Self> {
+    fn new(path: &Path, confined: bool) -> std::io::Result<Self> {
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let dir = std::fs::File::open(parent)?.into();
+        let dir = if confined {
+            None
+        } else {
+            Some(std::fs::File::open(parent)?.into())
+        };
         let name = CString::new(path.file_name().unwrap_or_default().as_bytes())
             .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         Ok(SocketFile {
@@ -105,7 +115,15 @@ impl SocketFile {
     }
 
     fn remove(&self) {
-        match sys::fs::unlinkat(self.dir.as_fd(), &self.name, 0).map_err(std::io::Error::from) {
+        let Some(dir) = &self.dir else {
+            log::info!(
+                "leaving {} in place: the confined daemon cannot reach it (the next start \
+                 replaces it)",
+                self.path.display()
+            );
+            return;
+        };
+        match sys::fs::unlinkat(dir.as_fd(), &self.name, 0).map_err(std::io::Error::from) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => log::warn!("cannot remove {}: {e}", self.path.display()),
@@ -181,79 +199,72 @@ struct Prepared {
     start: Starter,
 }
 
+/// A device whose files and sockets are open and none of whose threads has started.
+enum Opened {
+    Pmem {
+        config: crate::config::PmemConfig,
+        backing: PmemBacking,
+        control: Option<(BoundControl, Arc<SocketFile>)>,
+        listener: Listener,
+        socket: Arc<SocketFile>,
+    },
+    Fs {
+        config: Box<FsConfig>,
+        filesystem: PassthroughFs,
+        dax: Option<FsDax>,
+        stats: Arc<Vec<crate::fuse::stats::QueueStats>>,
+        control: Option<(BoundControl, Arc<SocketFile>)>,
+        listener: Listener,
+        socket: Option<Arc<SocketFile>>,
+    },
+}
+
 /// Serves every device of `config` until each frontend is gone (or for ever with
 /// `reconnect`), or until SIGINT/SIGTERM.
+///
+/// In three steps: open every file and bind every socket (on this thread, no other thread
+/// started); confine the process (`--sandbox`) and drop the capabilities its devices do
+/// not need, which reaches every thread because none has started yet (capabilities and a
+/// mount namespace belong to threads); then start the devices' threads.
 pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     // Before any thread exists, so every thread inherits the mask and only the signal
     // thread takes the signals.
     sys::block_termination_signals().map_err(DaemonError::Signals)?;
     let observer = sync_observer()?;
-    let mut devices: Vec<Prepared> = Vec::new();
-    let mut sandbox: Option<(Sandbox, PathBuf)> = None;
+    let keep = config.capabilities();
+    let sandbox: Option<(Sandbox, PathBuf)> = config
+        .fs
+        .iter()
+        .find(|fs| fs.sandbox != Sandbox::None)
+        .map(|fs| (fs.sandbox, fs.shared_dir.clone()));
+    let confined = sandbox.is_some();
 
     // The passthrough file system sets the umask to 0 (the guest's modes arrive masked);
     // sockets are created with the operator's.
     let umask = crate::sys::fs::umask(0o022);
     crate::sys::fs::umask(umask);
+    let mut opened = Vec::new();
     for pmem in config.pmem {
-        let device = PmemDevice::new(pmem.clone(), ACK_TIMEOUT, observer.clone())
-            .map_err(|e| device_error(&pmem.file, e))?;
+        let backing = PmemBacking::open(&pmem).map_err(|e| device_error(&pmem.file, e))?;
         // The control socket before the vhost-user socket, as for fs: a VMM may pin the
         // region before it connects.
-        let mut extra_sockets = Vec::new();
-        if let Some(path) = &pmem.control_socket {
-            let counters = Arc::downgrade(&device);
-            let sources = ControlSources {
-                ledger: Some(device.ledger().clone()),
-                pmem: Some(Arc::new(move || {
-                    counters
-                        .upgrade()
-                        .map(|d| serde_json::json!(d.flush_stats()))
-                        .unwrap_or_default()
-                })),
-                ..ControlSources::default()
-            };
-            device.attach_control(bind_control(path, sources, umask)?);
-            extra_sockets.push(Arc::new(
-                SocketFile::new(path).map_err(|e| device_error(path, e))?,
-            ));
-            log::info!("pmem: control socket on {}", path.display());
-        }
-        let (listener, socket) = listen(&pmem.socket, pmem.socket_group.as_ref(), umask)?;
-        log::info!(
-            "pmem: serving {} ({} bytes{}) on {}",
-            pmem.file.display(),
-            pmem.size,
-            if pmem.readonly { ", read-only" } else { "" },
-            pmem.socket.display()
-        );
-        let dev = device.clone();
-        devices.push(Prepared {
-            serve: ServeLoop {
-                name: format!("pmem {}", pmem.socket.display()),
-                reconnect: pmem.reconnect,
-                listener,
-                socket: Some(socket),
-            },
-            service: device,
-            extra_sockets,
-            start: Box::new(move |serve, notice| {
-                let on_disconnect = dev.clone();
-                spawn_server(
-                    serve,
-                    notice,
-                    move || PmemBackend::new(dev.clone()),
-                    move || on_disconnect.disconnected(),
-                )
-            }),
+        let control = match &pmem.control_socket {
+            Some(path) => Some(bind_control(path, umask, confined)?),
+            None => None,
+        };
+        let (listener, socket) = listen(&pmem.socket, pmem.socket_group.as_ref(), umask, confined)?;
+        opened.push(Opened::Pmem {
+            config: pmem,
+            backing,
+            control,
+            listener,
+            socket,
         });
     }
     for fs in config.fs {
         // The ledger and its control socket first: the control socket answers as soon as
         // the vhost-user socket exists (a VMM may pin before it connects).
         let mut dax = None;
-        let mut control = None;
-        let mut extra_sockets = Vec::new();
         let stats = FsDevice::new_stats(fs.queues);
         if let Some(config) = &fs.dax {
             let (window, parts) = dax_window(config).map_err(|source| DaemonError::Ledger {
@@ -268,79 +279,55 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             );
             dax = Some((window, parts));
         }
-        if let Some(path) = &fs.control_socket {
-            let sources = ControlSources {
-                ledger: dax
-                    .as_ref()
-                    .map(|(_, parts)| parts.session.ledger().clone()),
-                fuse: Some(stats.clone()),
-                pmem: None,
-            };
-            control = Some(bind_control(path, sources, umask)?);
-            extra_sockets.push(Arc::new(
-                SocketFile::new(path).map_err(|e| device_error(path, e))?,
-            ));
-            log::info!("fs: control socket on {}", path.display());
-        }
-        let (listener, socket) = listen_fs(&fs.socket, fs.socket_group.as_ref(), umask)?;
+        let control = match &fs.control_socket {
+            Some(path) => Some(bind_control(path, umask, confined)?),
+            None => None,
+        };
+        let (listener, socket) = listen_fs(&fs.socket, fs.socket_group.as_ref(), umask, confined)?;
         let filesystem = PassthroughFs::new(passthrough_config(&fs)).map_err(|source| {
             DaemonError::Filesystem {
                 device: fs.shared_dir.display().to_string(),
                 source,
             }
         })?;
-        let (filesystem, parts) = match dax {
+        let (filesystem, dax) = match dax {
             Some((window, parts)) => (filesystem.with_dax(window), Some(parts)),
             None => (filesystem, None),
         };
-        let device = FsDevice::with_stats(fs.clone(), filesystem, parts, stats);
-        if device.pool_workers() > 0 {
-            log::info!(
-                "fs: {} pool worker(s) serve the request queues (--thread-pool-size)",
-                device.pool_workers()
-            );
-        }
-        if let Some(server) = control {
-            device.attach_control(server);
-        }
-        log::info!(
-            "fs: sharing {} as {} ({} request queue(s), cache {}{}) on {}",
-            fs.shared_dir.display(),
-            match &fs.tag {
-                Some(tag) => format!("tag \"{tag}\""),
-                None => "the tag the VMM sets".into(),
-            },
-            fs.queues,
-            fs.cache,
-            if fs.readonly { ", read-only" } else { "" },
-            fs.socket
-        );
-        if fs.sandbox != Sandbox::None {
-            sandbox = Some((fs.sandbox, fs.shared_dir.clone()));
-        }
-        let dev = device.clone();
-        devices.push(Prepared {
-            serve: ServeLoop {
-                name: format!("fs {}", fs.socket),
-                reconnect: fs.reconnect,
-                listener,
-                socket,
-            },
-            service: device,
-            extra_sockets,
-            start: Box::new(move |serve, notice| {
-                let on_disconnect = dev.clone();
-                spawn_server(
-                    serve,
-                    notice,
-                    move || FsBackend::new(dev.clone()),
-                    move || on_disconnect.disconnected(),
-                )
-            }),
+        opened.push(Opened::Fs {
+            config: Box::new(fs),
+            filesystem,
+            dax,
+            stats,
+            control,
+            listener,
+            socket,
         });
     }
     if let Some((kind, dir)) = sandbox {
         enter_sandbox(kind, &dir)?;
+    }
+    drop_capabilities(keep)?;
+    let mut devices = Vec::new();
+    for device in opened {
+        devices.push(match device {
+            Opened::Pmem {
+                config,
+                backing,
+                control,
+                listener,
+                socket,
+            } => start_pmem(config, backing, control, listener, socket, observer.clone())?,
+            Opened::Fs {
+                config,
+                filesystem,
+                dax,
+                stats,
+                control,
+                listener,
+                socket,
+            } => start_fs(*config, filesystem, dax, stats, control, listener, socket)?,
+        });
     }
 
     let shutdown: Vec<Closing> = devices
@@ -398,6 +385,146 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     }
 }
 
+/// Starts a pmem device's threads and its control socket.
+fn start_pmem(
+    pmem: crate::config::PmemConfig,
+    backing: PmemBacking,
+    control: Option<(BoundControl, Arc<SocketFile>)>,
+    listener: Listener,
+    socket: Arc<SocketFile>,
+    observer: Option<Arc<dyn SyncObserver>>,
+) -> Result<Prepared, DaemonError> {
+    let device = PmemDevice::with_backing(pmem.clone(), backing, ACK_TIMEOUT, observer)
+        .map_err(|e| device_error(&pmem.file, e))?;
+    let mut extra_sockets = Vec::new();
+    if let Some((bound, file)) = control {
+        let counters = Arc::downgrade(&device);
+        let sources = ControlSources {
+            ledger: Some(device.ledger().clone()),
+            pmem: Some(Arc::new(move || {
+                counters
+                    .upgrade()
+                    .map(|d| serde_json::json!(d.flush_stats()))
+                    .unwrap_or_default()
+            })),
+            ..ControlSources::default()
+        };
+        device.attach_control(serve_control(bound, sources)?);
+        log::info!("pmem: control socket on {}", file.path.display());
+        extra_sockets.push(file);
+    }
+    log::info!(
+        "pmem: serving {} ({} bytes{}) on {}",
+        pmem.file.display(),
+        pmem.size,
+        if pmem.readonly { ", read-only" } else { "" },
+        pmem.socket.display()
+    );
+    let dev = device.clone();
+    Ok(Prepared {
+        serve: ServeLoop {
+            name: format!("pmem {}", pmem.socket.display()),
+            reconnect: pmem.reconnect,
+            listener,
+            socket: Some(socket),
+        },
+        service: device,
+        extra_sockets,
+        start: Box::new(move |serve, notice| {
+            let on_disconnect = dev.clone();
+            spawn_server(
+                serve,
+                notice,
+                move || PmemBackend::new(dev.clone()),
+                move || on_disconnect.disconnected(),
+            )
+        }),
+    })
+}
+
+/// Starts an fs device's threads (its request pool) and its control socket.
+fn start_fs(
+    fs: FsConfig,
+    filesystem: PassthroughFs,
+    dax: Option<FsDax>,
+    stats: Arc<Vec<crate::fuse::stats::QueueStats>>,
+    control: Option<(BoundControl, Arc<SocketFile>)>,
+    listener: Listener,
+    socket: Option<Arc<SocketFile>>,
+) -> Result<Prepared, DaemonError> {
+    let mut extra_sockets = Vec::new();
+    let mut server = None;
+    if let Some((bound, file)) = control {
+        let sources = ControlSources {
+            ledger: dax.as_ref().map(|parts| parts.session.ledger().clone()),
+            fuse: Some(stats.clone()),
+            pmem: None,
+        };
+        server = Some(serve_control(bound, sources)?);
+        log::info!("fs: control socket on {}", file.path.display());
+        extra_sockets.push(file);
+    }
+    let device = FsDevice::with_stats(fs.clone(), filesystem, dax, stats);
+    if device.pool_workers() > 0 {
+        log::info!(
+            "fs: {} pool worker(s) serve the request queues (--thread-pool-size)",
+            device.pool_workers()
+        );
+    }
+    if let Some(server) = server {
+        device.attach_control(server);
+    }
+    log::info!(
+        "fs: sharing {} as {} ({} request queue(s), cache {}{}) on {}",
+        fs.shared_dir.display(),
+        match &fs.tag {
+            Some(tag) => format!("tag \"{tag}\""),
+            None => "the tag the VMM sets".into(),
+        },
+        fs.queues,
+        fs.cache,
+        if fs.readonly { ", read-only" } else { "" },
+        fs.socket
+    );
+    let dev = device.clone();
+    Ok(Prepared {
+        serve: ServeLoop {
+            name: format!("fs {}", fs.socket),
+            reconnect: fs.reconnect,
+            listener,
+            socket,
+        },
+        service: device,
+        extra_sockets,
+        start: Box::new(move |serve, notice| {
+            let on_disconnect = dev.clone();
+            spawn_server(
+                serve,
+                notice,
+                move || FsBackend::new(dev.clone()),
+                move || on_disconnect.disconnected(),
+            )
+        }),
+    })
+}
+
+/// Keeps only `keep` (the devices' needs) on this thread, the only one so far: every
+/// thread started later inherits that, and no execve can give anything back. Running as
+/// root, that is the whole privilege drop; unprivileged, there is nothing to drop but
+/// the no-new-privileges flag is set all the same.
+fn drop_capabilities(keep: CapSet) -> Result<(), DaemonError> {
+    let before = sys::caps::current().map_err(DaemonError::Capabilities)?;
+    let done = sys::caps::restrict_to(keep.bits()).map_err(DaemonError::Capabilities)?;
+    if before.permitted != 0 {
+        log::info!(
+            "capabilities: keeping {} (bounding set {})",
+            CapSet::from_bits(done.kept),
+            CapSet::from_bits(done.bounding)
+        );
+    }
+    Ok(())
+}
+
 /// Runs `f` with the process umask set to `umask`.
 fn with_umask<T>(umask: u32, f: impl FnOnce() -> T) -> T {
     let previous = crate::sys::fs::umask(umask);
@@ -413,6 +540,7 @@ fn listen(
     socket: &Path,
     group: Option<&SocketGroup>,
     umask: u32,
+    confined: bool,
 ) -> Result<(Listener, Arc<SocketFile>), DaemonError> {
     let mask = if group.is_some() {
         umask | 0o177
@@ -429,7 +557,7 @@ fn listen(
             )
         })?;
     }
-    let file = SocketFile::new(socket).map_err(|e| device_error(socket, e))?;
+    let file = SocketFile::new(socket, confined).map_err(|e| device_error(socket, e))?;
     Ok((listener, Arc::new(file)))
 }
 
@@ -439,10 +567,11 @@ fn listen_fs(
     socket: &SocketSpec,
     group: Option<&SocketGroup>,
     umask: u32,
+    confined: bool,
 ) -> Result<(Listener, Option<Arc<SocketFile>>), DaemonError> {
     match socket {
         SocketSpec::Path(path) => {
-            listen(path, group, umask).map(|(listener, file)| (listener, Some(file)))
+            listen(path, group, umask, confined).map(|(listener, file)| (listener, Some(file)))
         }
         SocketSpec::InheritedFd(fd) => {
             // SAFETY: validation found `fd` open and listening; it came from the parent
@@ -470,23 +599,41 @@ fn dax_window(dax: &DaxConfig) -> Result<(DaxWindow, FsDax), crate::dax::LedgerE
     Ok((window, FsDax { session, mapper }))
 }
 
-/// Binds the DAX control socket, replacing a stale one (validation refused a live one).
+/// Binds the DAX control socket, replacing a stale one (validation refused a live one);
+/// it is served once the daemon has confined itself ([`serve_control`]).
 fn bind_control(
     path: &Path,
-    sources: ControlSources,
     umask: u32,
-) -> Result<ControlServer, DaemonError> {
+    confined: bool,
+) -> Result<(BoundControl, Arc<SocketFile>), DaemonError> {
     use std::os::unix::fs::FileTypeExt;
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
         && std::os::unix::net::UnixStream::connect(path).is_err()
     {
         std::fs::remove_file(path).map_err(|e| device_error(path, e))?;
     }
-    with_umask(umask, || ControlServer::bind_for(path, sources)).map_err(|source| {
+    let mut bound = with_umask(umask, || ControlServer::bind_socket(path)).map_err(|source| {
         DaemonError::Control {
             device: path.display().to_string(),
             source,
         }
+    })?;
+    if confined {
+        // Inside the chroot the path names another file (or one of the guest's).
+        bound.leave_socket_file();
+    }
+    let file = SocketFile::new(path, confined).map_err(|e| device_error(path, e))?;
+    Ok((bound, Arc::new(file)))
+}
+
+fn serve_control(
+    bound: BoundControl,
+    sources: ControlSources,
+) -> Result<ControlServer, DaemonError> {
+    let path = bound.path().display().to_string();
+    bound.serve(sources).map_err(|source| DaemonError::Control {
+        device: path,
+        source,
     })
 }
 

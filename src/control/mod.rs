@@ -202,6 +202,79 @@ impl Shared {
     }
 }
 
+/// A control socket bound but not served yet (see [`ControlServer::bind_socket`]).
+#[derive(Debug)]
+pub struct BoundControl {
+    path: PathBuf,
+    identity: Option<(u64, u64)>,
+    /// Taken by [`BoundControl::serve`].
+    listener: Option<UnixListener>,
+}
+
+impl BoundControl {
+    /// Serves the socket for `sources` on threads of its own, from now until
+    /// [`ControlServer::shutdown`] or drop.
+    pub fn serve(mut self, sources: ControlSources) -> Result<ControlServer, ControlError> {
+        let path = std::mem::take(&mut self.path);
+        let listener = self.listener.take();
+        let identity = self.identity.take();
+        let mut server = ControlServer {
+            path,
+            identity,
+            shared: Arc::new(Shared {
+                ledger: sources.ledger,
+                fuse: sources.fuse,
+                pmem: sources.pmem,
+                stop: AtomicBool::new(false),
+                conns: Mutex::new(HashMap::new()),
+                active: AtomicUsize::new(0),
+            }),
+            accept: None,
+        };
+        let Some(listener) = listener else {
+            return Ok(server);
+        };
+        // From here, an error drops `server`, which removes the socket file.
+        let shared = Arc::clone(&server.shared);
+        let accept = thread::Builder::new()
+            .name("dax-control".into())
+            .spawn(move || accept_loop(listener, shared))
+            .map_err(|source| ControlError::Spawn {
+                path: server.path.clone(),
+                source,
+            })?;
+        server.accept = Some(accept);
+        log::info!("dax control: serving {}", server.path.display());
+        Ok(server)
+    }
+
+    /// Where the socket is bound.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// As [`ControlServer::leave_socket_file`], before serving.
+    pub fn leave_socket_file(&mut self) {
+        self.identity = None;
+    }
+}
+
+impl Drop for BoundControl {
+    /// A socket bound and never served: its file goes (if still the one bound).
+    fn drop(&mut self) {
+        if self.listener.is_none() {
+            return;
+        }
+        let ours = match (self.path.symlink_metadata(), self.identity) {
+            (Ok(m), Some(id)) => (m.dev(), m.ino()) == id,
+            _ => false,
+        };
+        if ours && let Err(e) = std::fs::remove_file(&self.path) {
+            log::warn!("dax control: cannot remove {}: {e}", self.path.display());
+        }
+    }
+}
+
 /// The control socket of one DAX window, served on threads of its own.
 pub struct ControlServer {
     path: PathBuf,
@@ -241,6 +314,14 @@ impl ControlServer {
     /// As [`bind`](Self::bind), for what a device has: a window's ledger (the pin,
     /// mappings and pins requests answer ENODEV without one) and FUSE counters.
     pub fn bind_for(path: &Path, sources: ControlSources) -> Result<ControlServer, ControlError> {
+        ControlServer::bind_socket(path)?.serve(sources)
+    }
+
+    /// Binds `path` as [`bind`](Self::bind) does, without serving it yet: connections
+    /// wait in the backlog until [`BoundControl::serve`] starts the thread that accepts
+    /// them (the daemon binds every socket before it confines itself and drops its
+    /// capabilities, and starts threads only after).
+    pub fn bind_socket(path: &Path) -> Result<BoundControl, ControlError> {
         let bind_err = |source| ControlError::Bind {
             path: path.to_path_buf(),
             source,
@@ -253,32 +334,22 @@ impl ControlServer {
         }
         let listener = UnixListener::bind(path).map_err(bind_err)?;
         let identity = path.symlink_metadata().ok().map(|m| (m.dev(), m.ino()));
-        let mut server = ControlServer {
+        let bound = BoundControl {
             path: path.to_path_buf(),
             identity,
-            shared: Arc::new(Shared {
-                ledger: sources.ledger,
-                fuse: sources.fuse,
-                pmem: sources.pmem,
-                stop: AtomicBool::new(false),
-                conns: Mutex::new(HashMap::new()),
-                active: AtomicUsize::new(0),
-            }),
-            accept: None,
+            listener: Some(listener),
         };
-        // From here, an error drops `server`, which removes the socket file.
-        listener.set_nonblocking(true).map_err(bind_err)?;
-        let shared = Arc::clone(&server.shared);
-        let accept = thread::Builder::new()
-            .name("dax-control".into())
-            .spawn(move || accept_loop(listener, shared))
-            .map_err(|source| ControlError::Spawn {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        server.accept = Some(accept);
-        log::info!("dax control: serving {}", path.display());
-        Ok(server)
+        // From here, an error drops `bound`, which removes the socket file.
+        if let Some(listener) = &bound.listener {
+            listener.set_nonblocking(true).map_err(bind_err)?;
+        }
+        Ok(bound)
+    }
+
+    /// Leaves the socket file in place at shutdown: the daemon has confined itself
+    /// (chroot) and the path no longer names the file it bound.
+    pub fn leave_socket_file(&mut self) {
+        self.identity = None;
     }
 
     /// Where the socket is bound.
@@ -318,6 +389,13 @@ impl ControlServer {
     }
 
     fn remove_socket(&self) {
+        if self.identity.is_none() {
+            log::info!(
+                "dax control: leaving {} in place (the daemon is confined)",
+                self.path.display()
+            );
+            return;
+        }
         let ours = match (self.path.symlink_metadata(), self.identity) {
             (Ok(m), Some(id)) => (m.dev(), m.ino()) == id,
             _ => false,

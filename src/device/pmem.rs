@@ -176,7 +176,19 @@ impl PmemDevice {
         ack_timeout: Duration,
         observer: Option<Arc<dyn SyncObserver>>,
     ) -> io::Result<Arc<Self>> {
-        let backing = Arc::new(PmemBacking::open(&config)?);
+        let backing = PmemBacking::open(&config)?;
+        PmemDevice::with_backing(config, backing, ack_timeout, observer)
+    }
+
+    /// Starts the device's threads on a backing opened earlier (the daemon opens every
+    /// file before it drops its capabilities, and starts threads only after).
+    pub fn with_backing(
+        config: PmemConfig,
+        backing: PmemBacking,
+        ack_timeout: Duration,
+        observer: Option<Arc<dyn SyncObserver>>,
+    ) -> io::Result<Arc<Self>> {
+        let backing = Arc::new(backing);
         let mapper = BackendMapper::new(0, ack_timeout);
         let ledger = Ledger::new(
             LedgerConfig::new(config.size).with_chunk_size(REGION_CHUNK),

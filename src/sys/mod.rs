@@ -3,6 +3,7 @@
 //! Every `unsafe` block of the device and frontend code lives here, each with the reason
 //! it holds. Callers get `io::Result` with the errno preserved.
 
+pub mod caps;
 pub mod fs;
 pub mod socket;
 pub mod vectored;

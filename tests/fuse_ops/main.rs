@@ -16,4 +16,5 @@ mod names;
 mod options;
 mod payload;
 mod pool;
+mod privileges;
 mod stats;

@@ -1,0 +1,193 @@
+//! Least privilege of a daemon run as root: every thread of a serving daemon keeps only
+//! the capabilities its device needs (read from `/proc/PID/task/*/status`), and a
+//! confined daemon holds no descriptor of a directory outside its share.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::support::*;
+use crate::common::TempDir;
+
+/// virtiofsd's default set for a file server: chown, dac_override, fowner, fsetid,
+/// setgid, setuid, mknod, setfcap.
+const FS_CAPS: u64 = 0x8800_00db;
+const CAP_SYS_ADMIN: u64 = 1 << 21;
+const CAP_CHOWN: u64 = 1;
+
+/// Per thread (by name and id): the capability lines and NoNewPrivs of its status.
+fn thread_privileges(pid: u32) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut threads = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let Ok(status) = std::fs::read_to_string(task.join("status")) else {
+            continue; // the thread ended meanwhile
+        };
+        let mut fields = BTreeMap::new();
+        let mut name = String::new();
+        for line in status.lines() {
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match key {
+                "Name" => name = value.to_owned(),
+                "CapInh" | "CapPrm" | "CapEff" | "CapBnd" | "CapAmb" => {
+                    fields.insert(key.to_owned(), u64::from_str_radix(value, 16).unwrap());
+                }
+                "NoNewPrivs" => {
+                    fields.insert(key.to_owned(), value.parse().unwrap());
+                }
+                _ => {}
+            }
+        }
+        let id = task.file_name().unwrap().to_string_lossy().into_owned();
+        threads.insert(format!("{name}/{id}"), fields);
+    }
+    threads
+}
+
+/// Every thread of `pid` has exactly `caps` effective, permitted and bounding, nothing
+/// inheritable or ambient, and no new privileges; there are at least `min_threads`.
+fn assert_every_thread_keeps(pid: u32, caps: u64, min_threads: usize, log: &dyn Fn() -> String) {
+    let threads = thread_privileges(pid);
+    assert!(
+        threads.len() >= min_threads,
+        "only {} threads: {threads:?}",
+        threads.len()
+    );
+    for (thread, f) in &threads {
+        let want = [
+            ("CapEff", caps),
+            ("CapPrm", caps),
+            ("CapBnd", caps),
+            ("CapInh", 0),
+            ("CapAmb", 0),
+            ("NoNewPrivs", 1),
+        ];
+        for (key, value) in want {
+            assert_eq!(
+                f.get(key).copied(),
+                Some(value),
+                "{thread} {key}: {f:x?}\n{}",
+                log()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_thread_of_a_root_fs_daemon_keeps_only_the_file_servers_capabilities() {
+    if !is_root() {
+        eprintln!("skipping: capabilities are dropped only by a daemon run as root");
+        return;
+    }
+    for (sandbox, modcaps, caps) in [
+        ("chroot", None, FS_CAPS),
+        ("namespace", None, FS_CAPS),
+        ("none", None, FS_CAPS),
+        (
+            "chroot",
+            Some("--modcaps=+sys_admin:-chown"),
+            (FS_CAPS | CAP_SYS_ADMIN) & !CAP_CHOWN,
+        ),
+    ] {
+        let dir = TempDir::new("fuse-privs");
+        let ctl = dir.join("ctl.sock");
+        let mut extra = vec![
+            "--sandbox",
+            sandbox,
+            "--thread-pool-size",
+            "2",
+            "--queues",
+            "2",
+            "--control-socket",
+            ctl.to_str().unwrap(),
+        ];
+        extra.extend(modcaps);
+        let f = start("fuse-privs", &extra);
+        // Requests on both request queues and the pool, so their threads all run.
+        std::fs::write(f.host("a"), b"A").unwrap();
+        let a = f.c.lookup(ROOT, b"a").unwrap().nodeid;
+        f.client_on(2).getattr(a, None).unwrap();
+        f.c.mkdir(ROOT, b"d", 0o755).unwrap();
+        let pid = f._daemon.pid();
+        // main, signals, listener, the pool's 2, the control socket's, 3 queues.
+        assert_every_thread_keeps(pid, caps, 9, &|| f._daemon.log());
+        // A root guest's chown works with CAP_CHOWN kept, and fails without it.
+        let sa = abi::SetattrIn {
+            uid: 1234,
+            gid: 5678,
+            ..sa(fattr::UID | fattr::GID)
+        };
+        let md = std::fs::metadata(f.host("a")).unwrap();
+        if caps & CAP_CHOWN != 0 {
+            f.c.setattr(a, sa).unwrap();
+            let md = std::fs::metadata(f.host("a")).unwrap();
+            assert_eq!((md.uid(), md.gid()), (1234, 5678), "{sandbox}");
+        } else {
+            assert_eq!(f.c.setattr(a, sa).unwrap_err(), libc::EPERM);
+            let now = std::fs::metadata(f.host("a")).unwrap();
+            assert_eq!((now.uid(), now.gid()), (md.uid(), md.gid()));
+        }
+    }
+}
+
+/// The directories `pid` holds descriptors of, as the host sees them.
+fn open_directories(pid: u32) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
+        let fd = fd.unwrap().path();
+        let (Ok(target), Ok(md)) = (std::fs::read_link(&fd), std::fs::metadata(&fd)) else {
+            continue; // closed meanwhile
+        };
+        if md.is_dir() {
+            dirs.push(target);
+        }
+    }
+    dirs
+}
+
+#[test]
+fn a_confined_daemon_holds_no_directory_outside_its_share() {
+    if !is_root() {
+        eprintln!("skipping: chroot and mount namespaces need root");
+        return;
+    }
+    for sandbox in ["chroot", "namespace"] {
+        let dir = TempDir::new("fuse-fds");
+        let ctl = dir.join("ctl.sock");
+        let f = start(
+            "fuse-fds",
+            &[
+                "--sandbox",
+                sandbox,
+                "--control-socket",
+                ctl.to_str().unwrap(),
+            ],
+        );
+        std::fs::create_dir(f.host("sub")).unwrap();
+        let sub = f.c.lookup(ROOT, b"sub").unwrap().nodeid;
+        let h = f.c.opendir(sub).unwrap().fh;
+        f.c.readdir(sub, h, 0, 4096, false).unwrap();
+        let pid = f._daemon.pid();
+        let share = f.share();
+        // The descriptor of the daemon's own /proc/PID/fd, opened before the chroot, is
+        // how it reopens the inodes it holds (as virtiofsd's): procfs, not the host tree.
+        let proc_fd = PathBuf::from(format!("/proc/{pid}/fd"));
+        let dirs = open_directories(pid);
+        assert!(dirs.iter().any(|d| d == &share), "{dirs:?}");
+        for d in &dirs {
+            assert!(
+                d.starts_with(&share) || d == &proc_fd,
+                "{sandbox}: a descriptor of {} outside {}\n{}",
+                d.display(),
+                share.display(),
+                f._daemon.log()
+            );
+        }
+        // Nor is its working directory outside it.
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+        assert!(cwd.starts_with(&share), "{sandbox}: cwd {}", cwd.display());
+        assert!(Path::new(&share).is_dir());
+    }
+}
