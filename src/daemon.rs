@@ -210,7 +210,7 @@ enum Opened {
     },
     Fs {
         config: Box<FsConfig>,
-        filesystem: PassthroughFs,
+        filesystem: Box<PassthroughFs>,
         dax: Option<FsDax>,
         stats: Arc<Vec<crate::fuse::stats::QueueStats>>,
         control: Option<(BoundControl, Arc<SocketFile>)>,
@@ -296,7 +296,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         };
         opened.push(Opened::Fs {
             config: Box::new(fs),
-            filesystem,
+            filesystem: Box::new(filesystem),
             dax,
             stats,
             control,
@@ -326,7 +326,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
                 control,
                 listener,
                 socket,
-            } => start_fs(*config, filesystem, dax, stats, control, listener, socket)?,
+            } => start_fs(*config, *filesystem, dax, stats, control, listener, socket)?,
         });
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::support::*;
-use crate::common::TempDir;
+use crate::common::{TempDir, spawn_daemon, wait_until};
 
 /// virtiofsd's default set for a file server: chown, dac_override, fowner, fsetid,
 /// setgid, setuid, mknod, setfcap.
@@ -189,5 +189,110 @@ fn a_confined_daemon_holds_no_directory_outside_its_share() {
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
         assert!(cwd.starts_with(&share), "{sandbox}: cwd {}", cwd.display());
         assert!(Path::new(&share).is_dir());
+    }
+}
+
+#[test]
+fn a_pmem_daemon_keeps_nothing_and_one_serving_both_keeps_the_union() {
+    if !is_root() {
+        eprintln!("skipping: capabilities are dropped only by a daemon run as root");
+        return;
+    }
+    let dir = TempDir::new("privs-pmem");
+    let pmem_socket = dir.join("pmem.sock");
+    let image = dir.join("pmem.img");
+    let pmem = spawn_daemon(
+        &[
+            "pmem",
+            "--socket",
+            pmem_socket.to_str().unwrap(),
+            "--file",
+            image.to_str().unwrap(),
+            "--size",
+            "2M",
+            "--create",
+        ],
+        &pmem_socket,
+    );
+    // main, signals, listener, pmem-sync, pmem-region.
+    let pid = pmem.pid();
+    wait_until("the pmem daemon's threads", || {
+        thread_privileges(pid).len() >= 5
+    });
+    assert_every_thread_keeps(pid, 0, 5, &|| pmem.log());
+    drop(pmem);
+
+    // One process serving pmem and two fs devices: the union of the fs devices' sets.
+    std::fs::create_dir(dir.join("a")).unwrap();
+    std::fs::create_dir(dir.join("b")).unwrap();
+    let config = dir.join("all.toml");
+    let last = dir.join("fs-b.sock");
+    std::fs::write(
+        &config,
+        format!(
+            "[[pmem]]\nsocket = \"{pmem}\"\nfile = \"{image}\"\n\n\
+             [[fs]]\nsocket = \"{a_sock}\"\nshared_dir = \"{a}\"\nsandbox = \"none\"\n\
+             modcaps = \"-mknod:+sys_admin\"\n\n\
+             [[fs]]\nsocket = \"{b_sock}\"\nshared_dir = \"{b}\"\nsandbox = \"none\"\n\
+             modcaps = \"-chown\"\n",
+            pmem = pmem_socket.display(),
+            image = image.display(),
+            a_sock = dir.join("fs-a.sock").display(),
+            a = dir.join("a").display(),
+            b_sock = last.display(),
+            b = dir.join("b").display(),
+        ),
+    )
+    .unwrap();
+    let all = spawn_daemon(&["run", "--config", config.to_str().unwrap()], &last);
+    let pid = all.pid();
+    // main, signals, 3 listeners, pmem-sync, pmem-region.
+    wait_until("the daemon's threads", || thread_privileges(pid).len() >= 7);
+    // a: default - mknod + sys_admin; b: default - chown; together: default + sys_admin.
+    assert_every_thread_keeps(pid, FS_CAPS | CAP_SYS_ADMIN, 7, &|| all.log());
+}
+
+#[test]
+fn a_bad_modcaps_names_the_field_and_exits_2() {
+    let dir = TempDir::new("privs-bad");
+    std::fs::create_dir(dir.join("share")).unwrap();
+    let socket = dir.join("fs.sock");
+    let config = dir.join("bad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[fs]]\nsocket = \"{}\"\nshared_dir = \"{}\"\nmodcaps = \"+sys_admin:mknod\"\n",
+            socket.display(),
+            dir.join("share").display()
+        ),
+    )
+    .unwrap();
+    let share = dir.join("share");
+    for (args, field) in [
+        (
+            vec![
+                "fs",
+                "--socket",
+                socket.to_str().unwrap(),
+                "--shared-dir",
+                share.to_str().unwrap(),
+                "--modcaps=+no_such_cap",
+            ],
+            "--modcaps",
+        ),
+        (
+            vec!["run", "--config", config.to_str().unwrap()],
+            "fs[0].modcaps",
+        ),
+    ] {
+        let out = std::process::Command::new(crate::common::binary())
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(&format!("error: {field}: ")), "{stderr}");
+        assert!(!socket.exists());
     }
 }
