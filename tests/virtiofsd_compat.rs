@@ -121,6 +121,7 @@ fn libvirts_separate_options_command_line_serves_through_the_inherited_socket() 
             "--xattr".into(),
             "--thread-pool-size=0".into(),
             "--rlimit-nofile=4096".into(),
+            "--modcaps=+sys_admin:-mknod".into(),
             "--log-level".into(),
             "debug".into(),
         ]
@@ -147,6 +148,20 @@ fn libvirts_separate_options_command_line_serves_through_the_inherited_socket() 
         line.split_whitespace().collect::<Vec<_>>()[3..5],
         ["4096", "4096"]
     );
+    // --modcaps changed what a root daemon keeps: virtiofsd's default set (0x880000db)
+    // with sys_admin (21) and without mknod (27).
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
+        let eff = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+        let eff = u64::from_str_radix(eff["CapEff:".len()..].trim(), 16).unwrap();
+        assert_eq!(
+            eff,
+            (0x8800_00db | 1 << 21) & !(1 << 27),
+            "{}",
+            daemon.log()
+        );
+    }
     drop(c);
     assert!(daemon.wait(WAIT).unwrap().success(), "{}", daemon.log());
     assert!(socket.exists(), "the inherited socket's file stays");
@@ -282,9 +297,23 @@ fn bad_command_lines_exit_2_with_one_line_and_create_nothing() {
                 sock,
                 "--shared-dir",
                 share,
-                "--modcaps=+sys_admin",
+                "--xattrmap=:map::user.virtiofs.:",
             ],
-            "--modcaps: not supported by vhost-dax",
+            "--xattrmap: not supported by vhost-dax",
+        ),
+        (
+            vec![
+                "--socket-path",
+                sock,
+                "--shared-dir",
+                share,
+                "--modcaps=+sys_admin:-no_such_cap",
+            ],
+            "--modcaps: `no_such_cap` is not a capability name",
+        ),
+        (
+            vec!["--socket-path", sock, "-o", "source=/x,modcaps=chown"],
+            "-o modcaps: `chown` must start with + or -",
         ),
         (
             vec!["--socket-path", sock, "-o", "source=/x,posix_lock"],
