@@ -92,6 +92,8 @@ struct SocketFile {
     dir: Option<OwnedFd>,
     name: CString,
     path: PathBuf,
+    /// The file was left in place and the log says so (once).
+    left: std::sync::atomic::AtomicBool,
 }
 
 impl SocketFile {
@@ -111,11 +113,15 @@ impl SocketFile {
             dir,
             name,
             path: path.to_path_buf(),
+            left: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     fn remove(&self) {
         let Some(dir) = &self.dir else {
+            if self.left.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             log::info!(
                 "leaving {} in place: the confined daemon cannot reach it (the next start \
                  replaces it)",

@@ -346,8 +346,9 @@ impl ControlServer {
         Ok(bound)
     }
 
-    /// Leaves the socket file in place at shutdown: the daemon has confined itself
-    /// (chroot) and the path no longer names the file it bound.
+    /// Leaves the socket file in place at shutdown, silently (the daemon says so once for
+    /// every socket file): it has confined itself (chroot) and the path no longer names
+    /// the file it bound.
     pub fn leave_socket_file(&mut self) {
         self.identity = None;
     }
@@ -389,13 +390,6 @@ impl ControlServer {
     }
 
     fn remove_socket(&self) {
-        if self.identity.is_none() {
-            log::info!(
-                "dax control: leaving {} in place (the daemon is confined)",
-                self.path.display()
-            );
-            return;
-        }
         let ours = match (self.path.symlink_metadata(), self.identity) {
             (Ok(m), Some(id)) => (m.dev(), m.ino()) == id,
             _ => false,

@@ -156,7 +156,7 @@ fn a_confined_daemon_holds_no_directory_outside_its_share() {
     for sandbox in ["chroot", "namespace"] {
         let dir = TempDir::new("fuse-fds");
         let ctl = dir.join("ctl.sock");
-        let f = start(
+        let mut f = start(
             "fuse-fds",
             &[
                 "--sandbox",
@@ -188,7 +188,22 @@ fn a_confined_daemon_holds_no_directory_outside_its_share() {
         // Nor is its working directory outside it.
         let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
         assert!(cwd.starts_with(&share), "{sandbox}: cwd {}", cwd.display());
-        assert!(Path::new(&share).is_dir());
+        // At exit it cannot remove its socket files: they stay, and the log says so once
+        // for each.
+        f._daemon.signal(libc::SIGTERM).unwrap();
+        let status = f._daemon.wait(crate::common::WAIT).unwrap();
+        assert!(status.success(), "{}", f._daemon.log());
+        let socket = f.dir.join("fs.sock");
+        for path in [&socket, &ctl] {
+            assert!(Path::new(path).exists(), "{}", path.display());
+            let line = format!("leaving {} in place", path.display());
+            assert_eq!(
+                f._daemon.log().matches(&line).count(),
+                1,
+                "{line}\n{}",
+                f._daemon.log()
+            );
+        }
     }
 }
 
