@@ -520,6 +520,12 @@ fn start_fs(
 /// the no-new-privileges flag is set all the same.
 fn drop_capabilities(keep: CapSet) -> Result<(), DaemonError> {
     let before = sys::caps::current().map_err(DaemonError::Capabilities)?;
+    if sys::fs::geteuid() == 0 {
+        // Root's own supplementary groups would count for a guest user while a creation
+        // runs as that user (fsuid/fsgid): drop them, for every thread to come.
+        sys::fs::setgroups(&[])
+            .map_err(|e| DaemonError::Capabilities(std::io::Error::from_raw_os_error(e.get())))?;
+    }
     let done = sys::caps::restrict_to(keep.bits()).map_err(DaemonError::Capabilities)?;
     if before.permitted != 0 {
         log::info!(

@@ -398,6 +398,11 @@ impl Filesystem for PassthroughFs {
         if self.cfg.cache != CachePolicy::Never {
             want |= fl::AUTO_INVAL_DATA;
         }
+        if self.switch_creds {
+            // The caller's supplementary group for creations: only a daemon that switches
+            // credentials (root) can take it on.
+            want |= fl::CREATE_SUPP_GROUP;
+        }
         // A new session (a guest reboot, the next frontend's guest) sees only what it
         // opens itself: nothing of an earlier session's nodes and handles.
         self.handles.clear();

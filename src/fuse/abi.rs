@@ -396,6 +396,14 @@ pub mod init_flags {
     pub const INIT_EXT: u64 = 1 << 30;
     pub const SECURITY_CTX: u64 = 1 << 32;
     pub const HAS_INODE_DAX: u64 = 1 << 33;
+    pub const CREATE_SUPP_GROUP: u64 = 1 << 34;
+}
+
+/// Request extension types (`fuse_ext_header.type`).
+#[allow(missing_docs)]
+pub mod ext_type {
+    /// `FUSE_EXT_GROUPS`: `fuse_supp_groups { u32 nr_groups; u32 groups[]; }`.
+    pub const GROUPS: u32 = 32;
 }
 
 /// `fuse_setattr_in.valid` bits.

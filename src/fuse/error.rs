@@ -146,6 +146,14 @@ pub enum RequestError {
         /// Body bytes present.
         body: usize,
     },
+    /// A request extension is malformed (its header, its size, or its content).
+    #[error("opcode {opcode}: malformed request extension: {what}")]
+    BadExtension {
+        /// Opcode of the request.
+        opcode: u32,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// The body is shorter than the opcode's fixed argument struct.
     #[error("opcode {opcode}: body needs {want} bytes, has {got}")]
     ShortBody {
@@ -232,6 +240,7 @@ impl RequestError {
             Self::ShortHeader { .. }
             | Self::LengthMismatch { .. }
             | Self::BadExtensionLength { .. }
+            | Self::BadExtension { .. }
             | Self::ShortBody { .. }
             | Self::MissingNul { .. }
             | Self::BytesAfterName { .. }

@@ -39,6 +39,10 @@ pub struct Context {
     pub gid: u32,
     /// Caller's thread group id in the guest.
     pub pid: u32,
+    /// A supplementary group of the caller the kernel sent with a creation
+    /// (`FUSE_EXT_GROUPS`, once `FUSE_CREATE_SUPP_GROUP` is granted): the parent
+    /// directory's group, which the caller is in through its supplementary groups only.
+    pub supp_gid: Option<u32>,
     /// The request is served where it must not wait (its queue's own thread, after
     /// [`Filesystem::try_first`] said so): a method that would wait answers
     /// [`Errno::WOULD_WAIT`] at once instead, having changed nothing the guest can see, and

@@ -28,6 +28,7 @@
 pub mod abi;
 pub mod decode;
 pub mod error;
+pub mod ext;
 pub mod filesystem;
 pub mod payload;
 pub mod reply;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use super::abi::{self, InHeader, OutHeader, Wire, init_flags as fl};
 use super::decode::{DecodeOptions, Request, decode};
 use super::error::{Errno, RequestError};
+use super::ext::{self, Extensions};
 use super::filesystem::{Context, Filesystem, InitRequest, NodeId, XattrReply};
 use super::payload::{SliceReader, VecWriter, ZeroCopyReader, ZeroCopyWriter};
 use super::reply::{self, DirentBuf};
@@ -32,7 +33,20 @@ pub const FS_NEGOTIABLE_FLAGS: u64 = fl::ATOMIC_O_TRUNC
     | fl::CACHE_SYMLINKS
     | fl::EXPORT_SUPPORT
     | fl::MAP_ALIGNMENT
-    | fl::HAS_INODE_DAX;
+    | fl::HAS_INODE_DAX
+    | fl::CREATE_SUPP_GROUP;
+
+/// Who sent the request of `h`, with what its extensions said; `no_wait`: see
+/// [`Context::no_wait`].
+fn context(h: &InHeader, ext: Extensions, no_wait: bool) -> Context {
+    Context {
+        uid: h.uid,
+        gid: h.gid,
+        pid: h.pid,
+        supp_gid: ext.supp_gid,
+        no_wait,
+    }
+}
 
 /// What handling produced.
 enum Outcome {
@@ -118,7 +132,7 @@ impl<F: Filesystem> Server<F> {
             return false;
         };
         self.check_and_decode(&h, request, payload)
-            .is_ok_and(|req| self.fs.may_wait(&req))
+            .is_ok_and(|(req, _)| self.fs.may_wait(&req))
     }
 
     /// Serves `request` (whole: no payload kept apart) where it must not wait, if the
@@ -127,7 +141,7 @@ impl<F: Filesystem> Server<F> {
     /// or is not worth trying. A `None` request is then served as usual, where it may wait.
     pub fn try_without_waiting(&self, request: &[u8], reply_capacity: usize) -> Option<ReplyParts> {
         let h = InHeader::read(request)?;
-        let req = self.check_and_decode(&h, request, 0).ok()?;
+        let (req, ext) = self.check_and_decode(&h, request, 0).ok()?;
         if !self.fs.try_first(&req) {
             return None;
         }
@@ -139,10 +153,10 @@ impl<F: Filesystem> Server<F> {
         let out = self.dispatch(
             &h,
             req,
+            context(&h, ext, true),
             reply_capacity,
             &mut SliceReader::default(),
             &mut data,
-            true,
         );
         if matches!(out, Outcome::Error(e) if e == Errno::WOULD_WAIT) {
             return None;
@@ -200,7 +214,10 @@ impl<F: Filesystem> Server<F> {
             return ReplyParts::whole(fit(reply, OutHeader::SIZE, 0, reply_capacity));
         };
         let out = match self.check_and_decode(&h, request, payload.remaining()) {
-            Ok(req) => self.dispatch(&h, req, reply_capacity, payload, data, false),
+            Ok((req, ext)) => {
+                let ctx = context(&h, ext, false);
+                self.dispatch(&h, req, ctx, reply_capacity, payload, data)
+            }
             Err(e) => {
                 log::debug!("request {} rejected: {e}", h.unique);
                 if matches!(h.opcode, abi::opcode::FORGET | abi::opcode::BATCH_FORGET) {
@@ -254,7 +271,7 @@ impl<F: Filesystem> Server<F> {
         h: &InHeader,
         request: &'a [u8],
         payload: usize,
-    ) -> Result<Request<'a>, RequestError> {
+    ) -> Result<(Request<'a>, Extensions), RequestError> {
         let actual = request.len().saturating_add(payload);
         // Only a WRITE's payload may be kept apart, and not with extensions (they would
         // sit at its end).
@@ -266,12 +283,10 @@ impl<F: Filesystem> Server<F> {
             });
         }
         let body = request.get(InHeader::SIZE..).unwrap_or(&[]);
-        // Extensions (security context, supplementary groups) sit at the end
-        // of the body; none is granted, so they are cut off and ignored.
+        // Extensions sit at the end of the body: cut off, and only the supplementary
+        // group of a creation is read (when FUSE_CREATE_SUPP_GROUP was granted).
         let extlen = usize::from(h.total_extlen) * 8;
-        let Some(body) = body
-            .get(..body.len().wrapping_sub(extlen))
-            .filter(|_| extlen <= body.len())
+        let Some((body, extensions)) = body.len().checked_sub(extlen).map(|at| body.split_at(at))
         else {
             return Err(RequestError::BadExtensionLength {
                 opcode: h.opcode,
@@ -282,11 +297,13 @@ impl<F: Filesystem> Server<F> {
         if h.opcode != abi::opcode::INIT && !self.initialized.load(Ordering::Acquire) {
             return Err(RequestError::NotInitialized(h.opcode));
         }
+        let granted = self.granted_flags();
+        let ext = ext::parse(h.opcode, extensions, granted & fl::CREATE_SUPP_GROUP != 0)?;
         let opts = DecodeOptions {
-            setxattr_ext: self.granted_flags() & fl::SETXATTR_EXT != 0,
+            setxattr_ext: granted & fl::SETXATTR_EXT != 0,
             payload,
         };
-        decode(h.opcode, body, opts)
+        decode(h.opcode, body, opts).map(|req| (req, ext))
     }
 
     fn init(&self, major: u32, minor: u32, max_readahead: u32, offered: u64) -> Outcome {
@@ -353,17 +370,11 @@ impl<F: Filesystem> Server<F> {
         &self,
         h: &InHeader,
         req: Request<'_>,
+        ctx: Context,
         cap: usize,
         payload: &mut dyn ZeroCopyReader,
         data: &mut dyn ZeroCopyWriter,
-        no_wait: bool,
     ) -> Outcome {
-        let ctx = Context {
-            uid: h.uid,
-            gid: h.gid,
-            pid: h.pid,
-            no_wait,
-        };
         let node = NodeId(h.nodeid);
         let fs = &self.fs;
         // Room for a reply body, bounded by the writable descriptors and max_write. Never

@@ -141,6 +141,8 @@ pub struct Client<T: Transport> {
     pub uid: AtomicU32,
     /// gid put in request headers.
     pub gid: AtomicU32,
+    /// The supplementary group sent with creations (`FUSE_EXT_GROUPS`); `u64::MAX`: none.
+    supp_group: AtomicU64,
     /// Writable-descriptor capacity offered with each request.
     pub reply_capacity: usize,
 }
@@ -168,8 +170,18 @@ impl<X: Transport> Client<X> {
             unique: AtomicU64::new(1),
             uid: AtomicU32::new(0),
             gid: AtomicU32::new(0),
+            supp_group: AtomicU64::new(u64::MAX),
             reply_capacity: abi::MAX_BUFFER_SIZE + 4096,
         }
+    }
+
+    /// Sends `gid` as the caller's supplementary group (a `FUSE_EXT_GROUPS` extension)
+    /// with later CREATE, MKNOD, MKDIR, SYMLINK and TMPFILE requests, as Linux does once
+    /// `FUSE_CREATE_SUPP_GROUP` is granted and the caller is in the parent's group through
+    /// a supplementary group; `None`: no extension.
+    pub fn set_supp_group(&self, gid: Option<u32>) {
+        self.supp_group
+            .store(gid.map_or(u64::MAX, u64::from), Ordering::Relaxed);
     }
 
     /// Sets the caller uid/gid of later requests.
@@ -187,14 +199,31 @@ impl<X: Transport> Client<X> {
     /// `None` when the server sent none.
     pub fn send(&self, opcode: u32, nodeid: u64, body: &[u8]) -> Option<Reply> {
         let unique = self.unique.fetch_add(1, Ordering::Relaxed);
-        let req = encode_request(
+        let group = u32::try_from(self.supp_group.load(Ordering::Relaxed)).ok();
+        let creates = matches!(
+            opcode,
+            op::CREATE | op::MKNOD | op::MKDIR | op::SYMLINK | op::TMPFILE
+        );
+        let mut body = body.to_vec();
+        let mut extlen = 0u16;
+        if let Some(gid) = group.filter(|_| creates) {
+            // After the arguments (unpadded; `total_extlen` counts from the end):
+            // fuse_ext_header { size 16, type }, nr_groups 1, gid.
+            for word in [16, abi::ext_type::GROUPS, 1, gid] {
+                body.extend_from_slice(&u32::to_le_bytes(word));
+            }
+            extlen = 2;
+        }
+        let mut req = encode_request(
             opcode,
             unique,
             nodeid,
             self.uid.load(Ordering::Relaxed),
             self.gid.load(Ordering::Relaxed),
-            body,
+            &body,
         );
+        // fuse_in_header.total_extlen, in 8-byte units.
+        req[36..38].copy_from_slice(&extlen.to_le_bytes());
         let bytes = self.raw(&req);
         if bytes.is_empty() {
             return None;

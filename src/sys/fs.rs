@@ -537,6 +537,28 @@ pub fn setfsgid(gid: u32) -> u32 {
     id_result(unsafe { libc::syscall(libc::SYS_setfsgid, gid) })
 }
 
+/// `setgroups(2)` for the calling thread only (raw syscall: glibc's wrapper would change
+/// every thread); needs `CAP_SETGID`.
+pub fn setgroups(groups: &[u32]) -> FsResult<()> {
+    // SAFETY: `groups` is readable for `groups.len()` gid_t (u32) values for the call.
+    let ret = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    if ret < 0 { Err(Errno::last()) } else { Ok(()) }
+}
+
+/// The calling thread's supplementary groups.
+pub fn getgroups() -> FsResult<Vec<u32>> {
+    // Linux allows at most NGROUPS_MAX (65536); ask for the count first.
+    // SAFETY: a size of 0 only returns the count; the null pointer is not written.
+    let n = unsafe { libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<u32>()) };
+    let n = usize::try_from(n).map_err(|_| Errno::last())?;
+    let mut groups = vec![0u32; n];
+    // SAFETY: `groups` is writable for `n` values, the size passed.
+    let got = unsafe { libc::syscall(libc::SYS_getgroups, n, groups.as_mut_ptr()) };
+    let got = usize::try_from(got).map_err(|_| Errno::last())?;
+    groups.truncate(got);
+    Ok(groups)
+}
+
 /// The previous id setfsuid/setfsgid return: a `uid_t`, zero-extended, so it always fits.
 /// These calls report no errors; were one to return -1, it reads as `u32::MAX` (the
 /// invalid id), as the truncating cast this replaces did.

@@ -311,3 +311,87 @@ fn a_bad_modcaps_names_the_field_and_exits_2() {
         assert!(!socket.exists());
     }
 }
+
+/// `vhost-dax fs` on a fresh share, started with supplementary group `gid` as root
+/// might have, the guest connected and initialised.
+fn start_in_group(name: &str, gid: u32) -> Fs {
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new(name);
+    std::fs::create_dir(dir.join("share")).unwrap();
+    let socket = dir.join("fs.sock");
+    let mut command = std::process::Command::new(crate::common::binary());
+    // SAFETY: setgroups is async-signal-safe and touches only the child; `groups` lives
+    // in the closure, which the child runs before exec.
+    unsafe {
+        command.pre_exec(move || {
+            let groups = [gid];
+            if libc::setgroups(1, groups.as_ptr()) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let daemon = crate::common::spawn_fs_daemon_with(command, &dir.join("share"), &socket, &[]);
+    let frontend = std::sync::Arc::new(std::sync::Mutex::new(crate::common::connect(&socket)));
+    let c = vhost_dax::fuse::testing::Client::over(vhost_dax::frontend::FuseQueue::new(
+        frontend.clone(),
+        1,
+        crate::common::WAIT,
+    ));
+    let f = Fs {
+        dir,
+        _daemon: daemon,
+        frontend,
+        c,
+    };
+    let init = f.c.init();
+    // FUSE_CREATE_SUPP_GROUP (flags2 bit 2): a root daemon takes the caller's group.
+    assert_ne!(init.flags2 & 1 << 2, 0, "{init:?}");
+    f
+}
+
+#[test]
+fn creations_run_with_the_callers_supplementary_group_and_never_the_daemons() {
+    if !is_root() {
+        eprintln!("skipping: credentials are switched only by a daemon run as root");
+        return;
+    }
+    const GROUP: u32 = 4242;
+    // The daemon itself starts in GROUP, as a root shell might be.
+    let f = start_in_group("privs-groups", GROUP);
+    // A directory only GROUP may write into.
+    let g = f.host("g");
+    std::fs::create_dir(&g).unwrap();
+    std::os::unix::fs::chown(&g, Some(0), Some(GROUP)).unwrap();
+    std::fs::set_permissions(&g, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let gid = f.c.lookup(ROOT, b"g").unwrap().nodeid;
+    f.c.set_caller(1234, 5678);
+    // Not in GROUP: the daemon's own group does not count for the guest user.
+    assert_eq!(f.c.mkdir(gid, b"no", 0o755).unwrap_err(), libc::EACCES);
+    assert!(!g.join("no").exists());
+    // The guest kernel says the caller is in GROUP: every kind of creation succeeds,
+    // owned by the caller.
+    f.c.set_supp_group(Some(GROUP));
+    f.c.mkdir(gid, b"d", 0o755).unwrap();
+    f.c.create(gid, b"f", 0o644, RDWR).unwrap();
+    f.c.mknod(gid, b"p", libc::S_IFIFO | 0o600, 0).unwrap();
+    f.c.symlink(gid, b"l", b"f").unwrap();
+    for name in ["d", "f", "p", "l"] {
+        let md = std::fs::symlink_metadata(g.join(name)).unwrap();
+        assert_eq!((md.uid(), md.gid()), (1234, 5678), "{name}");
+    }
+    // The group is the request's only: the next creation without it is refused again.
+    f.c.set_supp_group(None);
+    assert_eq!(f.c.mkdir(gid, b"no", 0o755).unwrap_err(), libc::EACCES);
+    // A group the caller is not in (the host's check fails as the guest's would).
+    f.c.set_supp_group(Some(GROUP + 1));
+    assert_eq!(f.c.mkdir(gid, b"no", 0o755).unwrap_err(), libc::EACCES);
+    assert!(!g.join("no").exists());
+    // The daemon's threads carry no supplementary group.
+    for task in std::fs::read_dir(format!("/proc/{}/task", f._daemon.pid())).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+        assert_eq!(groups["Groups:".len()..].trim(), "", "{status}");
+    }
+}

@@ -225,6 +225,31 @@ fn extensions_are_cut_off() {
     req[36] = 1;
     let r = Reply::parse(&f.c.raw(&req));
     assert_eq!(r.header.error, 0);
+    // A creation's FUSE_EXT_GROUPS is read (when granted, as to a root daemon): a
+    // malformed one is EINVAL and nothing is created.
+    if super::is_root() {
+        let mkdir_in = abi::MkdirIn {
+            mode: 0o755,
+            umask: 0,
+        }
+        .to_bytes();
+        for (ext, unique) in [
+            [24u32, abi::ext_type::GROUPS, 1, 0], // claims more than there is
+            [16, abi::ext_type::GROUPS, 2, 0],    // two groups in one slot
+            [16, abi::ext_type::GROUPS, 0, 0],    // none
+        ]
+        .into_iter()
+        .zip(10u64..)
+        {
+            let words: Vec<u8> = ext.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let body = cat(&[&mkdir_in, &cstr(b"d"), &words]);
+            let mut req = encode_request(op::MKDIR, unique, ROOT, 1234, 5678, &body);
+            req[36] = 2;
+            let r = Reply::parse(&f.c.raw(&req));
+            assert_eq!(r.header.error, -libc::EINVAL, "{ext:?}");
+            assert!(!f.shared().join("d").exists());
+        }
+    }
 }
 
 /// A WRITE's payload kept apart by the transport is written from there; a payload kept
