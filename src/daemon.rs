@@ -1,9 +1,6 @@
 //! The daemon: one listener and serving thread per device, one frontend at a time per
 //! device, and an orderly shutdown on SIGINT/SIGTERM.
 
-use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -13,17 +10,22 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::config::{CapSet, DaemonConfig, DaxConfig, FsConfig, Sandbox, SocketGroup, SocketSpec};
-use crate::control::{BoundControl, ControlServer, ControlSources};
-use crate::dax::{ExtentMapper, Ledger, LedgerConfig, WindowSession};
+use crate::config::{DaemonConfig, FsConfig, Sandbox};
+use crate::control::{BoundControl, ControlSources};
 use crate::device::ConnectionBackend;
-use crate::device::backend_mapper::BackendMapper;
 use crate::device::flush::SyncObserver;
-use crate::device::fs::{FsBackend, FsDax, FsDevice, SHMCAP_ID_CACHE};
+use crate::device::fs::{FsBackend, FsDax, FsDevice};
 use crate::device::pmem::{PmemBackend, PmemBacking, PmemDevice};
 use crate::device::sync_gate::{SYNC_GATE_ENV, SocketSyncGate};
-use crate::fs::{DaxWindow, PassthroughConfig, PassthroughFs};
+use crate::fs::PassthroughFs;
 use crate::sys;
+
+mod setup;
+
+use setup::{
+    SocketFile, bind_control, dax_window, drop_capabilities, enter_sandbox, listen, listen_fs,
+    passthrough_config, serve_control,
+};
 
 /// How long a frontend may take to acknowledge a SHMEM_MAP/UNMAP.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,59 +83,6 @@ fn device_error(device: &Path, source: std::io::Error) -> DaemonError {
     DaemonError::Device {
         device: device.display().to_string(),
         source,
-    }
-}
-
-/// A socket file the daemon must remove on exit, through a descriptor of its directory
-/// opened before any chroot; a confined daemon keeps no descriptor of a directory outside
-/// its share, so it leaves its socket files in place (and says so).
-struct SocketFile {
-    /// None when the daemon confines itself.
-    dir: Option<OwnedFd>,
-    name: CString,
-    path: PathBuf,
-    /// The file was left in place and the log says so (once).
-    left: std::sync::atomic::AtomicBool,
-}
-
-impl SocketFile {
-    fn new(path: &Path, confined: bool) -> std::io::Result<Self> {
-        let parent = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let dir = if confined {
-            None
-        } else {
-            Some(std::fs::File::open(parent)?.into())
-        };
-        let name = CString::new(path.file_name().unwrap_or_default().as_bytes())
-            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-        Ok(SocketFile {
-            dir,
-            name,
-            path: path.to_path_buf(),
-            left: std::sync::atomic::AtomicBool::new(false),
-        })
-    }
-
-    fn remove(&self) {
-        let Some(dir) = &self.dir else {
-            if self.left.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                return;
-            }
-            log::info!(
-                "leaving {} in place: the confined daemon cannot reach it (the next start \
-                 replaces it)",
-                self.path.display()
-            );
-            return;
-        };
-        match sys::fs::unlinkat(dir.as_fd(), &self.name, 0).map_err(std::io::Error::from) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => log::warn!("cannot remove {}: {e}", self.path.display()),
-        }
     }
 }
 
@@ -512,164 +461,6 @@ fn start_fs(
             )
         }),
     })
-}
-
-/// Keeps only `keep` (the devices' needs) on this thread, the only one so far: every
-/// thread started later inherits that, and no execve can give anything back. Running as
-/// root, that is the whole privilege drop; unprivileged, there is nothing to drop but
-/// the no-new-privileges flag is set all the same.
-fn drop_capabilities(keep: CapSet) -> Result<(), DaemonError> {
-    let before = sys::caps::current().map_err(DaemonError::Capabilities)?;
-    if sys::fs::geteuid() == 0 {
-        // Root's own supplementary groups would count for a guest user while a creation
-        // runs as that user (fsuid/fsgid): drop them, for every thread to come.
-        sys::fs::setgroups(&[])
-            .map_err(|e| DaemonError::Capabilities(std::io::Error::from_raw_os_error(e.get())))?;
-    }
-    let done = sys::caps::restrict_to(keep.bits()).map_err(DaemonError::Capabilities)?;
-    if before.permitted != 0 {
-        log::info!(
-            "capabilities: keeping {} (bounding set {})",
-            CapSet::from_bits(done.kept),
-            CapSet::from_bits(done.bounding)
-        );
-    }
-    Ok(())
-}
-
-/// Runs `f` with the process umask set to `umask`.
-fn with_umask<T>(umask: u32, f: impl FnOnce() -> T) -> T {
-    let previous = crate::sys::fs::umask(umask);
-    let result = f();
-    crate::sys::fs::umask(previous);
-    result
-}
-
-/// Creates the socket file `socket` and listens on it. With a group, the file is
-/// created owner-only, then given to the group with mode 0660 (virtiofsd's
-/// `--socket-group`), so it is never reachable by more than that.
-fn listen(
-    socket: &Path,
-    group: Option<&SocketGroup>,
-    umask: u32,
-    confined: bool,
-) -> Result<(Listener, Arc<SocketFile>), DaemonError> {
-    let mask = if group.is_some() {
-        umask | 0o177
-    } else {
-        umask
-    };
-    let listener = with_umask(mask, || Listener::new(socket, true))
-        .map_err(|e| device_error(socket, std::io::Error::other(e)))?;
-    if let Some(group) = group {
-        sys::socket::share_socket_with_group(socket, group.gid).map_err(|e| {
-            device_error(
-                socket,
-                std::io::Error::new(e.kind(), format!("socket group {}: {e}", group.name)),
-            )
-        })?;
-    }
-    let file = SocketFile::new(socket, confined).map_err(|e| device_error(socket, e))?;
-    Ok((listener, Arc::new(file)))
-}
-
-/// The fs device's listener: a socket file it creates, or the listening socket the
-/// parent passed down (never unlinked: the daemon did not create it).
-fn listen_fs(
-    socket: &SocketSpec,
-    group: Option<&SocketGroup>,
-    umask: u32,
-    confined: bool,
-) -> Result<(Listener, Option<Arc<SocketFile>>), DaemonError> {
-    match socket {
-        SocketSpec::Path(path) => {
-            listen(path, group, umask, confined).map(|(listener, file)| (listener, Some(file)))
-        }
-        SocketSpec::InheritedFd(fd) => {
-            // SAFETY: validation found `fd` open and listening; it came from the parent
-            // and is taken here once, for the one device configured with it (a config
-            // file cannot name a descriptor).
-            let listener = unsafe { sys::socket::take_inherited_listener(*fd) }.map_err(|e| {
-                DaemonError::Device {
-                    device: socket.to_string(),
-                    source: e,
-                }
-            })?;
-            Ok((Listener::from(listener), None))
-        }
-    }
-}
-
-/// The ledger of a DAX window, mapping through the frontend's SHMEM_MAP / SHMEM_UNMAP.
-fn dax_window(dax: &DaxConfig) -> Result<(DaxWindow, FsDax), crate::dax::LedgerError> {
-    let mapper = BackendMapper::new(SHMCAP_ID_CACHE, ACK_TIMEOUT);
-    let extent = Arc::new(ExtentMapper::new(mapper.clone(), dax.map_extent));
-    let config = LedgerConfig::new(dax.window_size).with_wait_budget(dax.pin_wait_budget);
-    let ledger = Arc::new(Ledger::new(config, extent.clone())?);
-    let session = WindowSession::new(ledger, mapper.clone());
-    let window = DaxWindow::new(session.clone(), dax.policy);
-    Ok((window, FsDax { session, mapper }))
-}
-
-/// Binds the DAX control socket, replacing a stale one (validation refused a live one);
-/// it is served once the daemon has confined itself ([`serve_control`]).
-fn bind_control(
-    path: &Path,
-    umask: u32,
-    confined: bool,
-) -> Result<(BoundControl, Arc<SocketFile>), DaemonError> {
-    use std::os::unix::fs::FileTypeExt;
-    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
-        && std::os::unix::net::UnixStream::connect(path).is_err()
-    {
-        std::fs::remove_file(path).map_err(|e| device_error(path, e))?;
-    }
-    let mut bound = with_umask(umask, || ControlServer::bind_socket(path)).map_err(|source| {
-        DaemonError::Control {
-            device: path.display().to_string(),
-            source,
-        }
-    })?;
-    if confined {
-        // Inside the chroot the path names another file (or one of the guest's).
-        bound.leave_socket_file();
-    }
-    let file = SocketFile::new(path, confined).map_err(|e| device_error(path, e))?;
-    Ok((bound, Arc::new(file)))
-}
-
-fn serve_control(
-    bound: BoundControl,
-    sources: ControlSources,
-) -> Result<ControlServer, DaemonError> {
-    let path = bound.path().display().to_string();
-    bound.serve(sources).map_err(|source| DaemonError::Control {
-        device: path,
-        source,
-    })
-}
-
-fn passthrough_config(fs: &FsConfig) -> PassthroughConfig {
-    let mut config = PassthroughConfig::new(&fs.shared_dir);
-    config.cache = fs.cache;
-    config.readonly = fs.readonly;
-    config.xattr = fs.xattr;
-    config.writeback = fs.writeback;
-    config.allow_device_nodes = fs.allow_devices;
-    config.killpriv_v2 = fs.killpriv_v2;
-    config.readdirplus = fs.readdirplus;
-    config
-}
-
-/// Confines the whole process to `dir`. Everything the daemon needs outside it (the
-/// shared directory's fd, /proc/self/fd, the socket directories) is already open.
-fn enter_sandbox(kind: Sandbox, dir: &Path) -> Result<(), DaemonError> {
-    if kind == Sandbox::Namespace {
-        sys::unshare_mount_namespace().map_err(DaemonError::Sandbox)?;
-    }
-    sys::chroot_into(dir).map_err(DaemonError::Sandbox)?;
-    log::info!("sandbox: confined to {} ({kind})", dir.display());
-    Ok(())
 }
 
 fn sync_observer() -> Result<Option<Arc<dyn SyncObserver>>, DaemonError> {
