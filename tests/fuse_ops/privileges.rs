@@ -113,6 +113,15 @@ fn every_thread_of_a_root_fs_daemon_keeps_only_the_file_servers_capabilities() {
         let pid = f._daemon.pid();
         // main, signals, listener, the pool's 2, the control socket's, 3 queues.
         assert_every_thread_keeps(pid, caps, 9, &|| f._daemon.log());
+        // Every thread is confined too (a mount namespace, and so its chroot, belongs to
+        // the thread that entered it and the threads it starts afterwards).
+        if sandbox != "none" {
+            for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+                let task = task.unwrap().path();
+                let root = std::fs::read_link(task.join("root")).unwrap();
+                assert_eq!(root, f.share(), "{sandbox}: {} root", task.display());
+            }
+        }
         // A root guest's chown works with CAP_CHOWN kept, and fails without it.
         let sa = abi::SetattrIn {
             uid: 1234,
