@@ -185,6 +185,19 @@ struct FsArgs {
     /// other (virtiofsd's flag); 0: each queue's requests are served on its own thread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     thread_pool_size: usize,
+    /// How inodes the guest knows are held: never (an O_PATH descriptor each), prefer
+    /// (by file handle where the filesystem has them), mandatory (by file handle, or the
+    /// start fails). Handles need root with CAP_DAC_READ_SEARCH (virtiofsd's flag).
+    #[arg(long, value_name = "MODE")]
+    inode_file_handles: Option<String>,
+    /// Most inodes (nodes) the guest may know at once; past it LOOKUP and creations get
+    /// ENFILE [default: 1000000].
+    #[arg(long, value_name = "N")]
+    max_inodes: Option<u64>,
+    /// Most files and directories the guest may hold open at once; past it OPEN,
+    /// OPENDIR and CREATE get ENFILE [default: 1000000].
+    #[arg(long, value_name = "N")]
+    max_open_handles: Option<u64>,
 }
 
 impl FsArgs {
@@ -209,6 +222,9 @@ impl FsArgs {
             shmem_bit21: self.shmem_bit21,
             dax_maps_within_file: self.dax_maps_within_file,
             thread_pool_size: Some(self.thread_pool_size),
+            inode_file_handles: self.inode_file_handles.clone(),
+            max_inodes: self.max_inodes,
+            max_open_handles: self.max_open_handles,
             ..FsRequest::default()
         }
     }

@@ -185,3 +185,17 @@ impl Handles {
 pub fn open(mount: &MountFd, handle: &FileHandle, flags: i32) -> FsResult<OwnedFd> {
     sys::open_by_handle(mount.fd(), handle, flags & !libc::O_NOFOLLOW)
 }
+
+/// Checks, before anything is set up, that inodes under the directory `dir` can be held
+/// by handle (what `mandatory` requires at start): the same check a [`Handles`] makes.
+pub fn probe_dir(dir: &std::path::Path) -> Result<(), HandlesUnusable> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| HandlesUnusable::NoExport(Errno::EINVAL))?;
+    let root = sys::open_path(&path, libc::O_PATH | libc::O_DIRECTORY)
+        .map_err(HandlesUnusable::NoExport)?;
+    let proc = sys::open_path(c"/proc/self/fd", libc::O_PATH | libc::O_DIRECTORY)
+        .map_err(HandlesUnusable::NoOpen)?;
+    let st = super::stat_fd(&root).map_err(HandlesUnusable::NoExport)?;
+    Handles::probe(InodeFileHandles::Mandatory, root.as_fd(), proc.as_fd(), &st).map(drop)
+}

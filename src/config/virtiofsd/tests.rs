@@ -190,7 +190,35 @@ fn accepted() -> Vec<(Vec<&'static str>, FsRequest)> {
         (vec!["--no-posix-lock"], base()),
         (vec!["--no-flock"], base()),
         (vec!["--preserve-noatime"], base()),
-        (vec!["--inode-file-handles=never"], base()),
+        (
+            vec!["--inode-file-handles=never"],
+            FsRequest {
+                inode_file_handles: Some("never".into()),
+                ..base()
+            },
+        ),
+        (
+            vec!["--inode-file-handles=prefer"],
+            FsRequest {
+                inode_file_handles: Some("prefer".into()),
+                ..base()
+            },
+        ),
+        (
+            vec!["--inode-file-handles", "mandatory"],
+            FsRequest {
+                inode_file_handles: Some("mandatory".into()),
+                ..base()
+            },
+        ),
+        (
+            // virtiofsd's deprecated alias.
+            vec!["--inode-file-handles=fallback"],
+            FsRequest {
+                inode_file_handles: Some("prefer".into()),
+                ..base()
+            },
+        ),
         (vec!["--seccomp=none"], base()),
         (vec!["--seccomp", "none"], base()),
         (vec!["--posix-acl=never"], base()),
@@ -255,15 +283,6 @@ fn refused_flags() -> Vec<(Vec<&'static str>, &'static str)> {
         (
             vec!["--migration-confirm-paths"],
             "--migration-confirm-paths",
-        ),
-        (vec!["--inode-file-handles=prefer"], "--inode-file-handles"),
-        (
-            vec!["--inode-file-handles=mandatory"],
-            "--inode-file-handles",
-        ),
-        (
-            vec!["--inode-file-handles=fallback"],
-            "--inode-file-handles",
         ),
         (vec!["--seccomp=kill"], "--seccomp"),
         (vec!["--seccomp=log"], "--seccomp"),
