@@ -56,6 +56,10 @@ enum Command {
         /// (default: virtiofsd if found on PATH, $CARGO_HOME/bin or /usr/libexec).
         #[arg(long, value_name = "PEER", default_value = "auto")]
         peer: vhost_dax::bench::PeerChoice,
+        /// Largest LOOKUP count of the scale section: 10000, 100000 or 1000000 (default:
+        /// 100000, 10000 with --quick; 1000000 builds a million files first).
+        #[arg(long, value_name = "N", value_parser = parse_scale)]
+        scale: Option<vhost_dax::bench::ScaleSizes>,
     },
     /// Validate a config file and exit.
     CheckConfig {
@@ -297,6 +301,7 @@ fn main() -> ExitCode {
         quick,
         json,
         peer,
+        scale,
         output,
         baseline,
         chart,
@@ -308,7 +313,7 @@ fn main() -> ExitCode {
             baseline,
             chart,
         };
-        let options = vhost_dax::bench::BenchOptions { quick, peer };
+        let options = vhost_dax::bench::BenchOptions { quick, peer, scale };
         return bench(options, outputs, cli.log_level.as_deref());
     }
     let config = match &cli.command {
@@ -396,6 +401,11 @@ fn raise_open_files_limit() {
         Ok(n) => log::info!("open files limit: {n}"),
         Err(e) => log::warn!("cannot raise the open files limit: {e}"),
     }
+}
+
+/// `--scale N` of `bench`.
+fn parse_scale(text: &str) -> Result<vhost_dax::bench::ScaleSizes, String> {
+    vhost_dax::bench::ScaleSizes::parse(text).map_err(|e| e.to_string())
 }
 
 /// `vhost-dax stats`: one `stats` request on a control socket, printed.
