@@ -161,7 +161,10 @@ fn quick_json_bench_reports_every_key_with_a_sane_value() {
     check_figures(&report, KEYS);
     check_figures(&report, FUSE_KEYS);
     let by_handle = report["parameters"]["scale_prefer_by_handle"].as_bool();
-    check_scale(&report, Some(by_handle.expect("parameters.scale_prefer_by_handle")));
+    check_scale(
+        &report,
+        Some(by_handle.expect("parameters.scale_prefer_by_handle")),
+    );
     assert_eq!(report["parameters"]["scale_largest"], 10_000);
     // Group commit: 64 flushes in flight never need 64 syncs.
     assert!(

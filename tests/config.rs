@@ -660,11 +660,17 @@ fn inode_file_handles_and_the_caps_are_checked_before_anything_is_created() {
     let share = dir.join("share");
     let share = share.to_str().unwrap();
     for (extra, field) in [
-        (&["--inode-file-handles", "always"][..], "--inode-file-handles"),
+        (
+            &["--inode-file-handles", "always"][..],
+            "--inode-file-handles",
+        ),
         (&["--max-inodes", "0"][..], "--max-inodes"),
         (&["--max-open-handles", "0"][..], "--max-open-handles"),
         // procfs gives no file handles: mandatory cannot start there.
-        (&["--inode-file-handles", "mandatory"][..], "--inode-file-handles"),
+        (
+            &["--inode-file-handles", "mandatory"][..],
+            "--inode-file-handles",
+        ),
     ] {
         let share = if field == "--inode-file-handles" && extra[1] == "mandatory" {
             "/proc/self"
@@ -689,10 +695,16 @@ fn inode_file_handles_and_the_caps_are_checked_before_anything_is_created() {
         .unwrap();
         run(&["check-config", path.to_str().unwrap()])
     };
-    assert_eq!(config("inode_file_handles = \"prefer\"\nmax_inodes = 5000").0, 0);
+    assert_eq!(
+        config("inode_file_handles = \"prefer\"\nmax_inodes = 5000").0,
+        0
+    );
     assert_eq!(config("max_open_handles = 100").0, 0);
     for (bad, field) in [
-        ("inode_file_handles = \"sometimes\"", "fs[0].inode_file_handles"),
+        (
+            "inode_file_handles = \"sometimes\"",
+            "fs[0].inode_file_handles",
+        ),
         ("max_inodes = -1", "fs[0].max_inodes"),
         ("max_open_handles = \"9\"", "fs[0].max_open_handles"),
     ] {

@@ -19,7 +19,9 @@ fn is_root() -> bool {
 }
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 #[test]
@@ -84,7 +86,13 @@ fn the_caps_answer_enfile_over_the_socket_and_the_daemon_serves_on() {
     guest.init();
     let mut known = Vec::new();
     for i in 0..9 {
-        known.push((guest.lookup(ROOT, format!("f{i}").as_bytes()).unwrap().nodeid, 1));
+        known.push((
+            guest
+                .lookup(ROOT, format!("f{i}").as_bytes())
+                .unwrap()
+                .nodeid,
+            1,
+        ));
     }
     // The root and 9 nodes: the 10 the cap allows.
     assert_eq!(guest.lookup(ROOT, b"f9").unwrap_err(), libc::ENFILE);
@@ -94,7 +102,10 @@ fn the_caps_answer_enfile_over_the_socket_and_the_daemon_serves_on() {
     let fhs: Vec<u64> = (0..3)
         .map(|_| guest.open(node, libc::O_RDONLY as u32).unwrap().fh)
         .collect();
-    assert_eq!(guest.open(node, libc::O_RDONLY as u32).unwrap_err(), libc::ENFILE);
+    assert_eq!(
+        guest.open(node, libc::O_RDONLY as u32).unwrap_err(),
+        libc::ENFILE
+    );
     assert!(daemon.log().contains("--max-inodes"), "{}", daemon.log());
     // Freed, both serve again.
     guest.release(node, fhs[0]).unwrap();

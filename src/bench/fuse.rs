@@ -195,6 +195,11 @@ impl Target {
         }
     }
 
+    /// True for our daemon (flags of its own may be passed).
+    pub(super) fn is_ours(&self) -> bool {
+        matches!(self.kind, Kind::Ours)
+    }
+
     /// Both confined the same way (not at all: the bench measures serving, not sandboxes)
     /// and with the same cache policy and `--thread-pool-size`; everything else at its
     /// default.

@@ -38,8 +38,8 @@ use crate::frontend::FrontendError;
 pub use dax::DAX_KEYS;
 pub use fuse::{FUSE_KEYS, RATIO_KEYS};
 pub use peer::{PeerChoice, PeerChoiceError};
-pub use scale::{SCALE_KEYS, ScaleError, ScaleSizes};
 pub use report::{Baseline, BaselineError, SCHEMA_VERSION, chart_svg, compare, json, table};
+pub use scale::{SCALE_KEYS, ScaleError, ScaleSizes};
 
 /// Bound for anything one request or one daemon start may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -281,17 +281,29 @@ pub fn run(
     let ours_by_handle = scale::measure(&ours, &scratch, &share, scale, &mut samples, progress)?;
     let mut peer_by_handle = None;
     if let Some(target) = peer.target() {
-        match scale::measure(&target, &scratch, &share, scale, &mut peer_samples, progress) {
+        match scale::measure(
+            &target,
+            &scratch,
+            &share,
+            scale,
+            &mut peer_samples,
+            progress,
+        ) {
             Ok(by_handle) => peer_by_handle = Some(by_handle),
             Err(e) => {
                 let reason = e.to_string();
                 peer.failed(e)?;
-                progress(&format!("virtiofsd failed in the scale section: {}", reason.trim_end()));
+                progress(&format!(
+                    "virtiofsd failed in the scale section: {}",
+                    reason.trim_end()
+                ));
             }
         }
     }
     if !ours_by_handle[1] {
-        progress("scale: vhost-dax --inode-file-handles=prefer fell back to O_PATH descriptors (handles need root with CAP_DAC_READ_SEARCH)");
+        progress(
+            "scale: vhost-dax --inode-file-handles=prefer fell back to O_PATH descriptors (handles need root with CAP_DAC_READ_SEARCH)",
+        );
     }
 
     let mut parameters = BTreeMap::from([

@@ -84,7 +84,10 @@ impl ScaleSizes {
 
     /// `--scale N`: measure every size up to N.
     pub fn parse(text: &str) -> Result<Self, ScaleError> {
-        let n: usize = text.replace('_', "").parse().map_err(|_| ScaleError(text.into()))?;
+        let n: usize = text
+            .replace('_', "")
+            .parse()
+            .map_err(|_| ScaleError(text.into()))?;
         if SIZES.iter().any(|&(_, s)| s == n) {
             Ok(Self { largest: n })
         } else {
@@ -206,7 +209,12 @@ pub(super) fn measure(
                 "scale: {} LOOKUPs without FORGET, {}, inode-file-handles={name}",
                 n, target.name
             ));
-            let extra = [format!("--inode-file-handles={name}")];
+            let mut extra = vec![format!("--inode-file-handles={name}")];
+            if target.is_ours() {
+                // The default cap (1,000,000 nodes) would stop the 1m pass just short:
+                // the directories are nodes too.
+                extra.push(format!("--max-inodes={}", n + n / PER_DIR + 16));
+            }
             let mut session = Session::start_with(target, scratch, share, 0, &extra)?;
             let pass = lookup_pass(&mut session, n)?;
             let pid = session.pid();

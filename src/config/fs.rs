@@ -305,8 +305,9 @@ impl FsRequest {
             })?,
         };
         if inode_file_handles == InodeFileHandles::Mandatory {
-            crate::fs::file_handle::probe_dir(&shared_dir)
-                .map_err(|e| ConfigError::new(field("inode_file_handles"), format!("mandatory, but {e}")))?;
+            crate::fs::file_handle::probe_dir(&shared_dir).map_err(|e| {
+                ConfigError::new(field("inode_file_handles"), format!("mandatory, but {e}"))
+            })?;
         }
         let cap = |name: &str, value: Option<u64>, default: u64| match value {
             Some(0) => Err(ConfigError::new(field(name), "must be at least 1")),
@@ -507,9 +508,7 @@ pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest,
                 .as_integer()
                 .and_then(|n| u64::try_from(n).ok())
                 .map(Some)
-                .ok_or_else(|| {
-                    ConfigError::new(origin.field(key), "must be a positive integer")
-                }),
+                .ok_or_else(|| ConfigError::new(origin.field(key), "must be a positive integer")),
         }
     };
     Ok(FsRequest {

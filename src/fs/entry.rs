@@ -159,5 +159,11 @@ pub(super) fn rename(
     }
     let od = fs.inodes.get(olddir)?;
     let nd = fs.inodes.get(newdir)?;
-    sys::renameat2(od.path_fd()?.as_fd(), oldname, nd.path_fd()?.as_fd(), newname, flags)
+    sys::renameat2(
+        od.path_fd()?.as_fd(),
+        oldname,
+        nd.path_fd()?.as_fd(),
+        newname,
+        flags,
+    )
 }

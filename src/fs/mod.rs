@@ -135,22 +135,23 @@ impl PassthroughFs {
         })?;
         let file_handles = match cfg.inode_file_handles {
             InodeFileHandles::Never => None,
-            mode => match file_handle::Handles::probe(mode, root.as_fd(), proc_self_fd.as_fd(), &st)
-            {
-                Ok(handles) => {
-                    log::info!("inodes are held by file handle (inode_file_handles = {mode})");
-                    Some(handles)
+            mode => {
+                match file_handle::Handles::probe(mode, root.as_fd(), proc_self_fd.as_fd(), &st) {
+                    Ok(handles) => {
+                        log::info!("inodes are held by file handle (inode_file_handles = {mode})");
+                        Some(handles)
+                    }
+                    Err(e) if mode == InodeFileHandles::Mandatory => {
+                        return Err(FsError::FileHandles(e));
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "inode_file_handles = prefer: {e}; every inode is held by O_PATH descriptor"
+                        );
+                        None
+                    }
                 }
-                Err(e) if mode == InodeFileHandles::Mandatory => {
-                    return Err(FsError::FileHandles(e));
-                }
-                Err(e) => {
-                    log::warn!(
-                        "inode_file_handles = prefer: {e}; every inode is held by O_PATH descriptor"
-                    );
-                    None
-                }
-            },
+            }
         };
         sys::umask(0);
         Ok(Self {
@@ -310,10 +311,11 @@ impl PassthroughFs {
 
     /// One lookup count on the inode `fd` (O_PATH) / `st`, held as the configuration says.
     fn add_lookup(&self, fd: OwnedFd, st: &Stat) -> FsResult<std::sync::Arc<InodeData>> {
-        self.inodes.add_lookup(fd, st, |fd| match &self.file_handles {
-            None => Ok(inode::InodeHold::Fd(fd)),
-            Some(handles) => handles.hold(fd, st, self.proc_fd()),
-        })
+        self.inodes
+            .add_lookup(fd, st, |fd| match &self.file_handles {
+                None => Ok(inode::InodeHold::Fd(fd)),
+                Some(handles) => handles.hold(fd, st, self.proc_fd()),
+            })
     }
 
     /// Opens `inode` for I/O (only regular files and directories reach here).

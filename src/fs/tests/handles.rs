@@ -41,7 +41,10 @@ fn prefer_holds_every_looked_up_inode_by_handle_and_keeps_identity() {
     let fh = f.c.open(file.nodeid, libc::O_RDONLY as u32).unwrap().fh;
     assert_eq!(f.c.read(file.nodeid, fh, 0, 16).unwrap(), b"hello");
     assert_eq!(f.c.readlink(link.nodeid).unwrap(), b"file");
-    assert_eq!(f.c.getattr(dir.nodeid, None).unwrap().attr.mode & libc::S_IFMT, libc::S_IFDIR);
+    assert_eq!(
+        f.c.getattr(dir.nodeid, None).unwrap().attr.mode & libc::S_IFMT,
+        libc::S_IFDIR
+    );
     // Forgotten: the node goes, and with the last node of the mount its descriptor.
     f.c.release(file.nodeid, fh).unwrap();
     for (node, n) in [(file.nodeid, 4), (dir.nodeid, 1), (link.nodeid, 1)] {
@@ -54,7 +57,9 @@ fn prefer_holds_every_looked_up_inode_by_handle_and_keeps_identity() {
 #[test]
 fn an_open_file_unlinked_stays_usable_through_its_handle() {
     let f = setup_with(|c| c.inode_file_handles = InodeFileHandles::Prefer);
-    let (e, o) = f.c.create(ROOT, b"gone", 0o644, libc::O_RDWR as u32).unwrap();
+    let (e, o) =
+        f.c.create(ROOT, b"gone", 0o644, libc::O_RDWR as u32)
+            .unwrap();
     assert_eq!(f.c.write(e.nodeid, o.fh, 0, b"still here").unwrap(), 10);
     f.c.unlink(ROOT, b"gone").unwrap();
     assert_eq!(f.c.read(e.nodeid, o.fh, 0, 64).unwrap(), b"still here");
@@ -95,7 +100,10 @@ fn mandatory_refuses_to_start_without_working_handles() {
         ..PassthroughConfig::new(dir.path())
     });
     if handles_work() {
-        assert_eq!(fs.unwrap().inode_file_handles(), InodeFileHandles::Mandatory);
+        assert_eq!(
+            fs.unwrap().inode_file_handles(),
+            InodeFileHandles::Mandatory
+        );
     } else {
         assert!(matches!(fs.unwrap_err(), FsError::FileHandles(_)));
     }
@@ -106,7 +114,10 @@ fn needs_dac_read_search_exactly_when_handles_may_be_opened() {
     assert!(!InodeFileHandles::Never.needs_dac_read_search());
     assert!(InodeFileHandles::Prefer.needs_dac_read_search());
     assert!(InodeFileHandles::Mandatory.needs_dac_read_search());
-    assert_eq!(InodeFileHandles::parse("fallback"), Some(InodeFileHandles::Prefer));
+    assert_eq!(
+        InodeFileHandles::parse("fallback"),
+        Some(InodeFileHandles::Prefer)
+    );
     assert_eq!(InodeFileHandles::parse("always"), None);
 }
 
@@ -125,12 +136,16 @@ fn the_node_cap_answers_enfile_and_frees_with_forget() {
     // A creation the cap refuses leaves nothing on the host.
     assert_eq!(f.c.mkdir(ROOT, b"d", 0o755).unwrap_err(), libc::ENFILE);
     assert_eq!(
-        f.c.create(ROOT, b"e", 0o644, libc::O_RDWR as u32).unwrap_err(),
+        f.c.create(ROOT, b"e", 0o644, libc::O_RDWR as u32)
+            .unwrap_err(),
         libc::ENFILE
     );
     assert_eq!(f.c.symlink(ROOT, b"s", b"a").unwrap_err(), libc::ENFILE);
     for name in ["d", "e", "s"] {
-        assert!(std::fs::symlink_metadata(f.shared().join(name)).is_err(), "{name}");
+        assert!(
+            std::fs::symlink_metadata(f.shared().join(name)).is_err(),
+            "{name}"
+        );
     }
     // A LINK names a node already known: allowed at the cap.
     assert_eq!(f.c.link(a.nodeid, ROOT, b"a2").unwrap().nodeid, a.nodeid);
@@ -146,16 +161,21 @@ fn the_open_handle_cap_answers_enfile_and_frees_with_release() {
     let e = f.c.lookup(ROOT, b"f").unwrap();
     let one = f.c.open(e.nodeid, libc::O_RDONLY as u32).unwrap();
     let two = f.c.opendir(ROOT).unwrap();
-    assert_eq!(f.c.open(e.nodeid, libc::O_RDONLY as u32).unwrap_err(), libc::ENFILE);
+    assert_eq!(
+        f.c.open(e.nodeid, libc::O_RDONLY as u32).unwrap_err(),
+        libc::ENFILE
+    );
     assert_eq!(f.c.opendir(ROOT).unwrap_err(), libc::ENFILE);
     // Neither a refused CREATE nor a refused O_TRUNC open changes the host.
     assert_eq!(
-        f.c.create(ROOT, b"new", 0o644, libc::O_RDWR as u32).unwrap_err(),
+        f.c.create(ROOT, b"new", 0o644, libc::O_RDWR as u32)
+            .unwrap_err(),
         libc::ENFILE
     );
     assert!(!f.shared().join("new").exists());
     assert_eq!(
-        f.c.open(e.nodeid, (libc::O_WRONLY | libc::O_TRUNC) as u32).unwrap_err(),
+        f.c.open(e.nodeid, (libc::O_WRONLY | libc::O_TRUNC) as u32)
+            .unwrap_err(),
         libc::ENFILE
     );
     assert_eq!(std::fs::read(f.shared().join("f")).unwrap(), b"data");
