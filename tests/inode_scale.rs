@@ -113,3 +113,89 @@ fn the_caps_answer_enfile_over_the_socket_and_the_daemon_serves_on() {
     guest.batch_forget(&known[1..]);
     assert!(guest.lookup(ROOT, b"f9").is_ok());
 }
+
+/// A daemon in a private mount namespace whose share has procfs (no file handles) on
+/// `p` and a tmpfs (handles, another mount) on `t`.
+fn daemon_with_submounts(
+    share: &std::path::Path,
+    socket: &std::path::Path,
+    mode: &str,
+) -> vhost_dax::frontend::DaemonProcess {
+    let mut command = Command::new("unshare");
+    command.args([
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "share=$1; shift; mount -t proc proc \"$share/p\" && mount -t tmpfs tmpfs \"$share/t\" && exec \"$@\"",
+        "sh",
+    ]);
+    command.arg(share).arg(binary());
+    spawn_fs_daemon_with(command, share, socket, &["--inode-file-handles", mode])
+}
+
+#[test]
+fn prefer_falls_back_per_mount_and_mandatory_refuses_what_has_no_handle() {
+    if !is_root() {
+        eprintln!("skipping: mounting needs root");
+        return;
+    }
+    let dir = TempDir::new("inode-scale-mounts");
+    let share = dir.join("share");
+    for sub in ["p", "t"] {
+        std::fs::create_dir_all(share.join(sub)).unwrap();
+    }
+    let socket = dir.join("fs.sock");
+    let daemon = daemon_with_submounts(&share, &socket, "prefer");
+    let fs = Arc::new(Mutex::new(connect(&socket)));
+    let guest = Client::over(FuseQueue::new(fs.clone(), 1, WAIT));
+    guest.init();
+    let p = guest.lookup(ROOT, b"p").unwrap();
+    let version = guest.lookup(p.nodeid, b"version").unwrap();
+    let fh = guest
+        .open(version.nodeid, libc::O_RDONLY as u32)
+        .unwrap()
+        .fh;
+    assert!(
+        guest
+            .read(version.nodeid, fh, 0, 5)
+            .unwrap()
+            .starts_with(b"Linux")
+    );
+    guest.release(version.nodeid, fh).unwrap();
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("holding them by O_PATH descriptor").count(),
+        1,
+        "logged once for the procfs mount: {log}"
+    );
+    // The tmpfs: by handle, on a mount descriptor of its own; files there work.
+    let t = guest.lookup(ROOT, b"t").unwrap();
+    let (e, o) = guest
+        .create(t.nodeid, b"f", 0o644, libc::O_RDWR as u32)
+        .unwrap();
+    assert_eq!(guest.write(e.nodeid, o.fh, 0, b"tmpfs").unwrap(), 5);
+    guest.release(e.nodeid, o.fh).unwrap();
+    guest.rename(t.nodeid, b"f", t.nodeid, b"g", 0).unwrap();
+    assert_eq!(guest.lookup(t.nodeid, b"g").unwrap().nodeid, e.nodeid);
+    let fh = guest.open(e.nodeid, libc::O_RDONLY as u32).unwrap().fh;
+    assert_eq!(guest.read(e.nodeid, fh, 0, 8).unwrap(), b"tmpfs");
+    assert_eq!(
+        daemon
+            .log()
+            .matches("holding them by O_PATH descriptor")
+            .count(),
+        1,
+        "tmpfs has handles"
+    );
+
+    // mandatory: the procfs directory cannot be known; the tmpfs can.
+    let socket = dir.join("fs2.sock");
+    let _daemon = daemon_with_submounts(&share, &socket, "mandatory");
+    let fs = Arc::new(Mutex::new(connect(&socket)));
+    let guest = Client::over(FuseQueue::new(fs.clone(), 1, WAIT));
+    guest.init();
+    assert_eq!(guest.lookup(ROOT, b"p").unwrap_err(), libc::EOPNOTSUPP);
+    assert!(guest.lookup(ROOT, b"t").is_ok());
+}
