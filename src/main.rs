@@ -390,13 +390,15 @@ fn usage_error_line(rendered: &str) -> String {
     parts.join(" ")
 }
 
-/// Every inode the guest knows holds a descriptor: the usual soft limit of 1024 would end
-/// a session after about a thousand LOOKUPs.
+/// With `--inode-file-handles never` (the default) every inode the guest knows holds a
+/// descriptor: the usual soft limit of 1024 would end a session after about a thousand
+/// LOOKUPs.
 fn raise_open_files_limit() {
     match vhost_dax::sys::raise_open_files_limit() {
         Ok(n) if n < 8192 => log::warn!(
             "open files limited to {n} (the hard limit): a guest that knows more inodes \
-             gets EMFILE; raise it (e.g. LimitNOFILE=) for large shares"
+             gets EMFILE unless they are held by file handle (--inode-file-handles \
+             prefer); raise it (e.g. LimitNOFILE=) for large shares"
         ),
         Ok(n) => log::info!("open files limit: {n}"),
         Err(e) => log::warn!("cannot raise the open files limit: {e}"),
