@@ -374,7 +374,7 @@ fn a_failed_unmap_keeps_the_mapping_and_its_references() {
     let left = ledger.mappings();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].window_offset, WindowOffset(0));
-    assert!(!left[0].draining, "the claim ended");
+    assert!(!left[0].draining, "the drain ended");
     assert_eq!(Arc::strong_count(&a), 3);
     assert_eq!(mapper.live().len(), 1);
     // A later attempt goes through.
