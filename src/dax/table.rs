@@ -29,7 +29,7 @@ pub(super) fn chunk_idx(n: u64) -> ChunkIdx {
 }
 
 /// Identity of a pin, unique for the life of a ledger: a control socket can keep
-/// [`PinGuard`]s in a map under this key.
+/// [`PinGuard`](super::PinGuard)s in a map under this key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct PinId(pub u64);
 
