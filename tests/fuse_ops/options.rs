@@ -170,6 +170,47 @@ fn sandboxed_daemons_serve_the_same_share() {
             libc::ELOOP
         );
         assert_eq!(std::fs::read(f.dir.join("outside")).unwrap(), b"secret");
+        // What the host sees of the confined daemon: its root is the share; in the
+        // namespace sandbox it is a child of the supervisor we started, in pid, network
+        // and mount namespaces of its own.
+        let supervisor = f._daemon.pid();
+        let daemon = match sandbox {
+            "namespace" => {
+                let children = std::fs::read_to_string(format!(
+                    "/proc/{supervisor}/task/{supervisor}/children"
+                ))
+                .unwrap();
+                let pids: Vec<&str> = children.split_whitespace().collect();
+                assert_eq!(pids.len(), 1, "the supervisor's children: {children:?}");
+                pids[0].parse::<u32>().unwrap()
+            }
+            _ => supervisor,
+        };
+        let root = std::fs::metadata(format!("/proc/{daemon}/root/")).unwrap();
+        let share = std::fs::metadata(f.share()).unwrap();
+        assert_eq!(
+            (root.dev(), root.ino()),
+            (share.dev(), share.ino()),
+            "{sandbox}: the daemon's root"
+        );
+        for ns in ["pid", "net", "mnt"] {
+            let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+            let theirs = std::fs::read_link(format!("/proc/{daemon}/ns/{ns}")).unwrap();
+            match (sandbox, ns) {
+                ("namespace", _) => assert_ne!(ours, theirs, "{sandbox}: {ns} namespace"),
+                _ => assert_eq!(ours, theirs, "{sandbox}: {ns} namespace"),
+            }
+        }
+        // A clean stop leaves no socket file behind, though the daemon cannot reach it
+        // from inside (the supervisor removes it in the namespace sandbox).
+        let mut daemon_process = f._daemon;
+        daemon_process.signal(libc::SIGTERM).unwrap();
+        let status = daemon_process.wait(crate::common::WAIT).unwrap();
+        assert!(status.success(), "{sandbox}: {status}");
+        assert!(
+            !f.dir.join("fs.sock").exists(),
+            "{sandbox}: socket left behind"
+        );
     }
 }
 
