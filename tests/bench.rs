@@ -139,6 +139,11 @@ fn quick_json_bench_reports_every_key_with_a_sane_value() {
             "dax_fuse_read4k_ops_per_s",
         ),
         (
+            "dax_seq_read_p50_ratio",
+            "dax_fuse_seq_read_p50_us",
+            "dax_seq_read_p50_us",
+        ),
+        (
             "dax_read4k_p50_ratio",
             "dax_fuse_read4k_p50_us",
             "dax_read4k_p50_us",

@@ -72,6 +72,12 @@ pub fn dax_read4k_ratio(results: &BTreeMap<&'static str, Figure>) -> Option<f64>
     median_ratio(results, "dax_read4k_ops_per_s", "dax_fuse_read4k_ops_per_s")
 }
 
+/// A 1 MiB FUSE READ's p50 latency over a 1 MiB window read's: [`dax_read_ratio`] from
+/// the medians.
+pub fn dax_seq_read_p50_ratio(results: &BTreeMap<&'static str, Figure>) -> Option<f64> {
+    median_ratio(results, "dax_fuse_seq_read_p50_us", "dax_seq_read_p50_us")
+}
+
 /// A random 4 KiB FUSE READ's p50 latency over a window read's: the same comparison as
 /// [`dax_read4k_ratio`] from the latencies, which a burst of other load on the machine
 /// moves far less than a loop's wall time.
@@ -118,6 +124,9 @@ pub fn json(report: &BenchReport) -> Value {
     medians(&report.results, &mut object);
     if let Some(ratio) = dax_read_ratio(&report.results) {
         object.insert("dax_read_ratio".into(), json!(ratio));
+    }
+    if let Some(ratio) = dax_seq_read_p50_ratio(&report.results) {
+        object.insert("dax_seq_read_p50_ratio".into(), json!(ratio));
     }
     if let Some(ratio) = dax_read4k_ratio(&report.results) {
         object.insert("dax_read4k_ratio".into(), json!(ratio));
@@ -237,6 +246,12 @@ pub fn table(report: &BenchReport) -> String {
                 let _ = writeln!(
                     out,
                     "  window / FUSE READ of the same file, 1 MiB in order: {ratio:.2}×"
+                );
+            }
+            if let Some(ratio) = dax_seq_read_p50_ratio(&report.results) {
+                let _ = writeln!(
+                    out,
+                    "  FUSE READ p50 / window read p50, 1 MiB in order: {ratio:.2}×"
                 );
             }
             if let Some(ratio) = dax_read4k_ratio(&report.results) {

@@ -98,7 +98,8 @@ fn the_table_groups_sections_with_units_and_ratios() {
         t.contains("window / FUSE READ of the same file, 1 MiB in order: 3.00×"),
         "{t}"
     );
-    // No random reads in this report: no line for them.
+    // No p50s and no random reads in this report: no lines for them.
+    assert!(!t.contains("p50, 1 MiB"), "{t}");
     assert!(!t.contains("4 KiB at random"), "{t}");
     assert!(t.contains("machine: cores 2\n"), "{t}");
 }
@@ -125,6 +126,10 @@ fn the_random_read_ratio_is_window_over_fuse_read_per_second() {
         "{}",
         table(&r)
     );
+    r.results.insert("dax_seq_read_p50_us", figure(50.0));
+    r.results.insert("dax_fuse_seq_read_p50_us", figure(75.0));
+    assert_eq!(json(&r)["dax_seq_read_p50_ratio"], 1.5);
+    assert!(table(&r).contains("FUSE READ p50 / window read p50, 1 MiB in order: 1.50×"));
     r.results.insert("dax_read4k_p50_us", figure(0.25));
     r.results.insert("dax_fuse_read4k_p50_us", figure(5.0));
     assert_eq!(json(&r)["dax_read4k_p50_ratio"], 20.0);
