@@ -246,12 +246,20 @@ fn reads(s: &mut DaxSession, sizes: &Sizes, samples: &mut Samples) -> Result<(),
     };
     fuse_read(&pieces, DATA_AREA)?;
     let seq = fuse_read(&pieces, DATA_AREA)?;
-    seq.push(samples, "dax_fuse_seq_read_gbps", "dax_fuse_seq_read_p50_us");
+    seq.push(
+        samples,
+        "dax_fuse_seq_read_gbps",
+        "dax_fuse_seq_read_p50_us",
+    );
     // Fewer: a READ costs a round trip to the daemon. The first WARMUP are untimed.
     let random = &offsets[..WARMUP + sizes.random_fuse_reads];
     fuse_read(&random[..WARMUP], SMALL)?;
     let random = fuse_read(&random[WARMUP..], SMALL)?;
-    random.push(samples, "dax_fuse_read4k_ops_per_s", "dax_fuse_read4k_p50_us");
+    random.push(
+        samples,
+        "dax_fuse_read4k_ops_per_s",
+        "dax_fuse_read4k_p50_us",
+    );
     s.wire.release(node, fh, false)?;
     for chunk in 0..len / CHUNK {
         s.wire.removemapping(chunk * CHUNK, CHUNK)?;

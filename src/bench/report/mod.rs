@@ -86,11 +86,7 @@ pub fn dax_read4k_p50_ratio(results: &BTreeMap<&'static str, Figure>) -> Option<
 }
 
 /// `over`'s median / `under`'s, when both ran and `under`'s is positive.
-fn median_ratio(
-    results: &BTreeMap<&'static str, Figure>,
-    over: &str,
-    under: &str,
-) -> Option<f64> {
+fn median_ratio(results: &BTreeMap<&'static str, Figure>, over: &str, under: &str) -> Option<f64> {
     let a = results.get(over)?.median;
     let b = results.get(under)?.median;
     (b > 0.0).then_some(a / b)

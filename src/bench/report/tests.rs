@@ -118,8 +118,10 @@ fn the_flush_overhead_is_flush_over_fdatasync() {
 #[test]
 fn the_random_read_ratio_is_window_over_fuse_read_per_second() {
     let mut r = report(peer());
-    r.results.insert("dax_read4k_ops_per_s", figure(2_500_000.0));
-    r.results.insert("dax_fuse_read4k_ops_per_s", figure(100_000.0));
+    r.results
+        .insert("dax_read4k_ops_per_s", figure(2_500_000.0));
+    r.results
+        .insert("dax_fuse_read4k_ops_per_s", figure(100_000.0));
     assert_eq!(json(&r)["dax_read4k_ratio"], 25.0);
     assert!(
         table(&r).contains("window / FUSE READ of the same file, 4 KiB at random: 25.0×"),
