@@ -488,6 +488,33 @@ fn unmap_releases_whole_mappings_only() {
     assert_eq!(Arc::strong_count(&a), 1);
 }
 
+/// One REMOVEMAPPING range over N adjacent mappings of one file, contiguous in the file
+/// too, is still N unmaps, each of exactly one earlier map's range: QEMU 11.1 looks an
+/// unmap up by exact (offset, length) and refuses anything else, as the vhost-user spec
+/// says it may ("the given range shall correspond to the entirety of a valid mapped
+/// region"), so the ledger never coalesces them.
+#[test]
+fn adjacent_mappings_are_unmapped_one_request_each() {
+    let (ledger, mapper) = ledger(8, NO_WAIT);
+    let a = TestBacking::new(1, 8 * CHUNK, true);
+    for i in 0..4 {
+        ledger
+            .map(
+                WindowOffset(i * CHUNK),
+                CHUNK,
+                dynb(&a),
+                FileOffset(i * CHUNK),
+                true,
+            )
+            .unwrap();
+    }
+    assert_eq!(ledger.unmap(0, 4 * CHUNK).unwrap().released, 4);
+    assert_eq!(mapper.unmap_calls(), 4);
+    assert!(mapper.violations().is_empty(), "{:?}", mapper.violations());
+    assert!(mapper.live().is_empty());
+    assert_eq!(Arc::strong_count(&a), 1);
+}
+
 #[test]
 fn unmap_validates_its_range() {
     let (ledger, _) = ledger(4, NO_WAIT);
