@@ -22,7 +22,13 @@ const KEYS: &[&str] = &[
     "dax_map_unmap_p50_us",
     "dax_map_unmap_p99_us",
     "dax_seq_read_gbps",
+    "dax_seq_read_p50_us",
     "dax_fuse_seq_read_gbps",
+    "dax_fuse_seq_read_p50_us",
+    "dax_read4k_ops_per_s",
+    "dax_read4k_p50_us",
+    "dax_fuse_read4k_ops_per_s",
+    "dax_fuse_read4k_p50_us",
     "dax_truncate_unpinned_us",
     "dax_truncate_after_unpin_us",
 ];
@@ -148,6 +154,33 @@ fn quick_json_bench_reports_every_key_with_a_sane_value() {
         "{svg}"
     );
     assert_eq!(report["schema_version"], 2);
+    // The ratios, each the quotient of its two medians.
+    for (ratio, over, under) in [
+        (
+            "dax_read_ratio",
+            "dax_seq_read_gbps",
+            "dax_fuse_seq_read_gbps",
+        ),
+        (
+            "dax_read4k_ratio",
+            "dax_read4k_ops_per_s",
+            "dax_fuse_read4k_ops_per_s",
+        ),
+        (
+            "dax_seq_read_p50_ratio",
+            "dax_fuse_seq_read_p50_us",
+            "dax_seq_read_p50_us",
+        ),
+        (
+            "dax_read4k_p50_ratio",
+            "dax_fuse_read4k_p50_us",
+            "dax_read4k_p50_us",
+        ),
+    ] {
+        let expected = sane(&report, over) / sane(&report, under);
+        let got = sane(&report, ratio);
+        assert!((got - expected).abs() <= 1e-9 * expected, "{ratio}: {got}");
+    }
     assert!(
         report["pmem_flush_overhead_ratio"]
             .as_f64()

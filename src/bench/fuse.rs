@@ -630,10 +630,10 @@ fn seq_write(w: &mut FuseWire, s: &Sizes, samples: &mut Samples) -> Result<(), B
 }
 
 /// A fixed-seed xorshift64: the same offsets for every daemon and every run.
-struct XorShift(u64);
+pub(super) struct XorShift(pub(super) u64);
 
 impl XorShift {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;

@@ -8,8 +8,9 @@
 //!   our `fs` daemon and, side by side in the same run, against virtiofsd (`peer`);
 //! - `pmem`: FLUSH at queue depth 1 and 64;
 //! - `dax`: the DAX window on our daemon (the peer has none): SETUPMAPPING +
-//!   REMOVEMAPPING pairs, a sequential read through the window against FUSE READ, a
-//!   truncate that waits out pins on live mappings;
+//!   REMOVEMAPPING pairs, sequential and random 4 KiB reads through the window against
+//!   FUSE READ of the same file, a REMOVEMAPPING of adjacent mappings, a truncate that
+//!   waits out pins on live mappings;
 //! - `ledger`: the DAX ledger alone, in process;
 //! - `scale`: LOOKUPs of 10 000 and 100 000 files (1 000 000 with `--scale`) without
 //!   FORGET, and the daemon's descriptors and memory after them, with inodes held by

@@ -26,7 +26,7 @@ pub const MAX_THREAD_POOL_SIZE: usize = 1024;
 pub enum Sandbox {
     /// chroot into the shared directory (needs root).
     Chroot,
-    /// A private mount namespace, then chroot (needs root).
+    /// New pid, mount and network namespaces, then `pivot_root` into the share (needs root).
     Namespace,
     /// No confinement: rely on fd-relative resolution only.
     None,

@@ -4,7 +4,7 @@
 //! Flags keep virtiofsd's (1.x) names and meanings, including the legacy `-o` forms
 //! libvirt sends to a daemon that does not report `separate-options`. The result is an
 //! ordinary [`FsRequest`], validated by [`FsRequest::validate`] with
-//! [`Origin::Virtiofsd`] like every other way of configuring a device. A virtiofsd flag
+//! [`Origin::Virtiofsd`](super::Origin::Virtiofsd) like every other way of configuring a device. A virtiofsd flag
 //! the daemon does not implement is refused with an error that names it; none is
 //! silently ignored. Flags that ask for what the daemon already does (`--sandbox none`,
 //! `--seccomp none`, `-o no_posix_lock`) are accepted, and say so in the README's table.

@@ -1,5 +1,6 @@
 //! Open files: create/open/read/write/release, setattr, suid killing,
-//! fallocate, lseek, copy_file_range, fsync, flush, statfs, tmpfile, syncfs.
+//! fallocate, lseek, fsync, flush, statfs, tmpfile, syncfs (copy_file_range runs over
+//! both transports in `tests/fuse_ops/files.rs`).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -353,41 +354,6 @@ fn fallocate_keep_size_and_punch_hole_then_lseek() {
         libc::ENXIO
     );
     assert_eq!(f.c.lseek(id, fh, 0, 77).unwrap_err(), libc::EINVAL);
-}
-
-#[test]
-fn copy_file_range_between_handles() {
-    let f = setup();
-    let (a, ao) = f.c.create(ROOT, b"a", 0o644, RDWR).unwrap();
-    let (b, bo) = f.c.create(ROOT, b"b", 0o644, RDWR).unwrap();
-    f.c.write(a.nodeid, ao.fh, 0, b"0123456789").unwrap();
-    let args = abi::CopyFileRangeIn {
-        fh_in: ao.fh,
-        off_in: 2,
-        nodeid_out: b.nodeid,
-        fh_out: bo.fh,
-        off_out: 1,
-        len: 5,
-        flags: 0,
-    };
-    assert_eq!(f.c.copy_file_range(a.nodeid, args).unwrap(), 5);
-    assert_eq!(std::fs::read(f.shared().join("b")).unwrap(), b"\x0023456");
-    assert_eq!(
-        f.c.copy_file_range(a.nodeid, abi::CopyFileRangeIn { flags: 1, ..args })
-            .unwrap_err(),
-        libc::EINVAL
-    );
-    assert_eq!(
-        f.c.copy_file_range(
-            a.nodeid,
-            abi::CopyFileRangeIn {
-                fh_out: 999,
-                ..args
-            }
-        )
-        .unwrap_err(),
-        libc::EBADF
-    );
 }
 
 #[test]
