@@ -74,7 +74,7 @@ Usage: vhost-dax-virtiofsd --shared-dir DIR (--socket-path PATH | --fd N) [OPTIO
   --no-readdirplus          do not grant READDIRPLUS (also implied by --cache never)
   --killpriv-v2             grant FUSE_HANDLE_KILLPRIV_V2 (--no-killpriv-v2: default)
   --thread-pool-size N      worker threads serving requests (0, the default: none)
-  --inode-file-handles MODE never (default), prefer, mandatory: hold inodes by file
+  --inode-file-handles MODE prefer (default), never, mandatory: hold inodes by file
                             handle instead of an O_PATH descriptor each (needs root)
   --rlimit-nofile N         open-files limit (0: unchanged)
   --log-level LEVEL         error, warn, info (default), debug, trace, off (-d: debug)
@@ -550,6 +550,11 @@ impl State {
         if request.sandbox.is_none() {
             let uid = crate::sys::fs::geteuid();
             request.sandbox = Some(if uid == 0 { "namespace" } else { "none" }.into());
+        }
+        // virtiofsd 1.14 holds inodes by file handle where it can (`prefer`): a drop-in
+        // does the same, so a large share does not run into the descriptor limit.
+        if request.inode_file_handles.is_none() {
+            request.inode_file_handles = Some("prefer".into());
         }
         Ok(VirtiofsdCommand::Serve(Box::new(self.opts)))
     }
