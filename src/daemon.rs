@@ -1,6 +1,7 @@
 //! The daemon: one listener and serving thread per device, one frontend at a time per
 //! device, and an orderly shutdown on SIGINT/SIGTERM.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -10,7 +11,7 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::{VhostUserBackend, VhostUserDaemon, VringRwLock};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::config::{DaemonConfig, FsConfig, Sandbox};
+use crate::config::{DaemonConfig, FsConfig, Sandbox, SocketSpec};
 use crate::control::{BoundControl, ControlSources};
 use crate::device::ConnectionBackend;
 use crate::device::flush::SyncObserver;
@@ -77,6 +78,22 @@ pub enum DaemonError {
     /// Signal handling could not be set up.
     #[error("signals: {0}")]
     Signals(std::io::Error),
+    /// The daemon in the namespace sandbox ended badly (its own error was logged by it).
+    #[error("the sandboxed daemon {0}")]
+    Sandboxed(SandboxedEnd),
+}
+
+/// How a daemon in the namespace sandbox ended, as its supervisor saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxedEnd(sys::namespace::ChildEnd);
+
+impl std::fmt::Display for SandboxedEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            sys::namespace::ChildEnd::Exited(code) => write!(f, "exited with status {code}"),
+            sys::namespace::ChildEnd::Signalled(sig) => write!(f, "was killed by signal {sig}"),
+        }
+    }
 }
 
 fn device_error(device: &Path, source: std::io::Error) -> DaemonError {
@@ -185,6 +202,27 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     // Before any thread exists, so every thread inherits the mask and only the signal
     // thread takes the signals.
     sys::block_termination_signals().map_err(DaemonError::Signals)?;
+    // The pid namespace needs a fork, which is only sound while this is the one thread.
+    if config.fs.iter().any(|fs| fs.sandbox == Sandbox::Namespace) {
+        use sys::namespace::{ChildEnd, Forked};
+        match sys::namespace::fork_into_namespaces().map_err(DaemonError::Sandbox)? {
+            Forked::Supervisor { child } => {
+                log::info!(
+                    "sandbox: the daemon runs as pid {child} in new pid, mount and network namespaces"
+                );
+                // The supervisor only passes signals on (same uid) and removes the socket
+                // files (in directories root owns) at the end: it keeps no capability.
+                sys::caps::restrict_to(0).map_err(DaemonError::Capabilities)?;
+                let end = sys::namespace::supervise(child).map_err(DaemonError::Sandbox)?;
+                remove_socket_files(&config);
+                return match end {
+                    ChildEnd::Exited(0) => Ok(()),
+                    end => Err(DaemonError::Sandboxed(SandboxedEnd(end))),
+                };
+            }
+            Forked::Sandboxed => {}
+        }
+    }
     let observer = sync_observer()?;
     let keep = config.capabilities();
     let sandbox: Option<(Sandbox, PathBuf)> = config
@@ -192,7 +230,7 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         .iter()
         .find(|fs| fs.sandbox != Sandbox::None)
         .map(|fs| (fs.sandbox, fs.shared_dir.clone()));
-    let confined = sandbox.is_some();
+    let confined = sandbox.as_ref().map(|(kind, _)| *kind);
 
     // The passthrough file system sets the umask to 0 (the guest's modes arrive masked);
     // sockets are created with the operator's.
@@ -461,6 +499,28 @@ fn start_fs(
             )
         }),
     })
+}
+
+/// The supervisor's clean-up after a daemon in the namespace sandbox ended: the socket
+/// files it created are outside its root, so it could not remove them itself.
+fn remove_socket_files(config: &DaemonConfig) {
+    let paths = config.fs.iter().flat_map(|fs| {
+        let socket = match &fs.socket {
+            SocketSpec::Path(path) => Some(path.clone()),
+            SocketSpec::InheritedFd(_) => None,
+        };
+        socket.into_iter().chain(fs.control_socket.clone())
+    });
+    for path in paths {
+        match std::fs::symlink_metadata(&path) {
+            Ok(md) if md.file_type().is_socket() => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    log::warn!("cannot remove {}: {e}", path.display());
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn sync_observer() -> Result<Option<Arc<dyn SyncObserver>>, DaemonError> {

@@ -193,11 +193,17 @@ impl FsConfig {
     /// The capabilities an fs device needs while it serves, when the daemon runs as root:
     /// virtiofsd's default set, changed by `modcaps`.
     ///
-    /// The one place the set is computed from the configuration: a file server that
-    /// holds inodes by file handle (`open_by_handle_at`) must add
-    /// [`CapSet::DAC_READ_SEARCH`] here, and refuse a `modcaps` that takes it away.
+    /// The one place the set is computed from the configuration: holding inodes by file
+    /// handle (`inode_file_handles` prefer or mandatory) adds
+    /// [`CapSet::DAC_READ_SEARCH`], which `open_by_handle_at` needs (validation refuses a
+    /// `modcaps` that takes it away then, as virtiofsd does).
     pub fn capabilities(&self) -> CapSet {
-        self.modcaps.apply(CapSet::FS_DEFAULT)
+        let set = self.modcaps.apply(CapSet::FS_DEFAULT);
+        if self.inode_file_handles.needs_dac_read_search() {
+            set.union(CapSet::DAC_READ_SEARCH)
+        } else {
+            set
+        }
     }
 }
 

@@ -29,15 +29,17 @@ pub(super) struct SocketFile {
     pub(super) path: PathBuf,
     /// The file was left in place and the log says so (once).
     left: std::sync::atomic::AtomicBool,
+    /// A supervisor outside the sandbox removes the file (`--sandbox namespace`).
+    supervised: bool,
 }
 
 impl SocketFile {
-    pub(super) fn new(path: &Path, confined: bool) -> std::io::Result<Self> {
+    pub(super) fn new(path: &Path, confined: Option<Sandbox>) -> std::io::Result<Self> {
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let dir = if confined {
+        let dir = if confined.is_some() {
             None
         } else {
             Some(std::fs::File::open(parent)?.into())
@@ -49,12 +51,17 @@ impl SocketFile {
             name,
             path: path.to_path_buf(),
             left: std::sync::atomic::AtomicBool::new(false),
+            supervised: confined == Some(Sandbox::Namespace),
         })
     }
 
     pub(super) fn remove(&self) {
         let Some(dir) = &self.dir else {
             if self.left.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            if self.supervised {
+                log::debug!("{}: the supervisor removes it", self.path.display());
                 return;
             }
             log::info!(
@@ -111,7 +118,7 @@ pub(super) fn listen(
     socket: &Path,
     group: Option<&SocketGroup>,
     umask: u32,
-    confined: bool,
+    confined: Option<Sandbox>,
 ) -> Result<(Listener, Arc<SocketFile>), DaemonError> {
     let mask = if group.is_some() {
         umask | 0o177
@@ -138,7 +145,7 @@ pub(super) fn listen_fs(
     socket: &SocketSpec,
     group: Option<&SocketGroup>,
     umask: u32,
-    confined: bool,
+    confined: Option<Sandbox>,
 ) -> Result<(Listener, Option<Arc<SocketFile>>), DaemonError> {
     match socket {
         SocketSpec::Path(path) => {
@@ -175,7 +182,7 @@ pub(super) fn dax_window(dax: &DaxConfig) -> Result<(DaxWindow, FsDax), crate::d
 pub(super) fn bind_control(
     path: &Path,
     umask: u32,
-    confined: bool,
+    confined: Option<Sandbox>,
 ) -> Result<(BoundControl, Arc<SocketFile>), DaemonError> {
     use std::os::unix::fs::FileTypeExt;
     if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
@@ -189,7 +196,7 @@ pub(super) fn bind_control(
             source,
         }
     })?;
-    if confined {
+    if confined.is_some() {
         // Inside the chroot the path names another file (or one of the guest's).
         bound.leave_socket_file();
     }
@@ -217,16 +224,21 @@ pub(super) fn passthrough_config(fs: &FsConfig) -> PassthroughConfig {
     config.allow_device_nodes = fs.allow_devices;
     config.killpriv_v2 = fs.killpriv_v2;
     config.readdirplus = fs.readdirplus;
+    config.inode_file_handles = fs.inode_file_handles;
+    config.max_inodes = fs.max_inodes;
+    config.max_open_handles = fs.max_open_handles;
     config
 }
 
 /// Confines the whole process to `dir`. Everything the daemon needs outside it (the
 /// shared directory's fd, /proc/self/fd, the socket directories) is already open.
 pub(super) fn enter_sandbox(kind: Sandbox, dir: &Path) -> Result<(), DaemonError> {
-    if kind == Sandbox::Namespace {
-        sys::unshare_mount_namespace().map_err(DaemonError::Sandbox)?;
+    match kind {
+        // Already in its own namespaces (see `run`): the share becomes the root.
+        Sandbox::Namespace => sys::namespace::pivot_root_into(dir),
+        _ => sys::chroot_into(dir),
     }
-    sys::chroot_into(dir).map_err(DaemonError::Sandbox)?;
+    .map_err(DaemonError::Sandbox)?;
     log::info!("sandbox: confined to {} ({kind})", dir.display());
     Ok(())
 }

@@ -13,6 +13,23 @@ use crate::common::{TempDir, spawn_daemon, wait_until};
 const FS_CAPS: u64 = 0x8800_00db;
 const CAP_SYS_ADMIN: u64 = 1 << 21;
 const CAP_CHOWN: u64 = 1;
+const CAP_DAC_READ_SEARCH: u64 = 1 << 2;
+
+/// The process serving: the one started, or with `--sandbox namespace` its one child
+/// (the started process stays outside as a supervisor, which must keep nothing).
+fn serving_pid(started: u32, sandbox: &str) -> u32 {
+    if sandbox != "namespace" {
+        return started;
+    }
+    let children =
+        std::fs::read_to_string(format!("/proc/{started}/task/{started}/children")).unwrap();
+    let pids: Vec<u32> = children
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 1, "the supervisor's children: {children:?}");
+    pids[0]
+}
 
 /// Per thread (by name and id): the capability lines and NoNewPrivs of its status.
 fn thread_privileges(pid: u32) -> BTreeMap<String, BTreeMap<String, u64>> {
@@ -90,6 +107,13 @@ fn every_thread_of_a_root_fs_daemon_keeps_only_the_file_servers_capabilities() {
             Some("--modcaps=+sys_admin:-chown"),
             (FS_CAPS | CAP_SYS_ADMIN) & !CAP_CHOWN,
         ),
+        // Inodes by file handle: open_by_handle_at needs dac_read_search (virtiofsd's
+        // 0x880000df).
+        (
+            "namespace",
+            Some("--inode-file-handles=prefer"),
+            FS_CAPS | CAP_DAC_READ_SEARCH,
+        ),
     ] {
         let dir = TempDir::new("fuse-privs");
         let ctl = dir.join("ctl.sock");
@@ -110,16 +134,25 @@ fn every_thread_of_a_root_fs_daemon_keeps_only_the_file_servers_capabilities() {
         let a = f.c.lookup(ROOT, b"a").unwrap().nodeid;
         f.client_on(2).getattr(a, None).unwrap();
         f.c.mkdir(ROOT, b"d", 0o755).unwrap();
-        let pid = f._daemon.pid();
+        let pid = serving_pid(f._daemon.pid(), sandbox);
         // main, signals, listener, the pool's 2, the control socket's, 3 queues.
         assert_every_thread_keeps(pid, caps, 9, &|| f._daemon.log());
+        if pid != f._daemon.pid() {
+            assert_every_thread_keeps(f._daemon.pid(), 0, 1, &|| f._daemon.log());
+        }
         // Every thread is confined too (a mount namespace, and so its chroot, belongs to
         // the thread that entered it and the threads it starts afterwards).
         if sandbox != "none" {
+            // (In the namespace sandbox the old root is detached: the share is `/` there.)
+            let want = if sandbox == "namespace" {
+                PathBuf::from("/")
+            } else {
+                f.share()
+            };
             for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
                 let task = task.unwrap().path();
                 let root = std::fs::read_link(task.join("root")).unwrap();
-                assert_eq!(root, f.share(), "{sandbox}: {} root", task.display());
+                assert_eq!(root, want, "{sandbox}: {} root", task.display());
             }
         }
         // A root guest's chown works with CAP_CHOWN kept, and fails without it.
@@ -141,8 +174,8 @@ fn every_thread_of_a_root_fs_daemon_keeps_only_the_file_servers_capabilities() {
     }
 }
 
-/// The directories `pid` holds descriptors of, as the host sees them.
-fn open_directories(pid: u32) -> Vec<PathBuf> {
+/// The directories `pid` holds descriptors of: (what readlink says, device, inode).
+fn open_directories(pid: u32) -> Vec<(PathBuf, u64, u64)> {
     let mut dirs = Vec::new();
     for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap() {
         let fd = fd.unwrap().path();
@@ -150,10 +183,23 @@ fn open_directories(pid: u32) -> Vec<PathBuf> {
             continue; // closed meanwhile
         };
         if md.is_dir() {
-            dirs.push(target);
+            dirs.push((target, md.dev(), md.ino()));
         }
     }
     dirs
+}
+
+/// (device, inode) of `dir` and of every directory below it.
+fn directories_below(dir: &Path) -> Vec<(u64, u64)> {
+    let md = std::fs::metadata(dir).unwrap();
+    let mut out = vec![(md.dev(), md.ino())];
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+            out.extend(directories_below(&path));
+        }
+    }
+    out
 }
 
 #[test]
@@ -178,38 +224,51 @@ fn a_confined_daemon_holds_no_directory_outside_its_share() {
         let sub = f.c.lookup(ROOT, b"sub").unwrap().nodeid;
         let h = f.c.opendir(sub).unwrap().fh;
         f.c.readdir(sub, h, 0, 4096, false).unwrap();
-        let pid = f._daemon.pid();
-        let share = f.share();
-        // The descriptor of the daemon's own /proc/PID/fd, opened before the chroot, is
+        let pid = serving_pid(f._daemon.pid(), sandbox);
+        // Compared by identity: paths in another mount namespace read differently.
+        let inside = directories_below(&f.share());
+        // The descriptor of the daemon's own /proc/PID/fd, opened before confinement, is
         // how it reopens the inodes it holds (as virtiofsd's): procfs, not the host tree.
-        let proc_fd = PathBuf::from(format!("/proc/{pid}/fd"));
+        let procfs = std::fs::metadata("/proc/self").unwrap().dev();
         let dirs = open_directories(pid);
-        assert!(dirs.iter().any(|d| d == &share), "{dirs:?}");
-        for d in &dirs {
+        assert!(dirs.iter().any(|d| (d.1, d.2) == inside[0]), "{dirs:?}");
+        for (target, dev, ino) in &dirs {
             assert!(
-                d.starts_with(&share) || d == &proc_fd,
+                inside.contains(&(*dev, *ino)) || *dev == procfs,
                 "{sandbox}: a descriptor of {} outside {}\n{}",
-                d.display(),
-                share.display(),
+                target.display(),
+                f.share().display(),
                 f._daemon.log()
             );
         }
         // Nor is its working directory outside it.
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
-        assert!(cwd.starts_with(&share), "{sandbox}: cwd {}", cwd.display());
-        // At exit it cannot remove its socket files: they stay, and the log says so once
-        // for each.
+        let cwd = std::fs::metadata(format!("/proc/{pid}/cwd")).unwrap();
+        assert_eq!((cwd.dev(), cwd.ino()), inside[0], "{sandbox}: cwd");
+        // At exit the confined daemon cannot remove its socket files: in a chroot they
+        // stay, and the log says so once for each; in the namespace sandbox the
+        // supervisor outside removes them.
         f._daemon.signal(libc::SIGTERM).unwrap();
         let status = f._daemon.wait(crate::common::WAIT).unwrap();
         assert!(status.success(), "{}", f._daemon.log());
         let socket = f.dir.join("fs.sock");
         for path in [&socket, &ctl] {
-            assert!(Path::new(path).exists(), "{}", path.display());
             let line = format!("leaving {} in place", path.display());
+            let (exists, said) = if sandbox == "chroot" {
+                (true, 1)
+            } else {
+                (false, 0)
+            };
+            assert_eq!(
+                Path::new(path).exists(),
+                exists,
+                "{sandbox}: {}\n{}",
+                path.display(),
+                f._daemon.log()
+            );
             assert_eq!(
                 f._daemon.log().matches(&line).count(),
-                1,
-                "{line}\n{}",
+                said,
+                "{sandbox}: {line}\n{}",
                 f._daemon.log()
             );
         }
@@ -308,6 +367,18 @@ fn a_bad_modcaps_names_the_field_and_exits_2() {
             vec!["run", "--config", config.to_str().unwrap()],
             "fs[0].modcaps",
         ),
+        (
+            vec![
+                "fs",
+                "--socket",
+                socket.to_str().unwrap(),
+                "--shared-dir",
+                share.to_str().unwrap(),
+                "--inode-file-handles=prefer",
+                "--modcaps=-dac_read_search",
+            ],
+            "--modcaps",
+        ),
     ] {
         let out = std::process::Command::new(crate::common::binary())
             .args(&args)
@@ -325,9 +396,6 @@ fn a_bad_modcaps_names_the_field_and_exits_2() {
 /// might have, the guest connected and initialised.
 fn start_in_group(name: &str, gid: u32) -> Fs {
     use std::os::unix::process::CommandExt;
-    let dir = TempDir::new(name);
-    std::fs::create_dir(dir.join("share")).unwrap();
-    let socket = dir.join("fs.sock");
     let mut command = std::process::Command::new(crate::common::binary());
     // SAFETY: setgroups is async-signal-safe and touches only the child; `groups` lives
     // in the closure, which the child runs before exec.
@@ -341,19 +409,7 @@ fn start_in_group(name: &str, gid: u32) -> Fs {
             }
         });
     }
-    let daemon = crate::common::spawn_fs_daemon_with(command, &dir.join("share"), &socket, &[]);
-    let frontend = std::sync::Arc::new(std::sync::Mutex::new(crate::common::connect(&socket)));
-    let c = vhost_dax::fuse::testing::Client::over(vhost_dax::frontend::FuseQueue::new(
-        frontend.clone(),
-        1,
-        crate::common::WAIT,
-    ));
-    let f = Fs {
-        dir,
-        _daemon: daemon,
-        frontend,
-        c,
-    };
+    let f = start_uninit_with(name, &[], command);
     let init = f.c.init();
     // FUSE_CREATE_SUPP_GROUP (flags2 bit 2): a root daemon takes the caller's group.
     assert_ne!(init.flags2 & 1 << 2, 0, "{init:?}");
