@@ -148,8 +148,9 @@ fn libvirts_separate_options_command_line_serves_through_the_inherited_socket() 
         line.split_whitespace().collect::<Vec<_>>()[3..5],
         ["4096", "4096"]
     );
-    // --modcaps changed what a root daemon keeps: virtiofsd's default set (0x880000db)
-    // with sys_admin (21) and without mknod (27).
+    // --modcaps changed what a root daemon keeps: virtiofsd's default set (0x880000db),
+    // with dac_read_search (2) for the default --inode-file-handles=prefer, with
+    // sys_admin (21) and without mknod (27).
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap();
@@ -157,7 +158,7 @@ fn libvirts_separate_options_command_line_serves_through_the_inherited_socket() 
         let eff = u64::from_str_radix(eff["CapEff:".len()..].trim(), 16).unwrap();
         assert_eq!(
             eff,
-            (0x8800_00db | 1 << 21) & !(1 << 27),
+            (0x8800_00df | 1 << 21) & !(1 << 27),
             "{}",
             daemon.log()
         );
