@@ -5,7 +5,7 @@
 //! region thread; it stays mapped across queue stops and is released (after in-flight
 //! flushes, which pin the whole region) on reset, disconnect and shutdown. The single
 //! queue carries FLUSH requests, completed only once the data is durable (group commit,
-//! see [`super::flush`]).
+//! see the `flush` module).
 
 use std::fs::File;
 use std::io;
