@@ -4,7 +4,12 @@
 //! Other inodes (symlinks, fifos, sockets, devices) cannot be opened safely,
 //! so their calls go by path through the inode's /proc/self/fd magic link,
 //! from a helper thread whose private cwd is /proc/self/fd.
+//!
+//! With `--xattrmap` ([`super::xattrmap`]) every name the guest sends is mapped to its
+//! host name before the host is asked, and LISTXATTR answers the host's list as the map
+//! shows it (its size probe too: the whole host list is read and mapped).
 
+use std::borrow::Cow;
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -13,6 +18,39 @@ use super::inode::InodeData;
 use super::sys::{self, XattrTarget};
 use crate::fuse::filesystem::XattrReply;
 use crate::fuse::{Errno, FsResult, NodeId};
+
+/// How often LISTXATTR retries when the host's list grew between its size probe and its read.
+const LIST_RETRIES: usize = 4;
+
+/// `--xattrmap`: the host name of a name the guest sent (itself without a map); a `bad`
+/// rule's EPERM, an `unsupported` one's EOPNOTSUPP.
+fn host_name<'a>(fs: &PassthroughFs, name: &'a CStr) -> FsResult<Cow<'a, CStr>> {
+    match &fs.cfg.xattrmap {
+        Some(map) => map.map_client_name(name),
+        None => Ok(Cow::Borrowed(name)),
+    }
+}
+
+/// The host's whole list of names for `t`.
+fn host_list(t: XattrTarget<'_>) -> FsResult<Vec<u8>> {
+    for _ in 0..LIST_RETRIES {
+        let size = sys::listxattr(t, &mut [])?;
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; size];
+        match sys::listxattr(t, &mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            // Names were added between the probe and the read: probe again.
+            Err(e) if e == Errno::ERANGE => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::EIO)
+}
 
 fn enabled(fs: &PassthroughFs) -> FsResult<()> {
     if fs.cfg.xattr {
@@ -51,6 +89,7 @@ pub(super) fn setxattr(
     flags: u32,
 ) -> FsResult<()> {
     enabled(fs)?;
+    let name = &*host_name(fs, name)?;
     fs.check_writable()?;
     let flags = i32::try_from(flags).map_err(|_| Errno::EINVAL)?;
     let inode = fs.inodes.get(node)?;
@@ -65,6 +104,14 @@ pub(super) fn getxattr(
     size: u32,
 ) -> FsResult<XattrReply> {
     enabled(fs)?;
+    // As virtiofsd: a `bad` name reads as absent.
+    let name = &*host_name(fs, name).map_err(|e| {
+        if e == Errno::EPERM {
+            Errno::ENODATA
+        } else {
+            e
+        }
+    })?;
     let inode = fs.inodes.get(node)?;
     on_inode(fs, &inode, |t| {
         if size == 0 {
@@ -78,10 +125,23 @@ pub(super) fn getxattr(
     })
 }
 
-/// LISTXATTR (`size` 0: size only).
+/// LISTXATTR (`size` 0: size only), as the map shows it.
 pub(super) fn listxattr(fs: &PassthroughFs, node: NodeId, size: u32) -> FsResult<XattrReply> {
     enabled(fs)?;
     let inode = fs.inodes.get(node)?;
+    if let Some(map) = &fs.cfg.xattrmap {
+        let names = on_inode(fs, &inode, |t| {
+            host_list(t).map(|list| map.map_server_list(&list))
+        })?;
+        let len = u32::try_from(names.len()).unwrap_or(u32::MAX);
+        return if size == 0 {
+            Ok(XattrReply::Size(len))
+        } else if len > size {
+            Err(Errno::ERANGE)
+        } else {
+            Ok(XattrReply::Data(names))
+        };
+    }
     on_inode(fs, &inode, |t| {
         if size == 0 {
             let n = sys::listxattr(t, &mut [])?;
@@ -97,6 +157,7 @@ pub(super) fn listxattr(fs: &PassthroughFs, node: NodeId, size: u32) -> FsResult
 /// REMOVEXATTR.
 pub(super) fn removexattr(fs: &PassthroughFs, node: NodeId, name: &CStr) -> FsResult<()> {
     enabled(fs)?;
+    let name = &*host_name(fs, name)?;
     fs.check_writable()?;
     let inode = fs.inodes.get(node)?;
     on_inode(fs, &inode, |t| sys::removexattr(t, name))

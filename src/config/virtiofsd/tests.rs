@@ -158,6 +158,31 @@ fn accepted() -> Vec<(Vec<&'static str>, FsRequest)> {
             },
         ),
         (vec!["--xattr", "--no-xattr"], base()),
+        // A map turns extended attributes on, as in virtiofsd (even after --no-xattr).
+        (
+            vec!["--xattrmap", ":map::user.virtiofs.:"],
+            FsRequest {
+                xattr: true,
+                xattrmap: Some(":map::user.virtiofs.:".into()),
+                ..base()
+            },
+        ),
+        (
+            vec!["--no-xattr", "--xattrmap=/prefix/all/trusted./user.vm./ /ok/all///"],
+            FsRequest {
+                xattr: true,
+                xattrmap: Some("/prefix/all/trusted./user.vm./ /ok/all///".into()),
+                ..base()
+            },
+        ),
+        (
+            vec!["-o", "xattrmap=:map:trusted.:user.x.:"],
+            FsRequest {
+                xattr: true,
+                xattrmap: Some(":map:trusted.:user.x.:".into()),
+                ..base()
+            },
+        ),
         (
             vec!["--readonly"],
             FsRequest {
@@ -271,7 +296,6 @@ fn refused_flags() -> Vec<(Vec<&'static str>, &'static str)> {
         (vec!["--allow-direct-io"], "--allow-direct-io"),
         (vec!["--allow-mmap"], "--allow-mmap"),
         (vec!["--modcaps=+sys_admin"], "--modcaps"),
-        (vec!["--xattrmap", ":map::user.virtiofs.:"], "--xattrmap"),
         (vec!["--uid-map=:0:1000:1:"], "--uid-map"),
         (vec!["--gid-map=:0:1000:1:"], "--gid-map"),
         (vec!["--translate-uid=guest:0:1000:1"], "--translate-uid"),
@@ -292,7 +316,6 @@ fn refused_flags() -> Vec<(Vec<&'static str>, &'static str)> {
         (vec!["--posix-acl"], "--posix-acl"),
         (vec!["--posix-acl=auto"], "--posix-acl"),
         (vec!["--security-label=always"], "--security-label"),
-        (vec!["-o", "xattrmap=:map::user.x.:"], "-o xattrmap"),
         (vec!["-o", "modcaps=+sys_admin"], "-o modcaps"),
         (vec!["-o", "allow_direct_io"], "-o allow_direct_io"),
         (vec!["-o", "announce_submounts"], "-o announce_submounts"),
