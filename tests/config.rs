@@ -208,7 +208,9 @@ fn each_bad_config_file_exits_2_naming_the_field() {
             "is used by another device",
         ),
         (
-            format!("[[fs]]\n{fs_head}xattr = true\nxattrmap = \":map:trusted.:user.vm.: :ok:all:::\"\n"),
+            format!(
+                "[[fs]]\n{fs_head}xattr = true\nxattrmap = \":map:trusted.:user.vm.: :ok:all:::\"\n"
+            ),
             "fs[0].xattrmap: rule 1 `:map:trusted.:user.vm.:`: a map rule must be the last rule",
         ),
         (

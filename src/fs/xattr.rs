@@ -105,13 +105,8 @@ pub(super) fn getxattr(
 ) -> FsResult<XattrReply> {
     enabled(fs)?;
     // As virtiofsd: a `bad` name reads as absent.
-    let name = &*host_name(fs, name).map_err(|e| {
-        if e == Errno::EPERM {
-            Errno::ENODATA
-        } else {
-            e
-        }
-    })?;
+    let name =
+        &*host_name(fs, name).map_err(|e| if e == Errno::EPERM { Errno::ENODATA } else { e })?;
     let inode = fs.inodes.get(node)?;
     on_inode(fs, &inode, |t| {
         if size == 0 {

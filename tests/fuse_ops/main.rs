@@ -20,3 +20,4 @@ mod options;
 mod payload;
 mod pool;
 mod stats;
+mod xattrmap;

@@ -168,7 +168,10 @@ fn accepted() -> Vec<(Vec<&'static str>, FsRequest)> {
             },
         ),
         (
-            vec!["--no-xattr", "--xattrmap=/prefix/all/trusted./user.vm./ /ok/all///"],
+            vec![
+                "--no-xattr",
+                "--xattrmap=/prefix/all/trusted./user.vm./ /ok/all///",
+            ],
             FsRequest {
                 xattr: true,
                 xattrmap: Some("/prefix/all/trusted./user.vm./ /ok/all///".into()),

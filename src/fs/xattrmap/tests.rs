@@ -36,22 +36,50 @@ fn guest_names_as_the_documented_examples_map_them() {
     let ok = |s: &str| Ok::<String, i32>(s.to_owned());
     let cases: &[(&str, &str, Result<String, i32>)] = &[
         // (1) Everything under user.virtiofs.
-        (EXAMPLE_1, "trusted.overlay.opaque", ok("user.virtiofs.trusted.overlay.opaque")),
+        (
+            EXAMPLE_1,
+            "trusted.overlay.opaque",
+            ok("user.virtiofs.trusted.overlay.opaque"),
+        ),
         (EXAMPLE_1, "user.a", ok("user.virtiofs.user.a")),
-        (":map::user.virtiofs.:", "security.selinux", ok("user.virtiofs.security.selinux")),
+        (
+            ":map::user.virtiofs.:",
+            "security.selinux",
+            ok("user.virtiofs.security.selinux"),
+        ),
         // (2) trusted. only; the target space is closed to the guest.
-        (EXAMPLE_2, "trusted.overlay.opaque", ok("user.virtiofs.trusted.overlay.opaque")),
+        (
+            EXAMPLE_2,
+            "trusted.overlay.opaque",
+            ok("user.virtiofs.trusted.overlay.opaque"),
+        ),
         (EXAMPLE_2, "user.virtiofs.trusted.x", Err(libc::EPERM)),
         (EXAMPLE_2, "user.a", ok("user.a")),
         (EXAMPLE_2, "security.selinux", ok("security.selinux")),
-        ("/map/trusted./user.virtiofs./", "trusted.x", ok("user.virtiofs.trusted.x")),
-        ("/map/trusted./user.virtiofs./", "user.virtiofs.x", Err(libc::EPERM)),
+        (
+            "/map/trusted./user.virtiofs./",
+            "trusted.x",
+            ok("user.virtiofs.trusted.x"),
+        ),
+        (
+            "/map/trusted./user.virtiofs./",
+            "user.virtiofs.x",
+            Err(libc::EPERM),
+        ),
         ("/map/trusted./user.virtiofs./", "user.a", ok("user.a")),
         // (3) security. refused.
         (EXAMPLE_3, "security.selinux", Err(libc::EPERM)),
         (EXAMPLE_3, "user.a", ok("user.a")),
-        (SELINUX, "security.selinux", ok("trusted.virtiofs.security.selinux")),
-        (SELINUX, "trusted.virtiofs.security.selinux", Err(libc::EPERM)),
+        (
+            SELINUX,
+            "security.selinux",
+            ok("trusted.virtiofs.security.selinux"),
+        ),
+        (
+            SELINUX,
+            "trusted.virtiofs.security.selinux",
+            Err(libc::EPERM),
+        ),
         (SELINUX, "security.capability", ok("security.capability")),
         // The table's single rules, each with a terminator.
         (
@@ -59,9 +87,17 @@ fn guest_names_as_the_documented_examples_map_them() {
             "trusted.a",
             ok("user.virtiofs.trusted.a"),
         ),
-        (":prefix:server::user.virtiofs.: :ok:all:::", "trusted.a", ok("trusted.a")),
+        (
+            ":prefix:server::user.virtiofs.: :ok:all:::",
+            "trusted.a",
+            ok("trusted.a"),
+        ),
         (":ok:client:user.:: :bad:all:::", "user.a", ok("user.a")),
-        (":ok:client:user.:: :bad:all:::", "trusted.a", Err(libc::EPERM)),
+        (
+            ":ok:client:user.:: :bad:all:::",
+            "trusted.a",
+            Err(libc::EPERM),
+        ),
         (
             ":unsupported:client:system.posix_acl_:: :ok:all:::",
             "system.posix_acl_access",
@@ -69,9 +105,17 @@ fn guest_names_as_the_documented_examples_map_them() {
         ),
         // The first matching rule decides.
         (":ok:client:user.a:: :bad:all:::", "user.ab", ok("user.ab")),
-        (":bad:client:user.:: :ok:client:user.a:: :ok:all:::", "user.a", Err(libc::EPERM)),
+        (
+            ":bad:client:user.:: :ok:client:user.a:: :ok:all:::",
+            "user.a",
+            Err(libc::EPERM),
+        ),
         // Separators other than ':' , mixed in one map.
-        ("|prefix|all|trusted.|user.vm.| :ok:all:::", "trusted.x", ok("user.vm.trusted.x")),
+        (
+            "|prefix|all|trusted.|user.vm.| :ok:all:::",
+            "trusted.x",
+            ok("user.vm.trusted.x"),
+        ),
     ];
     for (text, name, want) in cases {
         assert_eq!(&client(&map(text), name), want, "{text:?} {name}");
@@ -83,12 +127,22 @@ fn host_lists_as_the_documented_examples_show_them() {
     let cases: &[(&str, &[&str], &[&str])] = &[
         (
             EXAMPLE_1,
-            &["user.virtiofs.trusted.x", "security.selinux", "user.virtiofs.user.a", "user.b"],
+            &[
+                "user.virtiofs.trusted.x",
+                "security.selinux",
+                "user.virtiofs.user.a",
+                "user.b",
+            ],
             &["trusted.x", "user.a"],
         ),
         (
             EXAMPLE_2,
-            &["trusted.real", "user.virtiofs.trusted.x", "user.a", "security.selinux"],
+            &[
+                "trusted.real",
+                "user.virtiofs.trusted.x",
+                "user.a",
+                "security.selinux",
+            ],
             &["trusted.x", "user.a", "security.selinux"],
         ),
         (
@@ -99,7 +153,11 @@ fn host_lists_as_the_documented_examples_show_them() {
         (EXAMPLE_3, &["security.selinux", "user.a"], &["user.a"]),
         (
             SELINUX,
-            &["security.selinux", "trusted.virtiofs.security.selinux", "user.a"],
+            &[
+                "security.selinux",
+                "trusted.virtiofs.security.selinux",
+                "user.a",
+            ],
             &["security.selinux", "user.a"],
         ),
         // The table's server rules.
@@ -114,8 +172,16 @@ fn host_lists_as_the_documented_examples_show_them() {
             &["user.virtiofs.trusted.a"],
             &["user.virtiofs.trusted.a"],
         ),
-        (":ok:server::security.: :bad:all:::", &["security.a", "user.b"], &["security.a"]),
-        (":bad:server::security.: :ok:all:::", &["security.a", "user.b"], &["user.b"]),
+        (
+            ":ok:server::security.: :bad:all:::",
+            &["security.a", "user.b"],
+            &["security.a"],
+        ),
+        (
+            ":bad:server::security.: :ok:all:::",
+            &["security.a", "user.b"],
+            &["user.b"],
+        ),
         (
             ":unsupported:server::system.: :ok:all:::",
             &["system.posix_acl_access", "user.b"],
@@ -216,8 +282,14 @@ fn bad_maps_name_the_rule_and_the_fault() {
             ":prefix:client:trusted.:user.virtiofs.:",
             XattrMapError::NoClientDefault,
         ),
-        (":ok:client::: :ok:server::x.:", XattrMapError::NoServerDefault),
-        (":prefix:all::user.virtiofs.:", XattrMapError::NoServerDefault),
+        (
+            ":ok:client::: :ok:server::x.:",
+            XattrMapError::NoServerDefault,
+        ),
+        (
+            ":prefix:all::user.virtiofs.:",
+            XattrMapError::NoServerDefault,
+        ),
     ];
     for (text, want) in cases {
         let got = XattrMap::parse(text).unwrap_err();
@@ -270,8 +342,19 @@ fn name() -> impl Strategy<Value = String> {
 
 /// `:map:K:P:` maps, and the documented examples.
 fn well_formed_map() -> impl Strategy<Value = XattrMap> {
-    let k = prop::sample::select(vec!["", "trusted.", "security.selinux", "user.", "user.virtiofs.a"]);
-    let p = prop::sample::select(vec!["user.virtiofs.", "trusted.virtiofs.", "user.", "user.v"]);
+    let k = prop::sample::select(vec![
+        "",
+        "trusted.",
+        "security.selinux",
+        "user.",
+        "user.virtiofs.a",
+    ]);
+    let p = prop::sample::select(vec![
+        "user.virtiofs.",
+        "trusted.virtiofs.",
+        "user.",
+        "user.v",
+    ]);
     prop_oneof![
         (k, p).prop_map(|(k, p)| map(&format!(":map:{k}:{p}:"))),
         prop::sample::select(vec![EXAMPLE_1, EXAMPLE_2, EXAMPLE_3]).prop_map(map),
