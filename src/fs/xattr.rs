@@ -11,7 +11,7 @@
 
 use std::borrow::Cow;
 use std::ffi::CStr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use super::PassthroughFs;
 use super::inode::InodeData;
@@ -50,6 +50,39 @@ fn host_list(t: XattrTarget<'_>) -> FsResult<Vec<u8>> {
         }
     }
     Err(Errno::EIO)
+}
+
+/// `--xattrmap` renaming `security.capability`: drops the renamed name from the regular
+/// file `inode` (through `file` when one is open), as the host kernel drops the real one
+/// on a write, a truncate or a change of owner. Absent already, or no xattrs on this
+/// host file system: nothing to do.
+pub(super) fn drop_mapped_capability(
+    fs: &PassthroughFs,
+    inode: &InodeData,
+    file: Option<BorrowedFd<'_>>,
+) -> FsResult<()> {
+    let Some(name) = fs
+        .cfg
+        .xattrmap
+        .as_ref()
+        .and_then(|m| m.security_capability())
+    else {
+        return Ok(());
+    };
+    if !inode.is_reg() {
+        return Ok(());
+    }
+    let result = match file {
+        Some(fd) => sys::removexattr(XattrTarget::Fd(fd), name),
+        None => {
+            let file = fs.reopen(inode, libc::O_RDONLY | libc::O_NONBLOCK)?;
+            sys::removexattr(XattrTarget::Fd(file.as_fd()), name)
+        }
+    };
+    match result {
+        Err(e) if e == Errno::ENODATA || e == Errno::EOPNOTSUPP => Ok(()),
+        other => other,
+    }
 }
 
 fn enabled(fs: &PassthroughFs) -> FsResult<()> {

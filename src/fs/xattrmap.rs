@@ -30,6 +30,11 @@
 //!   with EIO): it is hidden. For the same reason an empty list stays empty (virtiofsd
 //!   answers a single NUL byte).
 //!
+//! - The renamed `security.capability` (see [`XattrMap::security_capability`]) is dropped
+//!   on WRITE, on a truncate (SETATTR, OPEN or CREATE with `O_TRUNC`) and on a change of
+//!   owner, as virtiofsd does, but not on SETXATTR of another name (virtiofsd drops it
+//!   there too; Linux does not).
+//!
 //! The module is pure: it maps names and lists, and does no I/O.
 
 use std::borrow::Cow;
@@ -179,6 +184,8 @@ pub struct XattrMap {
     /// The text it was parsed from, kept to show and to serialize.
     source: String,
     rules: Vec<Rule>,
+    /// The host name of the guest's `security.capability`, when the map renames it.
+    security_capability: Option<CString>,
 }
 
 impl fmt::Debug for XattrMap {
@@ -357,10 +364,16 @@ impl XattrMap {
         if !rules.iter().any(|r| r.server && r.prepend.is_empty()) {
             return Err(XattrMapError::NoServerDefault);
         }
-        Ok(XattrMap {
+        let mut map = XattrMap {
             source: text.to_owned(),
             rules,
-        })
+            security_capability: None,
+        };
+        map.security_capability = match map.map_client_name(c"security.capability") {
+            Ok(Cow::Owned(host)) => Some(host),
+            Ok(Cow::Borrowed(_)) | Err(_) => None,
+        };
+        Ok(map)
     }
 
     /// The host name for a name the guest sent (GETXATTR, SETXATTR, REMOVEXATTR):
@@ -418,13 +431,11 @@ impl XattrMap {
     }
 
     /// The host name the guest's `security.capability` is stored under, when the map
-    /// changes it (`None`: unmapped, or refused).
-    pub fn security_capability(&self) -> Option<CString> {
-        let name = c"security.capability";
-        match self.map_client_name(name) {
-            Ok(Cow::Owned(host)) => Some(host),
-            Ok(Cow::Borrowed(_)) | Err(_) => None,
-        }
+    /// renames it (`None`: unchanged, or refused). The host kernel drops file
+    /// capabilities on a write, truncate or chown under their real name only, so the
+    /// daemon must drop this one itself.
+    pub fn security_capability(&self) -> Option<&CStr> {
+        self.security_capability.as_deref()
     }
 
     /// The rules after `map` expansion, one per line in the `:type:scope:key:prepend:`

@@ -164,3 +164,77 @@ fn bad_and_unsupported_names_are_refused_and_hidden(f: &impl Guest) {
     }
     assert_eq!(listed(f, id), ["trusted.a"]);
 }
+
+/// Everything under `user.virtiofs.`, `security.capability` included.
+const ALL: &str = ":map::user.virtiofs.:";
+
+over_both_transports!(a_renamed_file_capability_is_dropped_as_the_kernel_drops_it, flags: ["--xattr", "--xattrmap", super::ALL], config: |c| {
+    c.xattrmap = Some(vhost_dax::fs::xattrmap::XattrMap::parse(super::ALL).unwrap());
+});
+fn a_renamed_file_capability_is_dropped_as_the_kernel_drops_it(f: &impl Guest) {
+    const HOST: &str = "user.virtiofs.security.capability";
+    std::fs::write(f.host("f"), b"0123").unwrap();
+    let id = f.c().lookup(ROOT, b"f").unwrap().nodeid;
+    let give_caps = || {
+        f.c()
+            .setxattr(id, b"security.capability", b"caps", 0)
+            .unwrap();
+        assert_eq!(
+            host_xattr(&f.host("f"), HOST).as_deref(),
+            Some(&b"caps"[..])
+        );
+    };
+    // Setting another name leaves it (Linux does not drop capabilities there).
+    give_caps();
+    f.c().setxattr(id, b"user.other", b"o", 0).unwrap();
+    assert!(host_xattr(&f.host("f"), HOST).is_some());
+    // A write drops it, and nothing else.
+    let fh = f.c().open(id, RDWR).unwrap().fh;
+    f.c().write(id, fh, 0, b"x").unwrap();
+    assert_eq!(host_xattr(&f.host("f"), HOST), None, "write");
+    assert_eq!(
+        host_xattr(&f.host("f"), "user.virtiofs.user.other").as_deref(),
+        Some(&b"o"[..])
+    );
+    // Truncates: SETATTR with and without a handle, OPEN with O_TRUNC.
+    give_caps();
+    let size = |fh: Option<u64>| abi::SetattrIn {
+        size: 1,
+        fh: fh.unwrap_or(0),
+        ..sa(fattr::SIZE | fh.map_or(0, |_| fattr::FH))
+    };
+    f.c().setattr(id, size(Some(fh))).unwrap();
+    assert_eq!(host_xattr(&f.host("f"), HOST), None, "ftruncate");
+    give_caps();
+    f.c().setattr(id, size(None)).unwrap();
+    assert_eq!(host_xattr(&f.host("f"), HOST), None, "truncate");
+    f.c().release(id, fh).unwrap();
+    give_caps();
+    let fh = f.c().open(id, RDWR | libc::O_TRUNC as u32).unwrap().fh;
+    assert_eq!(host_xattr(&f.host("f"), HOST), None, "O_TRUNC");
+    f.c().release(id, fh).unwrap();
+    give_caps();
+    let (_, open) = f
+        .c()
+        .create(ROOT, b"f", 0o644, RDWR | libc::O_TRUNC as u32)
+        .unwrap();
+    assert_eq!(host_xattr(&f.host("f"), HOST), None, "CREATE with O_TRUNC");
+    f.c().release(id, open.fh).unwrap();
+    // A read-only open keeps it.
+    give_caps();
+    let fh = f.c().open(id, RDONLY).unwrap().fh;
+    f.c().release(id, fh).unwrap();
+    assert!(host_xattr(&f.host("f"), HOST).is_some());
+    // A change of owner drops it.
+    let md = std::fs::metadata(f.host("f")).unwrap();
+    f.c()
+        .setattr(
+            id,
+            abi::SetattrIn {
+                uid: md.uid(),
+                ..sa(fattr::UID)
+            },
+        )
+        .unwrap();
+    assert_eq!(host_xattr(&f.host("f"), HOST), None, "chown");
+}

@@ -318,7 +318,7 @@ fn serializes_as_its_text() {
 #[test]
 fn security_capability_is_reported_only_when_renamed() {
     assert_eq!(
-        map(EXAMPLE_1).security_capability().as_deref(),
+        map(EXAMPLE_1).security_capability(),
         Some(c"user.virtiofs.security.capability")
     );
     assert_eq!(map(SELINUX).security_capability(), None);
