@@ -283,17 +283,71 @@ impl<'a> RuleReader<'a> {
     }
 }
 
+impl RuleReader<'_> {
+    /// Reads the rule, appending it (a `map` expanded) to `rules`.
+    fn rule(&mut self, rules: &mut Vec<Rule>) -> Result<(), XattrMapError> {
+        let rule = self.rule;
+        let word = self.take(4)?;
+        if word == "map" {
+            let key = self.prefix(3)?;
+            let prepend = self.prefix(3)?;
+            if !self.text[self.at..].trim().is_empty() {
+                return Err(XattrMapError::MapNotLast {
+                    rule,
+                    text: self.shown(self.at),
+                });
+            }
+            rules.push(Rule::all(Kind::Prefix, &key, &prepend));
+            if key.is_empty() {
+                rules.push(Rule::all(Kind::Bad, b"", b""));
+            } else {
+                rules.push(Rule::all(Kind::Bad, &prepend, &key));
+                rules.push(Rule::all(Kind::Ok, b"", b""));
+            }
+            return Ok(());
+        }
+        let Some(kind) = Kind::parse(word) else {
+            // Show the rule up to its type: the rest may not be a rule at all.
+            return Err(XattrMapError::Type {
+                rule,
+                text: self.shown(self.at),
+                got: word.escape_debug().to_string(),
+            });
+        };
+        let scope = self.take(4)?;
+        let (client, server) = match scope {
+            "client" => (true, false),
+            "server" => (false, true),
+            "all" => (true, true),
+            _ => {
+                return Err(XattrMapError::Scope {
+                    rule,
+                    text: self.shown(self.at),
+                    got: scope.escape_debug().to_string(),
+                });
+            }
+        };
+        let key = self.prefix(4)?;
+        let prepend = self.prefix(4)?;
+        rules.push(Rule {
+            kind,
+            client,
+            server,
+            key,
+            prepend,
+        });
+        Ok(())
+    }
+}
+
 impl XattrMap {
     /// Parses virtiofsd's `--xattrmap` syntax (see the module documentation).
     pub fn parse(text: &str) -> Result<Self, XattrMapError> {
         let mut rules = Vec::new();
         let mut at = 0;
         let mut rule = 0;
-        loop {
-            let Some((skip, sep)) = text[at..].char_indices().find(|(_, c)| !c.is_whitespace())
-            else {
-                break;
-            };
+        // Each rule starts at the next non-blank character, its separator.
+        while let Some((skip, sep)) = text[at..].char_indices().find(|(_, c)| !c.is_whitespace()) {
             rule += 1;
             let start = at + skip;
             let mut r = RuleReader {
@@ -303,56 +357,7 @@ impl XattrMap {
                 sep,
                 rule,
             };
-            let word = r.take(4)?;
-            if word == "map" {
-                let key = r.prefix(3)?;
-                let prepend = r.prefix(3)?;
-                if !text[r.at..].trim().is_empty() {
-                    return Err(XattrMapError::MapNotLast {
-                        rule,
-                        text: r.shown(r.at),
-                    });
-                }
-                rules.push(Rule::all(Kind::Prefix, &key, &prepend));
-                if key.is_empty() {
-                    rules.push(Rule::all(Kind::Bad, b"", b""));
-                } else {
-                    rules.push(Rule::all(Kind::Bad, &prepend, &key));
-                    rules.push(Rule::all(Kind::Ok, b"", b""));
-                }
-                at = r.at;
-                continue;
-            }
-            let Some(kind) = Kind::parse(word) else {
-                // Show the rule up to its type: the rest may not be a rule at all.
-                return Err(XattrMapError::Type {
-                    rule,
-                    text: r.shown(r.at),
-                    got: word.escape_debug().to_string(),
-                });
-            };
-            let scope = r.take(4)?;
-            let (client, server) = match scope {
-                "client" => (true, false),
-                "server" => (false, true),
-                "all" => (true, true),
-                _ => {
-                    return Err(XattrMapError::Scope {
-                        rule,
-                        text: r.shown(r.at),
-                        got: scope.escape_debug().to_string(),
-                    });
-                }
-            };
-            let key = r.prefix(4)?;
-            let prepend = r.prefix(4)?;
-            rules.push(Rule {
-                kind,
-                client,
-                server,
-                key,
-                prepend,
-            });
+            r.rule(&mut rules)?;
             at = r.at;
         }
         if rules.is_empty() {
