@@ -151,6 +151,10 @@ struct FsArgs {
     /// Serve extended attributes.
     #[arg(long)]
     xattr: bool,
+    /// Map xattr names between guest and host, in virtiofsd's rule syntax (e.g.
+    /// ':map:trusted.:user.virtiofs.:'); needs --xattr.
+    #[arg(long, value_name = "RULES")]
+    xattrmap: Option<String>,
     /// Let the guest use a writeback cache.
     #[arg(long)]
     writeback: bool,
@@ -220,6 +224,7 @@ impl FsArgs {
             cache: Some(self.cache.clone()),
             readonly: self.readonly,
             xattr: self.xattr,
+            xattrmap: self.xattrmap.clone(),
             writeback: self.writeback,
             allow_devices: self.allow_devices,
             sandbox: self.sandbox.map(|s| s.to_string()),

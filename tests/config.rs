@@ -207,6 +207,16 @@ fn each_bad_config_file_exits_2_naming_the_field() {
             ),
             "is used by another device",
         ),
+        (
+            format!(
+                "[[fs]]\n{fs_head}xattr = true\nxattrmap = \":map:trusted.:user.vm.: :ok:all:::\"\n"
+            ),
+            "fs[0].xattrmap: rule 1 `:map:trusted.:user.vm.:`: a map rule must be the last rule",
+        ),
+        (
+            format!("[[fs]]\n{fs_head}xattrmap = \":map::user.vm.:\"\n"),
+            "fs[0].xattrmap: needs fs[0].xattr",
+        ),
     ];
     for (text, expected) in cases {
         let path = dir.join("bad.toml");
@@ -464,6 +474,41 @@ fn each_bad_fs_command_line_exits_2_with_one_line_and_creates_nothing() {
                 "2h",
             ],
             "--pin-wait-budget:",
+        ),
+        (
+            vec![
+                "--socket",
+                sock,
+                "--shared-dir",
+                share,
+                "--xattrmap",
+                ":map::user.virtiofs.:",
+            ],
+            "--xattrmap: needs --xattr",
+        ),
+        (
+            vec![
+                "--socket",
+                sock,
+                "--shared-dir",
+                share,
+                "--xattr",
+                "--xattrmap",
+                ":prefix:all:trusted.:user.virtiofs.:\n:ok:al:::",
+            ],
+            "--xattrmap: rule 2 `:ok:al:`: scope `al` is not one of client, server, all",
+        ),
+        (
+            vec![
+                "--socket",
+                sock,
+                "--shared-dir",
+                share,
+                "--xattr",
+                "--xattrmap",
+                ":prefix:client:trusted.:user.virtiofs.:",
+            ],
+            "--xattrmap: no rule matches every name the guest sends",
         ),
     ];
     for (args, expected) in cases {

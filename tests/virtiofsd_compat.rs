@@ -78,7 +78,10 @@ fn libvirts_legacy_o_command_line_serves_through_the_inherited_socket() {
         vec![
             format!("--fd={fd}"),
             "-o".into(),
-            format!("source={source},cache=always,xattr,no_flock,no_posix_lock"),
+            format!(
+                "source={source},cache=always,xattr,no_flock,no_posix_lock,\
+                 xattrmap=:map:trusted.:user.virtiofs.:"
+            ),
             "--thread-pool-size=16".into(),
             "-d".into(),
         ]
@@ -90,6 +93,21 @@ fn libvirts_legacy_o_command_line_serves_through_the_inherited_socket() {
     assert_eq!(c.read(e.nodeid, open.fh, 0, 100).unwrap(), b"from the host");
     c.setxattr(e.nodeid, b"user.k", b"v", 0).unwrap();
     assert_eq!(c.getxattr(e.nodeid, b"user.k", 10).unwrap(), b"v", "xattr");
+    c.setxattr(e.nodeid, b"trusted.overlay.opaque", b"y", 0)
+        .unwrap();
+    let mut host = [0u8; 8];
+    let path = std::ffi::CString::new(share.join("hello").into_os_string().into_encoded_bytes());
+    let name = c"user.virtiofs.trusted.overlay.opaque";
+    // SAFETY: valid C strings and a buffer of the length given.
+    let n = unsafe {
+        libc::getxattr(
+            path.unwrap().as_ptr(),
+            name.as_ptr(),
+            host.as_mut_ptr().cast(),
+            host.len(),
+        )
+    };
+    assert_eq!(n, 1, "xattrmap: the guest's trusted.* under user.virtiofs.");
     drop(c);
     assert!(daemon.wait(WAIT).unwrap().success(), "{}", daemon.log());
     let log = daemon.log();
@@ -291,17 +309,8 @@ fn bad_command_lines_exit_2_with_one_line_and_create_nothing() {
     let sock = dir.join("x.sock");
     let sock = sock.to_str().unwrap();
     let before = dir.entries();
+    let map_not_last = format!("source={share},xattrmap=:map:a.:b.: :ok:all:::");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec![
-                "--socket-path",
-                sock,
-                "--shared-dir",
-                share,
-                "--xattrmap=:map::user.virtiofs.:",
-            ],
-            "--xattrmap: not supported by vhost-dax",
-        ),
         (
             vec![
                 "--socket-path",
@@ -357,6 +366,20 @@ fn bad_command_lines_exit_2_with_one_line_and_create_nothing() {
             "--fd: cannot be combined with --socket-path",
         ),
         (vec!["--bogus"], "--bogus: unknown option"),
+        (
+            vec![
+                "--socket-path",
+                sock,
+                "--shared-dir",
+                share,
+                "--xattrmap=:ok:all:::\n:prefix:everywhere:a.:b.:",
+            ],
+            "--xattrmap: rule 2 `:prefix:everywhere:`: scope `everywhere` is not one of",
+        ),
+        (
+            vec!["--socket-path", sock, "-o", &map_not_last],
+            "--xattrmap: rule 1 `:map:a.:b.:`: a map rule must be the last rule",
+        ),
     ];
     for (args, want) in cases {
         let (code, _, stderr) = run(&args);

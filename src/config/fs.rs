@@ -12,6 +12,7 @@ use super::{
 };
 use crate::dax::{DEFAULT_CHUNK_SIZE, DEFAULT_WAIT_BUDGET, MAX_CHUNKS, MapExtent};
 use crate::fs::config::{DEFAULT_MAX_INODES, DEFAULT_MAX_OPEN_HANDLES};
+use crate::fs::xattrmap::XattrMap;
 use crate::fs::{CachePolicy, DaxPolicy, InodeFileHandles};
 
 /// Longest tag the config space holds.
@@ -84,6 +85,8 @@ pub struct FsRequest {
     pub readonly: bool,
     /// Serve extended attributes.
     pub xattr: bool,
+    /// xattr name mapping rules, as written (virtiofsd's `--xattrmap` syntax).
+    pub xattrmap: Option<String>,
     /// Grant the writeback cache.
     pub writeback: bool,
     /// Allow the guest to create device nodes.
@@ -154,6 +157,8 @@ pub struct FsConfig {
     pub readonly: bool,
     /// Extended attributes on.
     pub xattr: bool,
+    /// xattr names mapped between guest and host (needs `xattr`).
+    pub xattrmap: Option<XattrMap>,
     /// Writeback cache on.
     pub writeback: bool,
     /// Device nodes allowed.
@@ -304,6 +309,19 @@ impl FsRequest {
             None => ModCaps::default(),
             Some(text) => validate_modcaps(text, &field("modcaps"))?,
         };
+        let xattrmap = match &self.xattrmap {
+            None => None,
+            Some(_) if !self.xattr => {
+                return Err(ConfigError::new(
+                    field("xattrmap"),
+                    format!("needs {} (extended attributes are off)", field("xattr")),
+                ));
+            }
+            Some(text) => Some(
+                XattrMap::parse(text)
+                    .map_err(|e| ConfigError::new(field("xattrmap"), e.to_string()))?,
+            ),
+        };
         let dax = self.validate_dax(origin)?;
         let inode_file_handles = match self.inode_file_handles.as_deref() {
             None => InodeFileHandles::Never,
@@ -356,6 +374,7 @@ impl FsRequest {
             cache,
             readonly: self.readonly,
             xattr: self.xattr,
+            xattrmap,
             writeback: self.writeback,
             allow_devices: self.allow_devices,
             sandbox,
@@ -486,6 +505,7 @@ pub(crate) const FS_KEYS: &[&str] = &[
     "cache",
     "readonly",
     "xattr",
+    "xattrmap",
     "writeback",
     "allow_devices",
     "sandbox",
@@ -544,6 +564,7 @@ pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest,
         cache: string("cache")?,
         readonly: get_bool(table, "readonly", origin)?,
         xattr: get_bool(table, "xattr", origin)?,
+        xattrmap: string("xattrmap")?,
         writeback: get_bool(table, "writeback", origin)?,
         allow_devices: get_bool(table, "allow_devices", origin)?,
         sandbox: string("sandbox")?,

@@ -69,6 +69,8 @@ Usage: vhost-dax-virtiofsd --shared-dir DIR (--socket-path PATH | --fd N) [OPTIO
   --cache POLICY            never, auto (default), always, metadata (-o cache=)
   --sandbox MODE            namespace (default as root), chroot, none (-o sandbox=)
   --xattr, --no-xattr       serve extended attributes (default off; -o xattr, -o no_xattr)
+  --xattrmap RULES          map xattr names between guest and host (implies --xattr;
+                            -o xattrmap=RULES)
   --readonly                refuse every modification with EROFS
   --writeback               grant the guest a writeback cache (-o writeback)
   --no-readdirplus          do not grant READDIRPLUS (also implied by --cache never)
@@ -365,12 +367,7 @@ impl State {
             }
             "modcaps" => self.modcaps(flag, value)?,
             "syslog" => self.opts.syslog = true,
-            "xattrmap" => {
-                return Err(refused(
-                    flag,
-                    "extended attribute names are passed through untranslated",
-                ));
-            }
+            "xattrmap" => self.request().xattrmap = Some(value.to_owned()),
             "uid-map" | "gid-map" | "translate-uid" | "translate-gid" => {
                 return Err(refused(flag, NO_ID_MAPPING));
             }
@@ -478,10 +475,10 @@ impl State {
                     self.opts.log_level = Some(level.to_owned());
                     Ok(())
                 }
-                "xattrmap" => Err(refused(
-                    &flag,
-                    "extended attribute names are passed through untranslated",
-                )),
+                "xattrmap" => {
+                    self.request().xattrmap = Some(value);
+                    Ok(())
+                }
                 "modcaps" => self.modcaps(&flag, &value),
                 _ => Err(ConfigError::new(flag, "unknown -o option")),
             };
@@ -545,6 +542,10 @@ impl State {
         // at once).
         if request.cache.as_deref() == Some("never") {
             request.no_readdirplus = true;
+        }
+        // virtiofsd serves extended attributes whenever it is given a map.
+        if request.xattrmap.is_some() {
+            request.xattr = true;
         }
         // virtiofsd's default sandbox is namespace. Unprivileged, virtiofsd would enter
         // a user namespace, which this daemon does not do: it then runs unconfined, as

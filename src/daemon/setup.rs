@@ -220,6 +220,10 @@ pub(super) fn passthrough_config(fs: &FsConfig) -> PassthroughConfig {
     config.cache = fs.cache;
     config.readonly = fs.readonly;
     config.xattr = fs.xattr;
+    if let Some(map) = &fs.xattrmap {
+        log::info!("xattrmap: {}", map.describe());
+    }
+    config.xattrmap = fs.xattrmap.clone();
     config.writeback = fs.writeback;
     config.allow_device_nodes = fs.allow_devices;
     config.killpriv_v2 = fs.killpriv_v2;

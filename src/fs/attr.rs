@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::inode::InodeData;
 use super::sys::{self, SetTimespec, Time};
+use super::xattr::drop_mapped_capability;
 use super::{PassthroughFs, stat_fd};
 use crate::fuse::abi::{Attr, Kstatfs};
 use crate::fuse::filesystem::{SetAttr, SetTime};
@@ -85,6 +86,7 @@ pub(super) fn setattr(fs: &PassthroughFs, node: NodeId, a: SetAttr) -> FsResult<
             a.gid,
             libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
         )?;
+        drop_mapped_capability(fs, &inode, handle.as_ref().map(|h| h.file.as_fd()))?;
     }
     if let Some(size) = a.size {
         // Pins on mapped chunks past the new end were waited out above (the fence); the
@@ -98,6 +100,7 @@ pub(super) fn setattr(fs: &PassthroughFs, node: NodeId, a: SetAttr) -> FsResult<
             )?,
         }
         fs.file_grew(&inode.key);
+        drop_mapped_capability(fs, &inode, handle.as_ref().map(|h| h.file.as_fd()))?;
         if a.kill_suidgid {
             kill_suidgid(fs, &inode)?;
         }

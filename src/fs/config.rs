@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::xattrmap::XattrMap;
 use crate::fuse::abi::fopen;
 
 /// How much the guest may cache (virtiofsd's `--cache`).
@@ -128,6 +129,8 @@ pub struct PassthroughConfig {
     /// Serve extended attributes (off: xattr requests get `ENOSYS`, which the
     /// guest turns into `EOPNOTSUPP` for the connection).
     pub xattr: bool,
+    /// Map xattr names between the guest and the host (`--xattrmap`; needs `xattr`).
+    pub xattrmap: Option<XattrMap>,
     /// Grant `FUSE_WRITEBACK_CACHE` (opens O_WRONLY as O_RDWR and drops O_APPEND).
     pub writeback: bool,
     /// Grant `FUSE_HANDLE_KILLPRIV_V2`: the daemon clears suid/sgid on write,
@@ -148,7 +151,7 @@ pub struct PassthroughConfig {
 }
 
 impl PassthroughConfig {
-    /// Defaults for sharing `root`: cache auto, read-write, xattrs on,
+    /// Defaults for sharing `root`: cache auto, read-write, xattrs on (no map),
     /// writeback and killpriv_v2 off, no device nodes, readdirplus on, inodes held by
     /// `O_PATH` descriptor, at most [`DEFAULT_MAX_INODES`] nodes and
     /// [`DEFAULT_MAX_OPEN_HANDLES`] open handles.
@@ -158,6 +161,7 @@ impl PassthroughConfig {
             cache: CachePolicy::Auto,
             readonly: false,
             xattr: true,
+            xattrmap: None,
             writeback: false,
             killpriv_v2: false,
             allow_device_nodes: false,

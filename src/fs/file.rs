@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 
 use super::attr::kill_suidgid;
 use super::inode::InodeKey;
+use super::xattr::drop_mapped_capability;
 use super::{PassthroughFs, check_new_name, stat_fd, sys};
 use crate::fuse::filesystem::{CopyRange, WriteArgs};
 use crate::fuse::{
@@ -58,6 +59,9 @@ pub(super) fn open(fs: &PassthroughFs, node: NodeId, flags: u32, kill: bool) -> 
         };
         fs.reopen(&inode, f)?
     };
+    if f & libc::O_TRUNC != 0 {
+        drop_mapped_capability(fs, &inode, Some(file.as_fd()))?;
+    }
     if kill && f & libc::O_TRUNC != 0 {
         kill_suidgid(fs, &inode)?;
     }
@@ -88,6 +92,9 @@ fn register_new(
         0,
     )?;
     let inode = fs.add_lookup(path_fd, &st)?;
+    if truncated {
+        drop_mapped_capability(fs, &inode, Some(file.as_fd()))?;
+    }
     if kill && truncated {
         kill_suidgid(fs, &inode)?;
     }
@@ -259,6 +266,7 @@ pub(super) fn write(
     let len = data.remaining();
     let end = offset.saturating_add(len as u64);
     fs.check_extend(&inode.key, end)?;
+    drop_mapped_capability(fs, &inode, Some(h.file.as_fd()))?;
     let mut done = 0;
     while done < len {
         let pos = offset.checked_add(done as u64).ok_or(Errno::EINVAL)?;

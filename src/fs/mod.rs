@@ -12,13 +12,15 @@
 //! Layout: [`config`] (options), [`sys`] (all unsafe syscalls), [`inode`] and
 //! [`handle`] (tables), [`creds`] (fsuid/fsgid switching), and the
 //! operations split by kind: `entry` (names), `attr` (attributes), `file`
-//! (open files), `dir` (directories), `xattr`.
+//! (open files), `dir` (directories), `xattr` (with [`xattrmap`], `--xattrmap`'s
+//! name mapping).
 
 pub mod config;
 pub mod creds;
 pub mod file_handle;
 pub mod handle;
 pub mod inode;
+pub mod xattrmap;
 
 pub mod dax;
 

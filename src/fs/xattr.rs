@@ -19,9 +19,16 @@
 //!
 //! LISTXATTR shows only `user.*` names; its size probe (size 0) answers the size of that
 //! filtered list, so a buffer of that size always holds the names the guest then asks for.
+//!
+//! With `--xattrmap` ([`super::xattrmap`]) every name the guest sends is mapped to its
+//! host name first, and the namespace rule above applies to that host name (so a map
+//! may show the guest a `trusted.*` name that the host keeps under `user.*`). LISTXATTR
+//! filters the host's list to `user.*` and then maps it (its size probe too: the whole
+//! host list is read, filtered and mapped).
 
+use std::borrow::Cow;
 use std::ffi::CStr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use super::PassthroughFs;
 use super::inode::InodeData;
@@ -90,6 +97,15 @@ fn visible_names(list: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `--xattrmap`: the host name of a name the guest sent (itself without a map); a `bad`
+/// rule's EPERM, an `unsupported` one's EOPNOTSUPP.
+fn host_name<'a>(fs: &PassthroughFs, name: &'a CStr) -> FsResult<Cow<'a, CStr>> {
+    match &fs.cfg.xattrmap {
+        Some(map) => map.map_client_name(name),
+        None => Ok(Cow::Borrowed(name)),
+    }
+}
+
 /// The host's whole list of names for `t`.
 fn host_list(t: XattrTarget<'_>) -> FsResult<Vec<u8>> {
     for _ in 0..LIST_RETRIES {
@@ -109,6 +125,39 @@ fn host_list(t: XattrTarget<'_>) -> FsResult<Vec<u8>> {
         }
     }
     Err(Errno::EIO)
+}
+
+/// `--xattrmap` renaming `security.capability`: drops the renamed name from the regular
+/// file `inode` (through `file` when one is open), as the host kernel drops the real one
+/// on a write, a truncate or a change of owner. Absent already, or no xattrs on this
+/// host file system: nothing to do.
+pub(super) fn drop_mapped_capability(
+    fs: &PassthroughFs,
+    inode: &InodeData,
+    file: Option<BorrowedFd<'_>>,
+) -> FsResult<()> {
+    let Some(name) = fs
+        .cfg
+        .xattrmap
+        .as_ref()
+        .and_then(|m| m.security_capability())
+    else {
+        return Ok(());
+    };
+    if !inode.is_reg() {
+        return Ok(());
+    }
+    let result = match file {
+        Some(fd) => sys::removexattr(XattrTarget::Fd(fd), name),
+        None => {
+            let file = fs.reopen(inode, libc::O_RDONLY | libc::O_NONBLOCK)?;
+            sys::removexattr(XattrTarget::Fd(file.as_fd()), name)
+        }
+    };
+    match result {
+        Err(e) if e == Errno::ENODATA || e == Errno::EOPNOTSUPP => Ok(()),
+        other => other,
+    }
 }
 
 fn enabled(fs: &PassthroughFs) -> FsResult<()> {
@@ -148,6 +197,7 @@ pub(super) fn setxattr(
     flags: u32,
 ) -> FsResult<()> {
     enabled(fs)?;
+    let name = &*host_name(fs, name)?;
     Namespace::check_write(name)?;
     fs.check_writable()?;
     let flags = i32::try_from(flags).map_err(|_| Errno::EINVAL)?;
@@ -163,6 +213,9 @@ pub(super) fn getxattr(
     size: u32,
 ) -> FsResult<XattrReply> {
     enabled(fs)?;
+    // As virtiofsd: a `bad` name reads as absent.
+    let name =
+        &*host_name(fs, name).map_err(|e| if e == Errno::EPERM { Errno::ENODATA } else { e })?;
     Namespace::check_read(name)?;
     let inode = fs.inodes.get(node)?;
     on_inode(fs, &inode, |t| {
@@ -177,12 +230,18 @@ pub(super) fn getxattr(
     })
 }
 
-/// LISTXATTR (`size` 0: size only), of the names the guest may see.
+/// LISTXATTR (`size` 0: size only), of the names the guest may see, as the map shows them.
 pub(super) fn listxattr(fs: &PassthroughFs, node: NodeId, size: u32) -> FsResult<XattrReply> {
     enabled(fs)?;
     let inode = fs.inodes.get(node)?;
     let names = on_inode(fs, &inode, |t| {
-        host_list(t).map(|list| visible_names(&list))
+        host_list(t).map(|list| {
+            let visible = visible_names(&list);
+            match &fs.cfg.xattrmap {
+                Some(map) => map.map_server_list(&visible),
+                None => visible,
+            }
+        })
     })?;
     let len = u32::try_from(names.len()).unwrap_or(u32::MAX);
     if size == 0 {
@@ -197,6 +256,7 @@ pub(super) fn listxattr(fs: &PassthroughFs, node: NodeId, size: u32) -> FsResult
 /// REMOVEXATTR.
 pub(super) fn removexattr(fs: &PassthroughFs, node: NodeId, name: &CStr) -> FsResult<()> {
     enabled(fs)?;
+    let name = &*host_name(fs, name)?;
     Namespace::check_write(name)?;
     fs.check_writable()?;
     let inode = fs.inodes.get(node)?;

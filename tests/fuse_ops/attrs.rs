@@ -297,7 +297,7 @@ fn cpath(p: &std::path::Path) -> std::ffi::CString {
 }
 
 /// The value of xattr `name` of `path` on the host (not following a symlink).
-fn host_xattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
+pub(crate) fn host_xattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
     let (p, n) = (cpath(path), std::ffi::CString::new(name).unwrap());
     let mut buf = vec![0u8; 256];
     // SAFETY: valid C strings and a buffer of the length given.
@@ -306,7 +306,7 @@ fn host_xattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
     usize::try_from(len).ok().map(|len| buf[..len].to_vec())
 }
 
-fn set_host_xattr(path: &std::path::Path, name: &str, value: &[u8]) {
+pub(crate) fn set_host_xattr(path: &std::path::Path, name: &str, value: &[u8]) {
     let (p, n) = (cpath(path), std::ffi::CString::new(name).unwrap());
     // SAFETY: valid C strings and a value of the length given.
     let r = unsafe {

@@ -21,3 +21,4 @@ mod payload;
 mod pool;
 mod privileges;
 mod stats;
+mod xattrmap;

@@ -179,6 +179,34 @@ fn accepted() -> Vec<(Vec<&'static str>, FsRequest)> {
             },
         ),
         (vec!["--xattr", "--no-xattr"], base()),
+        // A map turns extended attributes on, as in virtiofsd (even after --no-xattr).
+        (
+            vec!["--xattrmap", ":map::user.virtiofs.:"],
+            FsRequest {
+                xattr: true,
+                xattrmap: Some(":map::user.virtiofs.:".into()),
+                ..base()
+            },
+        ),
+        (
+            vec![
+                "--no-xattr",
+                "--xattrmap=/prefix/all/trusted./user.vm./ /ok/all///",
+            ],
+            FsRequest {
+                xattr: true,
+                xattrmap: Some("/prefix/all/trusted./user.vm./ /ok/all///".into()),
+                ..base()
+            },
+        ),
+        (
+            vec!["-o", "xattrmap=:map:trusted.:user.x.:"],
+            FsRequest {
+                xattr: true,
+                xattrmap: Some(":map:trusted.:user.x.:".into()),
+                ..base()
+            },
+        ),
         (
             vec!["--readonly"],
             FsRequest {
@@ -291,7 +319,6 @@ fn refused_flags() -> Vec<(Vec<&'static str>, &'static str)> {
         (vec!["--flock"], "--flock"),
         (vec!["--allow-direct-io"], "--allow-direct-io"),
         (vec!["--allow-mmap"], "--allow-mmap"),
-        (vec!["--xattrmap", ":map::user.virtiofs.:"], "--xattrmap"),
         (vec!["--uid-map=:0:1000:1:"], "--uid-map"),
         (vec!["--gid-map=:0:1000:1:"], "--gid-map"),
         (vec!["--translate-uid=guest:0:1000:1"], "--translate-uid"),
@@ -312,7 +339,6 @@ fn refused_flags() -> Vec<(Vec<&'static str>, &'static str)> {
         (vec!["--posix-acl"], "--posix-acl"),
         (vec!["--posix-acl=auto"], "--posix-acl"),
         (vec!["--security-label=always"], "--security-label"),
-        (vec!["-o", "xattrmap=:map::user.x.:"], "-o xattrmap"),
         (vec!["-o", "allow_direct_io"], "-o allow_direct_io"),
         (vec!["-o", "announce_submounts"], "-o announce_submounts"),
         (vec!["-o", "posix_lock"], "-o posix_lock"),
@@ -516,7 +542,7 @@ fn commands_short_circuit() {
         Ok(VirtiofsdCommand::Help)
     );
     // A refused flag is refused even next to a command.
-    assert!(parse(["--print-capabilities", "--xattrmap=:map::user.x.:"]).is_err());
+    assert!(parse(["--print-capabilities", "--uid-map=:0:1000:1:"]).is_err());
 }
 
 #[test]
