@@ -72,6 +72,9 @@ pub enum DaemonError {
     /// Signal handling could not be set up.
     #[error("signals: {0}")]
     Signals(std::io::Error),
+    /// The seccomp filter could not be built or installed.
+    #[error("seccomp: {0}")]
+    Seccomp(#[source] sys::seccomp::SeccompError),
 }
 
 fn device_error(device: &Path, source: std::io::Error) -> DaemonError {
@@ -188,6 +191,12 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     // thread takes the signals.
     sys::block_termination_signals().map_err(DaemonError::Signals)?;
     let observer = sync_observer()?;
+    // One filter for the process: the union of what its devices need.
+    let needs = sys::seccomp::Needs {
+        fs: !config.fs.is_empty(),
+        pmem: !config.pmem.is_empty(),
+        syslog: crate::logging::to_syslog(),
+    };
     let mut devices: Vec<Prepared> = Vec::new();
     let mut sandbox: Option<(Sandbox, PathBuf)> = None;
 
@@ -342,6 +351,9 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     if let Some((kind, dir)) = sandbox {
         enter_sandbox(kind, &dir)?;
     }
+    // Setup is over (sockets bound, the sandbox entered; the caller raised the open-files
+    // limit): from here on only the allow-list, on every thread, before any frontend.
+    install_seccomp(config.seccomp, needs)?;
 
     let shutdown: Vec<Closing> = devices
         .iter()
@@ -500,6 +512,24 @@ fn passthrough_config(fs: &FsConfig) -> PassthroughConfig {
     config.killpriv_v2 = fs.killpriv_v2;
     config.readdirplus = fs.readdirplus;
     config
+}
+
+/// Installs the process's seccomp filter (on every thread: the control socket's and the
+/// devices' workers already run).
+fn install_seccomp(
+    action: sys::seccomp::Seccomp,
+    needs: sys::seccomp::Needs,
+) -> Result<(), DaemonError> {
+    let allowed = sys::seccomp::install(action, needs).map_err(DaemonError::Seccomp)?;
+    if action == sys::seccomp::Seccomp::None {
+        log::info!("seccomp: no filter (--seccomp none)");
+    } else {
+        log::info!(
+            "seccomp: filter installed on every thread ({allowed} system calls allowed; \
+             anything else: {action})"
+        );
+    }
+    Ok(())
 }
 
 /// Confines the whole process to `dir`. Everything the daemon needs outside it (the

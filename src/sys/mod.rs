@@ -4,6 +4,7 @@
 //! it holds. Callers get `io::Result` with the errno preserved.
 
 pub mod fs;
+pub mod seccomp;
 pub mod socket;
 pub mod vectored;
 
