@@ -18,6 +18,7 @@
 //! been measured there): asking for one is a configuration error.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -198,12 +199,33 @@ const fn strip_sys(name: &'static str) -> &'static str {
 const PRCTL_OPTIONS: &[u64] = &[PR_SET_NAME, PR_GET_NAME];
 /// `socket` domains: the system log is a Unix datagram socket.
 const SOCKET_DOMAINS: &[u64] = &[AF_UNIX];
+/// `ioctl` requests: std's `set_nonblocking` on a control-socket connection.
+const IOCTL_REQUESTS: &[u64] = &[FIONBIO];
+/// `openat` flags without a file system device: glibc's read-only opens.
+const OPENAT_FLAGS_READ_ONLY: &[u64] = &[O_RDONLY_CLOEXEC];
+/// `getsockopt` levels: the vhost crate checks the backend channel's descriptor
+/// (SET_BACKEND_REQ_FD) with `SO_DOMAIN` and `SO_TYPE`.
+const SOCKOPT_LEVELS: &[u64] = &[SOL_SOCKET];
+/// `unshare` flags: only a thread's own working directory (never a namespace).
+const UNSHARE_FLAGS: &[u64] = &[CLONE_FS];
 
 // The constants above as the filter compares them (libc has them as C ints).
 const PR_SET_NAME: u64 = 15;
 const PR_GET_NAME: u64 = 16;
 const AF_UNIX: u64 = 1;
-const _: () = assert!(libc::PR_SET_NAME == 15 && libc::PR_GET_NAME == 16 && libc::AF_UNIX == 1);
+const FIONBIO: u64 = 0x5421;
+const SOL_SOCKET: u64 = 1;
+const O_RDONLY_CLOEXEC: u64 = 0x80000;
+const CLONE_FS: u64 = 0x200;
+const _: () = assert!(
+    libc::PR_SET_NAME == 15
+        && libc::PR_GET_NAME == 16
+        && libc::AF_UNIX == 1
+        && libc::FIONBIO == 0x5421
+        && libc::CLONE_FS == 0x200
+        && libc::SOL_SOCKET == 1
+        && (libc::O_RDONLY | libc::O_CLOEXEC) == 0x80000
+);
 
 /// The allow-list, as data.
 const GROUPS: &[Group] = &[
@@ -266,8 +288,8 @@ const GROUPS: &[Group] = &[
     },
     Group {
         why: "vhost-user: accepting the next frontend (and control-socket clients), its \
-              messages with their descriptors (recvmsg/sendmsg), the backend channel, \
-              the event loop's epoll and the queues' kick/call eventfds",
+              messages with their descriptors (recvmsg/sendmsg), the backend channel \
+              (whose socket the vhost crate checks with getsockopt), the event loop's epoll and the queues' kick/call eventfds",
         needed: Needed::Always,
         calls: &[
             call!(SYS_accept4),
@@ -290,7 +312,23 @@ const GROUPS: &[Group] = &[
             call!(SYS_close),
             call!(SYS_dup),
             call!(SYS_fcntl),
+            call!(SYS_ioctl, arg 1 in IOCTL_REQUESTS),
+            call!(SYS_getsockopt, arg 1 in SOCKOPT_LEVELS),
         ],
+    },
+    Group {
+        why: "socket files: the vhost-user and control sockets are removed when the \
+              daemon exits (unlinkat relative to their directory; the vhost crate's \
+              listener and the control server by path)",
+        needed: Needed::Always,
+        calls: &[call!(SYS_unlinkat), call!(SYS_unlink)],
+    },
+    Group {
+        why: "glibc's own reads: malloc, creating its ninth arena in whatever thread, \
+              counts the CPUs in /sys/devices/system/cpu/online (O_RDONLY|O_CLOEXEC; a \
+              file system device opens anything, below)",
+        needed: Needed::Always,
+        calls: &[call!(SYS_openat, arg 2 in OPENAT_FLAGS_READ_ONLY)],
     },
     Group {
         why: "randomness: std's HashMap seeds",
@@ -311,7 +349,7 @@ const GROUPS: &[Group] = &[
     Group {
         why: "FUSE passthrough: names resolved with openat relative to O_PATH \
               descriptors, attributes (statx, newfstatat, fstatfs), directories, \
-              creation, links, renames, data (positioned and vectored I/O, \
+              creation, links, renames (glibc's renameat2 without flags is renameat), data (positioned and vectored I/O, \
               copy_file_range, fallocate, ftruncate), syncfs, the umask a creation \
               applies",
         needed: Needed::Fs,
@@ -330,6 +368,7 @@ const GROUPS: &[Group] = &[
             call!(SYS_linkat),
             call!(SYS_unlinkat),
             call!(SYS_renameat2),
+            call!(SYS_renameat),
             call!(SYS_fchmod),
             call!(SYS_fchmodat),
             call!(SYS_fchownat),
@@ -346,10 +385,14 @@ const GROUPS: &[Group] = &[
         ],
     },
     Group {
-        why: "FUSE extended attributes (--xattr): on the node's descriptor, or on its \
-              /proc/self/fd path for O_PATH descriptors",
+        why: "FUSE extended attributes (--xattr): on the node's descriptor, or, for a \
+              node that cannot be opened (symlink, device, fifo, socket), by name from a \
+              short-lived thread whose own working directory (unshare(CLONE_FS), \
+              fchdir) is the node's parent",
         needed: Needed::Fs,
         calls: &[
+            call!(SYS_unshare, arg 0 in UNSHARE_FLAGS),
+            call!(SYS_fchdir),
             call!(SYS_fgetxattr),
             call!(SYS_fsetxattr),
             call!(SYS_flistxattr),
@@ -392,20 +435,32 @@ pub enum SeccompError {
     Architecture,
 }
 
+/// One allowed call: its name, and the (argument, value) pairs of which one must hold
+/// (`None`: any arguments).
+type Allowed = (&'static str, Option<Vec<(u8, u64)>>);
+
 /// The allowed system calls for `needs`, by number, each with the argument values it is
 /// restricted to (several groups may list one call: unrestricted wins, restrictions join).
-fn allowed(needs: Needs) -> BTreeMap<i64, (&'static str, Option<Vec<(u8, u64)>>)> {
-    let mut calls: BTreeMap<i64, (&'static str, Option<Vec<(u8, u64)>>)> = BTreeMap::new();
+fn allowed(needs: Needs) -> BTreeMap<i64, Allowed> {
+    let mut calls: BTreeMap<i64, Allowed> = BTreeMap::new();
     for group in GROUPS.iter().filter(|g| g.needed.applies(needs)) {
         for call in group.calls {
             let only: Option<Vec<(u8, u64)>> = call
                 .only
                 .map(|a| a.values.iter().map(|&v| (a.arg, v)).collect());
-            let entry = calls.entry(call.nr).or_insert((call.name, only.clone()));
-            match (&mut entry.1, only) {
-                (Some(mine), Some(more)) => mine.extend(more),
-                (slot, None) => *slot = None,
-                (None, Some(_)) => {}
+            match calls.entry(call.nr) {
+                Entry::Vacant(slot) => {
+                    slot.insert((call.name, only));
+                }
+                Entry::Occupied(mut slot) => match (&mut slot.get_mut().1, only) {
+                    (Some(mine), Some(more)) => {
+                        mine.extend(more);
+                        mine.sort_unstable();
+                        mine.dedup();
+                    }
+                    (restricted, None) => *restricted = None,
+                    (None, Some(_)) => {}
+                },
             }
         }
     }
