@@ -270,3 +270,59 @@ fn a_bad_seccomp_value_is_one_line_naming_the_field_with_exit_2() {
         "--seccomp: `strict` is not one of kill, log, trap, none",
     );
 }
+
+/// `--syslog` under the default filter: lines logged while serving reach the log socket,
+/// also after the log daemon restarted (a new socket and connect, from a serving thread).
+#[test]
+fn syslog_keeps_working_under_the_filter_across_a_log_daemon_restart() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = TempDir::new("seccomp-syslog");
+    std::fs::create_dir(dir.join("share")).unwrap();
+    let log_socket = dir.join("log.sock");
+    let bind = || {
+        let socket = UnixDatagram::bind(&log_socket).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        socket
+    };
+    let until = |syslog: &UnixDatagram, needle: &str| {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = syslog
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no syslog line with {needle:?} within 10 s: {e}"));
+            if String::from_utf8_lossy(&buf[..n]).contains(needle) {
+                return;
+            }
+        }
+    };
+    let syslog = bind();
+    let mut command = Command::new(binary());
+    command.env(vhost_dax::logging::SYSLOG_SOCKET_ENV, &log_socket);
+    let socket = dir.join("fs.sock");
+    let mut daemon = spawn_fs_daemon_with(
+        command,
+        &dir.join("share"),
+        &socket,
+        &["--syslog", "--reconnect"],
+    );
+    until(&syslog, "seccomp: filter installed");
+    // The log daemon restarts: its old socket is gone, a new one is bound in its place.
+    drop(syslog);
+    std::fs::remove_file(&log_socket).unwrap();
+    let syslog = bind();
+    for _ in 0..2 {
+        let frontend = connect(&socket);
+        until(&syslog, "frontend connected");
+        drop(frontend);
+        until(&syslog, "waiting for the next frontend");
+    }
+    assert!(
+        task_modes(daemon.pid()).iter().all(|(_, mode, _)| mode == "2"),
+        "the daemon still runs, filtered"
+    );
+    daemon.signal(libc::SIGHUP).unwrap();
+    until(&syslog, "shutdown complete");
+    assert!(daemon.wait(WAIT).unwrap().success());
+}
