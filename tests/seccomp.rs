@@ -319,10 +319,48 @@ fn syslog_keeps_working_under_the_filter_across_a_log_daemon_restart() {
         until(&syslog, "waiting for the next frontend");
     }
     assert!(
-        task_modes(daemon.pid()).iter().all(|(_, mode, _)| mode == "2"),
+        task_modes(daemon.pid())
+            .iter()
+            .all(|(_, mode, _)| mode == "2"),
         "the daemon still runs, filtered"
     );
     daemon.signal(libc::SIGHUP).unwrap();
     until(&syslog, "shutdown complete");
     assert!(daemon.wait(WAIT).unwrap().success());
+}
+
+/// Stopped and continued (a debugger, job control, a frozen cgroup), a daemon whose
+/// threads sleep in timed waits (the control socket's poll) resumes them through
+/// `restart_syscall`: it must be on the list, or `kill` ends the daemon right there.
+#[test]
+fn a_stopped_and_continued_daemon_keeps_serving() {
+    let dir = TempDir::new("seccomp-stop");
+    let control = dir.join("fs.control");
+    let (mut daemon, socket) = fs_daemon(
+        &dir,
+        &[
+            "--control-socket",
+            control.to_str().unwrap(),
+            "--thread-pool-size",
+            "2",
+        ],
+    );
+    wait_until("the filter", || daemon.log().contains("seccomp: filter"));
+    // Let the control thread settle into its timed poll.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for _ in 0..3 {
+        daemon.signal(libc::SIGSTOP).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        daemon.signal(libc::SIGCONT).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let stats = Command::new(binary())
+        .args(["stats", control.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    assert!(stats.status.success(), "{}", daemon.log());
+    let frontend = connect(&socket);
+    drop(frontend);
+    let status = daemon.wait(WAIT).unwrap();
+    assert!(status.success(), "{status}\n{}", daemon.log());
 }

@@ -276,10 +276,13 @@ const GROUPS: &[Group] = &[
     },
     Group {
         why: "signals: the signal thread waits for SIGINT/SIGTERM/SIGHUP (sigwait is \
-              rt_sigtimedwait), threads inherit the blocked mask, a panic aborts (tgkill)",
+              rt_sigtimedwait), threads inherit the blocked mask, a panic aborts (tgkill); \
+              after SIGSTOP/SIGCONT (a debugger, job control, a frozen cgroup) the kernel \
+              resumes a timed poll, sleep or futex wait with restart_syscall",
         needed: Needed::Always,
         calls: &[
             call!(SYS_rt_sigtimedwait),
+            call!(SYS_restart_syscall),
             call!(SYS_rt_sigprocmask),
             call!(SYS_rt_sigaction),
             call!(SYS_rt_sigreturn),
