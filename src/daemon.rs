@@ -4,6 +4,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -75,6 +76,22 @@ pub enum DaemonError {
     /// The seccomp filter could not be built or installed.
     #[error("seccomp: {0}")]
     Seccomp(#[source] sys::seccomp::SeccompError),
+    /// The daemon in the namespace sandbox ended badly (its own error was logged by it).
+    #[error("the sandboxed daemon {0}")]
+    Sandboxed(SandboxedEnd),
+}
+
+/// How a daemon in the namespace sandbox ended, as its supervisor saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxedEnd(sys::namespace::ChildEnd);
+
+impl std::fmt::Display for SandboxedEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            sys::namespace::ChildEnd::Exited(code) => write!(f, "exited with status {code}"),
+            sys::namespace::ChildEnd::Signalled(sig) => write!(f, "was killed by signal {sig}"),
+        }
+    }
 }
 
 fn device_error(device: &Path, source: std::io::Error) -> DaemonError {
@@ -190,12 +207,34 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
     // Before any thread exists, so every thread inherits the mask and only the signal
     // thread takes the signals.
     sys::block_termination_signals().map_err(DaemonError::Signals)?;
+    // The pid namespace needs a fork, which is only sound while this is the one thread.
+    if config.fs.iter().any(|fs| fs.sandbox == Sandbox::Namespace) {
+        use sys::namespace::{ChildEnd, Forked};
+        match sys::namespace::fork_into_namespaces().map_err(DaemonError::Sandbox)? {
+            Forked::Supervisor { child } => {
+                log::info!(
+                    "sandbox: the daemon runs as pid {child} in new pid, mount and network namespaces"
+                );
+                let end = sys::namespace::supervise(child).map_err(DaemonError::Sandbox)?;
+                remove_socket_files(&config);
+                return match end {
+                    ChildEnd::Exited(0) => Ok(()),
+                    end => Err(DaemonError::Sandboxed(SandboxedEnd(end))),
+                };
+            }
+            Forked::Sandboxed => {}
+        }
+    }
     let observer = sync_observer()?;
     // One filter for the process: the union of what its devices need.
     let needs = sys::seccomp::Needs {
         fs: !config.fs.is_empty(),
         pmem: !config.pmem.is_empty(),
         syslog: crate::logging::to_syslog(),
+        file_handles: config
+            .fs
+            .iter()
+            .any(|fs| fs.inode_file_handles != crate::fs::InodeFileHandles::Never),
     };
     let mut devices: Vec<Prepared> = Vec::new();
     let mut sandbox: Option<(Sandbox, PathBuf)> = None;
@@ -511,6 +550,9 @@ fn passthrough_config(fs: &FsConfig) -> PassthroughConfig {
     config.allow_device_nodes = fs.allow_devices;
     config.killpriv_v2 = fs.killpriv_v2;
     config.readdirplus = fs.readdirplus;
+    config.inode_file_handles = fs.inode_file_handles;
+    config.max_inodes = fs.max_inodes;
+    config.max_open_handles = fs.max_open_handles;
     config
 }
 
@@ -535,12 +577,36 @@ fn install_seccomp(
 /// Confines the whole process to `dir`. Everything the daemon needs outside it (the
 /// shared directory's fd, /proc/self/fd, the socket directories) is already open.
 fn enter_sandbox(kind: Sandbox, dir: &Path) -> Result<(), DaemonError> {
-    if kind == Sandbox::Namespace {
-        sys::unshare_mount_namespace().map_err(DaemonError::Sandbox)?;
+    match kind {
+        // Already in its own namespaces (see `run`): the share becomes the root.
+        Sandbox::Namespace => sys::namespace::pivot_root_into(dir),
+        _ => sys::chroot_into(dir),
     }
-    sys::chroot_into(dir).map_err(DaemonError::Sandbox)?;
+    .map_err(DaemonError::Sandbox)?;
     log::info!("sandbox: confined to {} ({kind})", dir.display());
     Ok(())
+}
+
+/// The supervisor's clean-up after a daemon in the namespace sandbox ended: the socket
+/// files it created are outside its root, so it could not remove them itself.
+fn remove_socket_files(config: &DaemonConfig) {
+    let paths = config.fs.iter().flat_map(|fs| {
+        let socket = match &fs.socket {
+            SocketSpec::Path(path) => Some(path.clone()),
+            SocketSpec::InheritedFd(_) => None,
+        };
+        socket.into_iter().chain(fs.control_socket.clone())
+    });
+    for path in paths {
+        match std::fs::symlink_metadata(&path) {
+            Ok(md) if md.file_type().is_socket() => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    log::warn!("cannot remove {}: {e}", path.display());
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn sync_observer() -> Result<Option<Arc<dyn SyncObserver>>, DaemonError> {

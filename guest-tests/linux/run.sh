@@ -27,7 +27,7 @@ REQUEST_QUEUES=1
 MOUNT_OPTS=
 INSTALL=1
 BUILD=1
-MODE=fs # fs (QEMU 10, vhost-user-fs-pci), dax or pmem (QEMU 11.1, stages11.sh)
+MODE=fs # fs (QEMU 10, vhost-user-fs-pci), dax, dax-perf or pmem (QEMU 11.1, stages11.sh)
 PMEM_REFERENCE=0
 MEM_OPTS=
 
@@ -52,6 +52,9 @@ usage: $0 [options]
   --dax                           DAX stage (workload/dax.sh) on QEMU 11.1: a 64M window,
                                   --dax-maps-within-file, the guest mounts -o dax=inode, then
                                   -o dax; host requests, control-socket and file checks
+  --dax-perf                      informational: the same timed guest workloads (random and
+                                  sequential reads, mmap page touches, stat) under -o dax
+                                  and -o dax=never in one boot on QEMU 11.1; prints a table
   --pmem                          pmem stage (workload/pmem.sh) on QEMU 11.1, Linux 6.12: two
                                   virtio-pmem devices (ext4 images, one --readonly), fsdax,
                                   a reboot, host checks of the images
@@ -77,6 +80,7 @@ while [ $# -gt 0 ]; do
 	--request-queues) REQUEST_QUEUES=$2; shift 2 ;;
 	--dax) MODE=dax; shift ;;
 	--pmem) MODE=pmem; shift ;;
+	--dax-perf) MODE=dax-perf; shift ;;
 	--pmem-reference) MODE=pmem; PMEM_REFERENCE=1; shift ;;
 	--no-install) INSTALL=0; shift ;;
 	--no-build) BUILD=0; shift ;;
@@ -556,6 +560,7 @@ STAGE_QEMU_ARGS=()
 case "$MODE" in
 fs) backend_command ;;
 dax) backend_command; dax_configure ;;
+dax-perf) backend_command; daxperf_configure ;;
 pmem) pmem_configure ;;
 esac
 exec 9>"$CACHE/.setup.lock"
@@ -568,11 +573,12 @@ build_overlay
 case "$MODE" in
 fs) make_host_tree ;;
 dax) dax_prepare ;;
+dax-perf) daxperf_prepare ;;
 pmem) pmem_prepare ;;
 esac
 T_SETUP=$(($(date +%s) - T_START))
 case "$MODE" in
-fs | dax) start_backend ;;
+fs | dax | dax-perf) start_backend ;;
 pmem) pmem_start_daemons ;;
 esac
 
@@ -745,6 +751,7 @@ fi
 case "$MODE" in
 fs) fs_host_checks ;;
 dax) dax_host_checks ;;
+dax-perf) daxperf_host_checks ;;
 pmem) pmem_host_checks ;;
 esac
 for note in "${DAEMON_NOTES[@]}"; do

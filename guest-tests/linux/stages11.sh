@@ -281,6 +281,81 @@ dax_host_checks() {
 	host_check dax-stats-always-pass dax_stats_always
 }
 
+# ================================================================ DAX perf
+
+# Sizes of the daxperf workload (workload/daxperf.sh): files stat'ed, random reads.
+DAX_PERF_STATS=500
+DAX_PERF_READS=1000
+
+daxperf_configure() {
+	[ "$BACKEND" = vhost-dax ] || die "--dax-perf needs --backend vhost-dax (virtiofsd 1.14 has no DAX)"
+	STAGES=daxperf
+	MOUNT_OPTS=dax
+	DAEMON+=(--dax-window "$DAX_WINDOW" --dax-maps-within-file)
+	STAGE_APPEND="vd_perf_stats=$DAX_PERF_STATS vd_perf_reads=$DAX_PERF_READS"
+	# A pass of four workloads under TCG takes longer than one functional check.
+	[ "$CHECK_TIMEOUT" -ge 240 ] || CHECK_TIMEOUT=240
+	vhost_user_device char0 "$SOCK" 26 $((REQUEST_QUEUES + 1)) 40
+	log "dax-perf stage: $DAX_WINDOW window, the same workloads under -o dax then -o dax=never, QEMU $QEMU"
+}
+
+daxperf_prepare() {
+	local i
+	mkdir -p "$SHARED/perf/stat"
+	"$PROBE" pattern-write "$SHARED/perf/big" 0 33554432 7
+	for ((i = 0; i < DAX_PERF_STATS; i++)); do : >"$SHARED/perf/stat/f$i"; done
+}
+
+# perf_value MOUNT WORKLOAD KEY: the mean of a figure over the guest's passes,
+# `PERF MOUNT WORKLOAD k=v ...` lines (three significant digits).
+perf_value() {
+	awk -v m="$1" -v w="$2" -v k="$3" '$1 == "PERF" && $2 == m && $3 == w {
+		for (i = 4; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) { t += kv[2]; n++ } } }
+		END { if (n) { v = t / n; printf (v >= 100 ? "%.0f\n" : (v >= 10 ? "%.1f\n" : "%.2f\n")), v } }' <<<"$CONSOLE"
+}
+
+perf_complete() {
+	local m w n
+	for m in always never; do
+		for w in read4k seqread mmap stat; do
+			n=$(grep -c "^PERF $m $w " <<<"$CONSOLE" || true)
+			want "$n" 2 "PERF lines for $w under -o dax=$m (two passes)"
+		done
+	done
+}
+
+# The table (markdown): each workload's figure under both mounts and dax / never.
+perf_table() {
+	local row w key second unit label a b sa sb
+	echo "INFO DAX perf, the mean of two passes per mount (TCG figures: compare the columns, not the absolute numbers)"
+	echo "| workload | -o dax | -o dax=never | dax / never |"
+	echo "| --- | --- | --- | --- |"
+	for row in "read4k ops_per_s p50_us ops/s" "seqread mb_per_s p50_us MB/s" \
+		"mmap pages_per_s us_per_page pages/s" "stat ops_per_s p50_us stats/s"; do
+		read -r w key second unit <<<"$row"
+		case "$w" in
+		read4k) label="4 KiB read(2) at random offsets, $DAX_PERF_READS of a 32 MiB file" ;;
+		seqread) label="read(2) of a 32 MiB file in order, 1 MiB each" ;;
+		mmap) label="mmap of a 32 MiB file, one load per 4 KiB page" ;;
+		stat) label="stat(2) of $DAX_PERF_STATS files" ;;
+		esac
+		a=$(perf_value always "$w" "$key")
+		b=$(perf_value never "$w" "$key")
+		sa=$(perf_value always "$w" "$second")
+		sb=$(perf_value never "$w" "$second")
+		awk -v l="$label" -v u="$unit" -v a="$a" -v b="$b" -v sa="$sa" -v sb="$sb" -v s="$second" 'BEGIN {
+			r = (b > 0) ? sprintf("%.2f", a / b) : "-"
+			f = (s == "us_per_page") ? "%s µs/page" : "p50 %s µs"
+			printf "| %s | %s %s (" f ") | %s %s (" f ") | %s |\n", l, a, u, sa, b, u, sb, r }'
+	done
+}
+
+daxperf_host_checks() {
+	host_check dax-perf-figures perf_complete
+	host_check dax-perf-qemu-clean-exit qemu_clean_exit
+	perf_table
+}
+
 # ================================================================ pmem
 
 PMEM_RW_SIZE=$((64 << 20))

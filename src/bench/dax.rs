@@ -2,8 +2,11 @@
 //!
 //! - SETUPMAPPING + REMOVEMAPPING pairs of 2 MiB: the round trip through the ledger and the
 //!   frontend's SHMEM_MAP / SHMEM_UNMAP, each acknowledged (rate and latency per pair);
-//! - a sequential read of a file through the window (the frontend copies it out of its
-//!   mapping) against the same file through 1 MiB FUSE READs, both on a warm page cache;
+//! - reads of one file through the window (the frontend process's own loads from its
+//!   mapping) against the same file through FUSE READ, both on a warm page cache: in order
+//!   in 1 MiB pieces, and 4 KiB at random page-aligned offsets — what DAX is for;
+//! - a REMOVEMAPPING of N adjacent mappings (N acknowledged SHMEM_UNMAPs: QEMU 11.1
+//!   unmaps only exactly what one SHMEM_MAP mapped);
 //! - a truncate of a file with N live mappings: once with no pin, and once while a pin
 //!   on each mapping makes it wait — timed from the moment the last pin drops to its
 //!   reply, which is what the deferred release costs.
@@ -12,6 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::fuse::XorShift;
 use super::wire::{DATA_AREA, FuseWire};
 use super::{BenchError, Samples, Scratch, WAIT, path_str, percentiles};
 use crate::control::ControlClient;
@@ -23,13 +27,24 @@ pub const DAX_KEYS: &[&str] = &[
     "dax_map_unmap_p50_us",
     "dax_map_unmap_p99_us",
     "dax_seq_read_gbps",
+    "dax_seq_read_p50_us",
     "dax_fuse_seq_read_gbps",
+    "dax_fuse_seq_read_p50_us",
+    "dax_read4k_ops_per_s",
+    "dax_read4k_p50_us",
+    "dax_fuse_read4k_ops_per_s",
+    "dax_fuse_read4k_p50_us",
+    "dax_unmap_adjacent_p50_us",
     "dax_truncate_unpinned_us",
     "dax_truncate_after_unpin_us",
 ];
 
 const CHUNK: u64 = 2 << 20;
 const ROOT: u64 = 1;
+/// The size of a random read.
+const SMALL: u32 = 4096;
+/// Untimed FUSE READs before the timed random ones.
+const WARMUP: usize = 20;
 
 /// Sizes of the DAX section.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +52,14 @@ pub(super) struct Sizes {
     map_pairs: usize,
     /// File read through the window; the window is this large too.
     read_file: u64,
+    /// Random 4 KiB reads through the window.
+    random_reads: usize,
+    /// Random 4 KiB FUSE READs of the same file (the first of the same offsets).
+    random_fuse_reads: usize,
+    /// Adjacent 2 MiB mappings one REMOVEMAPPING releases.
+    adjacent_mappings: u64,
+    /// REMOVEMAPPINGs of them timed.
+    adjacent_rounds: usize,
     /// Live mappings (and pins) under the truncate.
     pinned_mappings: u64,
     truncates: usize,
@@ -47,15 +70,23 @@ impl Sizes {
         Sizes {
             map_pairs: if quick { 500 } else { 4_000 },
             read_file: if quick { 32 << 20 } else { 128 << 20 },
+            random_reads: if quick { 20_000 } else { 100_000 },
+            random_fuse_reads: if quick { 3_000 } else { 10_000 },
+            adjacent_mappings: 16,
+            adjacent_rounds: if quick { 20 } else { 100 },
             pinned_mappings: 8,
             truncates: if quick { 5 } else { 20 },
         }
     }
 
-    pub(super) fn parameters(&self) -> [(&'static str, serde_json::Value); 4] {
+    pub(super) fn parameters(&self) -> [(&'static str, serde_json::Value); 8] {
         [
             ("dax_map_pairs", self.map_pairs.into()),
             ("dax_read_file_bytes", self.read_file.into()),
+            ("dax_random_reads", self.random_reads.into()),
+            ("dax_random_fuse_reads", self.random_fuse_reads.into()),
+            ("dax_adjacent_mappings", self.adjacent_mappings.into()),
+            ("dax_adjacent_rounds", self.adjacent_rounds.into()),
             ("dax_pinned_mappings", self.pinned_mappings.into()),
             ("dax_truncates", self.truncates.into()),
         ]
@@ -78,7 +109,10 @@ impl DaxSession {
         let control = scratch.path("dax.control");
         let _ = std::fs::remove_file(&socket);
         let _ = std::fs::remove_file(&control);
-        let window = sizes.read_file.max(sizes.pinned_mappings * CHUNK);
+        let window = sizes
+            .read_file
+            .max(sizes.pinned_mappings * CHUNK)
+            .max(sizes.adjacent_mappings * CHUNK);
         let args = [
             "fs".to_string(),
             "--socket".into(),
@@ -135,8 +169,10 @@ pub(super) fn repeat(
     let mut s = DaxSession::start(program, scratch, sizes)?;
     progress("dax setupmapping+removemapping");
     map_unmap(&mut s, sizes, samples)?;
-    progress("dax sequential read, window vs FUSE READ");
-    seq_read(&mut s, sizes, samples)?;
+    progress("dax reads, window vs FUSE READ: sequential 1 MiB, random 4 KiB");
+    reads(&mut s, sizes, samples)?;
+    progress("dax removemapping of adjacent ranges");
+    unmap_adjacent(&mut s, sizes, samples)?;
     progress("dax truncate under pinned mappings");
     truncate(&mut s, sizes, samples)?;
     Ok(())
@@ -159,7 +195,9 @@ fn map_unmap(s: &mut DaxSession, sizes: &Sizes, samples: &mut Samples) -> Result
     Ok(())
 }
 
-fn seq_read(s: &mut DaxSession, sizes: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
+/// Reads of one file, mapped whole, through the window and by FUSE READ: in order, in
+/// 1 MiB pieces, then 4 KiB at random page-aligned offsets (the same offsets both ways).
+fn reads(s: &mut DaxSession, sizes: &Sizes, samples: &mut Samples) -> Result<(), BenchError> {
     let len = sizes.read_file;
     let node = s.file("big", len)?;
     for chunk in 0..len / CHUNK {
@@ -168,35 +206,135 @@ fn seq_read(s: &mut DaxSession, sizes: &Sizes, samples: &mut Samples) -> Result<
     }
     let windows = s.wire.windows();
     let mut buf = vec![0u8; DATA_AREA as usize];
-    let mut through_window = || -> Result<f64, BenchError> {
-        let started = Instant::now();
-        for offset in (0..len).step_by(buf.len()) {
+    let pieces: Vec<u64> = (0..len).step_by(buf.len()).collect();
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let pages = len / u64::from(SMALL);
+    let offsets: Vec<u64> = (0..sizes.random_reads)
+        .map(|_| rng.next() % pages * u64::from(SMALL))
+        .collect();
+
+    // The window, as the frontend process's own loads. The first pass faults the
+    // frontend's mapping in; the figure is the steady state.
+    let mut window_read = |offsets: &[u64], size: u32| -> Result<Timed, BenchError> {
+        timed(offsets, size, |offset| {
             // SAFETY: the bench created the file `len` bytes long and nothing truncates it
-            // while this section runs (its own truncates come later, in `truncate`), so every
-            // page read is backed by the file.
-            unsafe { windows.read_volatile(0, offset, &mut buf) }?;
-        }
-        Ok(len as f64 / started.elapsed().as_secs_f64() / 1e9)
+            // while this section runs (its own truncates come later, in `truncate`), so
+            // every page read is backed by the file.
+            unsafe { windows.read_volatile(0, offset, &mut buf[..size as usize]) }?;
+            Ok(())
+        })
     };
-    // The first pass faults the frontend's mapping in; the figure is the steady state.
-    through_window()?;
-    samples.push("dax_seq_read_gbps", through_window()?);
+    window_read(&pieces, DATA_AREA)?;
+    let seq = window_read(&pieces, DATA_AREA)?;
+    seq.push(samples, "dax_seq_read_gbps", "dax_seq_read_p50_us");
+    let random = window_read(&offsets, SMALL)?;
+    random.push(samples, "dax_read4k_ops_per_s", "dax_read4k_p50_us");
 
     let fh = s.wire.open(node, libc::O_RDONLY as u32)?;
-    let mut through_fuse = || -> Result<f64, BenchError> {
-        let started = Instant::now();
-        for offset in (0..len).step_by(DATA_AREA as usize) {
-            s.wire.read(node, fh, offset, DATA_AREA)?;
-        }
-        Ok(len as f64 / started.elapsed().as_secs_f64() / 1e9)
+    let wire = &mut s.wire;
+    let mut fuse_read = |offsets: &[u64], size: u32| -> Result<Timed, BenchError> {
+        timed(offsets, size, |offset| {
+            let n = wire.read(node, fh, offset, size)?;
+            if n == size as usize {
+                Ok(())
+            } else {
+                Err(BenchError::Unexpected(format!(
+                    "READ of {size} bytes at {offset} moved {n}"
+                )))
+            }
+        })
     };
-    through_fuse()?;
-    let fuse = through_fuse()?;
-    samples.push("dax_fuse_seq_read_gbps", fuse);
+    fuse_read(&pieces, DATA_AREA)?;
+    let seq = fuse_read(&pieces, DATA_AREA)?;
+    seq.push(
+        samples,
+        "dax_fuse_seq_read_gbps",
+        "dax_fuse_seq_read_p50_us",
+    );
+    // Fewer: a READ costs a round trip to the daemon. The first WARMUP are untimed.
+    let random = &offsets[..WARMUP + sizes.random_fuse_reads];
+    fuse_read(&random[..WARMUP], SMALL)?;
+    let random = fuse_read(&random[WARMUP..], SMALL)?;
+    random.push(
+        samples,
+        "dax_fuse_read4k_ops_per_s",
+        "dax_fuse_read4k_p50_us",
+    );
     s.wire.release(node, fh, false)?;
     for chunk in 0..len / CHUNK {
         s.wire.removemapping(chunk * CHUNK, CHUNK)?;
     }
+    Ok(())
+}
+
+/// One timed loop of reads: its wall time, bytes and each read's latency.
+struct Timed {
+    seconds: f64,
+    bytes: f64,
+    latencies_us: Vec<f64>,
+}
+
+impl Timed {
+    /// Pushes the rate under `rate` (GB/s for a `_gbps` key, reads per second otherwise)
+    /// and the p50 latency under `p50`.
+    fn push(mut self, samples: &mut Samples, rate: &'static str, p50: &'static str) {
+        let value = if rate.ends_with("_gbps") {
+            self.bytes / self.seconds / 1e9
+        } else {
+            self.latencies_us.len() as f64 / self.seconds
+        };
+        samples.push(rate, value);
+        samples.push(p50, percentiles(&mut self.latencies_us).0);
+    }
+}
+
+/// Runs `read` at each of `offsets` twice: once timing only the whole loop (the rate,
+/// with no clock read between reads), then timing each call (the latencies, which include
+/// two clock reads, some tens of ns).
+fn timed(
+    offsets: &[u64],
+    size: u32,
+    mut read: impl FnMut(u64) -> Result<(), BenchError>,
+) -> Result<Timed, BenchError> {
+    let started = Instant::now();
+    for &offset in offsets {
+        read(offset)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut latencies_us = Vec::with_capacity(offsets.len());
+    for &offset in offsets {
+        let t = Instant::now();
+        read(offset)?;
+        latencies_us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(Timed {
+        seconds,
+        bytes: offsets.len() as f64 * f64::from(size),
+        latencies_us,
+    })
+}
+
+/// One REMOVEMAPPING whose range covers N adjacent 2 MiB mappings of one file (contiguous
+/// in the file too): the daemon sends one SHMEM_UNMAP per mapping, as QEMU 11.1 requires
+/// (README, "The DAX window"). Only the REMOVEMAPPING is timed.
+fn unmap_adjacent(
+    s: &mut DaxSession,
+    sizes: &Sizes,
+    samples: &mut Samples,
+) -> Result<(), BenchError> {
+    let n = sizes.adjacent_mappings;
+    let node = s.file("adjacent", n * CHUNK)?;
+    let mut latencies = Vec::with_capacity(sizes.adjacent_rounds);
+    for _ in 0..sizes.adjacent_rounds {
+        for chunk in 0..n {
+            s.wire
+                .setupmapping(node, chunk * CHUNK, CHUNK, chunk * CHUNK)?;
+        }
+        let t = Instant::now();
+        s.wire.removemapping(0, n * CHUNK)?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    samples.push("dax_unmap_adjacent_p50_us", percentiles(&mut latencies).0);
     Ok(())
 }
 

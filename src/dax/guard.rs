@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::backing::BackingId;
 use super::state::Inner;
-use super::table::{ClaimId, PinId};
+use super::table::{DrainId, PinId};
 
 /// An in-flight access to a mapped window range. While it lives, none of the chunks it
 /// covers is unmapped, remapped or has its file bytes released; dropping it unpins.
@@ -57,7 +57,7 @@ impl Drop for PinGuard {
 #[must_use = "dropping the guard reopens the chunks at once"]
 pub struct FileRangeGuard {
     pub(super) inner: Arc<Inner>,
-    pub(super) claim: Option<ClaimId>,
+    pub(super) drain: Option<DrainId>,
     pub(super) backing: BackingId,
     pub(super) from: u64,
     pub(super) end: Option<u64>,
@@ -97,8 +97,8 @@ impl fmt::Debug for FileRangeGuard {
 
 impl Drop for FileRangeGuard {
     fn drop(&mut self) {
-        if let Some(claim) = self.claim.take() {
-            self.inner.finish(claim);
+        if let Some(drain) = self.drain.take() {
+            self.inner.reopen(drain);
         }
     }
 }

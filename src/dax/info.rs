@@ -139,7 +139,7 @@ impl Ledger {
             mapped_chunks: table.chunks.iter().filter(|c| c.mapping.is_some()).count(),
             live_pins: table.pins.len(),
             pinned_chunks: table.chunks.iter().filter(|c| c.pins > 0).count(),
-            draining_chunks: table.chunks.iter().filter(|c| c.claim.is_some()).count(),
+            draining_chunks: table.chunks.iter().filter(|c| c.drain.is_some()).count(),
             backings_with_mappings: table.backings.len(),
         }
     }
@@ -160,7 +160,7 @@ impl Ledger {
                     file_offset: FileOffset(m.file_offset),
                     writable: m.writable,
                     pins: chunks.iter().map(|c| u64::from(c.pins)).sum(),
-                    draining: chunks.iter().any(|c| c.claim.is_some()),
+                    draining: chunks.iter().any(|c| c.drain.is_some()),
                 }
             })
             .collect()
@@ -196,7 +196,7 @@ impl Ledger {
     }
 
     /// Checks the chunk table against itself: every chunk agrees with its mapping, pin
-    /// counts match the pins held, no unmapped chunk is pinned, claims own their chunks,
+    /// counts match the pins held, no unmapped chunk is pinned, drains own their chunks,
     /// and each backing's record matches its mappings. For tests and debugging.
     pub fn check_invariants(&self) -> Result<(), String> {
         self.inner.lock().check_invariants()
@@ -217,7 +217,7 @@ impl Ledger {
             table.chunk_size,
             table.mappings.len(),
             table.pins.len(),
-            table.claims.len(),
+            table.drains.len(),
         );
         let mut c = 0;
         while c < table.chunks.len() {
@@ -236,10 +236,10 @@ impl Ledger {
                     range.end
                 }
                 None => {
-                    let claim = table.chunks[c].claim;
+                    let drain = table.chunks[c].drain;
                     let end = (c..table.chunks.len())
                         .find(|&e| {
-                            table.chunks[e].mapping.is_some() || table.chunks[e].claim != claim
+                            table.chunks[e].mapping.is_some() || table.chunks[e].drain != drain
                         })
                         .unwrap_or(table.chunks.len());
                     let _ = writeln!(
@@ -265,18 +265,18 @@ impl Ledger {
                 );
             }
         }
-        if !table.claims.is_empty() {
+        if !table.drains.is_empty() {
             out.push_str("in progress:\n");
-            for claim in table.claims.values() {
-                let _ = write!(out, "  {} on {} chunk(s)", claim.op, claim.chunks.len());
-                if let Some(p) = &claim.pending {
+            for drain in table.drains.values() {
+                let _ = write!(out, "  {} on {} chunk(s)", drain.op, drain.chunks.len());
+                if let Some(p) = &drain.pending {
                     let _ = write!(
                         out,
                         ", mapping backing {} file {:#x}..{:#x}",
                         p.backing, p.file.start, p.file.end
                     );
                 }
-                if let Some(d) = &claim.file_drain {
+                if let Some(d) = &drain.changed_range {
                     let _ = write!(out, ", holding backing {} file {:#x}..", d.backing, d.from);
                     if let Some(end) = d.end {
                         let _ = write!(out, "{end:#x}");
@@ -319,9 +319,9 @@ fn chunk_notes(table: &Table, start: ChunkIdx, end: ChunkIdx) -> String {
         }
     }
     let mut ops: Vec<String> = (start..end)
-        .filter_map(|c| table.chunks[c].claim)
-        .filter_map(|id| table.claims.get(&id))
-        .map(|claim| claim.op.to_string())
+        .filter_map(|c| table.chunks[c].drain)
+        .filter_map(|id| table.drains.get(&id))
+        .map(|drain| drain.op.to_string())
         .collect();
     ops.dedup();
     if !ops.is_empty() {

@@ -1,12 +1,13 @@
-//! The ledger's operations: the waits, the claims and the calls to the [`Mapper`].
+//! The ledger's operations: the waits, the drains and the calls to the [`Mapper`].
 //!
 //! Every operation follows one pattern. Under the table lock it works out which chunks it
-//! needs; if another operation owns any of them it parks (bounded) and looks again; then it
-//! *claims* them all at once, which marks them draining (no new pin, no other operation).
-//! It parks again until their pins are gone. Then it drops the lock and calls the mapper,
-//! takes the lock again to record the result, and ends the claim. Claims are taken whole
-//! or not at all, so two operations never hold part of what the other needs; and no lock is
-//! held across a wait or a mapper call, so other chunks stay usable throughout.
+//! needs; if another operation's drain holds any of them it parks (bounded) and looks
+//! again; then it marks them all draining at once (a *drain*: no new pin, no other
+//! operation). It parks again until their pins are gone. Then it drops the lock and calls
+//! the mapper, takes the lock again to record the result, and reopens the chunks. A drain
+//! takes its chunks whole or not at all, so two operations never hold part of what the
+//! other needs; and no lock is held across a wait or a mapper call, so other chunks stay
+//! usable throughout.
 
 use std::fmt;
 use std::ops::Range;
@@ -22,7 +23,7 @@ use super::offset::{FileOffset, WindowOffset};
 use super::state::Inner;
 use super::sync::{Condvar, Mutex, MutexGuard};
 use super::table::{
-    Blocked, ChunkIdx, ClaimId, FileDrain, Mapping, PendingMap, Table, Victim, chunk_idx,
+    Blocked, ChangedRange, ChunkIdx, DrainId, Mapping, PendingMap, Table, Victim, chunk_idx,
 };
 use super::wait::Waiter;
 
@@ -230,14 +231,14 @@ impl Ledger {
         let inner = &*self.inner;
         let file = file_offset..file_end;
         let mut table = inner.lock();
-        let claim = loop {
+        let drain = loop {
             if table.is_same_mapping(&range, backing_id, file_offset, writable) {
                 Inner::bump(&inner.stats.already_mapped);
                 return Ok(MapOutcome::AlreadyMapped);
             }
             let set = table.extent_of(range.clone());
             let blocked = Blocked {
-                chunks: table.claimed_among(&set),
+                chunks: table.draining_among(&set),
                 drains: table.file_drains_blocking(backing_id, &file),
             };
             if blocked.is_empty() {
@@ -245,19 +246,19 @@ impl Ledger {
                     backing: backing_id,
                     file: file.clone(),
                 };
-                break table.claim(Op::Map, set, Some(pending), None);
+                break table.mark_draining(Op::Map, set, Some(pending), None);
             }
             table = waiter.park(table, &blocked)?;
         };
-        let victims = table.victims_in_claim(claim);
+        let victims = table.victims_in_drain(drain);
         if !victims.is_empty() {
             Inner::bump(&inner.stats.drains);
-            table = self.drain_pins(table, &mut waiter, claim)?;
+            table = self.drain_pins(table, &mut waiter, drain)?;
         }
         drop(table);
         let (_, failed) = self.release(&victims);
         if let Some(e) = failed {
-            inner.finish(claim);
+            inner.reopen(drain);
             return Err(e);
         }
         let result = inner.mapper.map(
@@ -323,7 +324,7 @@ impl Ledger {
                 })
             }
         };
-        table.unclaim(claim);
+        table.reopen(drain);
         drop(table);
         inner.cond.notify_all();
         outcome
@@ -361,9 +362,9 @@ impl Ledger {
         let all: Vec<ChunkIdx> = range.clone().collect();
         let inner = &*self.inner;
         let mut table = inner.lock();
-        let claim = loop {
+        let drain = loop {
             let blocked = Blocked {
-                chunks: table.claimed_among(&all),
+                chunks: table.draining_among(&all),
                 drains: Vec::new(),
             };
             if blocked.is_empty() {
@@ -385,11 +386,11 @@ impl Ledger {
                 if set.is_empty() {
                     return Ok(UnmapOutcome { released: 0 });
                 }
-                break table.claim(Op::Unmap, set, None, None);
+                break table.mark_draining(Op::Unmap, set, None, None);
             }
             table = waiter.park(table, &blocked)?;
         };
-        let released = self.release_claimed(table, &mut waiter, claim)?;
+        let released = self.release_drained(table, &mut waiter, drain)?;
         Ok(UnmapOutcome { released })
     }
 
@@ -416,7 +417,7 @@ impl Ledger {
             let mut blocked = Blocked::default();
             for c in chunks.clone() {
                 let chunk = &table.chunks[c];
-                if chunk.claim.is_some() {
+                if chunk.drain.is_some() {
                     blocked.chunks.push(c);
                 } else if chunk.mapping.is_none() {
                     Inner::bump(&inner.stats.pin_refusals);
@@ -432,9 +433,9 @@ impl Ledger {
             match (wait, blocked.chunks.first()) {
                 (PinWait::Fail, Some(&c)) => {
                     let op = table.chunks[c]
-                        .claim
-                        .and_then(|id| table.claims.get(&id))
-                        .map_or(Op::Pin, |claim| claim.op);
+                        .drain
+                        .and_then(|id| table.drains.get(&id))
+                        .map_or(Op::Pin, |drain| drain.op);
                     Inner::bump(&inner.stats.pin_refusals);
                     return Err(LedgerError::Draining {
                         offset: table.offset_of(c),
@@ -524,7 +525,7 @@ impl Ledger {
         let inner = &*self.inner;
         let mut guard = FileRangeGuard {
             inner: Arc::clone(&self.inner),
-            claim: None,
+            drain: None,
             backing,
             from,
             end,
@@ -534,13 +535,13 @@ impl Ledger {
             return Ok(guard);
         }
         Inner::bump(&inner.stats.file_range_releases);
-        let drain = FileDrain { backing, from, end };
+        let drain = ChangedRange { backing, from, end };
         let mut waiter = Waiter::new(inner, Op::ReleaseFileRange);
         let mut table = inner.lock();
-        let claim = loop {
+        let drain = loop {
             let set = table.chunks_of_file_range(&drain);
             let mut blocked = Blocked {
-                chunks: table.claimed_among(&set),
+                chunks: table.draining_among(&set),
                 drains: Vec::new(),
             };
             blocked
@@ -548,16 +549,16 @@ impl Ledger {
                 .extend(table.pending_map_chunks(Some(backing), Some(&drain)));
             if blocked.is_empty() {
                 guard.drained = set.iter().map(|&c| table.offset_of(c)).collect();
-                break table.claim(Op::ReleaseFileRange, set, None, Some(drain));
+                break table.mark_draining(Op::ReleaseFileRange, set, None, Some(drain));
             }
             table = waiter.park(table, &blocked)?;
         };
         if !guard.drained.is_empty() {
             Inner::bump(&inner.stats.drains);
-            table = self.drain_pins(table, &mut waiter, claim)?;
+            table = self.drain_pins(table, &mut waiter, drain)?;
         }
         drop(table);
-        guard.claim = Some(claim);
+        guard.drain = Some(drain);
         Ok(guard)
     }
 
@@ -659,10 +660,10 @@ impl Ledger {
         let inner = &*self.inner;
         let mut waiter = Waiter::new(inner, op);
         let mut table = inner.lock();
-        let claim = loop {
+        let drain = loop {
             let set = table.chunks_of(backing);
             let mut blocked = Blocked {
-                chunks: table.claimed_among(&set),
+                chunks: table.draining_among(&set),
                 drains: Vec::new(),
             };
             blocked
@@ -672,23 +673,23 @@ impl Ledger {
                 if set.is_empty() {
                     return Ok(0);
                 }
-                break table.claim(op, set, None, None);
+                break table.mark_draining(op, set, None, None);
             }
             table = waiter.park(table, &blocked)?;
         };
-        self.release_claimed(table, &mut waiter, claim)
+        self.release_drained(table, &mut waiter, drain)
     }
 
-    /// Waits (bounded) for the pins of a claim's chunks to drain. On timeout the claim is
+    /// Waits (bounded) for the pins of a drain's chunks to drain. On timeout the drain is
     /// ended and nothing else changes.
     fn drain_pins<'g>(
         &self,
         mut table: MutexGuard<'g, Table>,
         waiter: &mut Waiter<'_>,
-        claim: ClaimId,
+        drain: DrainId,
     ) -> Result<MutexGuard<'g, Table>, LedgerError> {
         loop {
-            let pinned = table.pinned_in_claim(claim);
+            let pinned = table.pinned_in_drain(drain);
             if pinned.is_empty() {
                 return Ok(table);
             }
@@ -699,37 +700,37 @@ impl Ledger {
             match waiter.park(table, &blocked) {
                 Ok(t) => table = t,
                 Err(e) => {
-                    self.inner.finish(claim);
+                    self.inner.reopen(drain);
                     return Err(e);
                 }
             }
         }
     }
 
-    /// Drains, unmaps and forgets the mappings in a claim, then ends it.
-    fn release_claimed(
+    /// Drains, unmaps and forgets the mappings in a drain, then ends it.
+    fn release_drained(
         &self,
         table: MutexGuard<'_, Table>,
         waiter: &mut Waiter<'_>,
-        claim: ClaimId,
+        drain: DrainId,
     ) -> Result<usize, LedgerError> {
-        let victims = table.victims_in_claim(claim);
+        let victims = table.victims_in_drain(drain);
         let table = if victims.is_empty() {
             table
         } else {
             Inner::bump(&self.inner.stats.drains);
-            self.drain_pins(table, waiter, claim)?
+            self.drain_pins(table, waiter, drain)?
         };
         drop(table);
         let (released, failed) = self.release(&victims);
-        self.inner.finish(claim);
+        self.inner.reopen(drain);
         match failed {
             Some(e) => Err(e),
             None => Ok(released),
         }
     }
 
-    /// Unmaps drained, claimed mappings one by one (no lock held during the mapper call),
+    /// Unmaps the drained mappings of a drain one by one (no lock held during the mapper call),
     /// and drops the references of each one the frontend let go of. Returns how many were
     /// released and the first failure.
     fn release(&self, victims: &[Victim]) -> (usize, Option<LedgerError>) {

@@ -85,7 +85,7 @@
 //!   pin could slip onto bytes about to be cut. Draining is per chunk: a chunk that maps
 //!   any affected byte drains whole. Two guards that share a chunk are serialised; guards
 //!   that share none are not (serialising file changes is the file system's business).
-//! * **Claims are all or nothing.** An operation owns all the chunks it needs at once or
+//! * **Drains are all or nothing.** An operation owns all the chunks it needs at once or
 //!   none (so two operations never each hold half of what the other needs), and a wait
 //!   that times out changes nothing: a `reset` with one pinned chunk releases no mapping.
 //! * **Bounded waits.** Each operation has one budget ([`LedgerConfig::wait_budget`],
@@ -144,7 +144,7 @@
 //!
 //! # Layout
 //!
-//! `ledger.rs` holds the operations (claims, waits, mapper calls), `table.rs` the chunk
+//! `ledger.rs` holds the operations (drains, waits, mapper calls), `table.rs` the chunk
 //! table (pure bookkeeping under the lock), `wait.rs` the bounded waits, `guard.rs` the two
 //! guards, `info.rs` the introspection ([`Ledger::stats`], [`Ledger::mappings`],
 //! [`Ledger::dump`]), `mapper.rs` the [`Mapper`] seam and [`MemoryMapper`], `offset.rs`

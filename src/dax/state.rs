@@ -10,7 +10,7 @@ use super::config::LedgerConfig;
 use super::info::Counters;
 use super::mapper::Mapper;
 use super::sync::{Condvar, Mutex, MutexGuard};
-use super::table::{ClaimId, PinId, Table};
+use super::table::{DrainId, PinId, Table};
 
 /// The shared state behind a [`Ledger`] and its guards.
 pub(super) struct Inner {
@@ -35,9 +35,9 @@ impl Inner {
         self.cond.notify_all();
     }
 
-    /// Ends a claim and wakes whoever waits for its chunks.
-    pub(super) fn finish(&self, claim: ClaimId) {
-        self.lock().unclaim(claim);
+    /// Ends a drain and wakes whoever waits for its chunks.
+    pub(super) fn reopen(&self, drain: DrainId) {
+        self.lock().reopen(drain);
         self.cond.notify_all();
     }
 

@@ -29,7 +29,7 @@ pub(super) fn chunk_idx(n: u64) -> ChunkIdx {
 }
 
 /// Identity of a pin, unique for the life of a ledger: a control socket can keep
-/// [`PinGuard`]s in a map under this key.
+/// [`PinGuard`](super::PinGuard)s in a map under this key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct PinId(pub u64);
 
@@ -39,9 +39,9 @@ impl fmt::Display for PinId {
     }
 }
 
-/// Identity of a claim: one operation's ownership of a set of chunks.
+/// Identity of a drain: one operation's ownership of a set of chunks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(super) struct ClaimId(u64);
+pub(super) struct DrainId(u64);
 
 /// One live mapping: the extent of one successful `map` call. It owns the map-time
 /// reference on its backing.
@@ -69,7 +69,7 @@ pub(super) struct Chunk {
     pub(super) pins: u32,
     /// The operation that owns the chunk: while set, the chunk is draining or in
     /// transition, and no pin or other operation may start on it.
-    pub(super) claim: Option<ClaimId>,
+    pub(super) drain: Option<DrainId>,
 }
 
 /// A map in progress: the backing and file range it will map once the frontend answers.
@@ -80,13 +80,13 @@ pub(super) struct PendingMap {
 
 /// A file range of a backing whose pages are being changed (truncate, punch-hole).
 #[derive(Clone, Copy)]
-pub(super) struct FileDrain {
+pub(super) struct ChangedRange {
     pub(super) backing: BackingId,
     pub(super) from: u64,
     pub(super) end: Option<u64>,
 }
 
-impl FileDrain {
+impl ChangedRange {
     pub(super) fn overlaps(&self, backing: BackingId, file: &Range<u64>) -> bool {
         self.backing == backing
             && file.end > self.from
@@ -94,11 +94,11 @@ impl FileDrain {
     }
 }
 
-pub(super) struct Claim {
+pub(super) struct Drain {
     pub(super) op: Op,
     pub(super) chunks: Vec<ChunkIdx>,
     pub(super) pending: Option<PendingMap>,
-    pub(super) file_drain: Option<FileDrain>,
+    pub(super) changed_range: Option<ChangedRange>,
 }
 
 /// The per-backing record that exists exactly while the backing has a mapping.
@@ -127,7 +127,7 @@ pub(super) struct Victim {
 #[derive(Default)]
 pub(super) struct Blocked {
     pub(super) chunks: Vec<ChunkIdx>,
-    pub(super) drains: Vec<ClaimId>,
+    pub(super) drains: Vec<DrainId>,
 }
 
 impl Blocked {
@@ -141,7 +141,7 @@ pub(super) struct Table {
     pub(super) chunks: Vec<Chunk>,
     pub(super) mappings: BTreeMap<ChunkIdx, Mapping>,
     pub(super) backings: HashMap<BackingId, BackingEntry>,
-    pub(super) claims: BTreeMap<ClaimId, Claim>,
+    pub(super) drains: BTreeMap<DrainId, Drain>,
     pub(super) pins: BTreeMap<PinId, PinRecord>,
     next_id: u64,
 }
@@ -153,7 +153,7 @@ impl Table {
             chunks: (0..chunks).map(|_| Chunk::default()).collect(),
             mappings: BTreeMap::new(),
             backings: HashMap::new(),
-            claims: BTreeMap::new(),
+            drains: BTreeMap::new(),
             pins: BTreeMap::new(),
             next_id: 1,
         }
@@ -227,7 +227,7 @@ impl Table {
             && m.backing_id == backing
             && m.file_offset == file_offset
             && (m.writable || !writable)
-            && range.clone().all(|c| self.chunks[c].claim.is_none())
+            && range.clone().all(|c| self.chunks[c].drain.is_none())
     }
 
     /// Every chunk of every mapping of `backing` (all backings when `None`).
@@ -240,18 +240,18 @@ impl Table {
     }
 
     /// Chunks of `backing` whose file bytes overlap `from..end` (`end` `None`: no end).
-    pub(super) fn chunks_of_file_range(&self, drain: &FileDrain) -> Vec<ChunkIdx> {
+    pub(super) fn chunks_of_file_range(&self, range: &ChangedRange) -> Vec<ChunkIdx> {
         let cs = self.chunk_size;
         let mut out = Vec::new();
         for m in self
             .mappings
             .values()
-            .filter(|m| m.backing_id == drain.backing)
+            .filter(|m| m.backing_id == range.backing)
         {
             for (i, c) in m.chunk_range().enumerate() {
                 // Mapped file ranges were checked not to overflow at map time.
                 let start = m.file_offset + i as u64 * cs;
-                if drain.overlaps(drain.backing, &(start..start + cs)) {
+                if range.overlaps(range.backing, &(start..start + cs)) {
                     out.push(c);
                 }
             }
@@ -260,11 +260,11 @@ impl Table {
     }
 
     /// The chunks among `chunks` that some operation owns.
-    pub(super) fn claimed_among(&self, chunks: &[ChunkIdx]) -> Vec<ChunkIdx> {
+    pub(super) fn draining_among(&self, chunks: &[ChunkIdx]) -> Vec<ChunkIdx> {
         chunks
             .iter()
             .copied()
-            .filter(|&c| self.chunks[c].claim.is_some())
+            .filter(|&c| self.chunks[c].drain.is_some())
             .collect()
     }
 
@@ -278,21 +278,21 @@ impl Table {
     }
 
     /// Chunks owned by maps in progress of `backing` (of any backing when `None`) whose
-    /// file range overlaps `drain` (when given).
+    /// file range overlaps `changed` (when given).
     pub(super) fn pending_map_chunks(
         &self,
         backing: Option<BackingId>,
-        drain: Option<&FileDrain>,
+        changed: Option<&ChangedRange>,
     ) -> Vec<ChunkIdx> {
-        self.claims
+        self.drains
             .values()
-            .filter(|claim| {
-                claim.pending.as_ref().is_some_and(|p| {
+            .filter(|drain| {
+                drain.pending.as_ref().is_some_and(|p| {
                     backing.is_none_or(|b| p.backing == b)
-                        && drain.is_none_or(|d| d.overlaps(p.backing, &p.file))
+                        && changed.is_none_or(|d| d.overlaps(p.backing, &p.file))
                 })
             })
-            .flat_map(|claim| claim.chunks.iter().copied())
+            .flat_map(|drain| drain.chunks.iter().copied())
             .collect()
     }
 
@@ -301,64 +301,71 @@ impl Table {
         &self,
         backing: BackingId,
         file: &Range<u64>,
-    ) -> Vec<ClaimId> {
-        self.claims
+    ) -> Vec<DrainId> {
+        self.drains
             .iter()
-            .filter(|(_, claim)| claim.file_drain.is_some_and(|d| d.overlaps(backing, file)))
+            .filter(|(_, drain)| {
+                drain
+                    .changed_range
+                    .is_some_and(|d| d.overlaps(backing, file))
+            })
             .map(|(&id, _)| id)
             .collect()
     }
 
-    /// Makes `op` the owner of `chunks` (which must all be free of claims).
-    pub(super) fn claim(
+    /// Makes `op` the owner of `chunks` (which must all be free of drains).
+    pub(super) fn mark_draining(
         &mut self,
         op: Op,
         chunks: Vec<ChunkIdx>,
         pending: Option<PendingMap>,
-        file_drain: Option<FileDrain>,
-    ) -> ClaimId {
-        let id = ClaimId(self.next_id());
+        changed_range: Option<ChangedRange>,
+    ) -> DrainId {
+        let id = DrainId(self.next_id());
         for &c in &chunks {
-            debug_assert!(self.chunks[c].claim.is_none(), "chunk {c} claimed twice");
-            self.chunks[c].claim = Some(id);
+            debug_assert!(
+                self.chunks[c].drain.is_none(),
+                "chunk {c} marked draining twice"
+            );
+            self.chunks[c].drain = Some(id);
         }
-        self.claims.insert(
+        self.drains.insert(
             id,
-            Claim {
+            Drain {
                 op,
                 chunks,
                 pending,
-                file_drain,
+                changed_range,
             },
         );
         id
     }
 
-    /// Ends a claim: its chunks reopen. Harmless if it already ended.
-    pub(super) fn unclaim(&mut self, id: ClaimId) {
-        if let Some(claim) = self.claims.remove(&id) {
-            for c in claim.chunks {
-                if self.chunks[c].claim == Some(id) {
-                    self.chunks[c].claim = None;
+    /// Ends a drain: its chunks reopen. Harmless if it already ended.
+    pub(super) fn reopen(&mut self, id: DrainId) {
+        if let Some(drain) = self.drains.remove(&id) {
+            for c in drain.chunks {
+                if self.chunks[c].drain == Some(id) {
+                    self.chunks[c].drain = None;
                 }
             }
         }
     }
 
-    /// The chunks of a claim that are still pinned.
-    pub(super) fn pinned_in_claim(&self, id: ClaimId) -> Vec<ChunkIdx> {
-        self.claims
+    /// The chunks of a drain that are still pinned.
+    pub(super) fn pinned_in_drain(&self, id: DrainId) -> Vec<ChunkIdx> {
+        self.drains
             .get(&id)
-            .map(|claim| self.pinned_among(&claim.chunks))
+            .map(|drain| self.pinned_among(&drain.chunks))
             .unwrap_or_default()
     }
 
-    /// The mappings that lie in a claim, in window order.
-    pub(super) fn victims_in_claim(&self, id: ClaimId) -> Vec<Victim> {
-        let Some(claim) = self.claims.get(&id) else {
+    /// The mappings that lie in a drain, in window order.
+    pub(super) fn victims_in_drain(&self, id: DrainId) -> Vec<Victim> {
+        let Some(drain) = self.drains.get(&id) else {
             return Vec::new();
         };
-        let mut firsts: Vec<ChunkIdx> = claim
+        let mut firsts: Vec<ChunkIdx> = drain
             .chunks
             .iter()
             .filter_map(|&c| self.chunks[c].mapping)
@@ -458,13 +465,13 @@ impl Table {
                 pins: self.chunks[c].pins,
                 holders,
                 draining_for: self.chunks[c]
-                    .claim
-                    .and_then(|id| self.claims.get(&id))
-                    .map(|claim| claim.op),
+                    .drain
+                    .and_then(|id| self.drains.get(&id))
+                    .map(|drain| drain.op),
             });
         }
         for id in &blocked.drains {
-            if let Some(d) = self.claims.get(id).and_then(|claim| claim.file_drain) {
+            if let Some(d) = self.drains.get(id).and_then(|drain| drain.changed_range) {
                 out.push(Stuck::FileRange {
                     backing: d.backing,
                     from: d.from,
@@ -525,19 +532,19 @@ impl Table {
                 return Err(format!("chunk {c} is pinned but not mapped"));
             }
             let owned = |id| {
-                self.claims
+                self.drains
                     .get(&id)
                     .is_some_and(|cl| cl.chunks.contains(&c))
             };
-            if chunk.claim.is_some_and(|id| !owned(id)) {
-                return Err(format!("chunk {c} is owned by an unknown claim"));
+            if chunk.drain.is_some_and(|id| !owned(id)) {
+                return Err(format!("chunk {c} is owned by an unknown drain"));
             }
         }
-        for (id, claim) in &self.claims {
-            if claim
+        for (id, drain) in &self.drains {
+            if drain
                 .chunks
                 .iter()
-                .any(|&c| self.chunks[c].claim != Some(*id))
+                .any(|&c| self.chunks[c].drain != Some(*id))
             {
                 return Err(format!("{id:?} lost one of its chunks"));
             }

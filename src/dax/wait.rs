@@ -2,7 +2,7 @@
 //!
 //! An operation that finds its chunks pinned or owned by another operation parks here:
 //! the lock is released while it sleeps, and every change that could let it proceed (an
-//! unpin, the end of a claim) wakes all parked operations to look again. Each operation
+//! unpin, the end of a drain) wakes all parked operations to look again. Each operation
 //! has one budget for all its waits. When it runs out, the operation logs what it was stuck
 //! on — chunks, their pin counts, who holds the pins — and fails with a timeout.
 
@@ -52,7 +52,7 @@ impl<'a> Waiter<'a> {
 
     /// Sleeps until something changes or the budget runs out. On `Ok` the caller looks at
     /// the table again; on `Err` the lock has been released and the caller must undo any
-    /// claim it made.
+    /// drain it made.
     pub(super) fn park<'g>(
         &mut self,
         table: MutexGuard<'g, Table>,

@@ -101,11 +101,6 @@ impl<'m> Buffers<'m> {
         self.len
     }
 
-    /// True when there are no bytes.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// A cursor at the first byte.
     pub fn cursor(&self) -> Cursor<'_, 'm> {
         Cursor {

@@ -3,10 +3,10 @@
 //! Queue 0 is the high-priority queue (FORGET and friends), the others are request
 //! queues. Every queue is served on its own thread, so slow file I/O on a request queue
 //! never holds up the hiprio queue; with `--thread-pool-size N` the request queues hand
-//! their requests to N pool workers (see [`pool`](super::pool)), so a slow request no
+//! their requests to N pool workers (see `device/pool.rs`), so a slow request no
 //! longer holds up the others on its queue either. A chain's device-readable part is the
 //! FUSE request, its device-writable part receives the reply. Popping and serving chains
-//! is in [`queue`].
+//! is in `device/fs/queue.rs`.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

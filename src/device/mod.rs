@@ -5,9 +5,9 @@
 //! `vhost-user-backend` crate drives.
 
 pub mod backend_mapper;
-pub mod chain;
+pub(crate) mod chain;
 pub mod exit_events;
-pub mod flush;
+pub(crate) mod flush;
 pub mod fs;
 mod parking;
 pub mod pmem;

@@ -690,6 +690,29 @@ mod tests {
         assert!(matches!(refused, Err(WindowError::NotMapped { .. })));
     }
 
+    /// As QEMU 11.1 and the vhost-user spec ("the given range shall correspond to the
+    /// entirety of a valid mapped region"): one unmap covering two adjacent maps, or part
+    /// of one, is refused and unmaps nothing; each map's own range unmaps it.
+    #[test]
+    fn an_unmap_must_match_one_earlier_map_exactly() {
+        let file = crate::sys::memfd("window-test", 2 * MIB2).unwrap();
+        let windows = ShmemWindows::new(&[2 * MIB2]).unwrap();
+        let at = |shm_offset, fd_offset, len| VhostUserMMap {
+            shm_offset,
+            fd_offset,
+            len,
+            ..Default::default()
+        };
+        windows.shmem_map(&at(0, 0, MIB2), &file).unwrap();
+        windows.shmem_map(&at(MIB2, MIB2, MIB2), &file).unwrap();
+        assert!(windows.shmem_unmap(&at(0, 0, 2 * MIB2)).is_err());
+        assert!(windows.shmem_unmap(&at(0, 0, MIB2 / 2)).is_err());
+        assert!(windows.is_mapped(0, 0, 2 * MIB2), "nothing was unmapped");
+        windows.shmem_unmap(&at(MIB2, 0, MIB2)).unwrap();
+        windows.shmem_unmap(&at(0, 0, MIB2)).unwrap();
+        assert!(windows.live().is_empty());
+    }
+
     /// Every start alignment and every length up to a few unrolled steps (and some long
     /// ones), in both directions: exactly the bytes asked for move, nothing around them.
     #[test]

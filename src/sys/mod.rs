@@ -4,6 +4,7 @@
 //! it holds. Callers get `io::Result` with the errno preserved.
 
 pub mod fs;
+pub mod namespace;
 pub mod seccomp;
 pub mod socket;
 pub mod vectored;
@@ -365,25 +366,6 @@ pub fn chroot_into(dir: &std::path::Path) -> io::Result<()> {
     // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
     check(unsafe { libc::chroot(path.as_ptr()) })?;
     std::env::set_current_dir("/")
-}
-
-/// Moves the process into a new mount namespace whose mounts do not propagate back to
-/// the host.
-pub fn unshare_mount_namespace() -> io::Result<()> {
-    // SAFETY: unshare takes only flags.
-    check(unsafe { libc::unshare(libc::CLONE_NEWNS) })?;
-    // SAFETY: null source/fstype/data are allowed for a propagation change; "/" is a valid
-    // NUL-terminated string.
-    check(unsafe {
-        libc::mount(
-            std::ptr::null(),
-            c"/".as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_PRIVATE,
-            std::ptr::null(),
-        )
-    })
-    .map(drop)
 }
 
 /// The CPUs the calling thread may run on.

@@ -111,6 +111,9 @@ pub struct Needs {
     pub pmem: bool,
     /// Logging goes to the system log (`--syslog`): reconnecting to `/dev/log`.
     pub syslog: bool,
+    /// A virtio-fs device holds inodes by file handle (`--inode-file-handles prefer` or
+    /// `mandatory`).
+    pub file_handles: bool,
 }
 
 /// Who needs a group of system calls.
@@ -126,6 +129,8 @@ enum Needed {
     Sync,
     /// A daemon logging to the system log.
     Syslog,
+    /// A daemon whose fs device holds inodes by file handle.
+    FileHandles,
 }
 
 impl Needed {
@@ -136,6 +141,7 @@ impl Needed {
             Needed::Pmem => needs.pmem,
             Needed::Sync => needs.fs || needs.pmem,
             Needed::Syslog => needs.syslog,
+            Needed::FileHandles => needs.file_handles,
         }
     }
 }
@@ -406,6 +412,14 @@ const GROUPS: &[Group] = &[
             call!(SYS_listxattr),
             call!(SYS_removexattr),
         ],
+    },
+    Group {
+        why: "inodes held by file handle (--inode-file-handles prefer|mandatory): the \
+              handle of each inode the guest looks up, and the inode opened by it for \
+              each request that needs it (open_by_handle_at needs CAP_DAC_READ_SEARCH, \
+              which the daemon then keeps)",
+        needed: Needed::FileHandles,
+        calls: &[call!(SYS_name_to_handle_at), call!(SYS_open_by_handle_at)],
     },
     Group {
         why: "per-thread credentials: a root daemon creates files as the requesting \

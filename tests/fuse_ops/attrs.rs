@@ -2,23 +2,22 @@
 
 use super::support::*;
 
-#[test]
-fn attributes_getattr_setattr_statfs_access() {
-    let f = start("fuse-attr", &[]);
+over_both_transports!(attributes_getattr_setattr_statfs_access);
+fn attributes_getattr_setattr_statfs_access(f: &impl Guest) {
     std::fs::write(f.host("f"), b"0123456789").unwrap();
-    let id = f.c.lookup(ROOT, b"f").unwrap().nodeid;
-    let a = f.c.getattr(id, None).unwrap().attr;
+    let id = f.c().lookup(ROOT, b"f").unwrap().nodeid;
+    let a = f.c().getattr(id, None).unwrap().attr;
     let md = std::fs::metadata(f.host("f")).unwrap();
     assert_eq!(
         (a.ino, a.size, a.mode, a.nlink, a.uid, a.gid),
         (md.ino(), 10, md.mode(), 1, md.uid(), md.gid())
     );
     assert_eq!(
-        f.c.getattr(ROOT, None).unwrap().attr.mode & S_IFMT,
+        f.c().getattr(ROOT, None).unwrap().attr.mode & S_IFMT,
         libc::S_IFDIR
     );
 
-    let a = f.c.setattr(
+    let a = f.c().setattr(
         id,
         abi::SetattrIn {
             mode: libc::S_IFREG | 0o600,
@@ -32,9 +31,9 @@ fn attributes_getattr_setattr_statfs_access() {
         size: n,
         ..sa(fattr::SIZE)
     };
-    assert_eq!(f.c.setattr(id, size(3)).unwrap().attr.size, 3);
+    assert_eq!(f.c().setattr(id, size(3)).unwrap().attr.size, 3);
     assert_eq!(std::fs::read(f.host("f")).unwrap(), b"012");
-    assert_eq!(f.c.setattr(id, size(4096)).unwrap().attr.size, 4096);
+    assert_eq!(f.c().setattr(id, size(4096)).unwrap().attr.size, 4096);
     let host = std::fs::read(f.host("f")).unwrap();
     assert_eq!(
         (host.len(), &host[..3], host[3..].iter().all(|&b| b == 0)),
@@ -48,14 +47,14 @@ fn attributes_getattr_setattr_statfs_access() {
         mtimensec: 7,
         ..sa(fattr::ATIME | fattr::MTIME)
     };
-    let a = f.c.setattr(id, t).unwrap().attr;
+    let a = f.c().setattr(id, t).unwrap().attr;
     assert_eq!(
         (a.atime, a.atimensec, a.mtime, a.mtimensec),
         (1000, 5, 2000, 7)
     );
     let md = std::fs::metadata(f.host("f")).unwrap();
     assert_eq!((md.atime(), md.mtime(), md.mtime_nsec()), (1000, 2000, 7));
-    let a = f.c.setattr(
+    let a = f.c().setattr(
         id,
         abi::SetattrIn {
             mtime: 3000,
@@ -69,14 +68,15 @@ fn attributes_getattr_setattr_statfs_access() {
         ),
         (1000, 3000)
     );
-    let now =
-        f.c.setattr(id, sa(fattr::MTIME | fattr::MTIME_NOW))
-            .unwrap()
-            .attr;
+    let now = f
+        .c()
+        .setattr(id, sa(fattr::MTIME | fattr::MTIME_NOW))
+        .unwrap()
+        .attr;
     assert!(now.mtime > 3000);
     // Through a handle; an unknown handle is refused.
-    let fh = f.c.open(id, RDWR).unwrap().fh;
-    let a = f.c.setattr(
+    let fh = f.c().open(id, RDWR).unwrap().fh;
+    let a = f.c().setattr(
         id,
         abi::SetattrIn {
             fh,
@@ -86,23 +86,24 @@ fn attributes_getattr_setattr_statfs_access() {
     );
     assert_eq!(a.unwrap().attr.size, 1);
     assert_eq!(std::fs::metadata(f.host("f")).unwrap().len(), 1);
-    assert_eq!(f.c.getattr(id, Some(fh)).unwrap().attr.size, 1);
+    assert_eq!(f.c().getattr(id, Some(fh)).unwrap().attr.size, 1);
     assert_eq!(
-        f.c.setattr(
-            id,
-            abi::SetattrIn {
-                fh: 999,
-                ..sa(fattr::FH | fattr::SIZE)
-            }
-        )
-        .unwrap_err(),
+        f.c()
+            .setattr(
+                id,
+                abi::SetattrIn {
+                    fh: 999,
+                    ..sa(fattr::FH | fattr::SIZE)
+                }
+            )
+            .unwrap_err(),
         libc::EBADF
     );
-    assert_eq!(f.c.setattr(ROOT, size(0)).unwrap_err(), libc::EISDIR);
-    assert_eq!(f.c.getattr(424242, None).unwrap_err(), libc::EBADF);
-    assert_eq!(f.c.setattr(424242, size(0)).unwrap_err(), libc::EBADF);
+    assert_eq!(f.c().setattr(ROOT, size(0)).unwrap_err(), libc::EISDIR);
+    assert_eq!(f.c().getattr(424242, None).unwrap_err(), libc::EBADF);
+    assert_eq!(f.c().setattr(424242, size(0)).unwrap_err(), libc::EBADF);
     if is_root() {
-        let a = f.c.setattr(
+        let a = f.c().setattr(
             id,
             abi::SetattrIn {
                 uid: 1234,
@@ -116,7 +117,7 @@ fn attributes_getattr_setattr_statfs_access() {
         assert_eq!((md.uid(), md.gid()), (1234, 99));
     }
 
-    let s = f.c.statfs(ROOT).unwrap();
+    let s = f.c().statfs(ROOT).unwrap();
     let path = std::ffi::CString::new(f.share().as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path and a zeroed out-parameter.
     let host = unsafe {
@@ -128,22 +129,22 @@ fn attributes_getattr_setattr_statfs_access() {
         (s.blocks, u64::from(s.bsize), s.namelen),
         (host.f_blocks, host.f_bsize, 255)
     );
-    assert_eq!(f.c.statfs(424242).unwrap_err(), libc::EBADF);
+    assert_eq!(f.c().statfs(424242).unwrap_err(), libc::EBADF);
 
     // ACCESS checks the caller in the request header against the host's mode bits.
     std::fs::set_permissions(f.host("f"), std::fs::Permissions::from_mode(0o640)).unwrap();
     let md = std::fs::metadata(f.host("f")).unwrap();
     let (r, w, x) = (libc::R_OK as u32, libc::W_OK as u32, libc::X_OK as u32);
-    f.c.set_caller(md.uid(), md.gid());
-    f.c.access(id, r | w).unwrap();
-    assert_eq!(f.c.access(id, x).unwrap_err(), libc::EACCES);
-    f.c.set_caller(md.uid() + 1, md.gid());
-    f.c.access(id, r).unwrap();
-    assert_eq!(f.c.access(id, w).unwrap_err(), libc::EACCES);
-    f.c.set_caller(md.uid() + 1, md.gid() + 1);
-    assert_eq!(f.c.access(id, r).unwrap_err(), libc::EACCES);
-    f.c.access(id, 0).unwrap();
-    assert_eq!(f.c.access(424242, 0).unwrap_err(), libc::EBADF);
+    f.c().set_caller(md.uid(), md.gid());
+    f.c().access(id, r | w).unwrap();
+    assert_eq!(f.c().access(id, x).unwrap_err(), libc::EACCES);
+    f.c().set_caller(md.uid() + 1, md.gid());
+    f.c().access(id, r).unwrap();
+    assert_eq!(f.c().access(id, w).unwrap_err(), libc::EACCES);
+    f.c().set_caller(md.uid() + 1, md.gid() + 1);
+    assert_eq!(f.c().access(id, r).unwrap_err(), libc::EACCES);
+    f.c().access(id, 0).unwrap();
+    assert_eq!(f.c().access(424242, 0).unwrap_err(), libc::EBADF);
 }
 
 #[test]

@@ -10,9 +10,8 @@ fn names(v: &[ParsedDirent]) -> Vec<Vec<u8>> {
     n
 }
 
-#[test]
-fn directories_readdir_readdirplus_releasedir() {
-    let f = start("fuse-dirs", &[]);
+over_both_transports!(directories_readdir_readdirplus_releasedir);
+fn directories_readdir_readdirplus_releasedir(f: &impl Guest) {
     for i in 0..50 {
         std::fs::write(f.host(&format!("file-{i:02}")), vec![0u8; i]).unwrap();
     }
@@ -24,9 +23,9 @@ fn directories_readdir_readdirplus_releasedir() {
         .collect();
     want.sort();
 
-    let d = f.c.opendir(ROOT).unwrap();
+    let d = f.c().opendir(ROOT).unwrap();
     assert_eq!(d.open_flags, 0);
-    let all = f.c.readdir(ROOT, d.fh, 0, 1 << 16, false).unwrap();
+    let all = f.c().readdir(ROOT, d.fh, 0, 1 << 16, false).unwrap();
     assert_eq!(names(&all), want);
     for e in &all {
         if e.name == b"sub" {
@@ -41,7 +40,7 @@ fn directories_readdir_readdirplus_releasedir() {
     let mut got = Vec::new();
     let mut off = 0;
     loop {
-        let part = f.c.readdir(ROOT, d.fh, off, 100, false).unwrap();
+        let part = f.c().readdir(ROOT, d.fh, off, 100, false).unwrap();
         if part.is_empty() {
             break;
         }
@@ -52,11 +51,10 @@ fn directories_readdir_readdirplus_releasedir() {
     assert_eq!(names(&got), want);
 
     // READDIRPLUS: every entry but `.`/`..` comes with one lookup of its node.
-    let hiprio = f.client_on(0);
     let mut plus = Vec::new();
     let mut off = 0;
     loop {
-        let part = f.c.readdir(ROOT, d.fh, off, 1000, true).unwrap();
+        let part = f.c().readdir(ROOT, d.fh, off, 1000, true).unwrap();
         if part.is_empty() {
             break;
         }
@@ -76,31 +74,31 @@ fn directories_readdir_readdirplus_releasedir() {
             entry.attr.size,
             std::fs::metadata(f.host(name)).unwrap().len()
         );
-        f.c.getattr(entry.nodeid, None).unwrap();
-        hiprio.forget(entry.nodeid, 1);
+        f.c().getattr(entry.nodeid, None).unwrap();
+        f.forget_on_hiprio(entry.nodeid, 1);
         assert_eq!(
-            f.c.getattr(entry.nodeid, None).unwrap_err(),
+            f.c().getattr(entry.nodeid, None).unwrap_err(),
             libc::EBADF,
             "{name}"
         );
     }
     // Too small for any record: an empty reply.
-    assert!(f.c.readdir(ROOT, d.fh, 0, 50, true).unwrap().is_empty());
+    assert!(f.c().readdir(ROOT, d.fh, 0, 50, true).unwrap().is_empty());
 
-    f.c.fsync(ROOT, d.fh, false, true).unwrap();
-    f.c.releasedir(ROOT, d.fh).unwrap();
+    f.c().fsync(ROOT, d.fh, false, true).unwrap();
+    f.c().releasedir(ROOT, d.fh).unwrap();
     assert_eq!(
-        f.c.readdir(ROOT, d.fh, 0, 4096, false).unwrap_err(),
+        f.c().readdir(ROOT, d.fh, 0, 4096, false).unwrap_err(),
         libc::EBADF
     );
-    assert_eq!(f.c.releasedir(ROOT, d.fh).unwrap_err(), libc::EBADF);
-    let file = f.c.lookup(ROOT, b"file-00").unwrap().nodeid;
-    assert_eq!(f.c.opendir(file).unwrap_err(), libc::ENOTDIR);
-    assert_eq!(f.c.opendir(424242).unwrap_err(), libc::EBADF);
+    assert_eq!(f.c().releasedir(ROOT, d.fh).unwrap_err(), libc::EBADF);
+    let file = f.c().lookup(ROOT, b"file-00").unwrap().nodeid;
+    assert_eq!(f.c().opendir(file).unwrap_err(), libc::ENOTDIR);
+    assert_eq!(f.c().opendir(424242).unwrap_err(), libc::EBADF);
     // A sub-directory lists its own entries.
-    let sub = f.c.lookup(ROOT, b"sub").unwrap().nodeid;
+    let sub = f.c().lookup(ROOT, b"sub").unwrap().nodeid;
     std::fs::write(f.host("sub/inner"), b"").unwrap();
-    let sd = f.c.opendir(sub).unwrap().fh;
-    let inner = f.c.readdir(sub, sd, 0, 4096, false).unwrap();
+    let sd = f.c().opendir(sub).unwrap().fh;
+    let inner = f.c().readdir(sub, sd, 0, 4096, false).unwrap();
     assert_eq!(names(&inner), [&b"."[..], b"..", b"inner"]);
 }

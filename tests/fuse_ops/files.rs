@@ -176,12 +176,11 @@ fn fallocate_keep_size_punch_hole_and_lseek_data_hole() {
     );
 }
 
-#[test]
-fn copy_file_range_between_handles() {
-    let f = start("fuse-copy", &[]);
-    let (a, ao) = f.c.create(ROOT, b"a", 0o644, RDWR).unwrap();
-    let (b, bo) = f.c.create(ROOT, b"b", 0o644, RDWR).unwrap();
-    f.c.write(a.nodeid, ao.fh, 0, b"0123456789").unwrap();
+over_both_transports!(copy_file_range_between_handles);
+fn copy_file_range_between_handles(f: &impl Guest) {
+    let (a, ao) = f.c().create(ROOT, b"a", 0o644, RDWR).unwrap();
+    let (b, bo) = f.c().create(ROOT, b"b", 0o644, RDWR).unwrap();
+    f.c().write(a.nodeid, ao.fh, 0, b"0123456789").unwrap();
     let args = abi::CopyFileRangeIn {
         fh_in: ao.fh,
         off_in: 2,
@@ -191,14 +190,14 @@ fn copy_file_range_between_handles() {
         len: 5,
         flags: 0,
     };
-    assert_eq!(f.c.copy_file_range(a.nodeid, args).unwrap(), 5);
+    assert_eq!(f.c().copy_file_range(a.nodeid, args).unwrap(), 5);
     assert_eq!(std::fs::read(f.host("b")).unwrap(), b"\x0023456");
     // Past the end of the source: nothing copied.
     let past = abi::CopyFileRangeIn {
         off_in: 100,
         ..args
     };
-    assert_eq!(f.c.copy_file_range(a.nodeid, past).unwrap(), 0);
+    assert_eq!(f.c().copy_file_range(a.nodeid, past).unwrap(), 0);
     // Within one file.
     let same = abi::CopyFileRangeIn {
         fh_out: ao.fh,
@@ -208,10 +207,11 @@ fn copy_file_range_between_handles() {
         len: 3,
         ..args
     };
-    assert_eq!(f.c.copy_file_range(a.nodeid, same).unwrap(), 3);
+    assert_eq!(f.c().copy_file_range(a.nodeid, same).unwrap(), 3);
     assert_eq!(std::fs::read(f.host("a")).unwrap(), b"0123456789012");
     assert_eq!(
-        f.c.copy_file_range(a.nodeid, abi::CopyFileRangeIn { flags: 1, ..args })
+        f.c()
+            .copy_file_range(a.nodeid, abi::CopyFileRangeIn { flags: 1, ..args })
             .unwrap_err(),
         libc::EINVAL
     );
@@ -222,13 +222,16 @@ fn copy_file_range_between_handles() {
         },
         abi::CopyFileRangeIn { fh_in: 999, ..args },
     ] {
-        assert_eq!(f.c.copy_file_range(a.nodeid, bad).unwrap_err(), libc::EBADF);
+        assert_eq!(
+            f.c().copy_file_range(a.nodeid, bad).unwrap_err(),
+            libc::EBADF
+        );
     }
     // Into a read-only handle.
-    let ro = f.c.open(b.nodeid, RDONLY).unwrap().fh;
+    let ro = f.c().open(b.nodeid, RDONLY).unwrap().fh;
     let to_ro = abi::CopyFileRangeIn { fh_out: ro, ..args };
     assert_eq!(
-        f.c.copy_file_range(a.nodeid, to_ro).unwrap_err(),
+        f.c().copy_file_range(a.nodeid, to_ro).unwrap_err(),
         libc::EBADF
     );
     assert_eq!(std::fs::read(f.host("b")).unwrap(), b"\x0023456");

@@ -2,47 +2,50 @@
 
 use super::support::*;
 
-#[test]
-fn readonly_export_refuses_every_modification() {
-    let f = start("fuse-readonly", &["--readonly", "--xattr"]);
+over_both_transports!(readonly_export_refuses_every_modification, flags: ["--readonly", "--xattr"], config: |c| {
+    c.readonly = true;
+    c.xattr = true;
+});
+fn readonly_export_refuses_every_modification(f: &impl Guest) {
     std::fs::write(f.host("a"), b"A").unwrap();
     std::fs::create_dir(f.host("d")).unwrap();
-    let a = f.c.lookup(ROOT, b"a").unwrap().nodeid;
+    let a = f.c().lookup(ROOT, b"a").unwrap().nodeid;
     let before = std::fs::metadata(f.host("a")).unwrap();
     let rofs = Err(libc::EROFS);
-    assert_eq!(f.c.mkdir(ROOT, b"x", 0o755).map(drop), rofs);
+    assert_eq!(f.c().mkdir(ROOT, b"x", 0o755).map(drop), rofs);
     assert_eq!(
-        f.c.mknod(ROOT, b"x", libc::S_IFIFO | 0o644, 0).map(drop),
+        f.c().mknod(ROOT, b"x", libc::S_IFIFO | 0o644, 0).map(drop),
         rofs
     );
-    assert_eq!(f.c.symlink(ROOT, b"x", b"a").map(drop), rofs);
-    assert_eq!(f.c.link(a, ROOT, b"x").map(drop), rofs);
-    assert_eq!(f.c.create(ROOT, b"x", 0o644, WRONLY).map(drop), rofs);
-    assert_eq!(f.c.tmpfile(ROOT, 0o644, RDWR).map(drop), rofs);
-    assert_eq!(f.c.unlink(ROOT, b"a"), rofs);
-    assert_eq!(f.c.rmdir(ROOT, b"d"), rofs);
-    assert_eq!(f.c.rename(ROOT, b"a", ROOT, b"b", 0), rofs);
+    assert_eq!(f.c().symlink(ROOT, b"x", b"a").map(drop), rofs);
+    assert_eq!(f.c().link(a, ROOT, b"x").map(drop), rofs);
+    assert_eq!(f.c().create(ROOT, b"x", 0o644, WRONLY).map(drop), rofs);
+    assert_eq!(f.c().tmpfile(ROOT, 0o644, RDWR).map(drop), rofs);
+    assert_eq!(f.c().unlink(ROOT, b"a"), rofs);
+    assert_eq!(f.c().rmdir(ROOT, b"d"), rofs);
+    assert_eq!(f.c().rename(ROOT, b"a", ROOT, b"b", 0), rofs);
     assert_eq!(
-        f.c.rename(ROOT, b"a", ROOT, b"d", libc::RENAME_EXCHANGE),
+        f.c().rename(ROOT, b"a", ROOT, b"d", libc::RENAME_EXCHANGE),
         rofs
     );
     let chmod = abi::SetattrIn {
         mode: 0o600,
         ..sa(fattr::MODE)
     };
-    assert_eq!(f.c.setattr(a, chmod).map(drop), rofs);
+    assert_eq!(f.c().setattr(a, chmod).map(drop), rofs);
     let trunc = abi::SetattrIn {
         size: 0,
         ..sa(fattr::SIZE)
     };
-    assert_eq!(f.c.setattr(a, trunc).map(drop), rofs);
+    assert_eq!(f.c().setattr(a, trunc).map(drop), rofs);
     let touch = abi::SetattrIn {
         atime: 5,
         ..sa(fattr::ATIME)
     };
-    assert_eq!(f.c.setattr(a, touch).map(drop), rofs);
+    assert_eq!(f.c().setattr(a, touch).map(drop), rofs);
     assert_eq!(
-        f.c.setattr(a, sa(fattr::MTIME | fattr::MTIME_NOW))
+        f.c()
+            .setattr(a, sa(fattr::MTIME | fattr::MTIME_NOW))
             .map(drop),
         rofs
     );
@@ -50,32 +53,32 @@ fn readonly_export_refuses_every_modification() {
         uid: 1234,
         ..sa(fattr::UID)
     };
-    assert_eq!(f.c.setattr(a, chown).map(drop), rofs);
+    assert_eq!(f.c().setattr(a, chown).map(drop), rofs);
     assert_eq!(
-        f.c.rename(ROOT, b"a", ROOT, b"w", libc::RENAME_WHITEOUT),
+        f.c().rename(ROOT, b"a", ROOT, b"w", libc::RENAME_WHITEOUT),
         rofs
     );
-    assert_eq!(f.c.open(a, WRONLY).map(drop), rofs);
-    assert_eq!(f.c.open(a, RDWR).map(drop), rofs);
-    assert_eq!(f.c.open(a, RDONLY | libc::O_TRUNC as u32).map(drop), rofs);
-    assert_eq!(f.c.setxattr(a, b"user.x", b"1", 0), rofs);
-    assert_eq!(f.c.removexattr(a, b"user.x"), rofs);
-    assert_eq!(f.c.access(a, libc::W_OK as u32), rofs);
+    assert_eq!(f.c().open(a, WRONLY).map(drop), rofs);
+    assert_eq!(f.c().open(a, RDWR).map(drop), rofs);
+    assert_eq!(f.c().open(a, RDONLY | libc::O_TRUNC as u32).map(drop), rofs);
+    assert_eq!(f.c().setxattr(a, b"user.x", b"1", 0), rofs);
+    assert_eq!(f.c().removexattr(a, b"user.x"), rofs);
+    assert_eq!(f.c().access(a, libc::W_OK as u32), rofs);
     // Reading still works, and what reads is unchanged.
-    f.c.access(a, libc::R_OK as u32).unwrap();
-    let fh = f.c.open(a, RDONLY).unwrap().fh;
-    assert_eq!(f.c.read(a, fh, 0, 10).unwrap(), b"A");
-    assert_eq!(f.c.fallocate(a, fh, 0, 0, 10), rofs);
-    assert_eq!(f.c.write(a, fh, 0, b"x").map(drop), rofs);
-    let d = f.c.opendir(ROOT).unwrap().fh;
-    assert_eq!(f.c.readdir(ROOT, d, 0, 4096, false).unwrap().len(), 4);
-    assert_eq!(f.c.listxattr(a, 100).unwrap(), b"");
-    assert_eq!(f.c.getxattr(a, b"user.x", 10).unwrap_err(), libc::ENODATA);
-    f.c.fsync(a, fh, false, false).unwrap();
-    f.c.syncfs(ROOT).unwrap();
-    assert!(f.c.statfs(ROOT).unwrap().blocks > 0);
+    f.c().access(a, libc::R_OK as u32).unwrap();
+    let fh = f.c().open(a, RDONLY).unwrap().fh;
+    assert_eq!(f.c().read(a, fh, 0, 10).unwrap(), b"A");
+    assert_eq!(f.c().fallocate(a, fh, 0, 0, 10), rofs);
+    assert_eq!(f.c().write(a, fh, 0, b"x").map(drop), rofs);
+    let d = f.c().opendir(ROOT).unwrap().fh;
+    assert_eq!(f.c().readdir(ROOT, d, 0, 4096, false).unwrap().len(), 4);
+    assert_eq!(f.c().listxattr(a, 100).unwrap(), b"");
+    assert_eq!(f.c().getxattr(a, b"user.x", 10).unwrap_err(), libc::ENODATA);
+    f.c().fsync(a, fh, false, false).unwrap();
+    f.c().syncfs(ROOT).unwrap();
+    assert!(f.c().statfs(ROOT).unwrap().blocks > 0);
     assert_eq!(std::fs::read(f.host("a")).unwrap(), b"A");
-    assert_eq!(mode_of(&f.host("a")), 0o644);
+    assert_eq!(mode_of(&f.host("a")), before.mode() & 0o7777);
     let after = std::fs::metadata(f.host("a")).unwrap();
     assert_eq!((after.mtime(), after.uid()), (before.mtime(), before.uid()));
     assert_eq!(host_names(&f.share()), ["a", "d"]);
@@ -167,6 +170,47 @@ fn sandboxed_daemons_serve_the_same_share() {
             libc::ELOOP
         );
         assert_eq!(std::fs::read(f.dir.join("outside")).unwrap(), b"secret");
+        // What the host sees of the confined daemon: its root is the share; in the
+        // namespace sandbox it is a child of the supervisor we started, in pid, network
+        // and mount namespaces of its own.
+        let supervisor = f._daemon.pid();
+        let daemon = match sandbox {
+            "namespace" => {
+                let children = std::fs::read_to_string(format!(
+                    "/proc/{supervisor}/task/{supervisor}/children"
+                ))
+                .unwrap();
+                let pids: Vec<&str> = children.split_whitespace().collect();
+                assert_eq!(pids.len(), 1, "the supervisor's children: {children:?}");
+                pids[0].parse::<u32>().unwrap()
+            }
+            _ => supervisor,
+        };
+        let root = std::fs::metadata(format!("/proc/{daemon}/root/")).unwrap();
+        let share = std::fs::metadata(f.share()).unwrap();
+        assert_eq!(
+            (root.dev(), root.ino()),
+            (share.dev(), share.ino()),
+            "{sandbox}: the daemon's root"
+        );
+        for ns in ["pid", "net", "mnt"] {
+            let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+            let theirs = std::fs::read_link(format!("/proc/{daemon}/ns/{ns}")).unwrap();
+            match (sandbox, ns) {
+                ("namespace", _) => assert_ne!(ours, theirs, "{sandbox}: {ns} namespace"),
+                _ => assert_eq!(ours, theirs, "{sandbox}: {ns} namespace"),
+            }
+        }
+        // A clean stop leaves no socket file behind, though the daemon cannot reach it
+        // from inside (the supervisor removes it in the namespace sandbox).
+        let mut daemon_process = f._daemon;
+        daemon_process.signal(libc::SIGTERM).unwrap();
+        let status = daemon_process.wait(crate::common::WAIT).unwrap();
+        assert!(status.success(), "{sandbox}: {status}");
+        assert!(
+            !f.dir.join("fs.sock").exists(),
+            "{sandbox}: socket left behind"
+        );
     }
 }
 

@@ -1,11 +1,14 @@
 //! The daemon binary serving a fresh shared directory, our frontend on its socket, and
-//! a [`Client`] playing the guest kernel on the first request queue.
+//! a [`Client`] playing the guest kernel on the first request queue; and the same
+//! directory layout served in this process, for scenarios that run over both.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use vhost_dax::frontend::{Buffer, DaemonProcess, FuseQueue, SharedFrontend};
-use vhost_dax::fuse::testing::Client;
+use vhost_dax::fs::{PassthroughConfig, PassthroughFs};
+use vhost_dax::fuse::Server;
+use vhost_dax::fuse::testing::{Client, Transport};
 
 use crate::common::{TempDir, WAIT, connect, spawn_daemon};
 
@@ -32,6 +35,8 @@ pub struct Fs {
     pub frontend: SharedFrontend,
     /// The guest kernel on request queue 1.
     pub c: Client<FuseQueue>,
+    /// The guest kernel on the high-priority queue, once a scenario asks for it.
+    hiprio: OnceLock<Client<FuseQueue>>,
 }
 
 impl Fs {
@@ -89,6 +94,7 @@ pub fn start_uninit(name: &str, extra: &[&str]) -> Fs {
         _daemon: daemon,
         frontend,
         c,
+        hiprio: OnceLock::new(),
     }
 }
 
@@ -126,4 +132,113 @@ pub fn host_names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// A guest and its share, whichever way its requests reach the file system: scenarios
+/// written against this run both in process ([`InProcess`], `Server::handle` on a
+/// `PassthroughFs`) and over the socket ([`Fs`], the daemon binary), so a difference
+/// between the library and the device around it shows as one of the two failing.
+pub trait Guest {
+    /// How requests travel.
+    type Queue: Transport;
+    /// The guest kernel.
+    fn c(&self) -> &Client<Self::Queue>;
+    /// Holds `share/` and `outside`.
+    fn dir(&self) -> &Path;
+    /// Drops `n` lookups of `node` the way Linux does: on the high-priority queue
+    /// where there is one.
+    fn forget_on_hiprio(&self, node: u64, n: u64);
+
+    /// The shared directory on the host.
+    fn share(&self) -> PathBuf {
+        self.dir().join("share")
+    }
+
+    /// `name` inside the shared directory, on the host.
+    fn host(&self, name: &str) -> PathBuf {
+        self.share().join(name)
+    }
+
+    /// A file beyond the share that the guest must never reach.
+    fn outside(&self) -> PathBuf {
+        self.dir().join("outside")
+    }
+}
+
+impl Guest for Fs {
+    type Queue = FuseQueue;
+
+    fn c(&self) -> &Client<FuseQueue> {
+        &self.c
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn forget_on_hiprio(&self, node: u64, n: u64) {
+        self.hiprio
+            .get_or_init(|| self.client_on(0))
+            .forget(node, n);
+    }
+}
+
+/// The file system in this process: the same layout as [`start`] makes, no daemon.
+pub struct InProcess {
+    dir: TempDir,
+    c: Client<Server<PassthroughFs>>,
+}
+
+impl InProcess {
+    /// A fresh share served by a `PassthroughFs` set up by `configure`, after INIT.
+    pub fn start(name: &str, configure: impl FnOnce(&mut PassthroughConfig)) -> Self {
+        let dir = TempDir::new(name);
+        std::fs::create_dir(dir.join("share")).unwrap();
+        std::fs::write(dir.join("outside"), b"secret").unwrap();
+        let mut config = PassthroughConfig::new(dir.join("share"));
+        configure(&mut config);
+        let c = Client::new(PassthroughFs::new(config).unwrap());
+        c.init();
+        Self { dir, c }
+    }
+}
+
+impl Guest for InProcess {
+    type Queue = Server<PassthroughFs>;
+
+    fn c(&self) -> &Client<Server<PassthroughFs>> {
+        &self.c
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn forget_on_hiprio(&self, node: u64, n: u64) {
+        self.c.forget(node, n);
+    }
+}
+
+/// Runs the scenario `fn NAME(f: &impl Guest)` as two tests, `NAME::in_process` and
+/// `NAME::over_the_socket`: the daemon gets `flags`, the in-process file system the
+/// same settings through `config`.
+macro_rules! over_both_transports {
+    ($scenario:ident, flags: [$($flag:expr),*], config: $configure:expr) => {
+        mod $scenario {
+            #[test]
+            fn in_process() {
+                let f = crate::support::InProcess::start(stringify!($scenario), $configure);
+                super::$scenario(&f);
+            }
+
+            #[test]
+            fn over_the_socket() {
+                let f = crate::support::start(stringify!($scenario), &[$($flag),*]);
+                super::$scenario(&f);
+            }
+        }
+    };
+    ($scenario:ident) => {
+        over_both_transports!($scenario, flags: [], config: |_| {});
+    };
 }

@@ -115,6 +115,21 @@ umount_share() {
 	done
 }
 
+# stage_remount OPTS: unmount the share and mount it again with OPTS. In the stage's own
+# shell, between checks: its working directory is on the share, and a check's subshell
+# cannot move it away. The check after it asserts the outcome.
+stage_remount() {
+	cd /
+	REMOUNT_ERR=$({ umount_share && mount -t virtiofs -o "$1" "$vd_tag" "$MNT"; } 2>&1) &&
+		REMOUNT_ERR= || REMOUNT_ERR="remount -o $1: ${REMOUNT_ERR:-failed}"
+	cd "$STAGE_DIR" 2>/dev/null || true
+}
+mounted_with() { # mounted_with OPTION: the share's mount options include OPTION
+	[ -z "$REMOUNT_ERR" ] || die "$REMOUNT_ERR"
+	opts=$(awk -v m="$MNT" '$2 == m && $3 == "virtiofs" {print $4}' /proc/mounts)
+	case ",$opts," in *",$1,"*) ;; *) die "mount options '$opts' lack $1" ;; esac
+}
+
 # count_nonzero FILE OFFSET LEN: how many bytes in the range are not zero (no output,
 # and a failure, when the read fails).
 count_nonzero() {

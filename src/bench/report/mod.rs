@@ -63,9 +63,33 @@ fn peer_run(report: &BenchReport) -> Option<(&'static str, &PeerRun)> {
 
 /// The window's sequential read over FUSE READ of the same file, when both ran.
 pub fn dax_read_ratio(results: &BTreeMap<&'static str, Figure>) -> Option<f64> {
-    let window = results.get("dax_seq_read_gbps")?.median;
-    let fuse = results.get("dax_fuse_seq_read_gbps")?.median;
-    (fuse > 0.0).then_some(window / fuse)
+    median_ratio(results, "dax_seq_read_gbps", "dax_fuse_seq_read_gbps")
+}
+
+/// The window's random 4 KiB reads per second over FUSE READ's of the same file, when
+/// both ran.
+pub fn dax_read4k_ratio(results: &BTreeMap<&'static str, Figure>) -> Option<f64> {
+    median_ratio(results, "dax_read4k_ops_per_s", "dax_fuse_read4k_ops_per_s")
+}
+
+/// A 1 MiB FUSE READ's p50 latency over a 1 MiB window read's: [`dax_read_ratio`] from
+/// the medians.
+pub fn dax_seq_read_p50_ratio(results: &BTreeMap<&'static str, Figure>) -> Option<f64> {
+    median_ratio(results, "dax_fuse_seq_read_p50_us", "dax_seq_read_p50_us")
+}
+
+/// A random 4 KiB FUSE READ's p50 latency over a window read's: the same comparison as
+/// [`dax_read4k_ratio`] from the latencies, which a burst of other load on the machine
+/// moves far less than a loop's wall time.
+pub fn dax_read4k_p50_ratio(results: &BTreeMap<&'static str, Figure>) -> Option<f64> {
+    median_ratio(results, "dax_fuse_read4k_p50_us", "dax_read4k_p50_us")
+}
+
+/// `over`'s median / `under`'s, when both ran and `under`'s is positive.
+fn median_ratio(results: &BTreeMap<&'static str, Figure>, over: &str, under: &str) -> Option<f64> {
+    let a = results.get(over)?.median;
+    let b = results.get(under)?.median;
+    (b > 0.0).then_some(a / b)
 }
 
 /// A depth-1 FLUSH's p50 over a bare `fdatasync`'s of the same file, when both ran: what
@@ -96,6 +120,15 @@ pub fn json(report: &BenchReport) -> Value {
     medians(&report.results, &mut object);
     if let Some(ratio) = dax_read_ratio(&report.results) {
         object.insert("dax_read_ratio".into(), json!(ratio));
+    }
+    if let Some(ratio) = dax_seq_read_p50_ratio(&report.results) {
+        object.insert("dax_seq_read_p50_ratio".into(), json!(ratio));
+    }
+    if let Some(ratio) = dax_read4k_ratio(&report.results) {
+        object.insert("dax_read4k_ratio".into(), json!(ratio));
+    }
+    if let Some(ratio) = dax_read4k_p50_ratio(&report.results) {
+        object.insert("dax_read4k_p50_ratio".into(), json!(ratio));
     }
     if let Some(ratio) = pmem_flush_overhead(&report.results) {
         object.insert("pmem_flush_overhead_ratio".into(), json!(ratio));
@@ -175,7 +208,7 @@ pub fn table(report: &BenchReport) -> String {
             "vhost-dax",
             "(min … max)"
         );
-        let with_peer = section == Section::Fuse && peer.is_some();
+        let with_peer = matches!(section, Section::Fuse | Section::Scale) && peer.is_some();
         if let (true, Some((name, _))) = (with_peer, peer) {
             let _ = write!(out, " {name:>10} {:>6}", "ratio");
         }
@@ -204,13 +237,31 @@ pub fn table(report: &BenchReport) -> String {
             out.truncate(out.trim_end().len());
             out.push('\n');
         }
-        if section == Section::Dax
-            && let Some(ratio) = dax_read_ratio(&report.results)
-        {
-            let _ = writeln!(
-                out,
-                "  window read / FUSE READ of the same file: {ratio:.2}×"
-            );
+        if section == Section::Dax {
+            if let Some(ratio) = dax_read_ratio(&report.results) {
+                let _ = writeln!(
+                    out,
+                    "  window / FUSE READ of the same file, 1 MiB in order: {ratio:.2}×"
+                );
+            }
+            if let Some(ratio) = dax_seq_read_p50_ratio(&report.results) {
+                let _ = writeln!(
+                    out,
+                    "  FUSE READ p50 / window read p50, 1 MiB in order: {ratio:.2}×"
+                );
+            }
+            if let Some(ratio) = dax_read4k_ratio(&report.results) {
+                let _ = writeln!(
+                    out,
+                    "  window / FUSE READ of the same file, 4 KiB at random: {ratio:.1}×"
+                );
+            }
+            if let Some(ratio) = dax_read4k_p50_ratio(&report.results) {
+                let _ = writeln!(
+                    out,
+                    "  FUSE READ p50 / window read p50, 4 KiB at random: {ratio:.1}×"
+                );
+            }
         }
         if section == Section::Pmem
             && let Some(ratio) = pmem_flush_overhead(&report.results)

@@ -95,9 +95,12 @@ fn the_table_groups_sections_with_units_and_ratios() {
         "{p50}"
     );
     assert!(
-        t.contains("window read / FUSE READ of the same file: 3.00×"),
+        t.contains("window / FUSE READ of the same file, 1 MiB in order: 3.00×"),
         "{t}"
     );
+    // No p50s and no random reads in this report: no lines for them.
+    assert!(!t.contains("p50, 1 MiB"), "{t}");
+    assert!(!t.contains("4 KiB at random"), "{t}");
     assert!(t.contains("machine: cores 2\n"), "{t}");
 }
 
@@ -110,6 +113,31 @@ fn the_flush_overhead_is_flush_over_fdatasync() {
     assert!(table(&r).contains("FLUSH p50 / bare fdatasync p50 of the same file: 1.50×"));
     r.results.remove("pmem_fdatasync_p50_us");
     assert!(json(&r).get("pmem_flush_overhead_ratio").is_none());
+}
+
+#[test]
+fn the_random_read_ratio_is_window_over_fuse_read_per_second() {
+    let mut r = report(peer());
+    r.results
+        .insert("dax_read4k_ops_per_s", figure(2_500_000.0));
+    r.results
+        .insert("dax_fuse_read4k_ops_per_s", figure(100_000.0));
+    assert_eq!(json(&r)["dax_read4k_ratio"], 25.0);
+    assert!(
+        table(&r).contains("window / FUSE READ of the same file, 4 KiB at random: 25.0×"),
+        "{}",
+        table(&r)
+    );
+    r.results.insert("dax_seq_read_p50_us", figure(50.0));
+    r.results.insert("dax_fuse_seq_read_p50_us", figure(75.0));
+    assert_eq!(json(&r)["dax_seq_read_p50_ratio"], 1.5);
+    assert!(table(&r).contains("FUSE READ p50 / window read p50, 1 MiB in order: 1.50×"));
+    r.results.insert("dax_read4k_p50_us", figure(0.25));
+    r.results.insert("dax_fuse_read4k_p50_us", figure(5.0));
+    assert_eq!(json(&r)["dax_read4k_p50_ratio"], 20.0);
+    assert!(table(&r).contains("FUSE READ p50 / window read p50, 4 KiB at random: 20.0×"));
+    r.results.remove("dax_fuse_read4k_ops_per_s");
+    assert!(json(&r).get("dax_read4k_ratio").is_none());
 }
 
 #[test]

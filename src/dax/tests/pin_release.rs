@@ -525,7 +525,7 @@ fn guards_can_be_sent_and_stored_by_id() {
 
 /// `try_map` / `try_unmap` (for a queue's own thread) do what `map` / `unmap` do when
 /// nothing is in the way, and where those would wait they fail at once with `WouldWait`,
-/// leaving mappings, pins, references and claims as they were; no timeout is counted.
+/// leaving mappings, pins, references and drains as they were; no timeout is counted.
 #[test]
 fn the_try_forms_never_wait_and_change_nothing_when_they_would() {
     // A long budget: had either waited, the test would hang, not pass.
@@ -562,7 +562,7 @@ fn the_try_forms_never_wait_and_change_nothing_when_they_would() {
     assert_eq!(ledger.mappings()[0].pins, 1);
     assert_eq!(ledger.stats().timeouts, 0);
     ledger.check_invariants().unwrap();
-    // Nothing was left claimed: a free chunk maps at once, and once the pin is gone the
+    // Nothing was left draining: a free chunk maps at once, and once the pin is gone the
     // same unmap goes through.
     ledger
         .try_map(WindowOffset(CHUNK), CHUNK, dynb(&b), FileOffset(0), true)

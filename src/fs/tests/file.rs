@@ -1,5 +1,6 @@
 //! Open files: create/open/read/write/release, setattr, suid killing,
-//! fallocate, lseek, copy_file_range, fsync, flush, statfs, tmpfile, syncfs.
+//! fallocate, lseek, fsync, flush, statfs, tmpfile, syncfs (copy_file_range runs over
+//! both transports in `tests/fuse_ops/files.rs`).
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
@@ -356,41 +357,6 @@ fn fallocate_keep_size_and_punch_hole_then_lseek() {
 }
 
 #[test]
-fn copy_file_range_between_handles() {
-    let f = setup();
-    let (a, ao) = f.c.create(ROOT, b"a", 0o644, RDWR).unwrap();
-    let (b, bo) = f.c.create(ROOT, b"b", 0o644, RDWR).unwrap();
-    f.c.write(a.nodeid, ao.fh, 0, b"0123456789").unwrap();
-    let args = abi::CopyFileRangeIn {
-        fh_in: ao.fh,
-        off_in: 2,
-        nodeid_out: b.nodeid,
-        fh_out: bo.fh,
-        off_out: 1,
-        len: 5,
-        flags: 0,
-    };
-    assert_eq!(f.c.copy_file_range(a.nodeid, args).unwrap(), 5);
-    assert_eq!(std::fs::read(f.shared().join("b")).unwrap(), b"\x0023456");
-    assert_eq!(
-        f.c.copy_file_range(a.nodeid, abi::CopyFileRangeIn { flags: 1, ..args })
-            .unwrap_err(),
-        libc::EINVAL
-    );
-    assert_eq!(
-        f.c.copy_file_range(
-            a.nodeid,
-            abi::CopyFileRangeIn {
-                fh_out: 999,
-                ..args
-            }
-        )
-        .unwrap_err(),
-        libc::EBADF
-    );
-}
-
-#[test]
 fn statfs_syncfs_and_tmpfile() {
     let f = setup();
     let s = f.c.statfs(ROOT).unwrap();
@@ -455,7 +421,7 @@ fn open_node_for_dax() {
     let held = f.fs().inodes().get(id).unwrap();
     f.c.forget(id.0, 1);
     assert!(f.fs().inodes().get(id).is_err());
-    assert!(super::super::stat_fd(&held.fd).is_ok());
+    assert!(super::super::stat_fd(&held.path_fd().unwrap()).is_ok());
     let ro = setup_with(|c| c.readonly = true);
     std::fs::write(ro.shared().join("f"), b"data").unwrap();
     let id = crate::fuse::NodeId(ro.c.lookup(ROOT, b"f").unwrap().nodeid);

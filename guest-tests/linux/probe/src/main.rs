@@ -13,6 +13,8 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::process::exit;
 
+mod perf;
+
 const USAGE: &str = "usage: probe <command> [args]
   xattr-set PATH NAME VALUE        setxattr(2)
   xattr-get PATH NAME              print the value of NAME
@@ -41,7 +43,12 @@ const USAGE: &str = "usage: probe <command> [args]
                                    it prints `<step>: ok` or `<step>: <ERRNO>` and goes on
   first-read DEV MARKER TIMEOUT_MS wait for DEV, then O_DIRECT-read its first 4 KiB until
                                    it starts with MARKER; print what the first read saw and
-                                   how long until the marker showed";
+                                   how long until the marker showed
+  perf-read4k PATH COUNT SEED      COUNT timed 4 KiB preads at random page offsets
+                                   (POSIX_FADV_RANDOM); print ops_per_s and p50_us
+  perf-seqread PATH                the whole file in 1 MiB reads; print mb_per_s and p50_us
+  perf-mmap-touch PATH             mmap, read one byte of each 4 KiB page; print pages_per_s
+  perf-stat DIR COUNT              stat DIR/f0..f<COUNT-1>; print ops_per_s and p50_us";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -73,6 +80,10 @@ fn main() {
         ["mmap-sync", p] => mmap_sync(p),
         ["map", p, l, m, steps @ ..] => map_script(p, num(l), m, steps),
         ["first-read", d, m, t] => first_read(d, m.as_bytes(), num(t)),
+        ["perf-read4k", p, c, s] => perf::read4k(p, num(c), num(s)),
+        ["perf-seqread", p] => perf::seqread(p),
+        ["perf-mmap-touch", p] => perf::mmap_touch(p),
+        ["perf-stat", d, c] => perf::stat_many(d, num(c)),
         _ => usage(),
     };
     if let Err(e) = result {
