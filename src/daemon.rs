@@ -78,6 +78,9 @@ pub enum DaemonError {
     /// Signal handling could not be set up.
     #[error("signals: {0}")]
     Signals(std::io::Error),
+    /// The seccomp filter could not be built or installed.
+    #[error("seccomp: {0}")]
+    Seccomp(#[source] sys::seccomp::SeccompError),
     /// The daemon in the namespace sandbox ended badly (its own error was logged by it).
     #[error("the sandboxed daemon {0}")]
     Sandboxed(SandboxedEnd),
@@ -224,6 +227,16 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
         }
     }
     let observer = sync_observer()?;
+    // One filter for the process: the union of what its devices need.
+    let needs = sys::seccomp::Needs {
+        fs: !config.fs.is_empty(),
+        pmem: !config.pmem.is_empty(),
+        syslog: crate::logging::to_syslog(),
+        file_handles: config
+            .fs
+            .iter()
+            .any(|fs| fs.inode_file_handles != crate::fs::InodeFileHandles::Never),
+    };
     let keep = config.capabilities();
     let sandbox: Option<(Sandbox, PathBuf)> = config
         .fs
@@ -322,6 +335,11 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             } => start_fs(*config, *filesystem, dax, stats, control, listener, socket)?,
         });
     }
+
+    // Setup is over (sockets bound, the sandbox entered, capabilities dropped; the caller
+    // raised the open-files limit): from here on only the allow-list, on every thread,
+    // before any frontend.
+    install_seccomp(config.seccomp, needs)?;
 
     let shutdown: Vec<Closing> = devices
         .iter()
@@ -433,6 +451,24 @@ fn start_pmem(
             )
         }),
     })
+}
+
+/// Installs the process's seccomp filter (on every thread: the control socket's and the
+/// devices' workers already run).
+fn install_seccomp(
+    action: sys::seccomp::Seccomp,
+    needs: sys::seccomp::Needs,
+) -> Result<(), DaemonError> {
+    let allowed = sys::seccomp::install(action, needs).map_err(DaemonError::Seccomp)?;
+    if action == sys::seccomp::Seccomp::None {
+        log::info!("seccomp: no filter (--seccomp none)");
+    } else {
+        log::info!(
+            "seccomp: filter installed on every thread ({allowed} system calls allowed; \
+             anything else: {action})"
+        );
+    }
+    Ok(())
 }
 
 /// Starts an fs device's threads (its request pool) and its control socket.

@@ -5,11 +5,21 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The system log socket.
 pub const SYSLOG_SOCKET: &str = "/dev/log";
 /// Test hook: another socket path for `--syslog` (a test cannot bind `/dev/log`).
 pub const SYSLOG_SOCKET_ENV: &str = "VHOST_DAX_TEST_SYSLOG_SOCKET";
+
+/// Whether the installed logger sends to the system log.
+static TO_SYSLOG: AtomicBool = AtomicBool::new(false);
+
+/// Whether [`init`] installed the system-log logger (which may reconnect to its socket
+/// while the daemon serves).
+pub fn to_syslog() -> bool {
+    TO_SYSLOG.load(Ordering::Relaxed)
+}
 
 /// `LOG_DAEMON`.
 const FACILITY_DAEMON: u8 = 3;
@@ -92,6 +102,7 @@ pub fn init(ident: &'static str, level: log::LevelFilter, syslog: bool) {
                 };
                 if log::set_boxed_logger(Box::new(logger)).is_ok() {
                     log::set_max_level(level);
+                    TO_SYSLOG.store(true, Ordering::Relaxed);
                 }
                 return;
             }

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use vhost_dax::config::{ConfigError, DaemonConfig, FsRequest, Origin, PmemRequest, Sandbox};
+use vhost_dax::config::{
+    ConfigError, DaemonConfig, FsRequest, Origin, PmemRequest, Sandbox, Seccomp,
+};
 use vhost_dax::daemon;
 
 /// vhost-user backend for virtio-pmem and virtio-fs.
@@ -121,6 +123,10 @@ struct PmemArgs {
     /// stats`), DMA pins on the region.
     #[arg(long, value_name = "PATH")]
     control_socket: Option<PathBuf>,
+    /// What the seccomp filter does to a system call off the daemon's allow-list: kill
+    /// the process, log it (and allow it), trap (SIGSYS), or none (no filter).
+    #[arg(long, value_enum, value_name = "ACTION", default_value_t = Seccomp::DEFAULT)]
+    seccomp: Seccomp,
 }
 
 #[derive(Debug, clap::Args)]
@@ -211,6 +217,10 @@ struct FsArgs {
     /// OPENDIR and CREATE get ENFILE [default: 1000000].
     #[arg(long, value_name = "N")]
     max_open_handles: Option<u64>,
+    /// What the seccomp filter does to a system call off the daemon's allow-list: kill
+    /// the process, log it (and allow it), trap (SIGSYS), or none (no filter).
+    #[arg(long, value_enum, value_name = "ACTION", default_value_t = Seccomp::DEFAULT)]
+    seccomp: Seccomp,
 }
 
 impl FsArgs {
@@ -271,6 +281,15 @@ fn init_logging(level: Option<&str>, syslog: bool) -> Result<(), ConfigError> {
     };
     vhost_dax::logging::init("vhost-dax", level, syslog);
     Ok(())
+}
+
+/// `--seccomp`, if this architecture can have it.
+fn cli_seccomp(seccomp: Seccomp) -> Result<Seccomp, ConfigError> {
+    seccomp.check_architecture().map_err(|reason| ConfigError {
+        field: "--seccomp".into(),
+        reason,
+    })?;
+    Ok(seccomp)
 }
 
 fn config_error(e: ConfigError) -> ExitCode {
@@ -334,18 +353,21 @@ fn main() -> ExitCode {
         | Command::Stats { .. } => {
             unreachable!("handled above")
         }
-        Command::Pmem(args) => args
-            .request()
-            .validate(Origin::Cli)
-            .map(|pmem| DaemonConfig {
+        Command::Pmem(args) => args.request().validate(Origin::Cli).and_then(|pmem| {
+            Ok(DaemonConfig {
                 log_level: None,
                 pmem: vec![pmem],
                 fs: Vec::new(),
-            }),
-        Command::Fs(args) => args.request().validate(Origin::Cli).map(|fs| DaemonConfig {
-            log_level: None,
-            pmem: Vec::new(),
-            fs: vec![fs],
+                seccomp: cli_seccomp(args.seccomp)?,
+            })
+        }),
+        Command::Fs(args) => args.request().validate(Origin::Cli).and_then(|fs| {
+            Ok(DaemonConfig {
+                log_level: None,
+                pmem: Vec::new(),
+                fs: vec![fs],
+                seccomp: cli_seccomp(args.seccomp)?,
+            })
         }),
         Command::Run { config } | Command::CheckConfig { file: config } => {
             DaemonConfig::load(config)

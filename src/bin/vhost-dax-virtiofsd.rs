@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         log_level,
         rlimit_nofile,
         syslog,
+        seccomp,
         notes,
     } = *options;
     let fs = match request.validate(Origin::Virtiofsd) {
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
         log_level: None,
         pmem: Vec::new(),
         fs: vec![fs],
+        seccomp,
     };
     match daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,

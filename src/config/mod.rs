@@ -20,6 +20,7 @@ pub use fs::{
     DaxConfig, FsConfig, FsRequest, MAX_REQUEST_QUEUES, MAX_TAG_LEN, Sandbox, parse_duration,
 };
 
+pub use crate::sys::seccomp::Seccomp;
 use pmem::parse_pmem;
 pub use pmem::{BackingKind, PMEM_ALIGN, PmemConfig, PmemRequest, open_backing};
 
@@ -270,9 +271,13 @@ pub struct DaemonConfig {
     pub pmem: Vec<PmemConfig>,
     /// `[[fs]]` devices.
     pub fs: Vec<FsConfig>,
+    /// `seccomp`: what the one filter of the process does to a system call off its
+    /// allow-list (the union of what its devices need). A daemon-level setting: one
+    /// process installs one filter, so a device table cannot choose its own.
+    pub seccomp: Seccomp,
 }
 
-const TOP_LEVEL_KEYS: &[&str] = &["log_level", "pmem", "fs"];
+const TOP_LEVEL_KEYS: &[&str] = &["log_level", "seccomp", "pmem", "fs"];
 impl DaemonConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<DaemonConfig, ConfigError> {
@@ -308,6 +313,10 @@ impl DaemonConfig {
                 Some(level)
             }
         };
+        let seccomp = match table.get("seccomp") {
+            None => Seccomp::DEFAULT,
+            Some(v) => parse_seccomp(&get_string(v, "seccomp")?, "seccomp")?,
+        };
         let pmem = parse_tables(&table, "pmem", |entry, origin| {
             parse_pmem(entry, origin)?.validate(origin)
         })?;
@@ -318,6 +327,7 @@ impl DaemonConfig {
             log_level,
             pmem,
             fs,
+            seccomp,
         };
         config.check_unique_sockets()?;
         config.check_sandbox()?;
@@ -405,9 +415,30 @@ fn parse_tables<T>(
             let entry = entry
                 .as_table()
                 .ok_or_else(|| ConfigError::new(format!("{kind}[{index}]"), "must be a table"))?;
+            if entry.contains_key("seccomp") {
+                return Err(ConfigError::new(
+                    origin.field("seccomp"),
+                    "is a daemon-level setting (one process installs one filter for all its \
+                     devices): write `seccomp = \"...\"` at the top of the file",
+                ));
+            }
             parse(entry, origin)
         })
         .collect()
+}
+
+/// `kill`, `log`, `trap` or `none`, usable on this architecture; `field` names it.
+pub fn parse_seccomp(text: &str, field: &str) -> Result<Seccomp, ConfigError> {
+    let seccomp = Seccomp::parse(text).ok_or_else(|| {
+        ConfigError::new(
+            field,
+            format!("`{text}` is not one of kill, log, trap, none"),
+        )
+    })?;
+    seccomp
+        .check_architecture()
+        .map_err(|reason| ConfigError::new(field, reason))?;
+    Ok(seccomp)
 }
 
 pub(crate) fn reject_unknown(

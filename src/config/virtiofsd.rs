@@ -7,13 +7,13 @@
 //! [`Origin::Virtiofsd`](super::Origin::Virtiofsd) like every other way of configuring a device. A virtiofsd flag
 //! the daemon does not implement is refused with an error that names it; none is
 //! silently ignored. Flags that ask for what the daemon already does (`--sandbox none`,
-//! `--seccomp none`, `-o no_posix_lock`) are accepted, and say so in the README's table.
+//! `-o no_posix_lock`) are accepted, and say so in the README's table.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
-use super::{ConfigError, FsRequest};
+use super::{ConfigError, FsRequest, Seccomp};
 
 #[cfg(test)]
 mod tests;
@@ -43,6 +43,9 @@ pub struct VirtiofsdOptions {
     pub rlimit_nofile: Option<u64>,
     /// `--syslog`: log to the system log instead of stderr.
     pub syslog: bool,
+    /// `--seccomp`: what the filter does to a system call off the allow-list (default
+    /// kill, as virtiofsd's).
+    pub seccomp: Seccomp,
     /// Things worth a log line at start (deprecated forms, flags with no effect).
     pub notes: Vec<String>,
 }
@@ -78,6 +81,8 @@ Usage: vhost-dax-virtiofsd --shared-dir DIR (--socket-path PATH | --fd N) [OPTIO
   --thread-pool-size N      worker threads serving requests (0, the default: none)
   --inode-file-handles MODE prefer (default), never, mandatory: hold inodes by file
                             handle instead of an O_PATH descriptor each (needs root)
+  --seccomp ACTION          on a system call off the allow-list: kill (default), log,
+                            trap (SIGSYS), none (no filter)
   --rlimit-nofile N         open-files limit (0: unchanged)
   --modcaps=(+|-)CAP:...    change the capabilities kept as root (-o modcaps=), e.g.
                             +sys_admin:-mknod (kept by default: chown, dac_override,
@@ -87,7 +92,7 @@ Usage: vhost-dax-virtiofsd --shared-dir DIR (--socket-path PATH | --fd N) [OPTIO
   -V, --version             print the version and exit
   -h, --help                print this help and exit
 
-Accepted because they ask for what the daemon does: --sandbox none, --seccomp none,
+Accepted because they ask for what the daemon does: --sandbox none,
 --no-announce-submounts, --no-posix-lock, --no-flock, --posix-acl=never, --security-label=never, --preserve-noatime, -f, -o no_posix_lock,
 -o no_flock, -o no_allow_direct_io, -o no_posix_acl, -o no_security_label.
 Every other virtiofsd flag is refused with exit status 2 (see the README).
@@ -321,16 +326,7 @@ impl State {
                 }
                 _ => return Err(bad_value(flag, value, "never, prefer, mandatory")),
             },
-            "seccomp" => match value {
-                "none" => {}
-                "kill" | "log" | "trap" => {
-                    return Err(refused(
-                        flag,
-                        "the daemon installs no seccomp filter; use --seccomp=none",
-                    ));
-                }
-                _ => return Err(bad_value(flag, value, "none, kill, log, trap")),
-            },
+            "seccomp" => self.opts.seccomp = super::parse_seccomp(value, flag)?,
             "posix-acl" | "security-label" => match text.as_deref() {
                 Some("never") => {}
                 None | Some("auto" | "always") => {

@@ -6,6 +6,7 @@
 pub mod caps;
 pub mod fs;
 pub mod namespace;
+pub mod seccomp;
 pub mod socket;
 pub mod vectored;
 

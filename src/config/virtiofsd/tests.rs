@@ -272,6 +272,9 @@ fn accepted() -> Vec<(Vec<&'static str>, FsRequest)> {
         ),
         (vec!["--seccomp=none"], base()),
         (vec!["--seccomp", "none"], base()),
+        (vec!["--seccomp=kill"], base()),
+        (vec!["--seccomp=log"], base()),
+        (vec!["--seccomp", "trap"], base()),
         (vec!["--posix-acl=never"], base()),
         (vec!["--security-label=never"], base()),
         (vec!["-f"], base()),
@@ -305,6 +308,12 @@ fn process_settings_land_outside_the_request() {
     assert_eq!(serve(&[]).rlimit_nofile, None);
     assert!(serve(&["--syslog"]).syslog);
     assert!(!serve(&[]).syslog);
+    // virtiofsd's default is kill.
+    assert_eq!(serve(&[]).seccomp, Seccomp::Kill);
+    for action in [Seccomp::Kill, Seccomp::Log, Seccomp::Trap, Seccomp::None] {
+        let flag = format!("--seccomp={action}");
+        assert_eq!(serve(&[flag.as_str()]).seccomp, action);
+    }
     assert!(
         serve(&["-f"]).notes[0].contains("no effect"),
         "-f is noted, not silently dropped"
@@ -333,9 +342,6 @@ fn refused_flags() -> Vec<(Vec<&'static str>, &'static str)> {
             vec!["--migration-confirm-paths"],
             "--migration-confirm-paths",
         ),
-        (vec!["--seccomp=kill"], "--seccomp"),
-        (vec!["--seccomp=log"], "--seccomp"),
-        (vec!["--seccomp=trap"], "--seccomp"),
         (vec!["--posix-acl"], "--posix-acl"),
         (vec!["--posix-acl=auto"], "--posix-acl"),
         (vec!["--security-label=always"], "--security-label"),
