@@ -30,6 +30,7 @@ use vmm_sys_util::event::{EventConsumer, EventNotifier};
 use super::backend_mapper::BackendMapper;
 use super::exit_events::ExitEvents;
 use super::flush::{FlushStats, GroupCommit, SyncObserver};
+use super::guest_memory::MemoryGuard;
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{BackingKind, PmemConfig, format_size, open_backing};
 use crate::control::{ControlServer, ControlSlot};
@@ -401,11 +402,16 @@ pub struct PmemBackend {
     device: Arc<PmemDevice>,
     conn: Arc<Connection>,
     exit_events: ExitEvents,
+    guard: MemoryGuard,
 }
 
 impl super::ConnectionBackend for PmemBackend {
     fn exit_events(&self) -> &ExitEvents {
         &self.exit_events
+    }
+
+    fn memory_guard(&self) -> &MemoryGuard {
+        &self.guard
     }
 }
 
@@ -428,6 +434,7 @@ impl PmemBackend {
                 told_no_channel: AtomicBool::new(false),
             }),
             exit_events: ExitEvents::default(),
+            guard: MemoryGuard::new("pmem"),
         }
     }
 
@@ -464,7 +471,7 @@ impl PmemBackend {
     }
 
     fn drain_queue(&self, vring: &VringRwLock, memory: &Memory) -> io::Result<()> {
-        while !self.device.stopping.load(Ordering::SeqCst) {
+        while !self.device.stopping.load(Ordering::SeqCst) && !self.guard.check() {
             let mem = memory.memory();
             let chain = vring
                 .get_mut()
@@ -473,6 +480,10 @@ impl PmemBackend {
             let Some(chain) = chain else {
                 return Ok(());
             };
+            if self.guard.check() {
+                // The pop itself read memory the frontend cut: nothing more is served.
+                return Ok(());
+            }
             self.serve(chain, vring, memory);
         }
         Ok(())
@@ -489,6 +500,7 @@ impl PmemBackend {
         let completion = Completion {
             vring: vring.clone(),
             memory: memory.clone(),
+            guard: self.guard.clone(),
             head,
             event_idx: self.conn.event_idx.load(Ordering::SeqCst),
         };
@@ -522,6 +534,7 @@ impl PmemBackend {
 struct Completion {
     vring: VringRwLock,
     memory: Memory,
+    guard: MemoryGuard,
     head: u16,
     event_idx: bool,
 }
@@ -535,6 +548,15 @@ impl Completion {
                 Ok(()) => used_len = 4,
                 Err(e) => log::warn!("pmem: cannot write status of request {}: {e}", self.head),
             }
+        }
+        if self.guard.check() {
+            // The connection's memory faulted (perhaps writing this very status): the
+            // connection is being dropped, and its ring is no longer the guest's.
+            log::debug!(
+                "pmem: request {} not returned: guest memory faulted",
+                self.head
+            );
+            return;
         }
         if let Err(e) = self.vring.add_used(self.head, used_len) {
             log::error!("pmem: cannot return request {}: {e}", self.head);
@@ -732,6 +754,7 @@ impl VhostUserBackend for PmemBackend {
     }
 
     fn update_memory(&self, memory: Memory) -> io::Result<()> {
+        self.guard.table(memory.memory().into_inner());
         *self.conn.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(memory);
         if !self.device.mapper.is_attached()
             && !self.conn.told_no_channel.swap(true, Ordering::SeqCst)

@@ -1,0 +1,244 @@
+//! What a connection does about guest memory its frontend may pull away.
+//!
+//! Each memory table a frontend sends (SET_MEM_TABLE, ADD/REM_MEM_REG) is looked at once:
+//! regions backed by a memfd sealed against shrinking (`F_SEAL_SHRINK`) are safe; every
+//! other region (an unsealed memfd, a file, hugetlbfs, a DAX mapping QEMU 11.1 adds to the
+//! table) is registered with the SIGBUS handler of [`crate::sys::sigbus`], and the table
+//! says which regions those are. If the frontend shrinks such a file and a request then
+//! touches the cut part, the handler maps a zero page there so the access completes, and
+//! the device, checking after each request ([`MemoryGuard::check`]), finds the fault,
+//! logs which region it was, stops serving and drops the connection: its view of guest
+//! memory is no longer the guest's. The listener then takes the next frontend; other
+//! devices of the process never notice.
+//!
+//! A table stays registered for as long as anybody else (a request in flight, the
+//! vhost-user handler) still holds it, so a range is never unregistered while it may be
+//! touched, and never registered after it was unmapped (the registration holds the table).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use vhost_user_backend::ShutdownHandle;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::sys::sigbus::{self, GuardedRange};
+
+/// One region registered with the handler.
+struct Range {
+    guard: Option<GuardedRange>,
+    gpa: u64,
+    len: u64,
+    host: usize,
+    why: &'static str,
+}
+
+/// A table and its registered ranges (dropped before the table, which keeps them mapped).
+struct Table {
+    ranges: Vec<Arc<Range>>,
+    memory: Arc<GuestMemoryMmap>,
+}
+
+impl Table {
+    /// Nobody but us holds the table: its ranges can no longer be touched.
+    fn unused(&self) -> bool {
+        Arc::strong_count(&self.memory) == 1
+    }
+}
+
+/// Tables of ended connections that requests still held at the end; dropped once unused.
+static LINGERING: Mutex<Vec<Table>> = Mutex::new(Vec::new());
+
+fn prune_lingering() {
+    LINGERING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|t| !t.unused());
+}
+
+/// One connection's guest-memory guard. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct MemoryGuard {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    device: &'static str,
+    state: Mutex<State>,
+    broken: AtomicBool,
+    /// [`sigbus::faults`] when last checked.
+    seen: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    tables: Vec<Table>,
+    /// Registered ranges by host address and length, shared by tables that share a region.
+    ranges: HashMap<(usize, u64), Weak<Range>>,
+    shutdown: Option<ShutdownHandle>,
+    tables_seen: u64,
+}
+
+impl MemoryGuard {
+    /// A guard for a new connection of `device` ("fs", "pmem").
+    pub fn new(device: &'static str) -> Self {
+        MemoryGuard {
+            inner: Arc::new(Inner {
+                device,
+                state: Mutex::new(State::default()),
+                broken: AtomicBool::new(false),
+                seen: AtomicU64::new(sigbus::faults()),
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection to end if a fault is found (given once the connection is accepted).
+    pub fn set_shutdown(&self, handle: Option<ShutdownHandle>) {
+        let Some(handle) = handle else { return };
+        if self.inner.broken.load(Ordering::SeqCst) {
+            handle.shutdown();
+        }
+        self.state().shutdown = Some(handle);
+    }
+
+    /// Takes a new memory table: reads each region's seals, registers the regions that can
+    /// shrink under us, and logs which those are (at info for the first table of the
+    /// connection, at debug for later ones: QEMU 11.1 sends one per DAX mapping).
+    pub fn table(&self, memory: Arc<GuestMemoryMmap>) {
+        prune_lingering();
+        let mut state = self.state();
+        state.tables.retain(|t| !t.unused());
+        state.ranges.retain(|_, r| r.strong_count() > 0);
+        state.tables_seen += 1;
+        let first = state.tables_seen == 1;
+        let mut ranges = Vec::new();
+        let (mut sealed, mut unsealed) = (0usize, Vec::new());
+        for region in memory.iter() {
+            let Some(backing) = region.file_offset() else {
+                continue;
+            };
+            let why = match sigbus::seals(backing.file()) {
+                Ok(Some(seals)) if seals & libc::F_SEAL_SHRINK != 0 => {
+                    sealed += 1;
+                    continue;
+                }
+                Ok(Some(_)) => "a memfd or tmpfs file not sealed against shrinking",
+                Ok(None) => "a file that cannot be sealed",
+                Err(_) => "a file whose seals cannot be read",
+            };
+            let host = region.as_ptr() as usize;
+            let key = (host, region.len());
+            if let Some(range) = state.ranges.get(&key).and_then(Weak::upgrade) {
+                ranges.push(range);
+                continue;
+            }
+            let guard = usize::try_from(region.len())
+                .ok()
+                .and_then(|len| GuardedRange::register(host, len));
+            let range = Arc::new(Range {
+                guard,
+                gpa: region.start_addr().0,
+                len: region.len(),
+                host,
+                why,
+            });
+            if range.guard.is_none() {
+                log::warn!(
+                    "{}: guest memory at {:#x} ({} bytes) is {why} and cannot be guarded \
+                     (no free slot, or the handler is not installed): a frontend that \
+                     shrinks it would end the process",
+                    self.inner.device,
+                    range.gpa,
+                    range.len
+                );
+            }
+            state.ranges.insert(key, Arc::downgrade(&range));
+            unsealed.push(format!("{:#x}+{:#x} ({why})", range.gpa, range.len));
+            ranges.push(range);
+        }
+        if !unsealed.is_empty() {
+            let level = if first {
+                log::Level::Info
+            } else {
+                log::Level::Debug
+            };
+            log::log!(
+                level,
+                "{}: memory table: {sealed} region(s) sealed against shrinking; not sealed: {}. \
+                 A frontend that shrinks those under a request ends its connection",
+                self.inner.device,
+                unsealed.join(", ")
+            );
+        } else if first {
+            log::debug!(
+                "{}: memory table: all {sealed} region(s) sealed against shrinking",
+                self.inner.device
+            );
+        }
+        state.tables.push(Table { ranges, memory });
+    }
+
+    /// Whether the connection is broken: a fault was repaired in one of its regions (the
+    /// first call to see it logs the region and ends the connection). Cheap when no fault
+    /// happened anywhere since the last call: one atomic load.
+    pub fn check(&self) -> bool {
+        if self.inner.broken.load(Ordering::SeqCst) {
+            return true;
+        }
+        let now = sigbus::faults();
+        if self.inner.seen.swap(now, Ordering::SeqCst) == now {
+            return false;
+        }
+        let mut state = self.state();
+        let hit = state
+            .tables
+            .iter()
+            .flat_map(|t| t.ranges.iter())
+            .find_map(|r| Some((r.clone(), r.guard.as_ref()?.fault()?)));
+        let Some((range, addr)) = hit else {
+            return false;
+        };
+        if self.inner.broken.swap(true, Ordering::SeqCst) {
+            return true;
+        }
+        log::error!(
+            "{}: the frontend cut guest memory under the device: the region at guest \
+             address {:#x} ({} bytes, {}) faulted at guest address {:#x}, past the end of \
+             its file (shrunk after the memory table was sent). The device serves nothing \
+             more and drops the connection",
+            self.inner.device,
+            range.gpa,
+            range.len,
+            range.why,
+            range.gpa + (addr - range.host) as u64
+        );
+        if let Some(handle) = state.shutdown.take() {
+            handle.shutdown();
+        }
+        true
+    }
+
+    /// The connection has ended: tables nobody holds any more are unregistered and
+    /// unmapped; the rest wait until the requests holding them are gone.
+    pub fn end(&self) {
+        let tables = std::mem::take(&mut self.state().tables);
+        let mut lingering = LINGERING.lock().unwrap_or_else(|p| p.into_inner());
+        lingering.extend(tables);
+        lingering.retain(|t| !t.unused());
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        let tables = std::mem::take(&mut state.tables);
+        LINGERING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(tables.into_iter().filter(|t| !t.unused()));
+    }
+}
