@@ -252,3 +252,68 @@ fn a_shrink_of_memory_no_request_touches_ends_nothing() {
     assert!(!daemon.log().contains("cut guest memory"));
     alive(&mut daemon);
 }
+
+/// Points the used ring of queue 1 at `used` (desc and avail rings unchanged).
+fn set_used_ring(frontend: &mut Frontend, used: u64) {
+    let layout = frontend.queue_layout(1).unwrap();
+    let ram = frontend.ram();
+    let config = vhost::VringConfigData {
+        queue_max_size: layout.size,
+        queue_size: layout.size,
+        flags: 0,
+        desc_table_addr: ram.host_address(layout.desc.0).unwrap(),
+        used_ring_addr: ram.host_address(used).unwrap(),
+        avail_ring_addr: ram.host_address(layout.avail.0).unwrap(),
+        log_addr: None,
+    };
+    use vhost::VhostBackend;
+    frontend.vhost().set_vring_addr(1, &config).unwrap();
+}
+
+#[test]
+fn a_ring_straddling_the_end_of_memory_serves_nothing_until_it_is_moved_back() {
+    let dir = TempDir::new("memguard-ring");
+    let share = dir.join("share");
+    std::fs::create_dir(&share).unwrap();
+    let socket = dir.join("fs.sock");
+    let mut daemon = spawn_fs_daemon(&share, &socket, &[]);
+    let frontend = Arc::new(Mutex::new(connect(&socket)));
+    let guest = Client::over(FuseQueue::new(frontend.clone(), 1, WAIT));
+    guest.init();
+    let mut fe = frontend.lock().unwrap();
+    let end = fe.ram().size();
+    // The used ring starts 8 bytes before the end of guest RAM: its start translates, the
+    // rest of its 6 + 8 * 256 bytes lies past the end.
+    set_used_ring(&mut fe, end - 8);
+    let mut body = Vec::new();
+    body.extend_from_slice(&0o755u32.to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes());
+    body.extend_from_slice(b"straddle\0");
+    let req = encode_request(opcode::MKDIR, 77, ROOT, 0, 0, &body);
+    let at = fe.ram().alloc_bytes(&req).unwrap();
+    let reply = fe.ram().alloc(4096, 8).unwrap();
+    fe.submit(
+        1,
+        &[
+            Buffer::readable(at, u32::try_from(req.len()).unwrap()),
+            Buffer::writable(reply, 4096),
+        ],
+    )
+    .unwrap();
+    wait_for_log(&mut daemon, "queue 1 serves nothing: its used ring");
+    assert!(
+        !share.join("straddle").exists(),
+        "a request was served on a ring that cannot return it"
+    );
+    // Moved back inside memory, the queue serves what is waiting.
+    let layout = fe.queue_layout(1).unwrap();
+    set_used_ring(&mut fe, layout.used.0);
+    fe.kick(1).unwrap();
+    let used = fe
+        .wait_used(1, 1, WAIT)
+        .expect("served once the ring is whole");
+    assert_eq!(used.len(), 1);
+    assert!(share.join("straddle").is_dir());
+    drop(fe);
+    alive(&mut daemon);
+}

@@ -11,6 +11,15 @@
 //! memory is no longer the guest's. The listener then takes the next frontend; other
 //! devices of the process never notice.
 //!
+//! Rings get the same care: vhost-user-backend 0.24 checks only that each ring's *start*
+//! address (SET_VRING_ADDR) lies in guest memory, and never calls virtio-queue's
+//! `Queue::is_valid`; every later access is bounds-checked by vm-memory, so a ring that
+//! straddles the end of memory cannot fault, but the device would serve requests whose
+//! completions it then cannot write. [`MemoryGuard::ring_inside`] checks the whole ring
+//! (virtio 1.2 §2.7: descriptor table, available and used rings at the queue's size) on
+//! each kick; a queue whose ring is not wholly inside guest memory serves nothing, and the
+//! first kick says why.
+//!
 //! A table stays registered for as long as anybody else (a request in flight, the
 //! vhost-user handler) still holds it, so a range is never unregistered while it may be
 //! touched, and never registered after it was unmapped (the registration holds the table).
@@ -19,8 +28,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use vhost_user_backend::ShutdownHandle;
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vhost_user_backend::{ShutdownHandle, VringRwLock, VringT};
+use virtio_queue::QueueT;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::sys::sigbus::{self, GuardedRange};
 
@@ -68,6 +78,8 @@ struct Inner {
     broken: AtomicBool,
     /// [`sigbus::faults`] when last checked.
     seen: AtomicU64,
+    /// Queues (bit per index, up to 64) whose ring outside memory was already reported.
+    bad_rings: AtomicU64,
 }
 
 #[derive(Default)]
@@ -88,6 +100,7 @@ impl MemoryGuard {
                 state: Mutex::new(State::default()),
                 broken: AtomicBool::new(false),
                 seen: AtomicU64::new(sigbus::faults()),
+                bad_rings: AtomicU64::new(0),
             }),
         }
     }
@@ -220,6 +233,51 @@ impl MemoryGuard {
             handle.shutdown();
         }
         true
+    }
+
+    /// Whether the rings of `queue` lie wholly inside `mem`; the first kick of a queue
+    /// whose rings do not (until they do again) logs which ring and where.
+    pub fn ring_inside(&self, queue: usize, vring: &VringRwLock, mem: &GuestMemoryMmap) -> bool {
+        let (size, rings) = {
+            let state = vring.get_ref();
+            let q = state.get_queue();
+            (
+                u64::from(q.size()),
+                [
+                    ("descriptor table", q.desc_table(), 16),
+                    ("available ring", q.avail_ring(), 2),
+                    ("used ring", q.used_ring(), 8),
+                ],
+            )
+        };
+        let bit = u32::try_from(queue)
+            .ok()
+            .and_then(|q| 1u64.checked_shl(q))
+            .unwrap_or(0);
+        // virtio 1.2 §2.7: 16 bytes per descriptor; flags, idx, the entries and
+        // used_event/avail_event (2 bytes each) around the available and used rings.
+        let outside = rings.iter().find_map(|&(name, start, entry)| {
+            let len = if entry == 16 {
+                16 * size
+            } else {
+                6 + entry * size
+            };
+            let len_usize = usize::try_from(len).ok()?;
+            (!mem.check_range(GuestAddress(start), len_usize)).then_some((name, start, len))
+        });
+        let Some((name, start, len)) = outside else {
+            self.inner.bad_rings.fetch_and(!bit, Ordering::SeqCst);
+            return true;
+        };
+        if self.inner.bad_rings.fetch_or(bit, Ordering::SeqCst) & bit == 0 {
+            log::error!(
+                "{}: queue {queue} serves nothing: its {name} ({len} bytes at guest address \
+                 {start:#x}, queue size {size}) is not wholly inside guest memory \
+                 (SET_VRING_ADDR placed it across the end of a region)",
+                self.inner.device
+            );
+        }
+        false
     }
 
     /// The connection has ended: tables nobody holds any more are unregistered and

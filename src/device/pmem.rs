@@ -458,6 +458,9 @@ impl PmemBackend {
             log::warn!("pmem: queue kicked before the memory table was set");
             return Ok(());
         };
+        if !self.guard.ring_inside(0, vring, &memory.memory()) {
+            return Ok(());
+        }
         let event_idx = self.conn.event_idx.load(Ordering::SeqCst);
         loop {
             if event_idx {

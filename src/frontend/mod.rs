@@ -230,6 +230,11 @@ impl Frontend {
         })
     }
 
+    /// Where the rings of queue `queue` lie in guest RAM (for crafted SET_VRING_ADDR).
+    pub fn queue_layout(&self, queue: usize) -> Result<QueueLayout, FrontendError> {
+        Ok(self.queues[self.queue_index(queue)?].layout())
+    }
+
     /// The underlying vhost crate frontend, for raw requests.
     pub fn vhost(&mut self) -> &mut VhostFrontend {
         &mut self.vhost

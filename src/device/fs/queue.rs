@@ -39,6 +39,9 @@ impl FsBackend {
             log::warn!("fs: queue {queue} kicked before the memory table was set");
             return Ok(());
         };
+        if !self.guard.ring_inside(queue, vring, &memory.memory()) {
+            return Ok(());
+        }
         let event_idx = self.event_idx.load(Ordering::SeqCst);
         // This queue thread's request buffer, kept across kicks so a large WRITE is
         // neither allocated nor zeroed per request.
