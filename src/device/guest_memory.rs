@@ -16,8 +16,8 @@
 //! `Queue::is_valid`; every later access is bounds-checked by vm-memory, so a ring that
 //! straddles the end of memory cannot fault, but the device would serve requests whose
 //! completions it then cannot write. [`MemoryGuard::ring_inside`] checks the whole ring
-//! (virtio 1.2 §2.7: descriptor table, available and used rings at the queue's size) on
-//! each kick; a queue whose ring is not wholly inside guest memory serves nothing, and the
+//! (virtio 1.2 §2.7: descriptor table, available and used rings at the queue's size)
+//! before each pop; a queue whose ring is not wholly inside guest memory serves nothing, and the
 //! first kick says why.
 //!
 //! A table stays registered for as long as anybody else (a request in flight, the
@@ -28,8 +28,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use vhost_user_backend::{ShutdownHandle, VringRwLock, VringT};
-use virtio_queue::QueueT;
+use vhost_user_backend::ShutdownHandle;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::sys::sigbus::{self, GuardedRange};
@@ -235,21 +235,17 @@ impl MemoryGuard {
         true
     }
 
-    /// Whether the rings of `queue` lie wholly inside `mem`; the first kick of a queue
-    /// whose rings do not (until they do again) logs which ring and where.
-    pub fn ring_inside(&self, queue: usize, vring: &VringRwLock, mem: &GuestMemoryMmap) -> bool {
-        let (size, rings) = {
-            let state = vring.get_ref();
-            let q = state.get_queue();
-            (
-                u64::from(q.size()),
-                [
-                    ("descriptor table", q.desc_table(), 16),
-                    ("available ring", q.avail_ring(), 2),
-                    ("used ring", q.used_ring(), 8),
-                ],
-            )
-        };
+    /// Whether the rings of queue number `queue` (`q`) lie wholly inside `mem`; the first
+    /// look at a queue whose rings do not (until they do again) logs which ring and where.
+    /// Called under the vring's lock right before each pop, so a SET_VRING_ADDR cannot
+    /// come between the check and the pop.
+    pub fn ring_inside(&self, queue: usize, q: &Queue, mem: &GuestMemoryMmap) -> bool {
+        let size = u64::from(q.size());
+        let rings = [
+            ("descriptor table", q.desc_table(), 16),
+            ("available ring", q.avail_ring(), 2),
+            ("used ring", q.used_ring(), 8),
+        ];
         let bit = u32::try_from(queue)
             .ok()
             .and_then(|q| 1u64.checked_shl(q))

@@ -458,9 +458,6 @@ impl PmemBackend {
             log::warn!("pmem: queue kicked before the memory table was set");
             return Ok(());
         };
-        if !self.guard.ring_inside(0, vring, &memory.memory()) {
-            return Ok(());
-        }
         let event_idx = self.conn.event_idx.load(Ordering::SeqCst);
         loop {
             if event_idx {
@@ -476,10 +473,14 @@ impl PmemBackend {
     fn drain_queue(&self, vring: &VringRwLock, memory: &Memory) -> io::Result<()> {
         while !self.device.stopping.load(Ordering::SeqCst) && !self.guard.check() {
             let mem = memory.memory();
-            let chain = vring
-                .get_mut()
-                .get_queue_mut()
-                .pop_descriptor_chain(mem.clone());
+            let chain = {
+                let mut state = vring.get_mut();
+                let q = state.get_queue_mut();
+                if !self.guard.ring_inside(0, q, &mem) {
+                    return Ok(());
+                }
+                q.pop_descriptor_chain(mem.clone())
+            };
             let Some(chain) = chain else {
                 return Ok(());
             };

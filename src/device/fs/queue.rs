@@ -39,9 +39,6 @@ impl FsBackend {
             log::warn!("fs: queue {queue} kicked before the memory table was set");
             return Ok(());
         };
-        if !self.guard.ring_inside(queue, vring, &memory.memory()) {
-            return Ok(());
-        }
         let event_idx = self.event_idx.load(Ordering::SeqCst);
         // This queue thread's request buffer, kept across kicks so a large WRITE is
         // neither allocated nor zeroed per request.
@@ -76,10 +73,14 @@ impl FsBackend {
                 // popped in: taken before the pop, so no ring stop comes between.
                 let taken = pool.map(|_| self.device.reply_epoch());
                 let mem = memory.memory();
-                let chain = vring
-                    .get_mut()
-                    .get_queue_mut()
-                    .pop_descriptor_chain(mem.clone());
+                let chain = {
+                    let mut state = vring.get_mut();
+                    let q = state.get_queue_mut();
+                    if !self.guard.ring_inside(queue, q, &mem) {
+                        return Ok(());
+                    }
+                    q.pop_descriptor_chain(mem.clone())
+                };
                 let Some(chain) = chain else { break };
                 if self.guard.check() {
                     // The pop itself read memory the frontend cut: nothing more is served.
