@@ -119,13 +119,12 @@ impl MemoryGuard {
     }
 
     /// Takes a new memory table: reads each region's seals, registers the regions that can
-    /// shrink under us, and logs which those are (at info for the first table of the
-    /// connection, at debug for later ones: QEMU 11.1 sends one per DAX mapping).
+    /// shrink under us, and logs those not registered before (at info for the first table
+    /// of the connection, at debug for later ones: QEMU 11.1 adds each DAX mapping to the
+    /// table, a file that cannot be sealed).
     pub fn table(&self, memory: Arc<GuestMemoryMmap>) {
         prune_lingering();
         let mut state = self.state();
-        state.tables.retain(|t| !t.unused());
-        state.ranges.retain(|_, r| r.strong_count() > 0);
         state.tables_seen += 1;
         let first = state.tables_seen == 1;
         let mut ranges = Vec::new();
@@ -192,7 +191,12 @@ impl MemoryGuard {
                 self.inner.device
             );
         }
-        state.tables.push(Table { ranges, memory });
+        // Only now are the tables nobody uses any more let go: a region the new table
+        // shares with them stays registered throughout (its range was shared above).
+        let new = Table { ranges, memory };
+        state.tables.retain(|t| !t.unused());
+        state.tables.push(new);
+        state.ranges.retain(|_, r| r.strong_count() > 0);
     }
 
     /// Whether the connection is broken: a fault was repaired in one of its regions (the
@@ -294,5 +298,76 @@ impl Drop for Inner {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(tables.into_iter().filter(|t| !t.unused()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{FileOffset, GuestRegionMmap};
+
+    fn region(gpa: u64, len: usize, sealed: bool) -> Arc<GuestRegionMmap> {
+        let file = crate::sys::memfd("guard-test", len as u64).unwrap();
+        if sealed {
+            sigbus::add_seals(&file, libc::F_SEAL_SHRINK).unwrap();
+        }
+        Arc::new(
+            GuestRegionMmap::from_range(GuestAddress(gpa), len, Some(FileOffset::new(file, 0)))
+                .unwrap(),
+        )
+    }
+
+    fn registered(guard: &MemoryGuard, r: &GuestRegionMmap) -> Option<Weak<Range>> {
+        let key = (r.as_ptr() as usize, r.len());
+        guard.state().ranges.get(&key).cloned()
+    }
+
+    #[test]
+    fn a_region_the_next_table_keeps_stays_registered_through_the_change() {
+        let guard = MemoryGuard::new("test");
+        let kept = region(0, 0x10000, false);
+        let a = Arc::new(GuestMemoryMmap::from_arc_regions(vec![kept.clone()]).unwrap());
+        guard.table(a.clone());
+        let first = registered(&guard, &kept).expect("an unsealed region is registered");
+        // ADD_MEM_REG: a new table sharing the region, the old one let go by the handler.
+        let b = Arc::new(a.insert_region(region(0x100000, 0x10000, false)).unwrap());
+        drop(a);
+        guard.table(b.clone());
+        assert!(
+            first.upgrade().is_some(),
+            "the shared region was unregistered and registered again"
+        );
+        assert_eq!(guard.state().tables.len(), 1, "the unused table was let go");
+        drop(b);
+        guard.end();
+        assert!(
+            first.upgrade().is_none(),
+            "unregistered once no table holds it"
+        );
+    }
+
+    #[test]
+    fn a_sealed_region_is_not_registered() {
+        let guard = MemoryGuard::new("test");
+        let sealed = region(0, 0x10000, true);
+        let table = Arc::new(GuestMemoryMmap::from_arc_regions(vec![sealed.clone()]).unwrap());
+        guard.table(table);
+        assert!(registered(&guard, &sealed).is_none());
+    }
+
+    #[test]
+    fn a_table_still_in_use_at_the_end_stays_registered_until_let_go() {
+        let guard = MemoryGuard::new("test");
+        let r = region(0, 0x10000, false);
+        let table = Arc::new(GuestMemoryMmap::from_arc_regions(vec![r.clone()]).unwrap());
+        guard.table(table.clone());
+        let range = registered(&guard, &r).unwrap();
+        // A request still holds the table when the connection ends.
+        guard.end();
+        drop(guard);
+        assert!(range.upgrade().is_some(), "unregistered while still in use");
+        drop(table);
+        prune_lingering();
+        assert!(range.upgrade().is_none());
     }
 }
