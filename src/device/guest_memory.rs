@@ -133,6 +133,14 @@ impl MemoryGuard {
             let Some(backing) = region.file_offset() else {
                 continue;
             };
+            let host = region.as_ptr() as usize;
+            let key = (host, region.len());
+            // Registered with an earlier table: the same mapping, no seals to read again
+            // (QEMU 11.1 sends a table per DAX mapping, of up to 509 regions).
+            if let Some(range) = state.ranges.get(&key).and_then(Weak::upgrade) {
+                ranges.push(range);
+                continue;
+            }
             let why = match sigbus::seals(backing.file()) {
                 Ok(Some(seals)) if seals & libc::F_SEAL_SHRINK != 0 => {
                     sealed += 1;
@@ -142,12 +150,6 @@ impl MemoryGuard {
                 Ok(None) => "a file that cannot be sealed",
                 Err(_) => "a file whose seals cannot be read",
             };
-            let host = region.as_ptr() as usize;
-            let key = (host, region.len());
-            if let Some(range) = state.ranges.get(&key).and_then(Weak::upgrade) {
-                ranges.push(range);
-                continue;
-            }
             let guard = usize::try_from(region.len())
                 .ok()
                 .and_then(|len| GuardedRange::register(host, len));
