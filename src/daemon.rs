@@ -541,6 +541,9 @@ fn passthrough_config(fs: &FsConfig) -> PassthroughConfig {
     config.allow_device_nodes = fs.allow_devices;
     config.killpriv_v2 = fs.killpriv_v2;
     config.readdirplus = fs.readdirplus;
+    config.inode_file_handles = fs.inode_file_handles;
+    config.max_inodes = fs.max_inodes;
+    config.max_open_handles = fs.max_open_handles;
     config
 }
 

@@ -56,6 +56,10 @@ enum Command {
         /// (default: virtiofsd if found on PATH, $CARGO_HOME/bin or /usr/libexec).
         #[arg(long, value_name = "PEER", default_value = "auto")]
         peer: vhost_dax::bench::PeerChoice,
+        /// Largest LOOKUP count of the scale section: 10000, 100000 or 1000000 (default:
+        /// 100000, 10000 with --quick; 1000000 builds a million files first).
+        #[arg(long, value_name = "N", value_parser = parse_scale)]
+        scale: Option<vhost_dax::bench::ScaleSizes>,
     },
     /// Validate a config file and exit.
     CheckConfig {
@@ -185,6 +189,19 @@ struct FsArgs {
     /// other (virtiofsd's flag); 0: each queue's requests are served on its own thread.
     #[arg(long, value_name = "N", default_value_t = 0)]
     thread_pool_size: usize,
+    /// How inodes the guest knows are held: never (an O_PATH descriptor each), prefer
+    /// (by file handle where the filesystem has them), mandatory (by file handle, or the
+    /// start fails). Handles need root with CAP_DAC_READ_SEARCH (virtiofsd's flag).
+    #[arg(long, value_name = "MODE")]
+    inode_file_handles: Option<String>,
+    /// Most inodes (nodes) the guest may know at once; past it LOOKUP and creations get
+    /// ENFILE [default: 1000000].
+    #[arg(long, value_name = "N")]
+    max_inodes: Option<u64>,
+    /// Most files and directories the guest may hold open at once; past it OPEN,
+    /// OPENDIR and CREATE get ENFILE [default: 1000000].
+    #[arg(long, value_name = "N")]
+    max_open_handles: Option<u64>,
 }
 
 impl FsArgs {
@@ -209,6 +226,9 @@ impl FsArgs {
             shmem_bit21: self.shmem_bit21,
             dax_maps_within_file: self.dax_maps_within_file,
             thread_pool_size: Some(self.thread_pool_size),
+            inode_file_handles: self.inode_file_handles.clone(),
+            max_inodes: self.max_inodes,
+            max_open_handles: self.max_open_handles,
             ..FsRequest::default()
         }
     }
@@ -281,6 +301,7 @@ fn main() -> ExitCode {
         quick,
         json,
         peer,
+        scale,
         output,
         baseline,
         chart,
@@ -292,7 +313,7 @@ fn main() -> ExitCode {
             baseline,
             chart,
         };
-        let options = vhost_dax::bench::BenchOptions { quick, peer };
+        let options = vhost_dax::bench::BenchOptions { quick, peer, scale };
         return bench(options, outputs, cli.log_level.as_deref());
     }
     let config = match &cli.command {
@@ -369,17 +390,24 @@ fn usage_error_line(rendered: &str) -> String {
     parts.join(" ")
 }
 
-/// Every inode the guest knows holds a descriptor: the usual soft limit of 1024 would end
-/// a session after about a thousand LOOKUPs.
+/// With `--inode-file-handles never` (the default) every inode the guest knows holds a
+/// descriptor: the usual soft limit of 1024 would end a session after about a thousand
+/// LOOKUPs.
 fn raise_open_files_limit() {
     match vhost_dax::sys::raise_open_files_limit() {
         Ok(n) if n < 8192 => log::warn!(
             "open files limited to {n} (the hard limit): a guest that knows more inodes \
-             gets EMFILE; raise it (e.g. LimitNOFILE=) for large shares"
+             gets EMFILE unless they are held by file handle (--inode-file-handles \
+             prefer); raise it (e.g. LimitNOFILE=) for large shares"
         ),
         Ok(n) => log::info!("open files limit: {n}"),
         Err(e) => log::warn!("cannot raise the open files limit: {e}"),
     }
+}
+
+/// `--scale N` of `bench`.
+fn parse_scale(text: &str) -> Result<vhost_dax::bench::ScaleSizes, String> {
+    vhost_dax::bench::ScaleSizes::parse(text).map_err(|e| e.to_string())
 }
 
 /// `vhost-dax stats`: one `stats` request on a control socket, printed.

@@ -66,6 +66,34 @@ const FUSE_KEYS: &[&str] = &[
     "fuse_read4k_qd64_p99_us",
 ];
 
+/// The scale keys a `--quick` run reports, ours and the peer's (10 000 files).
+const SCALE_KEYS: &[&str] = &[
+    "scale_10k_never_lookups_per_s",
+    "scale_10k_never_fds",
+    "scale_10k_never_rss_mib",
+    "scale_10k_never_known",
+    "scale_10k_prefer_lookups_per_s",
+    "scale_10k_prefer_fds",
+    "scale_10k_prefer_rss_mib",
+    "scale_10k_prefer_known",
+];
+
+/// The scale figures of one daemon: every key sane; `prefer` learnt every file; held by
+/// handle, its descriptors do not grow with the files known, and as root it is.
+fn check_scale(object: &Value, by_handle: Option<bool>) {
+    check_figures(object, SCALE_KEYS);
+    assert!(sane(object, "scale_10k_never_known") <= 10_000.0);
+    assert_eq!(sane(object, "scale_10k_prefer_known"), 10_000.0, "{object}");
+    if let Some(by_handle) = by_handle {
+        if vhost_dax::sys::fs::geteuid() == 0 {
+            assert!(by_handle, "root holds inodes by handle with prefer");
+        }
+        if by_handle {
+            assert!(sane(object, "scale_10k_prefer_fds") < 1_000.0, "{object}");
+        }
+    }
+}
+
 /// The rates compared with the peer (`peer.virtiofsd.ratio`).
 const RATIO_KEYS: &[&str] = &[
     "fuse_lookup_ops_per_s",
@@ -165,6 +193,12 @@ fn quick_json_bench_reports_every_key_with_a_sane_value() {
     );
     check_figures(&report, KEYS);
     check_figures(&report, FUSE_KEYS);
+    let by_handle = report["parameters"]["scale_prefer_by_handle"].as_bool();
+    check_scale(
+        &report,
+        Some(by_handle.expect("parameters.scale_prefer_by_handle")),
+    );
+    assert_eq!(report["parameters"]["scale_largest"], 10_000);
     // Group commit: 64 flushes in flight never need 64 syncs.
     assert!(
         report["pmem_syncs_qd64"].as_f64().unwrap()
@@ -184,6 +218,7 @@ fn quick_json_bench_reports_every_key_with_a_sane_value() {
     }
     assert!(peer.get("failed").is_none(), "virtiofsd failed: {peer}");
     check_figures(peer, FUSE_KEYS);
+    check_scale(peer, None);
     assert!(peer["version"].as_str().unwrap().contains("virtiofsd"));
     for key in RATIO_KEYS {
         let ratio = sane(&peer["ratio"], key);

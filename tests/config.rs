@@ -638,3 +638,78 @@ fn a_missing_argument_is_named_on_one_line() {
         "the missing argument is named: {stderr}"
     );
 }
+
+#[test]
+fn inode_file_handles_and_the_caps_are_checked_before_anything_is_created() {
+    let dir = TempDir::new("inode-handles");
+    std::fs::create_dir(dir.join("share")).unwrap();
+    let socket = dir.join("fs.sock");
+    let fs = |share: &str, extra: &[&str]| {
+        let mut args = vec![
+            "fs",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--shared-dir",
+            share,
+            "--sandbox",
+            "none",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let share = dir.join("share");
+    let share = share.to_str().unwrap();
+    for (extra, field) in [
+        (
+            &["--inode-file-handles", "always"][..],
+            "--inode-file-handles",
+        ),
+        (&["--max-inodes", "0"][..], "--max-inodes"),
+        (&["--max-open-handles", "0"][..], "--max-open-handles"),
+        // procfs gives no file handles: mandatory cannot start there.
+        (
+            &["--inode-file-handles", "mandatory"][..],
+            "--inode-file-handles",
+        ),
+    ] {
+        let share = if field == "--inode-file-handles" && extra[1] == "mandatory" {
+            "/proc/self"
+        } else {
+            share
+        };
+        let (code, stderr) = fs(share, extra);
+        assert_eq!(code, 2, "{extra:?}: {stderr}");
+        assert!(stderr.contains(field), "{extra:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{extra:?}: {stderr}");
+        assert!(!socket.exists(), "{extra:?}");
+    }
+    let config = |body: &str| {
+        let path = dir.join("handles.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[fs]]\nsocket = \"{}\"\nshared_dir = \"{share}\"\n{body}\n",
+                socket.display()
+            ),
+        )
+        .unwrap();
+        run(&["check-config", path.to_str().unwrap()])
+    };
+    assert_eq!(
+        config("inode_file_handles = \"prefer\"\nmax_inodes = 5000").0,
+        0
+    );
+    assert_eq!(config("max_open_handles = 100").0, 0);
+    for (bad, field) in [
+        (
+            "inode_file_handles = \"sometimes\"",
+            "fs[0].inode_file_handles",
+        ),
+        ("max_inodes = -1", "fs[0].max_inodes"),
+        ("max_open_handles = \"9\"", "fs[0].max_open_handles"),
+    ] {
+        let (code, stderr) = config(bad);
+        assert_eq!(code, 2, "{bad}: {stderr}");
+        assert!(stderr.contains(field), "{bad}: {stderr}");
+    }
+}

@@ -195,10 +195,21 @@ impl Target {
         }
     }
 
+    /// True for our daemon (flags of its own may be passed).
+    pub(super) fn is_ours(&self) -> bool {
+        matches!(self.kind, Kind::Ours)
+    }
+
     /// Both confined the same way (not at all: the bench measures serving, not sandboxes)
     /// and with the same cache policy and `--thread-pool-size`; everything else at its
     /// default.
-    fn args(&self, socket: &Path, share: &Path, pool: usize) -> Result<Vec<String>, BenchError> {
+    fn args(
+        &self,
+        socket: &Path,
+        share: &Path,
+        pool: usize,
+        extra: &[String],
+    ) -> Result<Vec<String>, BenchError> {
         let socket = path_str(socket)?.to_string();
         let share = path_str(share)?.to_string();
         let mut args: Vec<String> = match self.kind {
@@ -219,6 +230,7 @@ impl Target {
         if pool > 0 {
             args.extend(["--thread-pool-size".into(), pool.to_string()]);
         }
+        args.extend_from_slice(extra);
         Ok(args)
     }
 }
@@ -238,14 +250,31 @@ impl Session {
         share: &Share,
         pool: usize,
     ) -> Result<Session, BenchError> {
+        Self::start_with(target, scratch, share, pool, &[])
+    }
+
+    /// As [`Session::start`], with `extra` arguments for the daemon (the same flag
+    /// spelling must suit both daemons, e.g. `--inode-file-handles=prefer`).
+    pub(super) fn start_with(
+        target: &Target,
+        scratch: &Scratch,
+        share: &Share,
+        pool: usize,
+        extra: &[String],
+    ) -> Result<Session, BenchError> {
         let socket = scratch.path(&format!("fs-{}.sock", target.name));
         // A stale socket would pass for the new daemon listening.
         let _ = std::fs::remove_file(&socket);
-        let args = target.args(&socket, &share.root, pool)?;
+        let args = target.args(&socket, &share.root, pool, extra)?;
         let daemon = DaemonProcess::spawn(&target.program, &args, &socket, WAIT)?;
         let mut wire = FuseWire::connect(&socket, &target.name)?;
         wire.init()?;
         Ok(Session { wire, daemon })
+    }
+
+    /// The daemon's process id.
+    pub(super) fn pid(&self) -> u32 {
+        self.daemon.pid()
     }
 
     /// Disconnects; the daemon exits on its own (or is stopped).

@@ -11,7 +11,10 @@
 //!   REMOVEMAPPING pairs, sequential and random 4 KiB reads through the window against
 //!   FUSE READ of the same file, a REMOVEMAPPING of adjacent mappings, a truncate that
 //!   waits out pins on live mappings;
-//! - `ledger`: the DAX ledger alone, in process.
+//! - `ledger`: the DAX ledger alone, in process;
+//! - `scale`: LOOKUPs of 10 000 and 100 000 files (1 000 000 with `--scale`) without
+//!   FORGET, and the daemon's descriptors and memory after them, with inodes held by
+//!   descriptor and by file handle, ours and the peer's (once a run, not per repeat).
 //!
 //! Library code never prints: progress goes through the caller's callback, the report is
 //! returned, and `report` renders it as a table or a JSON value for the binary to print.
@@ -22,6 +25,7 @@ mod ledger;
 mod peer;
 mod pmem;
 mod report;
+mod scale;
 mod wire;
 
 use std::collections::BTreeMap;
@@ -36,6 +40,7 @@ pub use dax::DAX_KEYS;
 pub use fuse::{FUSE_KEYS, RATIO_KEYS};
 pub use peer::{PeerChoice, PeerChoiceError};
 pub use report::{Baseline, BaselineError, SCHEMA_VERSION, chart_svg, compare, json, table};
+pub use scale::{SCALE_KEYS, ScaleError, ScaleSizes};
 
 /// Bound for anything one request or one daemon start may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -47,6 +52,8 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Which peer daemon to measure side by side.
     pub peer: PeerChoice,
+    /// The largest size of the scale section (`--scale`); None: the default for `quick`.
+    pub scale: Option<ScaleSizes>,
 }
 
 /// One measured figure: median of the repeats, with the extremes.
@@ -264,6 +271,42 @@ pub fn run(
         );
     }
 
+    let scale = options
+        .scale
+        .unwrap_or_else(|| ScaleSizes::default_for(options.quick));
+    progress(&format!(
+        "preparing the scale tree ({} empty files)",
+        scale.largest()
+    ));
+    scale::build_tree(&scratch.path("share"), scale.largest())?;
+    let ours_by_handle = scale::measure(&ours, &scratch, &share, scale, &mut samples, progress)?;
+    let mut peer_by_handle = None;
+    if let Some(target) = peer.target() {
+        match scale::measure(
+            &target,
+            &scratch,
+            &share,
+            scale,
+            &mut peer_samples,
+            progress,
+        ) {
+            Ok(by_handle) => peer_by_handle = Some(by_handle),
+            Err(e) => {
+                let reason = e.to_string();
+                peer.failed(e)?;
+                progress(&format!(
+                    "virtiofsd failed in the scale section: {}",
+                    reason.trim_end()
+                ));
+            }
+        }
+    }
+    if !ours_by_handle[1] {
+        progress(
+            "scale: vhost-dax --inode-file-handles=prefer fell back to O_PATH descriptors (handles need root with CAP_DAC_READ_SEARCH)",
+        );
+    }
+
     let mut parameters = BTreeMap::from([
         ("quick", options.quick.into()),
         ("repeats", repeats.into()),
@@ -276,6 +319,11 @@ pub fn run(
     parameters.extend(plan.pmem.parameters());
     parameters.extend(plan.fuse.parameters());
     parameters.extend(plan.dax.parameters());
+    parameters.extend(scale.parameters());
+    parameters.insert("scale_prefer_by_handle", ours_by_handle[1].into());
+    if let Some(by_handle) = peer_by_handle {
+        parameters.insert("scale_peer_prefer_by_handle", by_handle[1].into());
+    }
     Ok(BenchReport {
         results: samples.figures(),
         machine: machine(),

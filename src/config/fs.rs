@@ -10,7 +10,8 @@ use super::{
     validate_socket_path,
 };
 use crate::dax::{DEFAULT_CHUNK_SIZE, DEFAULT_WAIT_BUDGET, MAX_CHUNKS, MapExtent};
-use crate::fs::{CachePolicy, DaxPolicy};
+use crate::fs::config::{DEFAULT_MAX_INODES, DEFAULT_MAX_OPEN_HANDLES};
+use crate::fs::{CachePolicy, DaxPolicy, InodeFileHandles};
 
 /// Longest tag the config space holds.
 pub const MAX_TAG_LEN: usize = 36;
@@ -108,6 +109,12 @@ pub struct FsRequest {
     pub no_readdirplus: bool,
     /// `--thread-pool-size` (see [`FsConfig::thread_pool_size`]); absent: 0.
     pub thread_pool_size: Option<usize>,
+    /// never | prefer | mandatory; absent: never.
+    pub inode_file_handles: Option<String>,
+    /// Most nodes a session may hold; absent: [`DEFAULT_MAX_INODES`].
+    pub max_inodes: Option<u64>,
+    /// Most handles a session may hold open; absent: [`DEFAULT_MAX_OPEN_HANDLES`].
+    pub max_open_handles: Option<u64>,
 }
 
 /// The DAX window of a validated fs device.
@@ -168,6 +175,12 @@ pub struct FsConfig {
     /// slow request holds up no other. 0 (the default, as virtiofsd's): every request is
     /// served on its queue's thread.
     pub thread_pool_size: usize,
+    /// How inodes are held (virtiofsd's `--inode-file-handles`).
+    pub inode_file_handles: InodeFileHandles,
+    /// Most nodes (root included) a session may hold: past it, ENFILE.
+    pub max_inodes: u64,
+    /// Most handles a session may hold open: past it, ENFILE.
+    pub max_open_handles: u64,
 }
 
 impl FsRequest {
@@ -282,7 +295,35 @@ impl FsRequest {
             }
         }
         let dax = self.validate_dax(origin)?;
+        let inode_file_handles = match self.inode_file_handles.as_deref() {
+            None => InodeFileHandles::Never,
+            Some(text) => InodeFileHandles::parse(text).ok_or_else(|| {
+                ConfigError::new(
+                    field("inode_file_handles"),
+                    format!("`{text}` is not one of {}", InodeFileHandles::NAMES),
+                )
+            })?,
+        };
+        if inode_file_handles == InodeFileHandles::Mandatory {
+            crate::fs::file_handle::probe_dir(&shared_dir).map_err(|e| {
+                ConfigError::new(field("inode_file_handles"), format!("mandatory, but {e}"))
+            })?;
+        }
+        let cap = |name: &str, value: Option<u64>, default: u64| match value {
+            Some(0) => Err(ConfigError::new(field(name), "must be at least 1")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let max_inodes = cap("max_inodes", self.max_inodes, DEFAULT_MAX_INODES)?;
+        let max_open_handles = cap(
+            "max_open_handles",
+            self.max_open_handles,
+            DEFAULT_MAX_OPEN_HANDLES,
+        )?;
         Ok(FsConfig {
+            inode_file_handles,
+            max_inodes,
+            max_open_handles,
             control_socket: self.control_socket.clone(),
             socket,
             socket_group,
@@ -433,6 +474,9 @@ pub(crate) const FS_KEYS: &[&str] = &[
     "shmem_bit21",
     "dax_maps_within_file",
     "thread_pool_size",
+    "inode_file_handles",
+    "max_inodes",
+    "max_open_handles",
 ];
 
 pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest, ConfigError> {
@@ -457,6 +501,16 @@ pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest,
         }
     };
     let queues = count("queues", "a positive integer")?;
+    let limit = |key: &str| -> Result<Option<u64>, ConfigError> {
+        match table.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_integer()
+                .and_then(|n| u64::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| ConfigError::new(origin.field(key), "must be a positive integer")),
+        }
+    };
     Ok(FsRequest {
         socket: get_path(table, "socket", origin)?,
         socket_group: string("socket_group")?,
@@ -477,6 +531,9 @@ pub(crate) fn parse_fs(table: &toml::Table, origin: Origin) -> Result<FsRequest,
         shmem_bit21: get_bool(table, "shmem_bit21", origin)?,
         dax_maps_within_file: get_bool(table, "dax_maps_within_file", origin)?,
         thread_pool_size: count("thread_pool_size", "an integer of 0 or more")?,
+        inode_file_handles: string("inode_file_handles")?,
+        max_inodes: limit("max_inodes")?,
+        max_open_handles: limit("max_open_handles")?,
         ..FsRequest::default()
     })
 }

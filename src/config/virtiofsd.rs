@@ -74,6 +74,8 @@ Usage: vhost-dax-virtiofsd --shared-dir DIR (--socket-path PATH | --fd N) [OPTIO
   --no-readdirplus          do not grant READDIRPLUS (also implied by --cache never)
   --killpriv-v2             grant FUSE_HANDLE_KILLPRIV_V2 (--no-killpriv-v2: default)
   --thread-pool-size N      worker threads serving requests (0, the default: none)
+  --inode-file-handles MODE prefer (default), never, mandatory: hold inodes by file
+                            handle instead of an O_PATH descriptor each (needs root)
   --rlimit-nofile N         open-files limit (0: unchanged)
   --log-level LEVEL         error, warn, info (default), debug, trace, off (-d: debug)
   --print-capabilities      print the vhost-user backend capabilities (JSON) and exit
@@ -81,8 +83,7 @@ Usage: vhost-dax-virtiofsd --shared-dir DIR (--socket-path PATH | --fd N) [OPTIO
   -h, --help                print this help and exit
 
 Accepted because they ask for what the daemon does: --sandbox none, --seccomp none,
---no-announce-submounts, --no-posix-lock, --no-flock, --inode-file-handles=never,
---posix-acl=never, --security-label=never, --preserve-noatime, -f, -o no_posix_lock,
+--no-announce-submounts, --no-posix-lock, --no-flock, --posix-acl=never, --security-label=never, --preserve-noatime, -f, -o no_posix_lock,
 -o no_flock, -o no_allow_direct_io, -o no_posix_acl, -o no_security_label.
 Every other virtiofsd flag is refused with exit status 2 (see the README).
 ";
@@ -303,12 +304,15 @@ impl State {
             "version" => self.version = true,
             "help" => self.help = true,
             "inode-file-handles" => match value {
-                "never" => {}
-                "prefer" | "mandatory" | "fallback" => {
-                    return Err(refused(
-                        flag,
-                        "inodes are always held by O_PATH descriptors, never by file handles; use --inode-file-handles=never",
-                    ));
+                "never" | "prefer" | "mandatory" => {
+                    self.request().inode_file_handles = Some(value.to_owned());
+                }
+                "fallback" => {
+                    self.opts.notes.push(
+                        "--inode-file-handles=fallback is virtiofsd's deprecated name for prefer"
+                            .to_owned(),
+                    );
+                    self.request().inode_file_handles = Some("prefer".to_owned());
                 }
                 _ => return Err(bad_value(flag, value, "never, prefer, mandatory")),
             },
@@ -546,6 +550,11 @@ impl State {
         if request.sandbox.is_none() {
             let uid = crate::sys::fs::geteuid();
             request.sandbox = Some(if uid == 0 { "namespace" } else { "none" }.into());
+        }
+        // virtiofsd 1.14 holds inodes by file handle where it can (`prefer`): a drop-in
+        // does the same, so a large share does not run into the descriptor limit.
+        if request.inode_file_handles.is_none() {
+            request.inode_file_handles = Some("prefer".into());
         }
         Ok(VirtiofsdCommand::Serve(Box::new(self.opts)))
     }

@@ -19,7 +19,7 @@ pub(super) fn getattr(
 ) -> FsResult<(Attr, Duration)> {
     let st = match fh {
         Some(fh) => stat_fd(&fs.handles.get(fh, node)?.file)?,
-        None => stat_fd(&fs.inodes.get(node)?.fd)?,
+        None => stat_fd(&fs.inodes.get(node)?.path_fd()?)?,
     };
     Ok((fs.attr_of(&st), fs.timeout()))
 }
@@ -34,13 +34,14 @@ fn set_time(t: Option<SetTime>) -> SetTimespec {
 /// Clears suid, and sgid when group-executable, as the kernel does for an
 /// unprivileged writer (the daemon, as root, would otherwise keep them).
 pub(super) fn kill_suidgid(fs: &PassthroughFs, inode: &InodeData) -> FsResult<()> {
-    let mode = stat_fd(&inode.fd)?.mode & 0o7777;
+    let held = inode.path_fd()?;
+    let mode = stat_fd(&held)?.mode & 0o7777;
     let mut new = mode & !libc::S_ISUID;
     if mode & libc::S_IXGRP != 0 {
         new &= !libc::S_ISGID;
     }
     if new != mode {
-        sys::fchmodat(fs.proc_fd(), &sys::fd_name(inode.fd.as_raw_fd()), new)?;
+        sys::fchmodat(fs.proc_fd(), &sys::fd_name(held.as_raw_fd()), new)?;
     }
     Ok(())
 }
@@ -51,7 +52,8 @@ pub(super) fn setattr(fs: &PassthroughFs, node: NodeId, a: SetAttr) -> FsResult<
     fs.check_writable()?;
     let inode = fs.inodes.get(node)?;
     let handle = a.fh.map(|fh| fs.handles.get(fh, node)).transpose()?;
-    let procname = sys::fd_name(inode.fd.as_raw_fd());
+    let held = inode.path_fd()?;
+    let procname = sys::fd_name(held.as_raw_fd());
     // A change of size may have to wait for pins (EBUSY) or be refused by the window
     // (EIO): both are decided before anything changes, so a failed SETATTR changed nothing.
     let _fence = match a.size {
@@ -77,7 +79,7 @@ pub(super) fn setattr(fs: &PassthroughFs, node: NodeId, a: SetAttr) -> FsResult<
     }
     if a.uid.is_some() || a.gid.is_some() {
         sys::fchownat(
-            inode.fd(),
+            held.as_fd(),
             c"",
             a.uid,
             a.gid,
@@ -105,7 +107,7 @@ pub(super) fn setattr(fs: &PassthroughFs, node: NodeId, a: SetAttr) -> FsResult<
         match &handle {
             Some(h) => sys::futimens(h.file.as_fd(), at, mt)?,
             None => sys::utimensat(
-                inode.fd(),
+                held.as_fd(),
                 c"",
                 at,
                 mt,
@@ -113,7 +115,7 @@ pub(super) fn setattr(fs: &PassthroughFs, node: NodeId, a: SetAttr) -> FsResult<
             )?,
         }
     }
-    Ok((fs.attr_of(&stat_fd(&inode.fd)?), fs.timeout()))
+    Ok((fs.attr_of(&stat_fd(&held)?), fs.timeout()))
 }
 
 /// READLINK of a symlink node.
@@ -122,12 +124,12 @@ pub(super) fn readlink(fs: &PassthroughFs, node: NodeId) -> FsResult<Vec<u8>> {
     if inode.file_type != libc::S_IFLNK {
         return Err(Errno::EINVAL);
     }
-    sys::readlinkat(inode.fd(), c"")
+    sys::readlinkat(inode.path_fd()?.as_fd(), c"")
 }
 
 /// STATFS of the host filesystem holding `node`.
 pub(super) fn statfs(fs: &PassthroughFs, node: NodeId) -> FsResult<Kstatfs> {
-    let s = sys::fstatvfs(fs.inodes.get(node)?.fd())?;
+    let s = sys::fstatvfs(fs.inodes.get(node)?.path_fd()?.as_fd())?;
     Ok(Kstatfs {
         blocks: s.blocks,
         bfree: s.bfree,
@@ -147,7 +149,7 @@ pub(super) fn statfs(fs: &PassthroughFs, node: NodeId) -> FsResult<Kstatfs> {
 /// known and not considered).
 pub(super) fn access(fs: &PassthroughFs, ctx: Context, node: NodeId, mask: u32) -> FsResult<()> {
     let inode = fs.inodes.get(node)?;
-    let st = stat_fd(&inode.fd)?;
+    let st = stat_fd(&inode.path_fd()?)?;
     let mask = mask & 0o7;
     if mask == 0 {
         return Ok(());

@@ -63,6 +63,59 @@ impl CachePolicy {
     }
 }
 
+/// How inodes the guest knows are held (virtiofsd's `--inode-file-handles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InodeFileHandles {
+    /// Every inode holds an `O_PATH` descriptor (one open file per known inode).
+    #[default]
+    Never,
+    /// Inodes are held by file handle where the filesystem exports them, by `O_PATH`
+    /// descriptor where it does not (logged once per mount); if handles cannot be opened
+    /// at all (no `CAP_DAC_READ_SEARCH`), by descriptor throughout (logged at start).
+    Prefer,
+    /// Every inode is held by file handle: the start fails when handles cannot be
+    /// opened, and a LOOKUP of a file on a filesystem without them fails (`EOPNOTSUPP`).
+    Mandatory,
+}
+
+impl InodeFileHandles {
+    /// The names on the command line and in config files.
+    pub const NAMES: &'static str = "never, prefer, mandatory";
+
+    /// Parses `never`, `prefer` or `mandatory` (virtiofsd's `fallback` is `prefer`).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "never" => Some(Self::Never),
+            "prefer" | "fallback" => Some(Self::Prefer),
+            "mandatory" => Some(Self::Mandatory),
+            _ => None,
+        }
+    }
+
+    /// True when this mode opens inodes by handle, which needs `CAP_DAC_READ_SEARCH` for
+    /// as long as the device serves (`open_by_handle_at(2)`): a daemon that drops
+    /// capabilities after setup must keep it.
+    pub fn needs_dac_read_search(self) -> bool {
+        self != Self::Never
+    }
+}
+
+impl std::fmt::Display for InodeFileHandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Never => "never",
+            Self::Prefer => "prefer",
+            Self::Mandatory => "mandatory",
+        })
+    }
+}
+
+/// Default cap on the nodes of one session (`--max-inodes`).
+pub const DEFAULT_MAX_INODES: u64 = 1_000_000;
+/// Default cap on the open handles of one session (`--max-open-handles`).
+pub const DEFAULT_MAX_OPEN_HANDLES: u64 = 1_000_000;
+
 /// Configuration of a [`super::PassthroughFs`].
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PassthroughConfig {
@@ -84,11 +137,21 @@ pub struct PassthroughConfig {
     pub allow_device_nodes: bool,
     /// Grant `FUSE_DO_READDIRPLUS` / `FUSE_READDIRPLUS_AUTO`.
     pub readdirplus: bool,
+    /// How inodes are held: `O_PATH` descriptors or file handles.
+    pub inode_file_handles: InodeFileHandles,
+    /// Most nodes (root included) a session may know: a LOOKUP, CREATE, MKNOD, MKDIR,
+    /// SYMLINK, LINK or TMPFILE that would add one more gets `ENFILE`.
+    pub max_inodes: u64,
+    /// Most handles (OPEN, OPENDIR, CREATE, TMPFILE) a session may hold open at once: one
+    /// more gets `ENFILE`.
+    pub max_open_handles: u64,
 }
 
 impl PassthroughConfig {
     /// Defaults for sharing `root`: cache auto, read-write, xattrs on,
-    /// writeback and killpriv_v2 off, no device nodes, readdirplus on.
+    /// writeback and killpriv_v2 off, no device nodes, readdirplus on, inodes held by
+    /// `O_PATH` descriptor, at most [`DEFAULT_MAX_INODES`] nodes and
+    /// [`DEFAULT_MAX_OPEN_HANDLES`] open handles.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
@@ -99,6 +162,9 @@ impl PassthroughConfig {
             killpriv_v2: false,
             allow_device_nodes: false,
             readdirplus: true,
+            inode_file_handles: InodeFileHandles::Never,
+            max_inodes: DEFAULT_MAX_INODES,
+            max_open_handles: DEFAULT_MAX_OPEN_HANDLES,
         }
     }
 }

@@ -157,7 +157,7 @@ pub struct InodeBacking {
     id: BackingId,
     file: File,
     writable: bool,
-    /// The inode record: its O_PATH descriptor stays open as long as a mapping does.
+    /// The inode record (its O_PATH descriptor or file handle) stays as long as a mapping does.
     inode: Arc<InodeData>,
 }
 

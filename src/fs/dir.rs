@@ -14,7 +14,7 @@ pub(super) fn opendir(fs: &PassthroughFs, node: NodeId) -> FsResult<Opened> {
         return Err(Errno::ENOTDIR);
     }
     let file = fs.reopen(&inode, libc::O_RDONLY | libc::O_DIRECTORY)?;
-    let fh = fs.handles.insert(node, file);
+    let fh = fs.handles.insert(node, file)?;
     Ok(Opened {
         fh,
         open_flags: fs.cfg.cache.dir_open_flags(),

@@ -1,7 +1,7 @@
 //! Operations on names: LOOKUP, MKNOD, MKDIR, SYMLINK, LINK, UNLINK, RMDIR, RENAME.
 
 use std::ffi::CStr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use super::{PassthroughFs, check_name, check_new_name, check_old_name, stat_fd, sys};
 use crate::fuse::abi::ROOT_ID;
@@ -22,7 +22,7 @@ pub(super) fn lookup(fs: &PassthroughFs, parent: NodeId, name: &CStr) -> FsResul
     };
     match same {
         Some(id) => {
-            let st = stat_fd(&p.fd)?;
+            let st = stat_fd(&p.path_fd()?)?;
             let inode = fs.inodes.add_lookup_existing(id)?;
             Ok(fs.entry_for(&inode, &st))
         }
@@ -41,9 +41,13 @@ pub(super) fn mkdir(
     fs.check_writable()?;
     check_new_name(name)?;
     let p = fs.inodes.get(parent)?;
+    fs.inodes.check_room()?;
     {
+        // Opened before the switch: a switched fsuid has no CAP_DAC_READ_SEARCH, which
+        // opening by handle needs.
+        let dir = p.path_fd()?;
         let _creds = fs.creds(ctx)?;
-        sys::mkdirat(p.fd(), name, mode & 0o7777)?;
+        sys::mkdirat(dir.as_fd(), name, mode & 0o7777)?;
     }
     fs.do_lookup(&p, name)
 }
@@ -66,11 +70,15 @@ pub(super) fn mknod(
         _ => return Err(Errno::EINVAL),
     }
     let p = fs.inodes.get(parent)?;
+    fs.inodes.check_room()?;
     {
+        // Opened before the switch: a switched fsuid has no CAP_DAC_READ_SEARCH, which
+        // opening by handle needs.
+        let dir = p.path_fd()?;
         let _creds = fs.creds(ctx)?;
         // FUSE carries the kernel's 32-bit dev encoding, which matches the
         // low bits of glibc's dev_t for every real major/minor.
-        sys::mknodat(p.fd(), name, mode, u64::from(rdev))?;
+        sys::mknodat(dir.as_fd(), name, mode, u64::from(rdev))?;
     }
     fs.do_lookup(&p, name)
 }
@@ -89,9 +97,13 @@ pub(super) fn symlink(
         return Err(Errno::ENOENT);
     }
     let p = fs.inodes.get(parent)?;
+    fs.inodes.check_room()?;
     {
+        // Opened before the switch: a switched fsuid has no CAP_DAC_READ_SEARCH, which
+        // opening by handle needs.
+        let dir = p.path_fd()?;
         let _creds = fs.creds(ctx)?;
-        sys::symlinkat(target, p.fd(), name)?;
+        sys::symlinkat(target, dir.as_fd(), name)?;
     }
     fs.do_lookup(&p, name)
 }
@@ -109,11 +121,12 @@ pub(super) fn link(
     let p = fs.inodes.get(newparent)?;
     // linkat(fd, "", AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH; following the
     // /proc/self/fd magic link reaches the inode itself (even a symlink).
-    let procname = sys::fd_name(inode.fd.as_raw_fd());
+    let held = inode.path_fd()?;
+    let procname = sys::fd_name(held.as_raw_fd());
     sys::linkat(
         fs.proc_fd(),
         &procname,
-        p.fd(),
+        p.path_fd()?.as_fd(),
         newname,
         libc::AT_SYMLINK_FOLLOW,
     )?;
@@ -125,7 +138,7 @@ pub(super) fn remove(fs: &PassthroughFs, parent: NodeId, name: &CStr, flags: i32
     fs.check_writable()?;
     check_old_name(name)?;
     let p = fs.inodes.get(parent)?;
-    sys::unlinkat(p.fd(), name, flags)
+    sys::unlinkat(p.path_fd()?.as_fd(), name, flags)
 }
 
 /// RENAME / RENAME2.
@@ -146,5 +159,11 @@ pub(super) fn rename(
     }
     let od = fs.inodes.get(olddir)?;
     let nd = fs.inodes.get(newdir)?;
-    sys::renameat2(od.fd(), oldname, nd.fd(), newname, flags)
+    sys::renameat2(
+        od.path_fd()?.as_fd(),
+        oldname,
+        nd.path_fd()?.as_fd(),
+        newname,
+        flags,
+    )
 }

@@ -3,11 +3,11 @@
 
 use std::ffi::CStr;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use super::attr::kill_suidgid;
-use super::inode::{InodeData, InodeKey};
+use super::inode::InodeKey;
 use super::{PassthroughFs, check_new_name, stat_fd, sys};
 use crate::fuse::filesystem::{CopyRange, WriteArgs};
 use crate::fuse::{
@@ -48,6 +48,8 @@ pub(super) fn open(fs: &PassthroughFs, node: NodeId, flags: u32, kill: bool) -> 
     if modifies(f) {
         fs.check_writable()?;
     }
+    // Before the open: an O_TRUNC open the cap refuses must not have truncated.
+    fs.handles.check_room()?;
     let file = {
         let _fence = if f & libc::O_TRUNC != 0 {
             fs.fence_cut(&inode.key, 0, None)?
@@ -59,7 +61,7 @@ pub(super) fn open(fs: &PassthroughFs, node: NodeId, flags: u32, kill: bool) -> 
     if kill && f & libc::O_TRUNC != 0 {
         kill_suidgid(fs, &inode)?;
     }
-    let fh = fs.handles.insert(node, file);
+    let fh = fs.handles.insert(node, file)?;
     Ok(Opened {
         fh,
         open_flags: fs.cfg.cache.file_open_flags(),
@@ -85,12 +87,12 @@ fn register_new(
         libc::O_PATH,
         0,
     )?;
-    let inode = fs.inodes.add_lookup(path_fd, &st);
+    let inode = fs.add_lookup(path_fd, &st)?;
     if kill && truncated {
         kill_suidgid(fs, &inode)?;
     }
     let entry = fs.entry_for(&inode, &stat_fd(&file)?);
-    let fh = fs.handles.insert(inode.nodeid, file);
+    let fh = fs.handles.insert(inode.nodeid, file)?;
     Ok((
         entry,
         Opened {
@@ -113,14 +115,20 @@ pub(super) fn create(
     fs.check_writable()?;
     check_new_name(name)?;
     let p = fs.inodes.get(parent)?;
+    // The caps are checked before anything is created: a CREATE they refuse leaves no file.
+    fs.inodes.check_room()?;
+    fs.handles.check_room()?;
     let excl = flags.cast_signed() & libc::O_EXCL;
     // O_NONBLOCK keeps an existing fifo at `name` from hanging the open.
     let f = host_flags(fs, flags) | excl | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    // Opened before the credentials switch: a switched fsuid has no
+    // CAP_DAC_READ_SEARCH, which opening by handle needs.
+    let dir = p.path_fd()?;
     let file = if fs.dax().is_some() && f & libc::O_TRUNC != 0 && excl == 0 {
-        create_fenced(fs, ctx, &p, name, f, mode)?
+        create_fenced(fs, ctx, dir.as_fd(), name, f, mode)?
     } else {
         let _creds = fs.creds(ctx)?;
-        File::from(sys::openat(p.fd(), name, f, mode & 0o7777)?)
+        File::from(sys::openat(dir.as_fd(), name, f, mode & 0o7777)?)
     };
     register_new(fs, file, kill, f & libc::O_TRUNC != 0)
 }
@@ -134,7 +142,7 @@ pub(super) fn create(
 fn create_fenced(
     fs: &PassthroughFs,
     ctx: Context,
-    parent: &InodeData,
+    parent: BorrowedFd<'_>,
     name: &CStr,
     flags: i32,
     mode: u32,
@@ -143,7 +151,7 @@ fn create_fenced(
     for _ in 0..CREATE_RACE_RETRIES {
         let created = {
             let _creds = fs.creds(ctx)?;
-            sys::openat(parent.fd(), name, untruncated | libc::O_EXCL, mode & 0o7777)
+            sys::openat(parent, name, untruncated | libc::O_EXCL, mode & 0o7777)
         };
         match created {
             Ok(fd) => return Ok(File::from(fd)),
@@ -152,7 +160,7 @@ fn create_fenced(
         }
         let existing = {
             let _creds = fs.creds(ctx)?;
-            sys::openat(parent.fd(), name, untruncated & !libc::O_CREAT, 0)
+            sys::openat(parent, name, untruncated & !libc::O_CREAT, 0)
         };
         let file = match existing {
             Ok(fd) => File::from(fd),
@@ -197,9 +205,12 @@ pub(super) fn tmpfile(
     if f & libc::O_ACCMODE == libc::O_RDONLY {
         f |= libc::O_RDWR;
     }
+    fs.inodes.check_room()?;
+    fs.handles.check_room()?;
+    let dir = p.path_fd()?;
     let file = {
         let _creds = fs.creds(ctx)?;
-        File::from(sys::openat(p.fd(), c".", f, mode & 0o7777)?)
+        File::from(sys::openat(dir.as_fd(), c".", f, mode & 0o7777)?)
     };
     register_new(fs, file, false, false)
 }

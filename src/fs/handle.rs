@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::fuse::{Errno, FsResult, Handle, NodeId};
@@ -18,36 +18,67 @@ pub struct HandleData {
     pub dir_lock: Mutex<()>,
 }
 
-/// The handle table.
+/// The handle table, holding at most a set number of open handles.
 #[derive(Debug)]
 pub struct HandleStore {
     map: RwLock<HashMap<u64, Arc<HandleData>>>,
     next: AtomicU64,
+    max: usize,
+    /// The cap was reached (logged once per time it is reached).
+    full: AtomicBool,
 }
 
 impl Default for HandleStore {
     fn default() -> Self {
-        Self {
-            map: RwLock::new(HashMap::new()),
-            next: AtomicU64::new(1),
-        }
+        Self::new(super::config::DEFAULT_MAX_OPEN_HANDLES)
     }
 }
 
 impl HandleStore {
-    /// Registers `file` opened on `nodeid`; returns its handle.
-    pub fn insert(&self, nodeid: NodeId, file: File) -> Handle {
-        let fh = self.next.fetch_add(1, Ordering::Relaxed);
+    /// An empty table for at most `max` open handles.
+    pub fn new(max: u64) -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            // More handles than memory can hold is no cap at all.
+            max: usize::try_from(max).unwrap_or(usize::MAX),
+            full: AtomicBool::new(false),
+        }
+    }
+
+    /// `ENFILE` when the table holds its maximum of handles: checked before a file is
+    /// created, so a CREATE the cap refuses leaves nothing behind.
+    pub fn check_room(&self) -> FsResult<()> {
+        let len = self.len();
+        self.room(len)
+    }
+
+    fn room(&self, len: usize) -> FsResult<()> {
+        if len < self.max {
+            self.full.store(false, Ordering::Relaxed);
+            return Ok(());
+        }
+        if !self.full.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "the guest holds {len} open handles, the most --max-open-handles allows: new opens get ENFILE until it releases some"
+            );
+        }
+        Err(Errno::ENFILE)
+    }
+
+    /// Registers `file` opened on `nodeid`; returns its handle, or `ENFILE` (and `file`
+    /// is closed) when the table is full.
+    pub fn insert(&self, nodeid: NodeId, file: File) -> FsResult<Handle> {
         let data = Arc::new(HandleData {
             nodeid,
             file,
             dir_lock: Mutex::new(()),
         });
-        self.map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(fh, data);
-        Handle(fh)
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        self.room(map.len())?;
+        let fh = self.next.fetch_add(1, Ordering::Relaxed);
+        map.insert(fh, data);
+        Ok(Handle(fh))
     }
 
     /// The handle `fh`, which must have been opened on `nodeid` (else `EBADF`).

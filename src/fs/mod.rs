@@ -1,7 +1,8 @@
 //! The passthrough filesystem: serves a host directory to the guest.
 //!
-//! Every inode the guest knows is held by an O_PATH descriptor
-//! ([`inode::InodeStore`]); every name is resolved one component at a time
+//! Every inode the guest knows is held by an O_PATH descriptor, or, with
+//! `--inode-file-handles prefer|mandatory`, by file handle ([`inode::InodeStore`],
+//! [`file_handle`]); every name is resolved one component at a time
 //! relative to its parent's descriptor with `O_NOFOLLOW`, so no guest request
 //! makes the daemon walk a path or follow a symlink. Files are (re)opened
 //! through a `/proc/self/fd` directory descriptor taken at start, so the
@@ -15,6 +16,7 @@
 
 pub mod config;
 pub mod creds;
+pub mod file_handle;
 pub mod handle;
 pub mod inode;
 
@@ -31,13 +33,13 @@ mod tests;
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub use config::{CachePolicy, PassthroughConfig};
+pub use config::{CachePolicy, InodeFileHandles, PassthroughConfig};
 pub use dax::{DaxPolicy, DaxWindow};
 
 use crate::fuse::abi::{Attr, Kstatfs, init_flags as fl};
@@ -77,6 +79,9 @@ pub enum FsError {
     /// `/proc/self/fd` could not be opened.
     #[error("cannot open /proc/self/fd (is /proc mounted?): {0}")]
     OpenProc(Errno),
+    /// `--inode-file-handles mandatory`, and handles cannot be used.
+    #[error("inode_file_handles = mandatory: {0}")]
+    FileHandles(file_handle::HandlesUnusable),
     /// The shared directory could not be examined.
     #[error("cannot stat shared directory {path:?}: {errno}")]
     StatRoot {
@@ -100,6 +105,8 @@ pub struct PassthroughFs {
     writeback: AtomicBool,
     /// The DAX window, when the device has one.
     dax: Option<DaxWindow>,
+    /// Inodes are held by file handle (`prefer` or `mandatory`, and handles work).
+    file_handles: Option<file_handle::Handles>,
 }
 
 impl PassthroughFs {
@@ -126,10 +133,31 @@ impl PassthroughFs {
             path: cfg.root.clone(),
             errno,
         })?;
+        let file_handles = match cfg.inode_file_handles {
+            InodeFileHandles::Never => None,
+            mode => {
+                match file_handle::Handles::probe(mode, root.as_fd(), proc_self_fd.as_fd(), &st) {
+                    Ok(handles) => {
+                        log::info!("inodes are held by file handle (inode_file_handles = {mode})");
+                        Some(handles)
+                    }
+                    Err(e) if mode == InodeFileHandles::Mandatory => {
+                        return Err(FsError::FileHandles(e));
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "inode_file_handles = prefer: {e}; every inode is held by O_PATH descriptor"
+                        );
+                        None
+                    }
+                }
+            }
+        };
         sys::umask(0);
         Ok(Self {
-            inodes: InodeStore::new(root, &st),
-            handles: HandleStore::default(),
+            inodes: InodeStore::new(root, &st, cfg.max_inodes),
+            handles: HandleStore::new(cfg.max_open_handles),
+            file_handles,
             proc_self_fd,
             switch_creds: sys::geteuid() == 0,
             writeback: AtomicBool::new(false),
@@ -201,6 +229,20 @@ impl PassthroughFs {
         &self.handles
     }
 
+    /// How inodes are held in fact: `never` when `prefer` found handles unusable.
+    pub fn inode_file_handles(&self) -> InodeFileHandles {
+        self.file_handles
+            .as_ref()
+            .map_or(InodeFileHandles::Never, file_handle::Handles::mode)
+    }
+
+    /// Mount descriptors open for inodes held by handle (for tests and diagnostics).
+    pub fn mount_fds_open(&self) -> usize {
+        self.file_handles
+            .as_ref()
+            .map_or(0, file_handle::Handles::mounts_open)
+    }
+
     /// Opens the regular file behind `node` with open(2) `flags`, for
     /// callers that resolve by node id rather than by handle (DAX
     /// SETUPMAPPING with `fh = -1`). Refuses writable opens on a read-only
@@ -256,26 +298,32 @@ impl PassthroughFs {
     /// Looks `name` up in `parent` (one component, no symlink followed) and
     /// takes one lookup count on the result.
     fn do_lookup(&self, parent: &InodeData, name: &CStr) -> FsResult<Entry> {
-        let fd = sys::openat(parent.fd(), name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+        let fd = sys::openat(
+            parent.path_fd()?.as_fd(),
+            name,
+            libc::O_PATH | libc::O_NOFOLLOW,
+            0,
+        )?;
         let st = stat_fd(&fd)?;
-        let inode = self.inodes.add_lookup(fd, &st);
+        let inode = self.add_lookup(fd, &st)?;
         Ok(self.entry_for(&inode, &st))
     }
 
-    /// Opens `inode` for I/O by re-opening its O_PATH descriptor through
-    /// /proc/self/fd (only regular files and directories reach here).
+    /// One lookup count on the inode `fd` (O_PATH) / `st`, held as the configuration says.
+    fn add_lookup(&self, fd: OwnedFd, st: &Stat) -> FsResult<std::sync::Arc<InodeData>> {
+        self.inodes
+            .add_lookup(fd, st, |fd| match &self.file_handles {
+                None => Ok(inode::InodeHold::Fd(fd)),
+                Some(handles) => handles.hold(fd, st, self.proc_fd()),
+            })
+    }
+
+    /// Opens `inode` for I/O (only regular files and directories reach here).
     fn reopen(&self, inode: &InodeData, flags: i32) -> FsResult<File> {
-        let name = sys::fd_name(inode.fd.as_raw_fd());
-        Ok(File::from(sys::openat(
-            self.proc_fd(),
-            &name,
-            flags & !libc::O_NOFOLLOW,
-            0,
-        )?))
+        Ok(File::from(inode.open(flags, self.proc_fd())?))
     }
 
     fn proc_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        use std::os::fd::AsFd;
         self.proc_self_fd.as_fd()
     }
 

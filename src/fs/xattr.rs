@@ -36,7 +36,8 @@ fn on_inode<R: Send>(
         let file = fs.reopen(inode, flags)?;
         f(XattrTarget::Fd(file.as_fd()))
     } else {
-        let name = sys::fd_name(inode.fd.as_raw_fd());
+        let held = inode.path_fd()?;
+        let name = sys::fd_name(held.as_raw_fd());
         sys::with_cwd(fs.proc_fd(), || f(XattrTarget::Path(&name)))
     }
 }

@@ -75,6 +75,10 @@ impl Errno {
     pub const ENXIO: Self = Self(libc::ENXIO);
     #[allow(missing_docs)]
     pub const ENOTSUP: Self = Self(libc::ENOTSUP);
+    #[allow(missing_docs)]
+    pub const ENFILE: Self = Self(libc::ENFILE);
+    #[allow(missing_docs)]
+    pub const ESTALE: Self = Self(libc::ESTALE);
 }
 
 impl fmt::Debug for Errno {

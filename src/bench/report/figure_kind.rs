@@ -12,11 +12,19 @@ pub enum Section {
     Pmem,
     /// The ledger alone, in process.
     Ledger,
+    /// Many inodes: LOOKUPs without FORGET, descriptors and memory (ours and the peer).
+    Scale,
 }
 
 impl Section {
     /// Every section, in table order.
-    pub const ALL: [Section; 4] = [Section::Fuse, Section::Dax, Section::Pmem, Section::Ledger];
+    pub const ALL: [Section; 5] = [
+        Section::Fuse,
+        Section::Dax,
+        Section::Pmem,
+        Section::Ledger,
+        Section::Scale,
+    ];
 
     fn prefix(self) -> &'static str {
         match self {
@@ -24,6 +32,7 @@ impl Section {
             Section::Dax => "dax_",
             Section::Pmem => "pmem_",
             Section::Ledger => "ledger_",
+            Section::Scale => "scale_",
         }
     }
 
@@ -37,6 +46,10 @@ impl Section {
             Section::Dax => "DAX window (vhost-dax only)",
             Section::Pmem => "virtio-pmem FLUSH",
             Section::Ledger => "DAX ledger, in process",
+            Section::Scale => {
+                "Many inodes: N LOOKUPs without FORGET, fresh daemon, \
+                 --inode-file-handles=never | prefer; descriptors and RSS after"
+            }
         }
     }
 }
@@ -73,6 +86,9 @@ const UNITS: &[(&str, &str, Better)] = &[
     ("_gbps", "GB/s", Better::Higher),
     ("_us", "µs", Better::Lower),
     ("_ms", "ms", Better::Lower),
+    ("_mib", "MiB", Better::Lower),
+    ("_fds", "fds", Better::Lower),
+    ("_known", "files", Better::Neither),
 ];
 
 impl FigureKind {

@@ -208,7 +208,7 @@ pub fn table(report: &BenchReport) -> String {
             "vhost-dax",
             "(min … max)"
         );
-        let with_peer = section == Section::Fuse && peer.is_some();
+        let with_peer = matches!(section, Section::Fuse | Section::Scale) && peer.is_some();
         if let (true, Some((name, _))) = (with_peer, peer) {
             let _ = write!(out, " {name:>10} {:>6}", "ratio");
         }

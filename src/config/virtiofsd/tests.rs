@@ -17,7 +17,8 @@ fn error(args: &[&str]) -> ConfigError {
 }
 
 /// What the parser adds on its own to a request that says nothing of these: the
-/// sandbox virtiofsd defaults to (namespace as root, none otherwise).
+/// sandbox virtiofsd defaults to (namespace as root, none otherwise) and inodes held by
+/// file handle where possible (`prefer`).
 fn defaults() -> FsRequest {
     let sandbox = if crate::sys::fs::geteuid() == 0 {
         "namespace"
@@ -26,6 +27,7 @@ fn defaults() -> FsRequest {
     };
     FsRequest {
         sandbox: Some(sandbox.into()),
+        inode_file_handles: Some("prefer".into()),
         ..FsRequest::default()
     }
 }
@@ -131,21 +133,21 @@ fn accepted() -> Vec<(Vec<&'static str>, FsRequest)> {
             vec!["--sandbox", "chroot"],
             FsRequest {
                 sandbox: Some("chroot".into()),
-                ..FsRequest::default()
+                ..base()
             },
         ),
         (
             vec!["--sandbox=namespace"],
             FsRequest {
                 sandbox: Some("namespace".into()),
-                ..FsRequest::default()
+                ..base()
             },
         ),
         (
             vec!["--sandbox=none"],
             FsRequest {
                 sandbox: Some("none".into()),
-                ..FsRequest::default()
+                ..base()
             },
         ),
         (
@@ -190,7 +192,35 @@ fn accepted() -> Vec<(Vec<&'static str>, FsRequest)> {
         (vec!["--no-posix-lock"], base()),
         (vec!["--no-flock"], base()),
         (vec!["--preserve-noatime"], base()),
-        (vec!["--inode-file-handles=never"], base()),
+        (
+            vec!["--inode-file-handles=never"],
+            FsRequest {
+                inode_file_handles: Some("never".into()),
+                ..base()
+            },
+        ),
+        (
+            vec!["--inode-file-handles=prefer"],
+            FsRequest {
+                inode_file_handles: Some("prefer".into()),
+                ..base()
+            },
+        ),
+        (
+            vec!["--inode-file-handles", "mandatory"],
+            FsRequest {
+                inode_file_handles: Some("mandatory".into()),
+                ..base()
+            },
+        ),
+        (
+            // virtiofsd's deprecated alias.
+            vec!["--inode-file-handles=fallback"],
+            FsRequest {
+                inode_file_handles: Some("prefer".into()),
+                ..base()
+            },
+        ),
         (vec!["--seccomp=none"], base()),
         (vec!["--seccomp", "none"], base()),
         (vec!["--posix-acl=never"], base()),
@@ -255,15 +285,6 @@ fn refused_flags() -> Vec<(Vec<&'static str>, &'static str)> {
         (
             vec!["--migration-confirm-paths"],
             "--migration-confirm-paths",
-        ),
-        (vec!["--inode-file-handles=prefer"], "--inode-file-handles"),
-        (
-            vec!["--inode-file-handles=mandatory"],
-            "--inode-file-handles",
-        ),
-        (
-            vec!["--inode-file-handles=fallback"],
-            "--inode-file-handles",
         ),
         (vec!["--seccomp=kill"], "--seccomp"),
         (vec!["--seccomp=log"], "--seccomp"),
@@ -378,6 +399,7 @@ fn libvirts_legacy_o_line_is_understood() {
         shared_dir: Some("/srv/vm,1".into()),
         cache: Some("always".into()),
         sandbox: Some("chroot".into()),
+        inode_file_handles: Some("prefer".into()),
         xattr: true,
         thread_pool_size: Some(16),
         ..FsRequest::default()
@@ -441,6 +463,7 @@ fn libvirts_separate_options_line_is_understood() {
         cache: Some("never".into()),
         no_readdirplus: true,
         sandbox: Some("namespace".into()),
+        inode_file_handles: Some("prefer".into()),
         xattr: true,
         thread_pool_size: Some(0),
         ..FsRequest::default()

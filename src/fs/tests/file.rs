@@ -421,7 +421,7 @@ fn open_node_for_dax() {
     let held = f.fs().inodes().get(id).unwrap();
     f.c.forget(id.0, 1);
     assert!(f.fs().inodes().get(id).is_err());
-    assert!(super::super::stat_fd(&held.fd).is_ok());
+    assert!(super::super::stat_fd(&held.path_fd().unwrap()).is_ok());
     let ro = setup_with(|c| c.readonly = true);
     std::fs::write(ro.shared().join("f"), b"data").unwrap();
     let id = crate::fuse::NodeId(ro.c.lookup(ROOT, b"f").unwrap().nodeid);

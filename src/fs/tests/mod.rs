@@ -5,6 +5,7 @@ mod dir;
 mod entry;
 mod file;
 mod fuzz;
+mod handles;
 mod parking;
 mod protocol;
 mod xattr;
@@ -63,6 +64,9 @@ pub fn setup_with(f: impl FnOnce(&mut PassthroughConfig)) -> Fixture {
     std::fs::create_dir(&shared).unwrap();
     std::fs::write(dir.path().join("outside"), b"secret").unwrap();
     let mut cfg = PassthroughConfig::new(&shared);
+    if std::env::var_os(HANDLES_MARK).is_some() {
+        cfg.inode_file_handles = super::InodeFileHandles::Prefer;
+    }
     f(&mut cfg);
     let c = Client::new(PassthroughFs::new(cfg).unwrap());
     c.init();
@@ -112,6 +116,38 @@ pub fn is_root() -> bool {
 }
 
 pub const ROOT: u64 = 1;
+
+/// Set in the environment of [`suite_passes_with_inode_file_handles`]'s run.
+const HANDLES_MARK: &str = "VHOST_DAX_FS_TESTS_HANDLES";
+
+/// Runs the whole suite again with inodes held by file handle (`prefer`): every
+/// operation must work the same whichever way inodes are held.
+#[test]
+fn suite_passes_with_inode_file_handles() {
+    if std::env::var_os(HANDLES_MARK).is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(&exe)
+        .args([
+            "--test-threads=2",
+            "fs::tests::",
+            "--skip",
+            "suite_passes_unprivileged",
+            "--skip",
+            "suite_passes_with_inode_file_handles",
+        ])
+        .env(HANDLES_MARK, "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "run with inode file handles failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("test result: ok"), "{text}");
+}
 
 /// Runs the whole suite again as an unprivileged user (when root and
 /// `setpriv` exists), so both credential branches are exercised.
