@@ -226,6 +226,13 @@ pub fn run(config: DaemonConfig) -> Result<(), DaemonError> {
             Forked::Sandboxed => {}
         }
     }
+    // A frontend that shrinks its memory under a request must not end the process: faults
+    // in guest memory are repaired and end only that connection (device::guest_memory).
+    if let Err(e) = sys::sigbus::install() {
+        log::warn!(
+            "{e}: a frontend that shrinks unsealed guest memory under a request ends the process"
+        );
+    }
     let observer = sync_observer()?;
     // One filter for the process: the union of what its devices need.
     let needs = sys::seccomp::Needs {
@@ -619,6 +626,7 @@ where
         let memory = GuestMemoryAtomic::new(GuestMemoryMmap::new());
         let backend = make_backend();
         let exit_events = backend.exit_events().clone();
+        let guard = backend.memory_guard().clone();
         let setup = VhostUserDaemon::new("vhost-dax".into(), backend, memory)
             .and_then(|mut daemon| daemon.start(&mut serve.listener).map(|()| daemon));
         // A connection that cannot be set up (no descriptor left for accept, an eventfd
@@ -650,6 +658,7 @@ where
             log::info!("{name}: took a frontend after {failed_setups} failed attempt(s)");
             failed_setups = 0;
         }
+        guard.set_shutdown(daemon.shutdown_handle());
         log::info!("{name}: frontend connected");
         match daemon.wait() {
             // A VMM that powers off closes the socket between messages: the normal end.
@@ -661,6 +670,7 @@ where
         }
         on_disconnect();
         drop(daemon);
+        guard.end();
         exit_events.close_after_connection();
         if !serve.reconnect {
             if let Some(socket) = &serve.socket {

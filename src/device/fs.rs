@@ -16,12 +16,13 @@ use std::time::Duration;
 use vhost::vhost_user::Backend;
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig};
 use vhost_user_backend::{VhostUserBackend, VringRwLock};
-use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use super::backend_mapper::BackendMapper;
 use super::exit_events::ExitEvents;
+use super::guest_memory::MemoryGuard;
 use super::parking::Parking;
 use super::pool::Pool;
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
@@ -348,11 +349,16 @@ pub struct FsBackend {
     event_idx: Arc<AtomicBool>,
     told_no_channel: Arc<AtomicBool>,
     exit_events: ExitEvents,
+    guard: MemoryGuard,
 }
 
 impl super::ConnectionBackend for FsBackend {
     fn exit_events(&self) -> &ExitEvents {
         &self.exit_events
+    }
+
+    fn memory_guard(&self) -> &MemoryGuard {
+        &self.guard
     }
 }
 
@@ -365,6 +371,7 @@ impl FsBackend {
             event_idx: Arc::new(AtomicBool::new(false)),
             told_no_channel: Arc::new(AtomicBool::new(false)),
             exit_events: ExitEvents::default(),
+            guard: MemoryGuard::new("fs"),
         }
     }
 
@@ -514,6 +521,7 @@ impl VhostUserBackend for FsBackend {
     }
 
     fn update_memory(&self, memory: Memory) -> io::Result<()> {
+        self.guard.table(memory.memory().into_inner());
         *self.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(memory);
         if let Some(dax) = &self.device.dax
             && !dax.mapper.is_attached()

@@ -9,6 +9,7 @@ pub(crate) mod chain;
 pub mod exit_events;
 pub(crate) mod flush;
 pub mod fs;
+pub mod guest_memory;
 mod parking;
 pub mod pmem;
 mod pool;
@@ -18,6 +19,9 @@ pub mod sync_gate;
 pub trait ConnectionBackend {
     /// The exit events of this connection's workers (closed after the connection).
     fn exit_events(&self) -> &exit_events::ExitEvents;
+    /// This connection's guard over the frontend's memory (told the connection to end
+    /// when its memory faults, and told when the connection has ended).
+    fn memory_guard(&self) -> &guest_memory::MemoryGuard;
 }
 
 /// `VIRTIO_F_VERSION_1`.

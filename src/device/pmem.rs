@@ -30,6 +30,7 @@ use vmm_sys_util::event::{EventConsumer, EventNotifier};
 use super::backend_mapper::BackendMapper;
 use super::exit_events::ExitEvents;
 use super::flush::{FlushStats, GroupCommit, SyncObserver};
+use super::guest_memory::MemoryGuard;
 use super::{VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use crate::config::{BackingKind, PmemConfig, format_size, open_backing};
 use crate::control::{ControlServer, ControlSlot};
@@ -413,11 +414,16 @@ pub struct PmemBackend {
     device: Arc<PmemDevice>,
     conn: Arc<Connection>,
     exit_events: ExitEvents,
+    guard: MemoryGuard,
 }
 
 impl super::ConnectionBackend for PmemBackend {
     fn exit_events(&self) -> &ExitEvents {
         &self.exit_events
+    }
+
+    fn memory_guard(&self) -> &MemoryGuard {
+        &self.guard
     }
 }
 
@@ -440,6 +446,7 @@ impl PmemBackend {
                 told_no_channel: AtomicBool::new(false),
             }),
             exit_events: ExitEvents::default(),
+            guard: MemoryGuard::new("pmem"),
         }
     }
 
@@ -476,15 +483,23 @@ impl PmemBackend {
     }
 
     fn drain_queue(&self, vring: &VringRwLock, memory: &Memory) -> io::Result<()> {
-        while !self.device.stopping.load(Ordering::SeqCst) {
+        while !self.device.stopping.load(Ordering::SeqCst) && !self.guard.check() {
             let mem = memory.memory();
-            let chain = vring
-                .get_mut()
-                .get_queue_mut()
-                .pop_descriptor_chain(mem.clone());
+            let chain = {
+                let mut state = vring.get_mut();
+                let q = state.get_queue_mut();
+                if !self.guard.ring_inside(0, q, &mem) {
+                    return Ok(());
+                }
+                q.pop_descriptor_chain(mem.clone())
+            };
             let Some(chain) = chain else {
                 return Ok(());
             };
+            if self.guard.check() {
+                // The pop itself read memory the frontend cut: nothing more is served.
+                return Ok(());
+            }
             self.serve(chain, vring, memory);
         }
         Ok(())
@@ -501,6 +516,7 @@ impl PmemBackend {
         let completion = Completion {
             vring: vring.clone(),
             memory: memory.clone(),
+            guard: self.guard.clone(),
             head,
             event_idx: self.conn.event_idx.load(Ordering::SeqCst),
         };
@@ -534,6 +550,7 @@ impl PmemBackend {
 struct Completion {
     vring: VringRwLock,
     memory: Memory,
+    guard: MemoryGuard,
     head: u16,
     event_idx: bool,
 }
@@ -547,6 +564,15 @@ impl Completion {
                 Ok(()) => used_len = 4,
                 Err(e) => log::warn!("pmem: cannot write status of request {}: {e}", self.head),
             }
+        }
+        if self.guard.check() {
+            // The connection's memory faulted (perhaps writing this very status): the
+            // connection is being dropped, and its ring is no longer the guest's.
+            log::debug!(
+                "pmem: request {} not returned: guest memory faulted",
+                self.head
+            );
+            return;
         }
         if let Err(e) = self.vring.add_used(self.head, used_len) {
             log::error!("pmem: cannot return request {}: {e}", self.head);
@@ -744,6 +770,7 @@ impl VhostUserBackend for PmemBackend {
     }
 
     fn update_memory(&self, memory: Memory) -> io::Result<()> {
+        self.guard.table(memory.memory().into_inner());
         *self.conn.memory.lock().unwrap_or_else(|p| p.into_inner()) = Some(memory);
         if !self.device.mapper.is_attached()
             && !self.conn.told_no_channel.swap(true, Ordering::SeqCst)

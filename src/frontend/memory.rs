@@ -1,6 +1,7 @@
 //! Guest RAM of our frontend: one memfd shared with the backend through SET_MEM_TABLE, and
 //! a bump allocator for rings and request buffers.
 
+use std::fs::File;
 use std::sync::Mutex;
 
 use vhost::VhostUserMemoryRegionInfo;
@@ -14,6 +15,8 @@ use crate::sys;
 /// Guest-physical RAM at address 0, backed by a memfd.
 pub struct GuestRam {
     memory: GuestMemoryMmap,
+    /// The memfd behind `memory` (the same open file).
+    file: File,
     next_free: Mutex<u64>,
 }
 
@@ -21,6 +24,7 @@ impl GuestRam {
     /// Creates `size` bytes of guest RAM.
     pub fn new(size: u64) -> Result<Self, FrontendError> {
         let file = sys::memfd("vhost-dax-guest-ram", size)?;
+        let own = file.try_clone()?;
         let len = usize::try_from(size)
             .map_err(|_| FrontendError::Setup(format!("guest RAM size {size} too large")))?;
         let memory = GuestMemoryMmap::from_ranges_with_files([(
@@ -31,6 +35,7 @@ impl GuestRam {
         .map_err(|e| FrontendError::Setup(format!("cannot map guest RAM: {e}")))?;
         Ok(GuestRam {
             memory,
+            file: own,
             next_free: Mutex::new(0),
         })
     }
@@ -38,6 +43,25 @@ impl GuestRam {
     /// The vm-memory view, for reading and writing guest-physical addresses.
     pub fn memory(&self) -> &GuestMemoryMmap {
         &self.memory
+    }
+
+    /// Seals the memfd against shrinking and growing (`F_SEAL_SHRINK | F_SEAL_GROW`), as
+    /// QEMU's `memory-backend-memfd` does by default: nobody can pull it from under the
+    /// backend any more.
+    pub fn seal_size(&self) -> Result<(), FrontendError> {
+        sys::sigbus::add_seals(&self.file, libc::F_SEAL_SHRINK | libc::F_SEAL_GROW)?;
+        Ok(())
+    }
+
+    /// Sets the length of the memfd behind guest RAM: what a misbehaving frontend does to
+    /// pull memory from under the backend. Guest RAM past `len` must not be touched
+    /// through [`GuestRam::memory`] until the file grows again (the access would be a
+    /// SIGBUS in this process).
+    ///
+    /// # Errors
+    /// `EPERM` once [`GuestRam::seal_size`] sealed the file.
+    pub fn set_backing_len(&self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)
     }
 
     /// Size in bytes.

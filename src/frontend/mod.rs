@@ -79,6 +79,9 @@ pub struct FrontendOptions {
     pub shmem_sizes: Option<Vec<u64>>,
     /// What the frontend will map (QEMU 11.1: only within the file).
     pub map_rule: MapRule,
+    /// Seal guest RAM against shrinking and growing before sharing it, as QEMU's
+    /// `memory-backend-memfd` does by default (`seal=on`).
+    pub seal_memory: bool,
 }
 
 impl Default for FrontendOptions {
@@ -98,6 +101,7 @@ impl Default for FrontendOptions {
                 | VhostUserProtocolFeatures::SHMEM,
             shmem_sizes: None,
             map_rule: MapRule::PastEof,
+            seal_memory: false,
         }
     }
 }
@@ -185,6 +189,9 @@ impl Frontend {
         let acked_features = offered & (options.features | VHOST_USER_F_PROTOCOL_FEATURES);
         vhost.set_features(acked_features)?;
         let ram = GuestRam::new(options.memory_size)?;
+        if options.seal_memory {
+            ram.seal_size()?;
+        }
         vhost.set_mem_table(&ram.region_infos()?)?;
 
         let mut queues = Vec::with_capacity(num_queues);
@@ -221,6 +228,11 @@ impl Frontend {
             acked_features,
             acked_protocol,
         })
+    }
+
+    /// Where the rings of queue `queue` lie in guest RAM (for crafted SET_VRING_ADDR).
+    pub fn queue_layout(&self, queue: usize) -> Result<QueueLayout, FrontendError> {
+        Ok(self.queues[self.queue_index(queue)?].layout())
     }
 
     /// The underlying vhost crate frontend, for raw requests.

@@ -7,6 +7,7 @@ pub mod caps;
 pub mod fs;
 pub mod namespace;
 pub mod seccomp;
+pub mod sigbus;
 pub mod socket;
 pub mod vectored;
 
@@ -24,11 +25,13 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// Creates an anonymous memory file (close-on-exec) of `size` bytes.
+/// Creates an anonymous memory file (close-on-exec, open to seals) of `size` bytes.
 pub fn memfd(name: &str, size: u64) -> io::Result<File> {
     let cname = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
-    let fd = check(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) })?;
+    let fd = check(unsafe {
+        libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
     // SAFETY: memfd_create returned a fresh descriptor that nothing else owns.
     let file = unsafe { File::from_raw_fd(fd) };
     file.set_len(size)?;

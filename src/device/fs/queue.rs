@@ -21,6 +21,7 @@ use super::{
     Epoch, FsBackend, FsDevice, InFlight, MAX_PARKED, MAX_PARKED_REQUEST, MAX_REQUEST, Memory,
 };
 use crate::device::chain::{Buffers, ChainBuffers, Cursor};
+use crate::device::guest_memory::MemoryGuard;
 use crate::fuse::abi::{InHeader, OutHeader, Wire, WriteIn, opcode};
 use crate::fuse::{Errno, SliceReader, ZeroCopyReader};
 
@@ -65,21 +66,30 @@ impl FsBackend {
                 // Counted before the stopping check, so shutdown either sees this request
                 // or this thread sees shutdown.
                 let in_flight = self.device.begin_request();
-                if self.device.stopping.load(Ordering::SeqCst) {
+                if self.device.stopping.load(Ordering::SeqCst) || self.guard.check() {
                     return Ok(());
                 }
                 // A reply served off this thread lands only in the epoch its chain was
                 // popped in: taken before the pop, so no ring stop comes between.
                 let taken = pool.map(|_| self.device.reply_epoch());
                 let mem = memory.memory();
-                let chain = vring
-                    .get_mut()
-                    .get_queue_mut()
-                    .pop_descriptor_chain(mem.clone());
+                let chain = {
+                    let mut state = vring.get_mut();
+                    let q = state.get_queue_mut();
+                    if !self.guard.ring_inside(queue, q, &mem) {
+                        return Ok(());
+                    }
+                    q.pop_descriptor_chain(mem.clone())
+                };
                 let Some(chain) = chain else { break };
+                if self.guard.check() {
+                    // The pop itself read memory the frontend cut: nothing more is served.
+                    return Ok(());
+                }
                 let request = Request {
                     queue,
                     vring: vring.clone(),
+                    guard: self.guard.clone(),
                     event_idx,
                     mem,
                     chain,
@@ -114,6 +124,8 @@ impl FsBackend {
 struct Request {
     queue: usize,
     vring: VringRwLock,
+    /// The connection's memory guard: no reply once its memory faulted.
+    guard: MemoryGuard,
     event_idx: bool,
     mem: Guard,
     chain: Chain,
@@ -137,6 +149,15 @@ impl Request {
     /// only if the epoch the chain was popped in is still current.
     fn complete(&self, device: &FsDevice, used: u32, landing: Landing) {
         let head = self.chain.head_index();
+        if self.guard.check() {
+            // The connection's memory faulted (perhaps serving this very request): it is
+            // being dropped, and its ring is no longer the guest's.
+            log::debug!(
+                "fs: queue {}: chain {head} not returned: guest memory faulted",
+                self.queue
+            );
+            return;
+        }
         let (taken, who) = match landing {
             Landing::Here => {
                 complete_or_log(self.queue, &self.vring, head, used, self.event_idx);
