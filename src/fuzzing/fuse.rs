@@ -194,6 +194,18 @@ pub fn fuse_dax(data: &[u8]) {
     }
 }
 
+/// One record of a [`fuse_dax`] input: `opcode` on `nodeid` with `body`, told honestly.
+pub(super) fn record(opcode: u32, nodeid: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = match OPCODES.iter().position(|&o| o == opcode) {
+        Some(i) => vec![u8::try_from(i).unwrap_or(u8::MAX)],
+        None => [&[u8::MAX][..], &opcode.to_le_bytes()].concat(),
+    };
+    out.extend([nodeid, 0]);
+    out.extend(u16::try_from(body.len()).unwrap_or(u16::MAX).to_le_bytes());
+    out.extend(body);
+    out
+}
+
 /// Serves `req` as the fs device does: a request that may wait on the ledger is first
 /// tried without waiting, then served where it may wait.
 fn serve(server: &Server<PassthroughFs>, req: &[u8], capacity: usize) -> Vec<u8> {

@@ -18,11 +18,13 @@
 mod chain;
 mod fuse;
 mod pmem;
+mod seeds;
 mod vhost_user;
 
 pub use chain::descriptor_chain;
 pub use fuse::fuse_dax;
 pub use pmem::pmem_request;
+pub use seeds::{Seed, seeds};
 pub use vhost_user::vhost_user;
 
 /// The fuzzer's bytes, read from the front; reads past the end give zeros.

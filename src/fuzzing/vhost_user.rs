@@ -81,9 +81,6 @@ fn devices() -> &'static Devices {
         }
         .validate(Origin::Cli)
         .expect("fuzz: pmem config");
-        std::fs::File::create(&pmem.file)
-            .and_then(|f| f.set_len(pmem.size))
-            .expect("fuzz: pmem file");
         let pmem = PmemDevice::new(pmem, ACK_TIMEOUT, None).expect("fuzz: pmem device");
         Devices {
             _dir: dir,
