@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 
 use vhost_dax::fuzzing;
 
+/// A target's body.
+type Body = fn(&[u8]);
+
 /// The targets, by corpus directory.
-const TARGETS: &[(&str, fn(&[u8]))] = &[
+const TARGETS: &[(&str, Body)] = &[
     ("fuse_dax", fuzzing::fuse_dax),
     ("pmem_request", fuzzing::pmem_request),
     ("descriptor_chain", fuzzing::descriptor_chain),

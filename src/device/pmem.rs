@@ -5,7 +5,7 @@
 //! region thread; it stays mapped across queue stops and is released (after in-flight
 //! flushes, which pin the whole region) on reset, disconnect and shutdown. The single
 //! queue carries FLUSH requests, completed only once the data is durable (group commit,
-//! see [`super::flush`]).
+//! see `device::flush`).
 
 use std::fs::File;
 use std::io;
@@ -21,8 +21,8 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserShMemConfig
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::{
-    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic,
-    GuestMemoryLoadGuard, GuestMemoryMmap,
+    Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard,
+    GuestMemoryMmap,
 };
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{EventConsumer, EventNotifier};

@@ -109,8 +109,10 @@ pub fn fuse_dax(data: &[u8]) {
     let shared = dir.path().join("shared");
     std::fs::create_dir(&shared).expect("fuzz: mkdir shared");
     std::fs::write(dir.path().join("outside"), b"secret").expect("fuzz: write outside");
-    // A file of a chunk and a half and a directory, so short sessions find something.
-    std::fs::write(shared.join("f"), vec![0x5a; 3 << 20]).expect("fuzz: write f");
+    // A (sparse) file of a chunk and a half and a directory, so short sessions find something.
+    std::fs::File::create(shared.join("f"))
+        .and_then(|f| f.set_len(3 << 20))
+        .expect("fuzz: create f");
     std::fs::create_dir(shared.join("d")).expect("fuzz: mkdir d");
 
     let mapper = Arc::new(MemoryMapper::with_window(WINDOW));
@@ -135,7 +137,11 @@ pub fn fuse_dax(data: &[u8]) {
     )
     .expect("fuzz: INIT fits");
     let reply = server.handle(&init, abi::MAX_BUFFER_SIZE + 4096);
-    assert_eq!(OutHeader::read(&reply).map(|h| h.error), Some(0), "INIT failed");
+    assert_eq!(
+        OutHeader::read(&reply).map(|h| h.error),
+        Some(0),
+        "INIT failed"
+    );
 
     let mut unique = 2u64;
     while !input.is_empty() {
@@ -161,7 +167,13 @@ pub fn fuse_dax(data: &[u8]) {
             0 => abi::MAX_BUFFER_SIZE + 4096,
             n => usize::from(n) * 13,
         };
-        check_reply(&serve(&server, &req, capacity), opcode, unique, &req, capacity);
+        check_reply(
+            &serve(&server, &req, capacity),
+            opcode,
+            unique,
+            &req,
+            capacity,
+        );
         if let Err(e) = ledger.check_invariants() {
             panic!("the ledger is inconsistent after opcode {opcode}: {e}");
         }
@@ -187,7 +199,11 @@ pub fn fuse_dax(data: &[u8]) {
         .filter_map(|e| e.ok().map(|e| e.file_name()))
         .collect();
     names.sort();
-    assert_eq!(names, ["outside", "shared"], "something appeared outside the share");
+    assert_eq!(
+        names,
+        ["outside", "shared"],
+        "something appeared outside the share"
+    );
     drop(server);
     if let Err(e) = ledger.check_invariants() {
         panic!("the ledger is inconsistent after the server went: {e}");
@@ -265,7 +281,11 @@ fn check_reply(reply: &[u8], opcode: u32, unique: u64, req: &[u8], capacity: usi
         h.error
     );
     if h.error != 0 {
-        assert_eq!(reply.len(), OutHeader::SIZE, "opcode {opcode}: an error with a body");
+        assert_eq!(
+            reply.len(),
+            OutHeader::SIZE,
+            "opcode {opcode}: an error with a body"
+        );
     }
     if InHeader::read(req).is_some() {
         assert_eq!(h.unique, unique, "opcode {opcode}: unique not echoed");

@@ -60,7 +60,11 @@ pub fn pmem_request(data: &[u8]) {
             .find(|d| d.writable)
             .expect("a status without a writable descriptor");
         assert_eq!(status, first.addr, "the status is not the first writable");
-        assert!(first.len >= 4, "a status in a descriptor of {} bytes", first.len);
+        assert!(
+            first.len >= 4,
+            "a status in a descriptor of {} bytes",
+            first.len
+        );
         assert!(mem.check_range(status, 4), "a status outside guest memory");
     }
     if let Request::Flush { .. } = request {

@@ -70,7 +70,10 @@ fn fuse_seeds() -> Vec<Seed> {
     let seed = |name, setup: u8, records: Vec<Vec<u8>>| Seed {
         target: "fuse_dax",
         name,
-        bytes: std::iter::once(vec![setup]).chain(records).flatten().collect(),
+        bytes: std::iter::once(vec![setup])
+            .chain(records)
+            .flatten()
+            .collect(),
     };
     let lookup_f = fuse(op::LOOKUP, 1, &cstr("f"));
     vec![
@@ -83,7 +86,11 @@ fn fuse_seeds() -> Vec<Seed> {
                 fuse(op::SETUPMAPPING, 2, &map(MIB2, MIB2, MIB2, RW)),
                 fuse(op::SETUPMAPPING, 2, &map(0, MIB2, 0, RW)),
                 fuse(op::REMOVEMAPPING, 2, &unmap(&[(0, MIB2), (MIB2, MIB2)])),
-                fuse(op::SETUPMAPPING, 2, &map(0, MIB2, 6 << 20, abi::misc::SETUPMAPPING_FLAG_READ)),
+                fuse(
+                    op::SETUPMAPPING,
+                    2,
+                    &map(0, MIB2, 6 << 20, abi::misc::SETUPMAPPING_FLAG_READ),
+                ),
                 fuse(op::FORGET, 2, &1u64.to_le_bytes()),
                 fuse(op::DESTROY, 0, &[]),
             ],
@@ -96,15 +103,33 @@ fn fuse_seeds() -> Vec<Seed> {
                 fuse(op::SETUPMAPPING, 2, &map(0, MIB2, 0, RW)),
                 fuse(op::SETATTR, 2, &truncate(4096)),
                 fuse(op::SETATTR, 2, &truncate(3 << 20)),
-                fuse(op::OPEN, 2, &OpenIn { flags: 2, open_flags: 0 }.to_bytes()),
+                fuse(
+                    op::OPEN,
+                    2,
+                    &OpenIn {
+                        flags: 2,
+                        open_flags: 0,
+                    }
+                    .to_bytes(),
+                ),
                 fuse(
                     op::FALLOCATE,
                     2,
-                    &FallocateIn { fh: 1, offset: 0, length: 8192, mode: 0x2 | 0x1, padding: 0 }
-                        .to_bytes(),
+                    &FallocateIn {
+                        fh: 1,
+                        offset: 0,
+                        length: 8192,
+                        mode: 0x2 | 0x1,
+                        padding: 0,
+                    }
+                    .to_bytes(),
                 ),
                 fuse(op::GETATTR, 2, &[0; 16]),
-                fuse(op::INIT, 0, &crate::fuse::request::init_args(7, 38, 4096, 0)),
+                fuse(
+                    op::INIT,
+                    0,
+                    &crate::fuse::request::init_args(7, 38, 4096, 0),
+                ),
             ],
         ),
         seed(
@@ -123,34 +148,96 @@ fn fuse_seeds() -> Vec<Seed> {
             1,
             vec![
                 {
-                    let mut body = CreateIn { flags: 2, mode: 0o100_644, umask: 0, open_flags: 0 }
-                        .to_bytes();
+                    let mut body = CreateIn {
+                        flags: 2,
+                        mode: 0o100_644,
+                        umask: 0,
+                        open_flags: 0,
+                    }
+                    .to_bytes();
                     body.extend(cstr("n"));
                     fuse(op::CREATE, 1, &body)
                 },
                 {
-                    let mut body =
-                        WriteIn { fh: 1, offset: 10, size: 5, ..WriteIn::default() }.to_bytes();
+                    let mut body = WriteIn {
+                        fh: 1,
+                        offset: 10,
+                        size: 5,
+                        ..WriteIn::default()
+                    }
+                    .to_bytes();
                     body.extend(b"hello");
                     fuse(op::WRITE, 2, &body)
                 },
-                fuse(op::READ, 2, &ReadIn { fh: 1, size: 64, ..ReadIn::default() }.to_bytes()),
+                fuse(
+                    op::READ,
+                    2,
+                    &ReadIn {
+                        fh: 1,
+                        size: 64,
+                        ..ReadIn::default()
+                    }
+                    .to_bytes(),
+                ),
                 fuse(op::SETUPMAPPING, 2, &map(0, MIB2, MIB2, RW)),
-                fuse(op::LSEEK, 2, &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0]),
-                fuse(op::FLUSH, 2, &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-                fuse(op::RELEASE, 2, &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+                fuse(
+                    op::LSEEK,
+                    2,
+                    &[
+                        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0,
+                    ],
+                ),
+                fuse(
+                    op::FLUSH,
+                    2,
+                    &[
+                        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    ],
+                ),
+                fuse(
+                    op::RELEASE,
+                    2,
+                    &[
+                        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    ],
+                ),
             ],
         ),
         seed(
             "seed-directories",
             0,
             vec![
-                fuse(op::MKDIR, 1, &[MkdirIn { mode: 0o755, umask: 0 }.to_bytes(), cstr("e")].concat()),
+                fuse(
+                    op::MKDIR,
+                    1,
+                    &[
+                        MkdirIn {
+                            mode: 0o755,
+                            umask: 0,
+                        }
+                        .to_bytes(),
+                        cstr("e"),
+                    ]
+                    .concat(),
+                ),
                 fuse(op::SYMLINK, 1, &[cstr("l"), cstr("../outside")].concat()),
                 fuse(op::READLINK, 3, &[]),
                 fuse(op::OPENDIR, 1, &OpenIn::default().to_bytes()),
-                fuse(op::READDIRPLUS, 1, &ReadIn { fh: 1, size: 4096, ..ReadIn::default() }.to_bytes()),
-                fuse(op::RENAME, 1, &[2u64.to_le_bytes().to_vec(), cstr("f"), cstr("g")].concat()),
+                fuse(
+                    op::READDIRPLUS,
+                    1,
+                    &ReadIn {
+                        fh: 1,
+                        size: 4096,
+                        ..ReadIn::default()
+                    }
+                    .to_bytes(),
+                ),
+                fuse(
+                    op::RENAME,
+                    1,
+                    &[2u64.to_le_bytes().to_vec(), cstr("f"), cstr("g")].concat(),
+                ),
                 fuse(op::UNLINK, 1, &cstr("l")),
                 fuse(op::RMDIR, 1, &cstr("e")),
                 fuse(op::STATFS, 1, &[]),
@@ -176,15 +263,35 @@ fn pmem_seeds() -> Vec<Seed> {
     };
     // Memory from 0: the FLUSH type word at 0x0.
     vec![
-        seed("seed-flush", &[pmem_desc(0, 4, false), pmem_desc(0x100, 4, true)], &[0; 8]),
         seed(
-            "seed-flush-split",
-            &[pmem_desc(0, 2, false), pmem_desc(2, 2, false), pmem_desc(0x8100, 8, true)],
+            "seed-flush",
+            &[pmem_desc(0, 4, false), pmem_desc(0x100, 4, true)],
             &[0; 8],
         ),
-        seed("seed-unknown-type", &[pmem_desc(0, 4, false), pmem_desc(0x100, 4, true)], &[7, 0, 0, 0]),
-        seed("seed-misordered", &[pmem_desc(0x100, 4, true), pmem_desc(0, 4, false)], &[0; 4]),
-        seed("seed-in-the-hole", &[pmem_desc(0x1ffe, 4, false), pmem_desc(0xfff, 4, true)], &[]),
+        seed(
+            "seed-flush-split",
+            &[
+                pmem_desc(0, 2, false),
+                pmem_desc(2, 2, false),
+                pmem_desc(0x8100, 8, true),
+            ],
+            &[0; 8],
+        ),
+        seed(
+            "seed-unknown-type",
+            &[pmem_desc(0, 4, false), pmem_desc(0x100, 4, true)],
+            &[7, 0, 0, 0],
+        ),
+        seed(
+            "seed-misordered",
+            &[pmem_desc(0x100, 4, true), pmem_desc(0, 4, false)],
+            &[0; 4],
+        ),
+        seed(
+            "seed-in-the-hole",
+            &[pmem_desc(0x1ffe, 4, false), pmem_desc(0xfff, 4, true)],
+            &[],
+        ),
     ]
 }
 
@@ -248,7 +355,10 @@ fn chain_seeds() -> Vec<Seed> {
             "seed-across-regions",
             1,
             2,
-            vec![chain_desc(0xff00, 0x200, 0, 0), chain_desc(0x2_fff0, 0x10, WRITE, 0)],
+            vec![
+                chain_desc(0xff00, 0x200, 0, 0),
+                chain_desc(0x2_fff0, 0x10, WRITE, 0),
+            ],
             &[0, 1],
             vec![],
         ),
@@ -264,7 +374,10 @@ fn chain_seeds() -> Vec<Seed> {
             "seed-loop",
             1,
             1,
-            vec![chain_desc(0x3000, 8, NEXT, 1), chain_desc(0x3000, 8, NEXT, 0)],
+            vec![
+                chain_desc(0x3000, 8, NEXT, 1),
+                chain_desc(0x3000, 8, NEXT, 0),
+            ],
             &[0],
             vec![1; 16],
         ),
@@ -283,7 +396,10 @@ fn vhost_user_seeds() -> Vec<Seed> {
     let seed = |name, device: u8, records: Vec<Vec<u8>>| Seed {
         target: "vhost_user",
         name,
-        bytes: std::iter::once(vec![device]).chain(records).flatten().collect(),
+        bytes: std::iter::once(vec![device])
+            .chain(records)
+            .flatten()
+            .collect(),
     };
     let u64le = |v: u64| v.to_le_bytes().to_vec();
     // Request codes (vhost-user spec): GET_FEATURES 1, SET_FEATURES 2, SET_OWNER 3,
@@ -307,15 +423,32 @@ fn vhost_user_seeds() -> Vec<Seed> {
         ]
         .concat();
         seed(
-            if device == 0 { "seed-fs-handshake" } else { "seed-pmem-handshake" },
+            if device == 0 {
+                "seed-fs-handshake"
+            } else {
+                "seed-pmem-handshake"
+            },
             device,
             vec![
                 vu(3, V1, 0, &[]),
                 vu(1, V1, 0, &[]),
                 vu(15, V1, 0, &[]),
-                vu(16, NEED_REPLY, 0, &u64le(0x0040_0000 | 0x8 | 0x1 | 0x20 | 0x200 | 0x400)),
+                vu(
+                    16,
+                    NEED_REPLY,
+                    0,
+                    &u64le(0x0040_0000 | 0x8 | 0x1 | 0x20 | 0x200 | 0x400),
+                ),
                 vu(17, V1, 0, &[]),
-                vu(24, V1, 0, &[0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+                vu(
+                    24,
+                    V1,
+                    0,
+                    &[
+                        0, 0, 0, 0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                        0, 0, 0,
+                    ],
+                ),
                 vu(44, V1, 0, &[]),
                 vu(21, NEED_REPLY, 3, &[]),
                 vu(5, NEED_REPLY, 2, &mem_table),

@@ -30,6 +30,10 @@ use crate::fs::{DaxWindow, PassthroughFs};
 /// How long the devices wait for a SHMEM_MAP/UNMAP acknowledgement (a fuzzed frontend
 /// never gives one).
 const ACK_TIMEOUT: Duration = Duration::from_millis(20);
+/// The size of the memfd a message may carry (sparse).
+const MEMFD_SIZE: u64 = 1 << 20;
+/// `SET_MEM_TABLE` and `ADD_MEM_REG`: their regions start 8 bytes into the payload.
+const MEMORY_REGION_REQUESTS: [u32; 2] = [5, 37];
 /// `VHOST_USER_REPLY_MASK`.
 const REPLY: u32 = 0x4;
 /// The version bits of a message's flags.
@@ -94,7 +98,8 @@ fn devices() -> &'static Devices {
 /// device (bit 0: pmem), then per message a request byte (the vhost-user request code;
 /// 0xff: a u32 code follows), a flags byte (bits 0-1 the version, bit 3 NEED_REPLY, the
 /// rest as sent), a byte choosing the header's size (0: the payload's length, else a
-/// lie), a byte choosing a descriptor to pass (1 an eventfd, 2 a 64 KiB memfd, 3 a socket
+/// lie), a byte choosing a descriptor to pass (1 an eventfd, 2 a 1 MiB memfd, whose memory
+/// regions are then made to lie within it, 3 a socket
 /// whose peer never answers), a u16 payload length and the payload.
 ///
 /// Checks: the connection ends once the frontend hangs up; the backend's bytes are whole
@@ -152,7 +157,10 @@ where
         let lie = input.u8();
         let fd_kind = input.u8();
         let len = usize::from(input.u16());
-        let payload = input.take(len);
+        let mut payload = input.take(len).to_vec();
+        if fd_kind == 2 && MEMORY_REGION_REQUESTS.contains(&request) {
+            within_memfd(&mut payload);
+        }
         let size = match lie {
             0 => u32::try_from(payload.len()).unwrap_or(u32::MAX),
             0xff => u32::MAX,
@@ -162,12 +170,14 @@ where
         message.extend_from_slice(&request.to_le_bytes());
         message.extend_from_slice(&flags.to_le_bytes());
         message.extend_from_slice(&size.to_le_bytes());
-        message.extend_from_slice(payload);
+        message.extend_from_slice(&payload);
         sent.push(request);
         let fd: Option<Box<dyn AsRawFd>> = match fd_kind {
-            1 => EventFd::new(0).ok().map(|e| Box::new(e) as Box<dyn AsRawFd>),
+            1 => EventFd::new(0)
+                .ok()
+                .map(|e| Box::new(e) as Box<dyn AsRawFd>),
             2 => crate::sys::memfd("fuzz-vu", 0)
-                .and_then(|f| f.set_len(64 << 10).map(|()| f))
+                .and_then(|f| f.set_len(MEMFD_SIZE).map(|()| f))
                 .ok()
                 .map(|f| Box::new(f) as Box<dyn AsRawFd>),
             3 => UnixStream::pair().ok().map(|(ours, theirs)| {
@@ -208,15 +218,45 @@ where
     check_replies(&replies, &sent);
 }
 
+/// Makes the memory regions of a SET_MEM_TABLE or ADD_MEM_REG payload lie within the
+/// memfd sent with it (`memory_size` and `mmap_offset` clamped; the other fields as the
+/// fuzzer chose). A frontend that declares a region past the end of its file makes the
+/// backend fault (SIGBUS) on its first access there: vhost-user-backend maps the region
+/// as declared, and nothing can check it before the handler itself reads the rings (see
+/// the README's limitations). The fuzzer plays a frontend honest about its own memory.
+fn within_memfd(payload: &mut [u8]) {
+    let mut at = 8;
+    while let Some(region) = payload.get_mut(at..at + 32) {
+        let field = |r: &[u8], i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&r[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        let size = field(region, 8).min(MEMFD_SIZE);
+        let offset = field(region, 24).min(MEMFD_SIZE - size);
+        region[8..16].copy_from_slice(&size.to_le_bytes());
+        region[24..32].copy_from_slice(&offset.to_le_bytes());
+        at += 32;
+    }
+}
+
 /// The backend's bytes are whole replies to requests that were sent.
 fn check_replies(mut bytes: &[u8], sent: &[u32]) {
     while !bytes.is_empty() {
         assert!(bytes.len() >= 12, "a reply cut inside its header");
-        let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let word = |at: usize| {
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+        };
         let (request, flags, size) = (word(0), word(4), word(8));
-        assert!(flags & REPLY != 0, "a reply without the REPLY flag: {flags:#x}");
+        assert!(
+            flags & REPLY != 0,
+            "a reply without the REPLY flag: {flags:#x}"
+        );
         assert_eq!(flags & VERSION_MASK, 1, "a reply of another version");
-        assert!(sent.contains(&request), "a reply to request {request}, never sent");
+        assert!(
+            sent.contains(&request),
+            "a reply to request {request}, never sent"
+        );
         let size = usize::try_from(size).unwrap_or(usize::MAX);
         assert!(bytes.len() - 12 >= size, "a reply shorter than its size");
         bytes = &bytes[12 + size..];
