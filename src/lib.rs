@@ -83,7 +83,7 @@
 //! into validated device settings, `control` serves a device's control socket (statistics,
 //! and pins a VMM holds on window ranges) and its client. `frontend` is our side of the
 //! socket, a small vhost-user frontend for tests and benchmarks (the FUSE test client is
-//! behind the `testing` feature). The modules hidden from this page (`bench`, `logging`,
+//! behind the `testing` feature, the fuzz targets' bodies behind `fuzzing`). The modules hidden from this page (`bench`, `logging`,
 //! `sys`) serve this crate's binaries and are not API.
 
 #[doc(hidden)]
@@ -96,6 +96,9 @@ pub mod device;
 pub mod frontend;
 pub mod fs;
 pub mod fuse;
+#[doc(hidden)]
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 #[doc(hidden)]
 pub mod logging;
 #[doc(hidden)]
