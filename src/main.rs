@@ -29,7 +29,7 @@ enum Command {
     /// Serve one virtio-pmem device backed by a file or block device.
     Pmem(PmemArgs),
     /// Share a host directory with a guest over virtio-fs.
-    Fs(FsArgs),
+    Fs(Box<FsArgs>),
     /// Serve every device of a config file.
     Run {
         /// TOML config file (see configs/).
