@@ -141,7 +141,16 @@ impl MemoryGuard {
                 ranges.push(range);
                 continue;
             }
+            // A seal keeps a file from shrinking, not from being short already: a region
+            // the frontend declared past its file's end faults there, sealed or not.
+            let past_end = backing
+                .file()
+                .metadata()
+                .ok()
+                .filter(|m| m.file_type().is_file())
+                .is_some_and(|m| backing.start().saturating_add(region.len()) > m.len());
             let why = match sigbus::seals(backing.file()) {
+                _ if past_end => "declared past the end of its file",
                 Ok(Some(seals)) if seals & libc::F_SEAL_SHRINK != 0 => {
                     sealed += 1;
                     continue;
@@ -150,6 +159,15 @@ impl MemoryGuard {
                 Ok(None) => "a file that cannot be sealed",
                 Err(_) => "a file whose seals cannot be read",
             };
+            if past_end {
+                log::warn!(
+                    "{}: guest memory at {:#x} ({} bytes) reaches past the end of its file: \
+                     a request there ends the connection",
+                    self.inner.device,
+                    region.start_addr().0,
+                    region.len()
+                );
+            }
             let guard = usize::try_from(region.len())
                 .ok()
                 .and_then(|len| GuardedRange::register(host, len));
@@ -357,6 +375,26 @@ mod tests {
         let table = Arc::new(GuestMemoryMmap::from_arc_regions(vec![sealed.clone()]).unwrap());
         guard.table(table);
         assert!(registered(&guard, &sealed).is_none());
+    }
+
+    #[test]
+    fn a_sealed_region_past_the_end_of_its_file_is_registered() {
+        let guard = MemoryGuard::new("test");
+        let file = crate::sys::memfd("guard-test", 0x10000).unwrap();
+        sigbus::add_seals(&file, libc::F_SEAL_SHRINK).unwrap();
+        // Declared twice as long as the file (mapping past the end is allowed; touching
+        // the second half would raise SIGBUS).
+        let short = Arc::new(
+            GuestRegionMmap::from_range(GuestAddress(0), 0x20000, Some(FileOffset::new(file, 0)))
+                .unwrap(),
+        );
+        let table = Arc::new(GuestMemoryMmap::from_arc_regions(vec![short.clone()]).unwrap());
+        guard.table(table);
+        let range = registered(&guard, &short).expect("the short sealed region is guarded");
+        assert_eq!(
+            range.upgrade().unwrap().why,
+            "declared past the end of its file"
+        );
     }
 
     #[test]
