@@ -49,6 +49,8 @@ struct Devices {
 fn devices() -> &'static Devices {
     static DEVICES: OnceLock<Devices> = OnceLock::new();
     DEVICES.get_or_init(|| {
+        // As the daemon: guest memory that faults is repaired, not the process's end.
+        crate::sys::sigbus::install().expect("fuzz: SIGBUS handler");
         let dir = ScratchDir::new("vhost-user");
         let share = dir.path().join("share");
         std::fs::create_dir(&share).expect("fuzz: mkdir share");
@@ -99,7 +101,7 @@ fn devices() -> &'static Devices {
 /// 0xff: a u32 code follows), a flags byte (bits 0-1 the version, bit 3 NEED_REPLY, the
 /// rest as sent), a byte choosing the header's size (0: the payload's length, else a
 /// lie), a byte choosing a descriptor to pass (1 an eventfd, 2 a 1 MiB memfd, whose memory
-/// regions are then made to lie within it, 3 a socket
+/// regions are then kept near it, past its end too, 3 a socket
 /// whose peer never answers), a u16 payload length and the payload.
 ///
 /// Checks: the connection ends once the frontend hangs up; the backend's bytes are whole
@@ -159,7 +161,7 @@ where
         let len = usize::from(input.u16());
         let mut payload = input.take(len).to_vec();
         if fd_kind == 2 && MEMORY_REGION_REQUESTS.contains(&request) {
-            within_memfd(&mut payload);
+            near_memfd(&mut payload);
         }
         let size = match lie {
             0 => u32::try_from(payload.len()).unwrap_or(u32::MAX),
@@ -218,13 +220,13 @@ where
     check_replies(&replies, &sent);
 }
 
-/// Makes the memory regions of a SET_MEM_TABLE or ADD_MEM_REG payload lie within the
-/// memfd sent with it (`memory_size` and `mmap_offset` clamped; the other fields as the
-/// fuzzer chose). A frontend that declares a region past the end of its file makes the
-/// backend fault (SIGBUS) on its first access there: vhost-user-backend maps the region
-/// as declared, and nothing can check it before the handler itself reads the rings (see
-/// the README's limitations). The fuzzer plays a frontend honest about its own memory.
-fn within_memfd(payload: &mut [u8]) {
+/// Keeps the memory regions of a SET_MEM_TABLE or ADD_MEM_REG payload near the memfd sent
+/// with it: within twice its size (`memory_size` and `mmap_offset` clamped; the other
+/// fields as the fuzzer chose), so a region may reach up to 1 MiB past the file's end, as
+/// a lying frontend's would, but is never so large that mmap just refuses it. An access
+/// past the end faults; the SIGBUS guard the daemon installs (and [`devices`] too) must
+/// turn that into the end of the connection, not of the process.
+fn near_memfd(payload: &mut [u8]) {
     let mut at = 8;
     while let Some(region) = payload.get_mut(at..at + 32) {
         let field = |r: &[u8], i: usize| {
@@ -232,8 +234,8 @@ fn within_memfd(payload: &mut [u8]) {
             b.copy_from_slice(&r[i..i + 8]);
             u64::from_le_bytes(b)
         };
-        let size = field(region, 8).min(MEMFD_SIZE);
-        let offset = field(region, 24).min(MEMFD_SIZE - size);
+        let size = field(region, 8).min(2 * MEMFD_SIZE);
+        let offset = field(region, 24).min(2 * MEMFD_SIZE - size);
         region[8..16].copy_from_slice(&size.to_le_bytes());
         region[24..32].copy_from_slice(&offset.to_le_bytes());
         at += 32;
