@@ -1,7 +1,9 @@
 //! DAX window workloads, on our daemon only (the peer has no window):
 //!
 //! - SETUPMAPPING + REMOVEMAPPING pairs of 2 MiB: the round trip through the ledger and the
-//!   frontend's SHMEM_MAP / SHMEM_UNMAP, each acknowledged (rate and latency per pair);
+//!   frontend's SHMEM_MAP / SHMEM_UNMAP, each acknowledged (rate and latency per pair),
+//!   and the floor under a pair measured in the same repeat: a Unix-socket round trip and
+//!   a MAP_FIXED map of the same 2 MiB of the file and its unmap, done in this process;
 //! - reads of one file through the window (the frontend process's own loads from its
 //!   mapping) against the same file through FUSE READ, both on a warm page cache: in order
 //!   in 1 MiB pieces, and 4 KiB at random page-aligned offsets — what DAX is for;
@@ -11,7 +13,9 @@
 //!   on each mapping makes it wait — timed from the moment the last pin drops to its
 //!   reply, which is what the deferred release costs.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -26,6 +30,8 @@ pub const DAX_KEYS: &[&str] = &[
     "dax_map_unmap_per_s",
     "dax_map_unmap_p50_us",
     "dax_map_unmap_p99_us",
+    "dax_map_floor_p50_us",
+    "dax_map_floor_p99_us",
     "dax_seq_read_gbps",
     "dax_seq_read_p50_us",
     "dax_fuse_seq_read_gbps",
@@ -192,6 +198,39 @@ fn map_unmap(s: &mut DaxSession, sizes: &Sizes, samples: &mut Samples) -> Result
     let rate = sizes.map_pairs as f64 / started.elapsed().as_secs_f64();
     samples.push("dax_map_unmap_per_s", rate);
     samples.push_latencies(["dax_map_unmap_p50_us", "dax_map_unmap_p99_us"], latencies);
+    map_floor(&s.share.join("map"), sizes.map_pairs, samples)
+}
+
+/// What a map/unmap pair cannot go below on this machine: one round trip over a Unix
+/// socket to a thread that answers at once (the pair's own messages are two FUSE round
+/// trips and two acknowledged backend-channel ones), and the frontend's work for the
+/// SHMEM_MAP and SHMEM_UNMAP, a MAP_FIXED shared map of the same 2 MiB of the file into a
+/// reservation and its return to `PROT_NONE`. `pairs` of those, timed each.
+fn map_floor(file: &Path, pairs: usize, samples: &mut Samples) -> Result<(), BenchError> {
+    let file = std::fs::File::open(file)?;
+    let window = crate::sys::Reservation::new(CHUNK as usize)?;
+    let (mut ours, mut theirs) = UnixStream::pair()?;
+    let echo = std::thread::spawn(move || {
+        let mut message = [0u8; 16];
+        while theirs.read_exact(&mut message).is_ok() {
+            if theirs.write_all(&message).is_err() {
+                break;
+            }
+        }
+    });
+    let mut message = [0u8; 16];
+    let mut latencies = Vec::with_capacity(pairs);
+    for _ in 0..pairs {
+        let t = Instant::now();
+        ours.write_all(&message)?;
+        ours.read_exact(&mut message)?;
+        window.map_file(0, CHUNK, file.as_fd(), 0, false)?;
+        window.clear(0, CHUNK)?;
+        latencies.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    drop(ours);
+    let _ = echo.join();
+    samples.push_latencies(["dax_map_floor_p50_us", "dax_map_floor_p99_us"], latencies);
     Ok(())
 }
 

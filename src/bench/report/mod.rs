@@ -85,6 +85,12 @@ pub fn dax_read4k_p50_ratio(results: &BTreeMap<&'static str, Figure>) -> Option<
     median_ratio(results, "dax_fuse_read4k_p50_us", "dax_read4k_p50_us")
 }
 
+/// A SETUPMAPPING + REMOVEMAPPING pair's p50 over its floor's (a socket round trip and a
+/// map/unmap of the same 2 MiB, measured in the same run), when both ran.
+pub fn dax_map_floor_ratio(results: &BTreeMap<&'static str, Figure>) -> Option<f64> {
+    median_ratio(results, "dax_map_unmap_p50_us", "dax_map_floor_p50_us")
+}
+
 /// `over`'s median / `under`'s, when both ran and `under`'s is positive.
 fn median_ratio(results: &BTreeMap<&'static str, Figure>, over: &str, under: &str) -> Option<f64> {
     let a = results.get(over)?.median;
@@ -118,6 +124,9 @@ pub fn json(report: &BenchReport) -> Value {
     object.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
     object.insert("commit".into(), json!(commit()));
     medians(&report.results, &mut object);
+    if let Some(ratio) = dax_map_floor_ratio(&report.results) {
+        object.insert("dax_map_floor_ratio".into(), json!(ratio));
+    }
     if let Some(ratio) = dax_read_ratio(&report.results) {
         object.insert("dax_read_ratio".into(), json!(ratio));
     }
@@ -238,6 +247,12 @@ pub fn table(report: &BenchReport) -> String {
             out.push('\n');
         }
         if section == Section::Dax {
+            if let Some(ratio) = dax_map_floor_ratio(&report.results) {
+                let _ = writeln!(
+                    out,
+                    "  SETUPMAPPING+REMOVEMAPPING p50 / floor p50 (socket round trip + map/unmap): {ratio:.2}×"
+                );
+            }
             if let Some(ratio) = dax_read_ratio(&report.results) {
                 let _ = writeln!(
                     out,

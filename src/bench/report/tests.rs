@@ -116,6 +116,23 @@ fn the_flush_overhead_is_flush_over_fdatasync() {
 }
 
 #[test]
+fn the_map_floor_ratio_is_a_pair_over_its_floor() {
+    let mut r = report(peer());
+    r.results.insert("dax_map_unmap_p50_us", figure(90.0));
+    r.results.insert("dax_map_floor_p50_us", figure(60.0));
+    assert_eq!(json(&r)["dax_map_floor_ratio"], 1.5);
+    assert!(
+        table(&r).contains(
+            "SETUPMAPPING+REMOVEMAPPING p50 / floor p50 (socket round trip + map/unmap): 1.50×"
+        ),
+        "{}",
+        table(&r)
+    );
+    r.results.remove("dax_map_floor_p50_us");
+    assert!(json(&r).get("dax_map_floor_ratio").is_none());
+}
+
+#[test]
 fn the_random_read_ratio_is_window_over_fuse_read_per_second() {
     let mut r = report(peer());
     r.results
