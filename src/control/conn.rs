@@ -5,6 +5,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -21,17 +22,58 @@ pub(super) struct Conn {
     held: Mutex<Held>,
 }
 
-#[derive(Default)]
 struct Held {
     closed: bool,
     pins: HashMap<PinId, PinGuard>,
+    /// A request line is being answered.
+    busy: bool,
+    /// Since when the connection has been waiting for its next line.
+    idle_since: Instant,
 }
 
 impl Conn {
     pub(super) fn new(no: u64) -> Self {
         Conn {
             no,
-            held: Mutex::new(Held::default()),
+            held: Mutex::new(Held {
+                closed: false,
+                pins: HashMap::new(),
+                busy: false,
+                idle_since: Instant::now(),
+            }),
+        }
+    }
+
+    /// A request line arrived: the connection is not idle until it is answered.
+    fn begin(&self) {
+        self.lock().busy = true;
+    }
+
+    /// The answer went out: idle from now.
+    fn end(&self) {
+        let mut held = self.lock();
+        held.busy = false;
+        held.idle_since = Instant::now();
+    }
+
+    /// How long the connection has been idle holding nothing, if at least `min`: such a
+    /// connection may make room for a new one.
+    pub(super) fn idle_without_pins(&self, min: Duration) -> Option<Duration> {
+        let held = self.lock();
+        let idle = held.idle_since.elapsed();
+        (!held.closed && !held.busy && held.pins.is_empty() && idle >= min).then_some(idle)
+    }
+
+    /// Closes the connection's (empty) pin table if it is still idle holding nothing for at
+    /// least `min`, so no pin can arrive while it is being shut down. Whether it was.
+    pub(super) fn close_if_idle(&self, min: Duration) -> bool {
+        let mut held = self.lock();
+        let idle = !held.closed && !held.busy && held.pins.is_empty();
+        if idle && held.idle_since.elapsed() >= min {
+            held.closed = true;
+            true
+        } else {
+            false
         }
     }
 
@@ -154,11 +196,17 @@ pub(super) fn serve(
     let mut reader = LineReader::new(stream, MAX_LINE);
     loop {
         let reply = match reader.next_line() {
-            Ok(Line::Full(line)) => handle(&shared, &conn, &line),
-            Ok(Line::TooLong) => protocol::error(
-                &format!("bad request: line longer than {MAX_LINE} bytes"),
-                libc::EINVAL,
-            ),
+            Ok(Line::Full(line)) => {
+                conn.begin();
+                handle(&shared, &conn, &line)
+            }
+            Ok(Line::TooLong) => {
+                conn.begin();
+                protocol::error(
+                    &format!("bad request: line longer than {MAX_LINE} bytes"),
+                    libc::EINVAL,
+                )
+            }
             Ok(Line::Eof) => break,
             Err(e) => {
                 log::debug!("dax control: connection {no}: read failed: {e}");
@@ -171,6 +219,7 @@ pub(super) fn serve(
             log::debug!("dax control: connection {no}: write failed: {e}");
             break;
         }
+        conn.end();
     }
     let dropped = conn.close();
     if dropped > 0 {

@@ -59,8 +59,11 @@
 //!
 //! One thread accepts (polling a non-blocking listener every [`ACCEPT_POLL`], so shutdown
 //! never waits on a blocked `accept`); each connection is served by a thread of its own,
-//! at most [`MAX_CONNECTIONS`] at once. One more is answered with one EAGAIN error line and
-//! closed. [`ControlServer::shutdown`] (also run on drop) stops accepting, shuts down every
+//! at most [`MAX_CONNECTIONS`] at once. When all are taken, a new one takes the place of
+//! the connection that has been idle longest, at least [`IDLE_EVICTABLE`], holding no pin
+//! (it loses nothing but the socket, which it can open again); with none such it is
+//! answered with one EAGAIN error line and closed. So clients that connect and go quiet
+//! cannot lock the VMM out, and a VMM's pins are never taken from it. [`ControlServer::shutdown`] (also run on drop) stops accepting, shuts down every
 //! connection's socket, unpins every pin the clients still hold, waits for the threads and
 //! removes the socket file. A connection in the middle of a `"wait":true` pin finishes when
 //! that wait does (bounded by the ledger's budget); the pin it gets is dropped at once.
@@ -95,6 +98,9 @@ use conn::Conn;
 pub const MAX_LINE: usize = 4096;
 /// The most connections served at once.
 pub const MAX_CONNECTIONS: usize = 16;
+/// How long a connection must have been idle, holding no pin, before a new connection may
+/// take its place when all [`MAX_CONNECTIONS`] are taken.
+pub const IDLE_EVICTABLE: Duration = Duration::from_secs(1);
 /// Most pins one connection may hold; one more is refused (ENOSPC). A VMM pins ranges
 /// it is transferring, not one pin per page.
 pub const MAX_PINS_PER_CONNECTION: usize = 1024;
@@ -453,6 +459,31 @@ fn reap(shared: &Shared) {
     }
 }
 
+/// Shuts down the connection idle longest without pins (at least [`IDLE_EVICTABLE`]) to
+/// make room for connection `no`. Whether there was one. Its thread ends on its own; until
+/// it has, one connection more than [`MAX_CONNECTIONS`] may be counted.
+fn make_room(shared: &Shared, no: u64) -> bool {
+    let conns = shared.conns();
+    let mut idle: Vec<(Duration, u64)> = conns
+        .iter()
+        .filter_map(|(&id, e)| Some((e.conn.idle_without_pins(IDLE_EVICTABLE)?, id)))
+        .collect();
+    idle.sort_unstable_by(|a, b| b.cmp(a));
+    for (for_how_long, id) in idle {
+        let entry = &conns[&id];
+        if entry.conn.close_if_idle(IDLE_EVICTABLE) {
+            let _ = entry.stream.shutdown(std::net::Shutdown::Both);
+            log::info!(
+                "dax control: connection {id} closed to make room for connection {no} \
+                 (idle for {:.1} s, holding no pin; at most {MAX_CONNECTIONS} at once)",
+                for_how_long.as_secs_f64()
+            );
+            return true;
+        }
+    }
+    false
+}
+
 /// Starts serving a new connection, or refuses it with one error line.
 fn admit(shared: &Arc<Shared>, stream: UnixStream, no: u64) {
     let refuse = |mut stream: UnixStream, reason: &str, errno: i32| {
@@ -462,7 +493,7 @@ fn admit(shared: &Arc<Shared>, stream: UnixStream, no: u64) {
         let _ = stream.set_write_timeout(Some(ACCEPT_POLL));
         let _ = stream.write_all(&line);
     };
-    if shared.active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+    if shared.active.load(Ordering::SeqCst) >= MAX_CONNECTIONS && !make_room(shared, no) {
         refuse(
             stream,
             &format!("too many control connections (at most {MAX_CONNECTIONS})"),

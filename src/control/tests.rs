@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{ControlError, ControlServer, MAX_CONNECTIONS, MAX_LINE};
+use super::{ControlError, ControlServer, IDLE_EVICTABLE, MAX_CONNECTIONS, MAX_LINE};
 use crate::dax::{
     Backing, FileBacking, FileOffset, Ledger, LedgerConfig, LedgerError, MemoryMapper, WindowOffset,
 };
@@ -645,10 +645,13 @@ fn shutdown_leaves_a_replaced_socket_file_alone() {
 #[test]
 fn too_many_connections_are_refused_with_one_line() {
     let f = Fixture::new(SHORT);
+    f.map(0, 1, 0);
     let mut clients: Vec<Client> = (0..MAX_CONNECTIONS).map(|_| f.connect()).collect();
+    // Each holds a pin: none may be closed to make room, however long it is idle.
     for c in &mut clients {
-        assert!(c.ask(json!({"op":"stats"}))["stats"].is_object());
+        c.pin(0, 1);
     }
+    std::thread::sleep(IDLE_EVICTABLE);
     let mut extra = f.connect();
     let a = extra.answer().expect("one error line");
     assert_eq!(errno(&a), i64::from(libc::EAGAIN), "{a}");
@@ -665,6 +668,42 @@ fn too_many_connections_are_refused_with_one_line() {
     for c in &mut clients {
         assert!(c.ask(json!({"op":"stats"}))["stats"].is_object());
     }
+}
+
+#[test]
+fn a_new_connection_takes_the_place_of_the_longest_idle_one_without_pins() {
+    let f = Fixture::new(SHORT);
+    f.map(0, 1, 0);
+    let mut pinning = f.connect();
+    let pin = pinning.pin(0, 1);
+    let mut quiet: Vec<Client> = (1..MAX_CONNECTIONS).map(|_| f.connect()).collect();
+    for c in &mut quiet {
+        assert!(c.ask(json!({"op":"stats"}))["stats"].is_object());
+    }
+    // Not yet idle long enough: refused.
+    let mut early = f.connect();
+    assert_eq!(
+        errno(&early.answer().expect("one error line")),
+        i64::from(libc::EAGAIN)
+    );
+    // The quiet ones have been idle long enough: a newcomer is served in the place of one.
+    std::thread::sleep(IDLE_EVICTABLE);
+    let mut newcomer = f.connect();
+    assert!(newcomer.ask(json!({"op":"stats"}))["stats"].is_object());
+    let mut closed = 0;
+    for c in &mut quiet {
+        // A shut-down connection refuses the write or answers end of file.
+        let mut line = String::new();
+        let served = c.writer.write_all(b"{\"op\":\"stats\"}\n").is_ok()
+            && matches!(c.reader.read_line(&mut line), Ok(n) if n > 0);
+        if !served {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1, "exactly one quiet connection made room");
+    // The connection holding a pin kept it and is served.
+    let a = pinning.ask(json!({"op":"unpin","pin":pin}));
+    assert_eq!(a["ok"], true, "{a}");
 }
 
 #[test]
