@@ -208,7 +208,9 @@ fn map_unmap(s: &mut DaxSession, sizes: &Sizes, samples: &mut Samples) -> Result
 /// reservation and its return to `PROT_NONE`. `pairs` of those, timed each.
 fn map_floor(file: &Path, pairs: usize, samples: &mut Samples) -> Result<(), BenchError> {
     let file = std::fs::File::open(file)?;
-    let window = crate::sys::Reservation::new(CHUNK as usize)?;
+    let len = usize::try_from(CHUNK)
+        .map_err(|_| BenchError::Unexpected("a 2 MiB chunk does not fit in usize".into()))?;
+    let window = crate::sys::Reservation::new(len)?;
     let (mut ours, mut theirs) = UnixStream::pair()?;
     let echo = std::thread::spawn(move || {
         let mut message = [0u8; 16];
