@@ -2,8 +2,8 @@
 //!
 //! - SETUPMAPPING + REMOVEMAPPING pairs of 2 MiB: the round trip through the ledger and the
 //!   frontend's SHMEM_MAP / SHMEM_UNMAP, each acknowledged (rate and latency per pair),
-//!   and the floor under a pair measured in the same repeat: a Unix-socket round trip and
-//!   a MAP_FIXED map of the same 2 MiB of the file and its unmap, done in this process;
+//!   and the floor under a pair measured in the same repeat: a Unix-socket round trip to
+//!   another process and a MAP_FIXED map of the same 2 MiB of the file and its unmap;
 //! - reads of one file through the window (the frontend process's own loads from its
 //!   mapping) against the same file through FUSE READ, both on a warm page cache: in order
 //!   in 1 MiB pieces, and 4 KiB at random page-aligned offsets — what DAX is for;
@@ -14,9 +14,10 @@
 //!   reply, which is what the deferred release costs.
 
 use std::io::{Read, Write};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use super::fuse::XorShift;
@@ -202,8 +203,9 @@ fn map_unmap(s: &mut DaxSession, sizes: &Sizes, samples: &mut Samples) -> Result
 }
 
 /// What a map/unmap pair cannot go below on this machine: one round trip over a Unix
-/// socket to a thread that answers at once (the pair's own messages are two FUSE round
-/// trips and two acknowledged backend-channel ones), and the frontend's work for the
+/// socket to another process that answers at once (`cat` with the socket as its stdin and
+/// stdout; the pair's own messages are two FUSE round trips and two acknowledged
+/// backend-channel ones, each between processes), and the frontend's work for the
 /// SHMEM_MAP and SHMEM_UNMAP, a MAP_FIXED shared map of the same 2 MiB of the file into a
 /// reservation and its return to `PROT_NONE`. `pairs` of those, timed each.
 fn map_floor(file: &Path, pairs: usize, samples: &mut Samples) -> Result<(), BenchError> {
@@ -211,15 +213,14 @@ fn map_floor(file: &Path, pairs: usize, samples: &mut Samples) -> Result<(), Ben
     let len = usize::try_from(CHUNK)
         .map_err(|_| BenchError::Unexpected("a 2 MiB chunk does not fit in usize".into()))?;
     let window = crate::sys::Reservation::new(len)?;
-    let (mut ours, mut theirs) = UnixStream::pair()?;
-    let echo = std::thread::spawn(move || {
-        let mut message = [0u8; 16];
-        while theirs.read_exact(&mut message).is_ok() {
-            if theirs.write_all(&message).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut ours, theirs) = UnixStream::pair()?;
+    let theirs_out = theirs.try_clone()?;
+    let mut echo = Command::new("cat")
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::from(OwnedFd::from(theirs_out)))
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| BenchError::Unexpected(format!("cannot start cat for the map floor: {e}")))?;
     let mut message = [0u8; 16];
     let mut latencies = Vec::with_capacity(pairs);
     for _ in 0..pairs {
@@ -230,8 +231,9 @@ fn map_floor(file: &Path, pairs: usize, samples: &mut Samples) -> Result<(), Ben
         window.clear(0, CHUNK)?;
         latencies.push(t.elapsed().as_secs_f64() * 1e6);
     }
+    // cat reads the end of file and exits.
     drop(ours);
-    let _ = echo.join();
+    let _ = echo.wait();
     samples.push_latencies(["dax_map_floor_p50_us", "dax_map_floor_p99_us"], latencies);
     Ok(())
 }
