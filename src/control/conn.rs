@@ -31,6 +31,13 @@ struct Held {
     idle_since: Instant,
 }
 
+impl Held {
+    fn idle_without_pins(&self, min: Duration) -> Option<Duration> {
+        let idle = self.idle_since.elapsed();
+        (!self.closed && !self.busy && self.pins.is_empty() && idle >= min).then_some(idle)
+    }
+}
+
 impl Conn {
     pub(super) fn new(no: u64) -> Self {
         Conn {
@@ -59,22 +66,16 @@ impl Conn {
     /// How long the connection has been idle holding nothing, if at least `min`: such a
     /// connection may make room for a new one.
     pub(super) fn idle_without_pins(&self, min: Duration) -> Option<Duration> {
-        let held = self.lock();
-        let idle = held.idle_since.elapsed();
-        (!held.closed && !held.busy && held.pins.is_empty() && idle >= min).then_some(idle)
+        self.lock().idle_without_pins(min)
     }
 
     /// Closes the connection's (empty) pin table if it is still idle holding nothing for at
     /// least `min`, so no pin can arrive while it is being shut down. Whether it was.
     pub(super) fn close_if_idle(&self, min: Duration) -> bool {
         let mut held = self.lock();
-        let idle = !held.closed && !held.busy && held.pins.is_empty();
-        if idle && held.idle_since.elapsed() >= min {
-            held.closed = true;
-            true
-        } else {
-            false
-        }
+        let idle = held.idle_without_pins(min).is_some();
+        held.closed |= idle;
+        idle
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {

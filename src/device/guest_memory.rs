@@ -149,15 +149,18 @@ impl MemoryGuard {
                 .ok()
                 .filter(|m| m.file_type().is_file())
                 .is_some_and(|m| backing.start().saturating_add(region.len()) > m.len());
-            let why = match sigbus::seals(backing.file()) {
-                _ if past_end => "declared past the end of its file",
-                Ok(Some(seals)) if seals & libc::F_SEAL_SHRINK != 0 => {
-                    sealed += 1;
-                    continue;
+            let why = if past_end {
+                "declared past the end of its file"
+            } else {
+                match sigbus::seals(backing.file()) {
+                    Ok(Some(seals)) if seals & libc::F_SEAL_SHRINK != 0 => {
+                        sealed += 1;
+                        continue;
+                    }
+                    Ok(Some(_)) => "a memfd or tmpfs file not sealed against shrinking",
+                    Ok(None) => "a file that cannot be sealed",
+                    Err(_) => "a file whose seals cannot be read",
                 }
-                Ok(Some(_)) => "a memfd or tmpfs file not sealed against shrinking",
-                Ok(None) => "a file that cannot be sealed",
-                Err(_) => "a file whose seals cannot be read",
             };
             if past_end {
                 log::warn!(
